@@ -1,0 +1,145 @@
+#pragma once
+// A keep-alive HTTP/1.1 server on libuv + llhttp. Generic: it knows nothing of
+// tokens. The token API (token_api.h), the health listener and the IMDS emulator
+// all sit on it.
+//
+// Contract:
+//  * Loop thread only. One HttpHandler serves every connection of a server.
+//  * Requests on a connection are handed to the handler in order; responses go
+//    out in request order even when the handler answers them out of order
+//    (pipelining). At most `max_pipelined` requests per connection are in
+//    flight; beyond that the server stops reading that connection until answers
+//    go out (back-pressure, no unbounded queue).
+//  * Bodies with Content-Length and chunked Transfer-Encoding are assembled
+//    before the handler sees the request.
+//  * The server answers protocol errors itself with a JSON body
+//    {"error":"bad_request","error_description":"..."} and closes:
+//      400 malformed request, 413 body too large, 431 headers too large,
+//      408 header-read timeout (slow-loris), 505 bad version,
+//      503 + Retry-After when max_connections is reached.
+//  * Idle keep-alive connections are closed after idle_timeout.
+//  * Responses carry Content-Length, Content-Type, and "Connection: close" when
+//    the server will close after them; writes are batched per connection per
+//    loop turn. TCP_NODELAY is set on accepted sockets.
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "agent/clock.h"
+#include "agent/log.h"
+#include "agent/status.h"
+
+namespace mi::proxy {
+
+struct ServerLimits {
+  size_t max_connections = 10000;
+  size_t max_header_bytes = 8192;   // request line + headers
+  size_t max_body_bytes = 8192;
+  Duration header_timeout = Duration(10000);  // from first byte of a request to headers complete
+  Duration idle_timeout = Duration(60000);    // no request in progress and nothing to write
+  size_t max_pipelined = 32;
+};
+
+struct HttpRequest {
+  std::string method;  // "GET", "POST", ... as sent
+  std::string target;  // request target as sent ("/oauth2/token?resource=...")
+  // Header names lower-cased, values with surrounding whitespace trimmed, in
+  // arrival order, duplicates kept.
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;  // de-chunked
+  bool keep_alive = true;
+  bool peer_is_loopback = false;  // 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104
+  std::string peer;               // "127.0.0.1:53122" (for logs)
+
+  // First value of header `lower_name`, or null.
+  const std::string* Header(std::string_view lower_name) const;
+  size_t HeaderCount(std::string_view lower_name) const;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  // Extra headers (e.g. {"Retry-After", "5"}). No Content-Length/Connection here.
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  bool close = false;  // close the connection after this response
+};
+
+namespace detail {
+struct Exchange;
+}
+
+// The right to answer one request. Move-only, cheap. Send() exactly once, now or
+// later, on the loop thread. If the connection is gone, Send() is a no-op.
+// Dropping a Responder without sending answers 500.
+class Responder {
+ public:
+  Responder() = default;
+  explicit Responder(std::shared_ptr<detail::Exchange> exchange) : exchange_(std::move(exchange)) {}
+  Responder(Responder&&) noexcept = default;
+  Responder& operator=(Responder&&) noexcept = default;
+  ~Responder();
+
+  void Send(HttpResponse&& response);
+  // The connection is still open (the answer can still be delivered).
+  bool connected() const;
+
+ private:
+  std::shared_ptr<detail::Exchange> exchange_;
+};
+
+class HttpHandler {
+ public:
+  virtual ~HttpHandler() = default;
+  virtual void OnRequest(HttpRequest& request, Responder responder) = 0;
+};
+
+struct ServerStats {
+  size_t open_connections = 0;
+  uint64_t accepted = 0;
+  uint64_t rejected_over_limit = 0;  // 503 at max_connections
+  uint64_t timed_out = 0;            // header-read (408) and idle closes
+  uint64_t protocol_errors = 0;      // 400/413/431/505
+};
+
+class HttpServer {
+ public:
+  HttpServer(uv_loop_t* loop, const ServerLimits& limits, HttpHandler* handler, Logger* logger);
+  // Closes listeners and connections (handles are released in close callbacks).
+  ~HttpServer();
+
+  // Binds and listens; may be called for several addresses. Port 0 picks an
+  // ephemeral port (see BoundPorts()). IPv6 sockets are v6-only.
+  Status Listen(const std::string& host, uint16_t port);
+  // Adopts an already-listening socket (systemd socket activation).
+  Status Adopt(uv_os_sock_t fd);
+  // "127.0.0.1:50342", "[::1]:50342" for each listener, in order.
+  std::vector<std::string> BoundAddresses() const;
+  std::vector<uint16_t> BoundPorts() const;
+
+  void set_limits(const ServerLimits& limits);  // applies to new connections/requests
+  const ServerStats& stats() const;
+
+  // Stops accepting; open connections continue.
+  void StopAccepting();
+  // Graceful stop: stop accepting, let requests in flight finish and their
+  // answers be written, close idle connections at once, then call `done`.
+  // After `deadline`, closes whatever is left and calls `done`.
+  void Shutdown(Duration deadline, std::function<void()> done);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Writes a JSON error body {"error":..,"error_description":..}.
+std::string ErrorBody(std::string_view error, std::string_view description);
+
+}  // namespace mi::proxy

@@ -1,0 +1,1 @@
+// placeholder: the token API lands here.

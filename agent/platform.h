@@ -1,0 +1,20 @@
+#pragma once
+// Platform glue: the service manager's notifier, inherited listening sockets and
+// the platform's default paths. platform_posix.cc / platform_systemd.cc /
+// platform_win.cc implement it.
+
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/service_notifier.h"
+#include "agent/status.h"
+
+namespace mi::platform {
+std::unique_ptr<ServiceNotifier> MakeNotifier();            // SdNotifier when NOTIFY_SOCKET is set, else NullNotifier
+Status TakeActivatedSockets(std::vector<uv_os_sock_t>* out); // LISTEN_FDS via sd_listen_fds(1); none → empty, ok
+std::string DefaultConfigPath();                             // /etc/mi-agent/config.json
+std::string DiscoveryFilePath();                             // /var/lib/waagent/ManagedIdentity-Settings
+}

@@ -38,7 +38,7 @@ struct Config {
   // --- Cache ----------------------------------------------------------------
   struct Cache {
     Duration margin = Duration(300000);          // "margin_seconds": hits need this much life left
-    Duration refresh_ahead = Duration(600000);   // "refresh_ahead_seconds": refresh this long before the margin
+    Duration refresh_ahead = Duration(600000);   // "refresh_ahead_seconds": refresh 1/2..1 of this before the margin (jittered)
     Duration hard_floor = Duration(60000);       // "hard_floor_seconds": while IMDS fails, serve down to this
     Duration idle_evict = Duration(3600000);     // "idle_seconds": unused keys stop refreshing and go
     size_t max_keys = 4096;                      // "max_keys": LRU cap
@@ -93,6 +93,9 @@ struct Config {
 Status ParseConfig(const std::string& text, Config* out);
 // Reads and parses a file. A missing file is an error unless `missing_ok`.
 Status LoadConfigFile(const std::string& path, bool missing_ok, Config* out);
+
+// "127.0.0.1:50343", "[::1]:50343".
+bool ParseListenAddress(const std::string& text, ListenAddress* out);
 
 // The platform's default config path (/etc/mi-agent/config.json,
 // %ProgramData%\mi-agent\config.json).

@@ -1,7 +1,6 @@
 #pragma once
-// Platform glue: the service manager's notifier, inherited listening sockets and
-// the platform's default paths. platform_posix.cc / platform_systemd.cc /
-// platform_win.cc implement it.
+// Platform seams: the service manager, socket activation and paths.
+// platform_systemd.cc (Linux) and platform_win.cc (Windows) implement them.
 
 #include <uv.h>
 
@@ -14,7 +13,7 @@
 
 namespace mi::platform {
 std::unique_ptr<ServiceNotifier> MakeNotifier();            // SdNotifier when NOTIFY_SOCKET is set, else NullNotifier
-Status TakeActivatedSockets(std::vector<uv_os_sock_t>* out); // LISTEN_FDS via sd_listen_fds(1); none → empty, ok
+Status TakeActivatedSockets(std::vector<uv_os_sock_t>* out); // LISTEN_FDS via sd_listen_fds(1), validated; none → empty, ok
 std::string DefaultConfigPath();                             // /etc/mi-agent/config.json
 std::string DiscoveryFilePath();                             // /var/lib/waagent/ManagedIdentity-Settings
 }

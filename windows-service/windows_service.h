@@ -11,10 +11,17 @@
 //    as mi-agent.log.1 once it exceeds 10 MiB).
 
 #include <string>
+#include <vector>
 
 #include "agent/app/daemon.h"
 
 namespace mi {
+
+// `mi-agent.exe service [--config PATH] [overrides]`, `install` and `uninstall`
+// (called by RunCli). `service` loads the configuration like a console run;
+// a configuration error is logged to the log file and reported to the SCM as
+// a failed start.
+int RunWindowsCommand(const std::string& command, const std::vector<std::string>& args);
 
 // Connects to the SCM and runs the service until it stops; returns the process
 // exit code. `options.notifier` and `options.handle_signals` are replaced (the

@@ -22,6 +22,7 @@
 #include <thread>
 #include <type_traits>
 
+#include "agent/app/cli.h"
 #include "agent/log.h"
 
 namespace mi {
@@ -116,7 +117,10 @@ std::wstring RedirectStderrToLogFile() {
 // pointer, hence the one global instance (set for the dispatcher's lifetime).
 class ServiceInstance final : public ServiceNotifier {
  public:
-  explicit ServiceInstance(DaemonOptions options) : options_(std::move(options)), log_(&clock_) {
+  // A non-empty `startup_error` (a bad configuration) is logged and reported
+  // to the SCM as a failed start.
+  ServiceInstance(DaemonOptions options, std::string startup_error)
+      : options_(std::move(options)), startup_error_(std::move(startup_error)), log_(&clock_) {
     auto drain = std::chrono::duration_cast<std::chrono::milliseconds>(options_.config.limits.drain_timeout);
     stop_wait_hint_ms_ = static_cast<DWORD>(drain.count()) + 5000;
     stop_pending_limit_ = drain + kStopSlack;
@@ -136,6 +140,12 @@ class ServiceInstance final : public ServiceNotifier {
     log_.set_format(LogFormat::kText);
     log_.set_level(options_.config.log_level);
     log_.Info("service: starting mi-agent " MI_VERSION " (log file " + Utf8(log_path) + ")");
+    if (!startup_error_.empty()) {
+      log_.Error("service: cannot start: " + startup_error_);
+      exit_code_ = 1;
+      Report(SERVICE_STOPPED, 0, ERROR_SERVICE_SPECIFIC_ERROR, 1);
+      return;
+    }
 
     std::thread loop([this] { RunDaemon(); });
     {
@@ -261,6 +271,7 @@ class ServiceInstance final : public ServiceNotifier {
   }
 
   DaemonOptions options_;  // moved to the loop thread when it starts
+  std::string startup_error_;
   WallClock clock_;
   Logger log_;  // ServiceMain and loop threads, never both at once
   DWORD stop_wait_hint_ms_ = 0;
@@ -287,10 +298,8 @@ void WINAPI ServiceInstance::ServiceMainTrampoline(DWORD, LPWSTR*) noexcept {
   if (g_service != nullptr) g_service->Main();
 }
 
-}  // namespace
-
-int RunWindowsService(DaemonOptions options) {
-  ServiceInstance service(std::move(options));
+// Runs `service` under the SCM's dispatcher until it stops.
+int Dispatch(ServiceInstance& service) {
   g_service = &service;
   SERVICE_TABLE_ENTRYW table[] = {
       {const_cast<LPWSTR>(kServiceName), &ServiceInstance::ServiceMainTrampoline},
@@ -309,6 +318,60 @@ int RunWindowsService(DaemonOptions options) {
     return Fail("cannot connect to the Service Control Manager", error);
   }
   return service.exit_code();
+}
+
+std::wstring ModulePath() {
+  std::wstring path(MAX_PATH, L'\0');
+  for (;;) {
+    DWORD n = GetModuleFileNameW(nullptr, path.data(), static_cast<DWORD>(path.size()));
+    if (n == 0) return L"";
+    if (n < path.size()) {
+      path.resize(n);
+      return path;
+    }
+    path.resize(path.size() * 2);
+  }
+}
+
+}  // namespace
+
+int RunWindowsService(DaemonOptions options) {
+  ServiceInstance service(std::move(options), "");
+  return Dispatch(service);
+}
+
+int RunWindowsCommand(const std::string& command, const std::vector<std::string>& args) {
+  if (command == "install" || command == "uninstall") {
+    if (!args.empty()) {
+      std::fprintf(stderr, "mi-agent: %s takes no arguments\n", command.c_str());
+      return 2;
+    }
+    if (command == "uninstall") return UninstallWindowsService();
+    std::wstring exe = ModulePath();
+    if (exe.empty()) return Fail("cannot find the path of mi-agent.exe", GetLastError());
+    return InstallWindowsService(exe);
+  }
+  // `service`: the same configuration rules as a console run (agent/app/cli.cc).
+  CliOptions cli;
+  cli.config_path = DefaultConfigPath();
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--config" && i + 1 < args.size()) {
+      cli.config_path = args[++i];
+      cli.config_path_given = true;
+    } else {
+      cli.args.push_back(args[i]);
+    }
+  }
+  DaemonOptions options;
+  Status s = LoadConfigFile(cli.config_path, /*missing_ok=*/!cli.config_path_given, &options.config);
+  std::string error = s.ok() ? ApplyOverrides(cli.args, &options.config) : "invalid configuration: " + s.message();
+  if (!error.empty()) {
+    ServiceInstance failed(DaemonOptions(), error);
+    return Dispatch(failed);
+  }
+  options.config_path = cli.config_path;
+  options.overrides = [overrides = cli.args](Config* c) { ApplyOverrides(overrides, c); };
+  return RunWindowsService(std::move(options));
 }
 
 int InstallWindowsService(const std::wstring& exe_path) {

@@ -93,14 +93,18 @@ UpstreamScheduler::Stats UpstreamScheduler::stats() const {
 Duration UpstreamScheduler::Tick() {
   const TimePoint now = clock_.Now();
   if (now > last_wall_) mono_ += now - last_wall_;
+  if (now < last_wall_) stepped_back_ = true;
   last_wall_ = now;
   return mono_;
 }
 
 void UpstreamScheduler::OnTimer() {
-  // The timer is monotonic: at least its delay has passed, whatever the wall
-  // clock says.
-  mono_ = std::max(Tick(), timer_due_);
+  // The timer is monotonic: after a backward step of the wall clock, trust it
+  // that its delay has passed. Otherwise trust the wall clock: a libuv timer
+  // counts from the loop's cached time and may fire a little early, and
+  // jumping to timer_due_ each time would let the estimate run fast.
+  Tick();
+  if (stepped_back_) mono_ = std::max(mono_, timer_due_);
   Pump();
 }
 
@@ -154,6 +158,7 @@ void UpstreamScheduler::Reschedule() {
     }
   }
   timer_due_ = now + wait;
+  stepped_back_ = false;
   timer_->Arm(wait, [this] { OnTimer(); });
 }
 

@@ -24,10 +24,10 @@
 //
 // Time: the Clock is the wall clock, the TimerFactory's timers are monotonic.
 // The scheduler keeps its own monotonic estimate: wall-clock progress, never
-// backwards, and at least the armed delay whenever its timer fires. So a wall
-// clock stepped backwards neither stalls the bucket nor stretches a pause; one
-// stepped forwards may refill the bucket (at most `burst`) and end a pause
-// early.
+// backwards, and at least the armed delay when its timer fires after the wall
+// clock went backwards. So a wall clock stepped backwards neither stalls the
+// bucket nor stretches a pause; one stepped forwards may refill the bucket (at
+// most `burst`) and end a pause early.
 //
 // Loop thread only. Clock and TimerFactory are not owned and must outlive the
 // scheduler.
@@ -123,7 +123,8 @@ class UpstreamScheduler {
 
   TimePoint last_wall_;
   Duration mono_{0};
-  Duration timer_due_{0};  // mono_ when the armed timer is due
+  Duration timer_due_{0};     // mono_ when the armed timer is due
+  bool stepped_back_ = false;  // the wall clock went backwards since arming
 
   double tokens_;
   Duration last_refill_{0};

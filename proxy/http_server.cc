@@ -327,6 +327,12 @@ class Connection {
   enum class TimerMode : uint8_t { kNone, kIdle, kRequest, kLinger };
 
   const ServerLimits& limits() const { return server_->limits_; }
+  // Another request may be dispatched: few enough in flight, and the client
+  // is reading what we already owe it.
+  bool HasRoom() const {
+    return fifo_.size() < std::max<size_t>(1, limits().max_pipelined) &&
+           out_.size() + writing_.size() < kMaxBufferedOutput;
+  }
   void Schedule() {
     if (server_ != nullptr && !closed_) server_->Schedule(this);
   }
@@ -554,8 +560,7 @@ void Connection::OnClosed(uv_handle_t* handle) noexcept {
 
 void Connection::Service() {
   if (closed_ || lingering_) return;
-  const size_t max_pipelined = std::max<size_t>(1, limits().max_pipelined);
-  if (parse_paused_ && !stop_parsing_ && !draining_ && fifo_.size() < max_pipelined) {
+  if (parse_paused_ && !stop_parsing_ && !draining_ && HasRoom()) {
     parse_paused_ = false;
     if (!pending_in_.empty()) ParsePending();
     if (closed_) return;
@@ -573,8 +578,7 @@ void Connection::Service() {
     }
   }
   bool want_read = !stop_parsing_ && !draining_ && !peer_eof_ && !parse_paused_ && !close_after_write_ &&
-                   pending_in_.empty() && fifo_.size() < max_pipelined &&
-                   out_.size() + writing_.size() < kMaxBufferedOutput;
+                   pending_in_.empty() && HasRoom();
   if (want_read) {
     if (!StartReading()) return;
   } else {
@@ -611,8 +615,9 @@ void Connection::OnAlloc(uv_handle_t* handle, size_t, uv_buf_t* buf) noexcept {
     *buf = uv_buf_init(nullptr, 0);
     return;
   }
-  // One buffer per server: libuv consumes it synchronously in the read
-  // callback, and anything that must outlive the callback is copied out.
+  // One buffer per server: libuv fills it right before the read callback
+  // (on Windows too: TCP reads are zero-byte reads there, then a synchronous
+  // recv), and anything that must outlive the callback is copied out.
   *buf = uv_buf_init(c->server_->read_buffer_.get(), static_cast<unsigned int>(kReadBufferSize));
 }
 
@@ -867,6 +872,7 @@ int Connection::OnMessageComplete() {
   slot.exchange = exchange.get();
   request_.peer = peer_;
   request_.peer_is_loopback = loopback_;
+  if (server_ != nullptr) ++server_->stats_.requests;
   if (server_ != nullptr && server_->handler_ != nullptr) {
     server_->handler_->OnRequest(request_, Responder(std::move(exchange)));
   }
@@ -876,7 +882,8 @@ int Connection::OnMessageComplete() {
     stop_parsing_ = true;
     return HPE_PAUSED;
   }
-  if (fifo_.size() >= std::max<size_t>(1, limits().max_pipelined)) return HPE_PAUSED;
+  // Back-pressure: stop mid-buffer and keep the rest until answers drain.
+  if (!HasRoom()) return HPE_PAUSED;
   return 0;
 }
 

@@ -108,6 +108,8 @@ void Logger::Log(LogLevel level, std::string_view message) {
   } else {
     line += '\n';
     std::fwrite(line.data(), 1, line.size(), stderr);
+    // The Windows C runtime buffers stderr when it is not a console (a file, a pipe).
+    std::fflush(stderr);
   }
 }
 

@@ -63,6 +63,7 @@ std::string Digest(const Config& c) {
 struct Daemon::Impl {
   explicit Impl(DaemonOptions o) : options(std::move(o)), config(options.config), logger(&loop) {
     if (options.notifier == nullptr) options.notifier = &null_notifier;
+    if (options.log_sink) logger.set_sink(options.log_sink);
   }
 
   // Everything with handles on the loop, torn down together after the drain.

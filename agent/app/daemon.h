@@ -21,6 +21,9 @@ struct DaemonOptions {
   ServiceNotifier* notifier = nullptr;  // not owned; null = NullNotifier
   // POSIX: handle SIGTERM/SIGINT (drain) and SIGHUP (reload) on the loop.
   bool handle_signals = true;
+  // Where log lines go (Logger::set_sink); null = stderr. The Windows service
+  // logs to a file: a service has no usable stderr.
+  std::function<void(std::string_view line)> log_sink;
 };
 
 class Daemon {

@@ -4,20 +4,38 @@
 #include "agent/platform.h"
 
 #include <windows.h>
+#include <knownfolders.h>
+#include <shlobj.h>
 
 namespace mi::platform {
 namespace {
 
-// The value of an environment variable as UTF-8, or `fallback` when unset.
-std::string EnvOr(const wchar_t* name, const char* fallback) {
-  wchar_t buf[MAX_PATH];
-  DWORD n = GetEnvironmentVariableW(name, buf, MAX_PATH);
-  if (n == 0 || n >= MAX_PATH) return fallback;
-  int bytes = WideCharToMultiByte(CP_UTF8, 0, buf, static_cast<int>(n), nullptr, 0, nullptr, nullptr);
-  if (bytes <= 0) return fallback;
+std::string Utf8(const wchar_t* wide, int length) {
+  int bytes = WideCharToMultiByte(CP_UTF8, 0, wide, length, nullptr, 0, nullptr, nullptr);
+  if (bytes <= 0) return {};
   std::string out(static_cast<size_t>(bytes), '\0');
-  WideCharToMultiByte(CP_UTF8, 0, buf, static_cast<int>(n), out.data(), bytes, nullptr, nullptr);
+  WideCharToMultiByte(CP_UTF8, 0, wide, length, out.data(), bytes, nullptr, nullptr);
   return out;
+}
+
+// The known folder, not %ProgramData%: a service's environment need not carry
+// it (under Wine it even points elsewhere), and the installers use the folder.
+std::string ProgramDataDir() {
+  wchar_t* path = nullptr;
+  std::string out;
+  if (SUCCEEDED(SHGetKnownFolderPath(FOLDERID_ProgramData, 0, nullptr, &path)) && path != nullptr) {
+    out = Utf8(path, static_cast<int>(wcslen(path)));
+  }
+  CoTaskMemFree(path);
+  return out.empty() ? "C:\\ProgramData" : out;
+}
+
+// "C:" from the Windows directory (what %SystemDrive% names).
+std::string SystemDrive() {
+  wchar_t windir[MAX_PATH];
+  UINT n = GetSystemWindowsDirectoryW(windir, MAX_PATH);
+  if (n < 2 || n >= MAX_PATH || windir[1] != L':') return "C:";
+  return Utf8(windir, 2);
 }
 
 }  // namespace
@@ -30,12 +48,10 @@ Status TakeActivatedSockets(std::vector<uv_os_sock_t>* out) {
 }
 
 // %ProgramData%\mi-agent\config.json
-std::string DefaultConfigPath() { return EnvOr(L"ProgramData", "C:\\ProgramData") + "\\mi-agent\\config.json"; }
+std::string DefaultConfigPath() { return ProgramDataDir() + "\\mi-agent\\config.json"; }
 
 // %SystemDrive%\WindowsAzure\Config\ManagedIdentity-Settings, where the VM
 // extension wrote it and old client libraries look for it.
-std::string DiscoveryFilePath() {
-  return EnvOr(L"SystemDrive", "C:") + "\\WindowsAzure\\Config\\ManagedIdentity-Settings";
-}
+std::string DiscoveryFilePath() { return SystemDrive() + "\\WindowsAzure\\Config\\ManagedIdentity-Settings"; }
 
 }  // namespace mi::platform

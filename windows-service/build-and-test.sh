@@ -168,7 +168,9 @@ cmake_dep() {  # cmake_dep NAME SOURCE_DIR EXTRA_ARGS...
 
 build_curl() {
   # curl's own mingw makefile: no configure step (the CMake route spends ~2 min in
-  # try-compiles). HTTP only, no TLS: the agent talks plain HTTP to IMDS.
+  # try-compiles). HTTP and HTTPS only (HTTP_ONLY), TLS from Windows' own
+  # Schannel: IMDS is plain HTTP, but the agent allows http and https endpoints
+  # (CURLOPT_PROTOCOLS_STR "http,https"), which a curl without TLS refuses.
   # CC and CPPFLAGS go through the environment: on the make command line they
   # would replace the makefile's own `+=` additions. Runs under `run`, where
   # `set -e` does not apply: every step checks for itself.
@@ -177,7 +179,7 @@ build_curl() {
   (cd "$src/lib" &&
     env CC=x86_64-w64-mingw32-gcc-posix AR=x86_64-w64-mingw32-ar CFLAGS=-O2 \
       CPPFLAGS="-DHTTP_ONLY -DCURL_DISABLE_LDAP -DCURL_STATICLIB" \
-      make -f Makefile.mk -j "$JOBS" TRIPLET=x86_64-w64-mingw32 CFG=-ipv6 libcurl.a) || return 1
+      make -f Makefile.mk -j "$JOBS" TRIPLET=x86_64-w64-mingw32 CFG=-ipv6-sspi-schannel libcurl.a) || return 1
   mkdir -p "$PREFIX/lib/cmake/CURL" "$PREFIX/include/curl" &&
     cp "$src/lib/libcurl.a" "$PREFIX/lib/" &&
     cp "$src"/include/curl/*.h "$PREFIX/include/curl/" || return 1
@@ -185,7 +187,7 @@ build_curl() {
   version=$(sed -n 's/^#define LIBCURL_VERSION "\([^"]*\)".*/\1/p' "$src/include/curl/curlver.h")
   cat >"$PREFIX/lib/cmake/CURL/CURLConfig.cmake" <<EOF
 # Written by mi-agent windows-service/build-and-test.sh for a libcurl.a built
-# with curl's lib/Makefile.mk (static, HTTP only, no TLS).
+# with curl's lib/Makefile.mk (static, HTTP/HTTPS only, Schannel TLS).
 get_filename_component(_curl_prefix "\${CMAKE_CURRENT_LIST_DIR}/../../.." ABSOLUTE)
 if(NOT TARGET CURL::libcurl)
   add_library(CURL::libcurl STATIC IMPORTED)
@@ -193,7 +195,7 @@ if(NOT TARGET CURL::libcurl)
     IMPORTED_LOCATION "\${_curl_prefix}/lib/libcurl.a"
     INTERFACE_INCLUDE_DIRECTORIES "\${_curl_prefix}/include"
     INTERFACE_COMPILE_DEFINITIONS CURL_STATICLIB
-    INTERFACE_LINK_LIBRARIES "ws2_32;bcrypt;advapi32;crypt32")
+    INTERFACE_LINK_LIBRARIES "ws2_32;bcrypt;advapi32;crypt32;secur32")
 endif()
 set(CURL_VERSION_STRING "$version")
 set(CURL_FOUND TRUE)

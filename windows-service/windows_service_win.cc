@@ -10,6 +10,8 @@
 //    handle lives and dies on the one thread that runs the loop.
 #include "windows-service/windows_service.h"
 
+// winsock2.h before windows.h: agent/platform.h includes uv.h, which needs it.
+#include <winsock2.h>
 #include <windows.h>
 
 #include <chrono>
@@ -20,10 +22,13 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <share.h>
+#include <string_view>
 #include <type_traits>
 
 #include "agent/app/cli.h"
 #include "agent/log.h"
+#include "agent/platform.h"
 
 namespace mi {
 namespace {
@@ -88,30 +93,59 @@ class WallClock : public Clock {
   }
 };
 
-std::wstring ProgramDataDir() {
-  wchar_t buf[MAX_PATH];
-  DWORD n = GetEnvironmentVariableW(L"ProgramData", buf, MAX_PATH);
-  if (n == 0 || n >= MAX_PATH) return L"C:\\ProgramData";
-  return std::wstring(buf, n);
+std::wstring Wide(const std::string& utf8) {
+  if (utf8.empty()) return {};
+  int n = MultiByteToWideChar(CP_UTF8, 0, utf8.data(), static_cast<int>(utf8.size()), nullptr, 0);
+  if (n <= 0) return {};
+  std::wstring out(static_cast<size_t>(n), L'\0');
+  MultiByteToWideChar(CP_UTF8, 0, utf8.data(), static_cast<int>(utf8.size()), out.data(), n);
+  return out;
 }
 
-// Points stderr (where mi::Logger writes by default, and where libuv and the C
-// runtime report fatal errors) at %ProgramData%\mi-agent\mi-agent.log. A
-// service has no console, and Wine has no usable event log, so a file it is.
-std::wstring RedirectStderrToLogFile() {
-  std::wstring dir = ProgramDataDir() + L"\\mi-agent";
-  CreateDirectoryW(dir.c_str(), nullptr);  // ERROR_ALREADY_EXISTS is fine
-  std::wstring path = dir + L"\\mi-agent.log";
-  WIN32_FILE_ATTRIBUTE_DATA attributes;
-  if (GetFileAttributesExW(path.c_str(), GetFileExInfoStandard, &attributes)) {
-    ULONGLONG size = (static_cast<ULONGLONG>(attributes.nFileSizeHigh) << 32) | attributes.nFileSizeLow;
-    if (size > kMaxLogBytes) MoveFileExW(path.c_str(), (path + L".1").c_str(), MOVEFILE_REPLACE_EXISTING);
+// %ProgramData%\mi-agent\mi-agent.log: a service has no console, and Wine has
+// no usable event log, so a file it is. Lines come from the ServiceMain and the
+// loop threads (never at once, but the mutex makes that not matter).
+class LogFile {
+ public:
+  ~LogFile() {
+    if (file_ != nullptr) std::fclose(file_);
   }
-  if (_wfreopen(path.c_str(), L"a", stderr) == nullptr) return L"";
-  // One fwrite per log line; unbuffered so that a crash loses nothing.
-  std::setvbuf(stderr, nullptr, _IONBF, 0);
-  return path;
-}
+
+  // Creates the directory, moves a file over kMaxLogBytes to mi-agent.log.1,
+  // and opens the log for appending. Returns false if it cannot.
+  bool Open() {
+    std::wstring config = Wide(platform::DefaultConfigPath());
+    std::wstring dir = config.substr(0, config.find_last_of(L'\\'));
+    CreateDirectoryW(dir.c_str(), nullptr);  // ERROR_ALREADY_EXISTS is fine
+    path_ = dir + L"\\mi-agent.log";
+    WIN32_FILE_ATTRIBUTE_DATA attributes;
+    if (GetFileAttributesExW(path_.c_str(), GetFileExInfoStandard, &attributes)) {
+      ULONGLONG size = (static_cast<ULONGLONG>(attributes.nFileSizeHigh) << 32) | attributes.nFileSizeLow;
+      if (size > kMaxLogBytes) MoveFileExW(path_.c_str(), (path_ + L".1").c_str(), MOVEFILE_REPLACE_EXISTING);
+    }
+    file_ = _wfsopen(path_.c_str(), L"ab", _SH_DENYNO);
+    if (file_ == nullptr) return false;
+    // Best effort: stray stderr output (libuv or C runtime fatal errors) into
+    // the same file. The C runtime refuses when stderr was never open (Wine does).
+    _wfreopen(path_.c_str(), L"a", stderr);
+    return true;
+  }
+
+  void Write(std::string_view line) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (file_ == nullptr) return;
+    std::fwrite(line.data(), 1, line.size(), file_);
+    std::fwrite("\r\n", 1, 2, file_);
+    std::fflush(file_);
+  }
+
+  const std::wstring& path() const { return path_; }
+
+ private:
+  std::mutex mutex_;
+  FILE* file_ = nullptr;
+  std::wstring path_;
+};
 
 // The service of this process. The SCM calls ServiceMain without a context
 // pointer, hence the one global instance (set for the dispatcher's lifetime).
@@ -136,10 +170,11 @@ class ServiceInstance final : public ServiceNotifier {
       return;
     }
     Report(SERVICE_START_PENDING, kStartWaitHintMs);
-    std::wstring log_path = RedirectStderrToLogFile();
+    bool logging = log_file_.Open();
     log_.set_format(LogFormat::kText);
     log_.set_level(options_.config.log_level);
-    log_.Info("service: starting mi-agent " MI_VERSION " (log file " + Utf8(log_path) + ")");
+    if (logging) log_.set_sink([this](std::string_view line) { log_file_.Write(line); });
+    log_.Info("service: starting mi-agent " MI_VERSION " (log file " + Utf8(log_file_.path()) + ")");
     if (!startup_error_.empty()) {
       log_.Error("service: cannot start: " + startup_error_);
       exit_code_ = 1;
@@ -162,7 +197,6 @@ class ServiceInstance final : public ServiceNotifier {
     } else {
       log_.Error("service: stopped with exit code " + std::to_string(exit_code_));
     }
-    std::fflush(stderr);
     if (exit_code_ == 0) {
       Report(SERVICE_STOPPED, 0);
     } else {
@@ -215,6 +249,8 @@ class ServiceInstance final : public ServiceNotifier {
       DaemonOptions options = std::move(options_);
       options.notifier = this;
       options.handle_signals = false;
+      // The same file, in the format the configuration asks for.
+      options.log_sink = [this](std::string_view line) { log_file_.Write(line); };
       auto daemon = std::make_unique<Daemon>(std::move(options));
       bool stop_first;
       {
@@ -273,6 +309,7 @@ class ServiceInstance final : public ServiceNotifier {
   DaemonOptions options_;  // moved to the loop thread when it starts
   std::string startup_error_;
   WallClock clock_;
+  LogFile log_file_;
   Logger log_;  // ServiceMain and loop threads, never both at once
   DWORD stop_wait_hint_ms_ = 0;
   std::chrono::steady_clock::duration stop_pending_limit_{};

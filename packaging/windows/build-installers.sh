@@ -20,12 +20,11 @@ rm -rf "$STAGE"
 mkdir -p "$STAGE"
 # The installers ship a stripped copy; the build keeps its symbols.
 x86_64-w64-mingw32-strip -o "$STAGE/mi-agent.exe" "$EXE"
-# Defaults for the MSI (the NSIS script writes its own, for its /PORT=).
-printf '{\r\n  "port": 50342\r\n}\r\n' >"$STAGE/config.json"
+# The MSI's discovery file (the NSIS script writes its own, for its /PORT=).
 printf '{"url":"http://localhost:50342/oauth2/token"}' >"$STAGE/ManagedIdentity-Settings"
 
 makensis -V2 -DVERSION="$VERSION" -DAGENT_EXE="$STAGE/mi-agent.exe" \
   -DOUT_FILE="$OUT/mi-agent-$VERSION-setup.exe" "$HERE/mi-agent.nsi"
-wixl -a x64 -D Version="$VERSION" -D AgentExe="$STAGE/mi-agent.exe" -D StageDir="$STAGE" \
-  -o "$OUT/mi-agent-$VERSION.msi" "$HERE/mi-agent.wxs"
+cp "$HERE/mi-agent.wxs" "$STAGE/"
+(cd "$STAGE" && wixl -a x64 -D Version="$VERSION" -o "$OUT/mi-agent-$VERSION.msi" mi-agent.wxs)
 echo "built $OUT/mi-agent-$VERSION-setup.exe and $OUT/mi-agent-$VERSION.msi"

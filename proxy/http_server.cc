@@ -216,6 +216,15 @@ std::string FormatAddress(const sockaddr_storage& ss) {
 
 std::string UvError(int rc) { return uv_strerror(rc); }
 
+// For libuv calls that cannot fail on an initialised, open handle (or fail
+// only on resource exhaustion at start-up): nothing sensible to do but stop.
+void MustUv(int rc, const char* what) {
+  if (rc != 0) {
+    std::fprintf(stderr, "mi-agent: fatal: %s: %s\n", what, uv_strerror(rc));
+    std::abort();
+  }
+}
+
 }  // namespace
 
 // One request's place in the response order.
@@ -572,7 +581,7 @@ void Connection::Service() {
       BeginLinger();
       return;
     }
-    if (fifo_.empty() && (draining_ || peer_eof_)) {
+    if (fifo_.empty() && (draining_ || (peer_eof_ && pending_in_.empty()))) {
       Close();
       return;
     }
@@ -605,7 +614,7 @@ bool Connection::StartReading() {
 
 void Connection::StopReading() {
   if (!reading_ || closed_) return;
-  uv_read_stop(stream());
+  MustUv(uv_read_stop(stream()), "uv_read_stop");
   reading_ = false;
 }
 
@@ -919,7 +928,7 @@ void Connection::EmitFront(const HttpResponse* direct) {
   } else {
     const HttpResponse& r = direct != nullptr ? *direct : *slot.response;
     const bool close = r.close || !slot.keep_alive || slot.kind == Slot::Kind::kError ||
-                       (last && (draining_ || peer_eof_ || stop_parsing_));
+                       (last && (draining_ || stop_parsing_ || (peer_eof_ && pending_in_.empty())));
     Serialize(&out_, r, slot.head, close, !close && slot.http10);
     if (close) close_after_write_ = true;
   }
@@ -1028,7 +1037,7 @@ void Connection::ArmTimer(TimerMode mode, Duration delay) {
   timer_mode_ = mode;
   timer_deadline_ = now + ms;
   if (uv_is_active(timer_.base()) == 0 || timer_due_ > timer_deadline_) {
-    uv_timer_start(timer_.get(), OnTimerCb, ms, 0);
+    MustUv(uv_timer_start(timer_.get(), OnTimerCb, ms, 0), "uv_timer_start");
     timer_due_ = timer_deadline_;
   }
 }
@@ -1053,7 +1062,7 @@ void Connection::OnTimer() {
   if (timer_mode_ == TimerMode::kNone) return;
   const uint64_t now = uv_now(server_->loop_);
   if (now < timer_deadline_) {
-    uv_timer_start(timer_.get(), OnTimerCb, timer_deadline_ - now, 0);
+    MustUv(uv_timer_start(timer_.get(), OnTimerCb, timer_deadline_ - now, 0), "uv_timer_start");
     timer_due_ = timer_deadline_;
     return;
   }
@@ -1089,18 +1098,11 @@ ServerCore::ServerCore(uv_loop_t* loop, const ServerLimits& limits, HttpHandler*
       handler_(handler),
       logger_(logger),
       read_buffer_(new char[kReadBufferSize]) {
-  auto check = [](int rc, const char* what) {
-    if (rc != 0) {
-      // Only on resource exhaustion at start-up.
-      std::fprintf(stderr, "mi-agent: fatal: %s: %s\n", what, uv_strerror(rc));
-      std::abort();
-    }
-  };
-  check(uv_check_init(loop_, check_.get()), "uv_check_init");
+  MustUv(uv_check_init(loop_, check_.get()), "uv_check_init");
   check_.set_initialized(this);
-  check(uv_idle_init(loop_, idle_.get()), "uv_idle_init");
+  MustUv(uv_idle_init(loop_, idle_.get()), "uv_idle_init");
   idle_.set_initialized(this);
-  check(uv_timer_init(loop_, deadline_timer_.get()), "uv_timer_init");
+  MustUv(uv_timer_init(loop_, deadline_timer_.get()), "uv_timer_init");
   deadline_timer_.set_initialized(this);
 }
 
@@ -1247,17 +1249,19 @@ void ServerCore::StartTurn() {
   // The check handle does the work after this iteration's I/O; the idle handle
   // only keeps the next poll from blocking when work is queued from a phase
   // that runs after the check (or from timers).
-  uv_check_start(check_.get(), [](uv_check_t* h) {
-    if (h->data != nullptr) static_cast<ServerCore*>(h->data)->OnTurn();
-  });
-  uv_idle_start(idle_.get(), [](uv_idle_t*) {});
+  MustUv(uv_check_start(check_.get(),
+                        [](uv_check_t* h) {
+                          if (h->data != nullptr) static_cast<ServerCore*>(h->data)->OnTurn();
+                        }),
+         "uv_check_start");
+  MustUv(uv_idle_start(idle_.get(), [](uv_idle_t*) {}), "uv_idle_start");
   turn_active_ = true;
 }
 
 void ServerCore::StopTurn() {
   if (!turn_active_) return;
-  uv_check_stop(check_.get());
-  uv_idle_stop(idle_.get());
+  MustUv(uv_check_stop(check_.get()), "uv_check_stop");
+  MustUv(uv_idle_stop(idle_.get()), "uv_idle_stop");
   turn_active_ = false;
 }
 
@@ -1307,12 +1311,13 @@ void ServerCore::Shutdown(Duration deadline, std::function<void()> done) {
   done_pending_ = false;
   for (Connection* c : connections_) c->Drain();
   const uint64_t ms = deadline.count() > 0 ? static_cast<uint64_t>(deadline.count()) : 0;
-  uv_timer_start(
-      deadline_timer_.get(),
-      [](uv_timer_t* h) {
-        if (h->data != nullptr) static_cast<ServerCore*>(h->data)->OnDeadline();
-      },
-      ms, 0);
+  MustUv(uv_timer_start(
+             deadline_timer_.get(),
+             [](uv_timer_t* h) {
+               if (h->data != nullptr) static_cast<ServerCore*>(h->data)->OnDeadline();
+             },
+             ms, 0),
+         "uv_timer_start");
   MaybeFinishShutdown();
 }
 

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -191,6 +192,9 @@ HttpResponse TextResponse(std::string body) {
 class HttpServerTest : public ::testing::Test {
  protected:
   HttpServerTest() {
+#ifndef _WIN32
+    std::signal(SIGPIPE, SIG_IGN);  // as the daemon does: peers vanish mid-write
+#endif
     logger_.set_level(LogLevel::kDebug);
     logger_.set_sink([this](std::string_view line) { log_.emplace_back(line); });
   }

@@ -61,8 +61,8 @@ constexpr Duration kLingerTimeout{2000};
 // Connections being answered 503 beyond max_connections; past this they are
 // closed without an answer.
 constexpr size_t kMaxRejecting = 256;
-// Log "max_connections reached" at most once per this interval.
-constexpr uint64_t kOverLimitLogIntervalMs = 60000;
+// Flood warnings (max_connections reached, accept failing) at most once per this.
+constexpr uint64_t kLogIntervalMs = 60000;
 
 constexpr std::string_view k100Continue = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -304,8 +304,14 @@ class ServerCore {
   bool shutting_down_ = false;
   bool done_pending_ = false;
   std::function<void()> shutdown_done_;
-  uint64_t over_limit_logged_at_ = 0;
-  bool over_limit_logged_ = false;
+  // Warnings that a flood could repeat are logged at most once per interval.
+  struct Throttle {
+    bool logged = false;
+    uint64_t at = 0;
+  };
+  bool ShouldLog(Throttle* t);
+  Throttle over_limit_log_;
+  Throttle accept_error_log_;
 };
 
 class Connection {
@@ -1190,7 +1196,9 @@ void ServerCore::OnConnectionCb(uv_stream_t* listener, int status) noexcept {
 
 void ServerCore::OnConnection(uv_stream_t* listener, int status) {
   if (status < 0) {
-    Log(LogLevel::kWarning, "http: failed to accept connection, ignoring: " + UvError(status));
+    if (ShouldLog(&accept_error_log_)) {
+      Log(LogLevel::kWarning, "http: failed to accept connection, ignoring: " + UvError(status));
+    }
     return;
   }
   auto* c = new Connection(this);
@@ -1202,7 +1210,9 @@ void ServerCore::OnConnection(uv_stream_t* listener, int status) {
   connections_.insert(c);
   int rc = uv_accept(listener, c->stream());
   if (rc != 0) {
-    Log(LogLevel::kWarning, "http: failed to accept connection, ignoring: " + UvError(rc));
+    if (ShouldLog(&accept_error_log_)) {
+      Log(LogLevel::kWarning, "http: failed to accept connection, ignoring: " + UvError(rc));
+    }
     c->Close();
     return;
   }
@@ -1227,11 +1237,16 @@ void ServerCore::OnConnection(uv_stream_t* listener, int status) {
   c->Start();
 }
 
-void ServerCore::NoteOverLimit() {
+bool ServerCore::ShouldLog(Throttle* t) {
   const uint64_t now = uv_now(loop_);
-  if (over_limit_logged_ && now - over_limit_logged_at_ < kOverLimitLogIntervalMs) return;
-  over_limit_logged_ = true;
-  over_limit_logged_at_ = now;
+  if (t->logged && now - t->at < kLogIntervalMs) return false;
+  t->logged = true;
+  t->at = now;
+  return true;
+}
+
+void ServerCore::NoteOverLimit() {
+  if (!ShouldLog(&over_limit_log_)) return;
   Log(LogLevel::kWarning, "http: max_connections (" + std::to_string(limits_.max_connections) +
                               ") reached, answering 503 to new connections");
 }

@@ -820,6 +820,7 @@ void Emulator::HandleToken(const proxy::HttpRequest& request, std::unique_ptr<Re
         pending_.erase(it);
         if (p->plan.action.kind == FaultAction::Kind::kHang) return;
         if (!p->reply->connected()) {
+          p->reply->Abort();  // nobody reads an answer now
           Finish(seq, p->query, "client_gone");
           return;
         }
@@ -1110,6 +1111,7 @@ void Emulator::Sweep() {
     if (it == pending_.end()) continue;
     std::unique_ptr<Pending> p = std::move(it->second);
     pending_.erase(it);
+    p->reply->Abort();  // rather than the 500 a dropped Responder sends
     Finish(seq, p->query, "client_gone");
   }
   ArmSweep();

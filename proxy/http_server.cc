@@ -327,6 +327,7 @@ class Connection {
   void Reject();
   void Drain();
   // Starts closing; the object is deleted in the tcp close callback.
+  // REQUIRES: InitTcp() succeeded.
   void Close();
   // The server is going away: no more calls into it.
   void Detach() { server_ = nullptr; }
@@ -402,8 +403,7 @@ class Connection {
   static Connection* From(llhttp_t* p) { return static_cast<Connection*>(p->data); }
 
   ServerCore* server_;
-  uv_tcp_t tcp_;
-  bool tcp_initialized_ = false;
+  uv_tcp_t tcp_;  // initialised before the object is handed to anyone (InitTcp)
   UvHandle<uv_timer_t> timer_;
   uv_write_t write_req_;
   uv_shutdown_t shutdown_req_;
@@ -507,7 +507,6 @@ Connection::Connection(ServerCore* server) : server_(server) {
 bool Connection::InitTcp() {
   if (uv_tcp_init(server_->loop_, &tcp_) != 0) return false;
   tcp_.data = this;
-  tcp_initialized_ = true;
   return true;
 }
 
@@ -558,12 +557,6 @@ void Connection::Close() {
   timer_.Close();
   reading_ = false;
   if (server_ != nullptr) server_->OnConnectionClosing(this);
-  if (!tcp_initialized_) {
-    // Never reached the loop: nothing will call back.
-    if (server_ != nullptr) server_->Forget(this);
-    delete this;
-    return;
-  }
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), OnClosed);
 }
 

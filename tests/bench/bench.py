@@ -178,9 +178,9 @@ def tree_pids(root):
     return out
 
 
-def cpu_seconds(pids):
-    """utime+stime of the live pids, seconds (children that already exited are not counted)."""
-    total = 0
+def cpu_times(pids):
+    """(utime, stime) of the live pids, seconds (children that already exited are not counted)."""
+    user = sys_ = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -188,8 +188,13 @@ def cpu_seconds(pids):
         except OSError:
             continue
         fields = st[st.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / CLK_TCK
+        user += int(fields[11])  # utime (field 14)
+        sys_ += int(fields[12])  # stime (field 15)
+    return user / CLK_TCK, sys_ / CLK_TCK
+
+
+def cpu_seconds(pids):
+    return sum(cpu_times(pids))
 
 
 def rss_kb(pids):
@@ -201,6 +206,24 @@ def rss_kb(pids):
         except OSError:
             pass
     return total
+
+
+def mem_detail(pid):
+    """{'rss','anon','file','pss'} in KB: file-backed RSS is mostly shared-library pages."""
+    out = {"rss": 0, "anon": 0, "file": 0, "pss": 0}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "RssAnon", "RssFile"):
+                    out[{"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file"}[k]] = int(v.split()[0])
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    out["pss"] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
 
 
 def fd_count(pid):
@@ -264,16 +287,17 @@ def parse_wrk(out):
 
 def run_wrk(url, conns, duration, cpu, server_pid):
     pids = tree_pids(server_pid)
-    c0 = cpu_seconds(pids)
+    u0, s0 = cpu_times(pids)
     argv = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency",
             "--timeout", "5s", "-H", "Metadata: true", url]
     p = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
     pids = tree_pids(server_pid)
-    c1 = cpu_seconds(pids)
+    u1, s1 = cpu_times(pids)
     r = parse_wrk(p.stdout)
     r["rss_kb"] = rss_kb(pids)
-    r["cpu_s"] = c1 - c0
-    r["cpu_us_per_req"] = (c1 - c0) * 1e6 / r["requests"] if r["requests"] else float("nan")
+    r["cpu_s"] = (u1 - u0) + (s1 - s0)
+    r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / r["requests"] if r["requests"] else float("nan")
+    r["sys_share"] = (s1 - s0) / r["cpu_s"] if r["cpu_s"] > 0 else float("nan")
     if p.returncode != 0 or not r["requests"]:
         r["wrk_error"] = (p.stderr or p.stdout).strip()[-300:]
     return r
@@ -357,6 +381,7 @@ def request_all(socks, target, timeout=30.0):
     req = _request_bytes(target)
     sel = selectors.DefaultSelector()
     resp = [_Resp() for _ in socks]
+    done_at = [float("nan")] * len(socks)
     sent = [0.0] * len(socks)
     lat = [float("nan")] * len(socks)
     for i, s in enumerate(socks):
@@ -389,9 +414,12 @@ def request_all(socks, target, timeout=30.0):
                     left -= 1
                 elif resp[i].feed(data):
                     lat[i] = (now - sent[i]) * 1000
+                    done_at[i] = (now - sent[0]) * 1000
                     left -= 1
     finally:
         sel.close()
+    request_all.send_spread_ms = (sent[-1] - sent[0]) * 1000 if sent else 0.0
+    request_all.from_start_ms = done_at
     return [(r.status if r.done and r.need is not None and len(r.buf) >= r.need else 0, lat[i])
             for i, r in enumerate(resp)]
 
@@ -433,6 +461,7 @@ http {{
 
     proxy_cache_path {prefix}/cache levels=1:2 keys_zone=tokens:10m max_size=256m inactive=1d
                      use_temp_path=off;
+{open_file_cache}
 
     # The peer: the legacy token API in front of IMDS with a token cache.
     server {{
@@ -555,7 +584,12 @@ class Bench:
             user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};"
         conf = NGINX_CONF.format(user=user, prefix=prefix, emu_port=self.emu_port, port=self.nginx_port,
                                  floor_port=self.floor_port, api_version="2018-02-01",
-                                 cache_valid=max(60, self.a.lifetime - 300), floor_body=body)
+                                 cache_valid=max(60, self.a.lifetime - 300), floor_body=body,
+                                 open_file_cache=("    # --nginx-open-file-cache: keep cache files open (a hit then costs\n"
+                                                  "    # recv + 2 pread + writev instead of also open/fstat/close).\n"
+                                                  "    open_file_cache max=10000 inactive=60s;\n"
+                                                  "    open_file_cache_valid 60s;")
+                                 if self.a.nginx_open_file_cache else "")
         path = os.path.join(prefix, "nginx.conf")
         with open(path, "w") as f:
             f.write(conf)
@@ -601,7 +635,7 @@ class Bench:
         self.res["throughput_upstream_calls"] = self.emu_count() - upstream_before
         for (name, conns), rs in runs.items():
             med = {k: statistics.median([r[k] for r in rs])
-                   for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_kb")}
+                   for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "sys_share", "rss_kb")}
             med["errors"] = sum(r["non2xx"] + r["sock_errors"] for r in rs)
             med["requests"] = sum(r["requests"] for r in rs)
             self.res["throughput"].append({"server": name, "conns": conns, **med, "runs": rs})
@@ -626,13 +660,17 @@ class Bench:
                     time.sleep(0.2)
                     calls = self.emu_count() - before
                     ok = [lat for st, lat in out if st == 200]
+                    ok_start = [t for (st, _), t in zip(out, request_all.from_start_ms) if st == 200]
                     row = {"server": name, "rep": rep, "requests": len(out), "ok": len(ok),
+                           "send_spread_ms": request_all.send_spread_ms,
+                           "p50_from_start_ms": statistics.median(ok_start) if ok_start else float("nan"),
                            "errors": len(out) - len(ok), "upstream_calls": calls,
+                           "min_ms": min(ok) if ok else float("nan"),
                            "p50_ms": statistics.median(ok) if ok else float("nan"),
                            "max_ms": max(ok) if ok else float("nan")}
                     self.res["burst"].append(row)
                     log(f"cold burst {name:<8} rep {rep + 1}: {len(ok)}/{len(out)} ok, upstream calls {calls}, "
-                        f"p50 {row['p50_ms']:.1f} ms, max {row['max_ms']:.1f} ms")
+                        f"min {row['min_ms']:.1f} ms, p50 {row['p50_ms']:.1f} ms, max {row['max_ms']:.1f} ms")
         finally:
             self.emu_admin("POST", "/admin/config", {"delay_ms": 0})
 
@@ -642,6 +680,7 @@ class Bench:
         mem = self.res["memory"]
         time.sleep(0.5)
         mem["idle_kb"] = rss_kb([p.pid])
+        mem["idle_detail"] = mem_detail(p.pid)
         log(f"memory: idle {mem['idle_kb'] / 1024:.1f} MB")
         # 1,000 distinct resources, each requested once (bounded by a deadline).
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -663,6 +702,7 @@ class Bench:
         mem["token_errors"] = bad
         mem["token_upstream_calls"] = self.emu_count() - before
         mem["tokens_kb"] = rss_kb([p.pid])
+        mem["tokens_detail"] = mem_detail(p.pid)
         log(f"memory: {a.tokens} tokens ({bad} errors, {mem['token_upstream_calls']} upstream calls) "
             f"{mem['tokens_kb'] / 1024:.1f} MB")
         # 10,000 idle connections.
@@ -680,11 +720,13 @@ class Bench:
             time.sleep(1.0)
             mem["idle_conns"] = n
             mem["idle_conns_kb"] = rss_kb([p.pid])
+            mem["idle_conns_detail"] = mem_detail(p.pid)
             log(f"memory: {n} idle connections (never used) {mem['idle_conns_kb'] / 1024:.1f} MB")
             out = request_all(socks, TOKEN_PATH, timeout=60)
             mem["used_conns_ok"] = sum(1 for st, _ in out if st == 200)
             time.sleep(1.0)
             mem["used_conns_kb"] = rss_kb([p.pid])
+            mem["used_conns_detail"] = mem_detail(p.pid)
             mem["used_conns_open"] = fd_count(p.pid) - base_fds
             log(f"memory: same {n} connections after one request each "
                 f"({mem['used_conns_ok']} ok, {mem['used_conns_open']} still open) {mem['used_conns_kb'] / 1024:.1f} MB")
@@ -699,7 +741,7 @@ class Bench:
         for i in range(a.ready_runs):
             port, hport = free_port(), free_port()
             cfg = self.write_agent_config(port, hport)
-            t_accept = t_ready = None
+            t_accept = t_ready = cpu_ready = None
             t0 = time.perf_counter()
             p = self.procs.start(f"mi-agent-ready-{i}", [a.agent, "--config", cfg], cpu=a.server_cpu)
             deadline = time.monotonic() + 5
@@ -714,17 +756,35 @@ class Bench:
                 try:
                     if http_get(hport, "/readyz", timeout=1)[0] == 200:
                         t_ready = time.perf_counter() - t0
+                        cpu_ready = cpu_seconds([p.pid])
                         break
                 except OSError:
                     pass
                 time.sleep(0.0002)
             self.procs.stop(p)
             rows.append({"accept_ms": t_accept * 1000 if t_accept else float("nan"),
-                         "ready_ms": t_ready * 1000 if t_ready else float("nan")})
+                         "ready_ms": t_ready * 1000 if t_ready else float("nan"),
+                         "cpu_ms": cpu_ready * 1000 if cpu_ready is not None else float("nan")})
+        # Reference: exec + dynamic loading + exit, no agent start-up (`mi-agent --version`).
+        ver = []
+        for _ in range(a.ready_runs):
+            t0 = time.perf_counter()
+            vp = subprocess.Popen(["taskset", "-c", str(a.server_cpu), a.agent, "--version"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _, _, ru = os.wait4(vp.pid, 0)
+            vp.returncode = 0
+            ver.append({"wall_ms": (time.perf_counter() - t0) * 1000, "cpu_ms": (ru.ru_utime + ru.ru_stime) * 1000})
         acc = [r["accept_ms"] for r in rows]
         rdy = [r["ready_ms"] for r in rows]
+        cpu = [r["cpu_ms"] for r in rows]
         self.res["ready"] = {"runs": rows, "accept_median_ms": statistics.median(acc), "accept_max_ms": max(acc),
-                             "ready_median_ms": statistics.median(rdy), "ready_max_ms": max(rdy)}
+                             "ready_median_ms": statistics.median(rdy), "ready_max_ms": max(rdy),
+                             "cpu_median_ms": statistics.median(cpu), "cpu_max_ms": max(cpu),
+                             "version_runs": ver,
+                             "version_wall_median_ms": statistics.median(v["wall_ms"] for v in ver),
+                             "version_wall_max_ms": max(v["wall_ms"] for v in ver),
+                             "version_cpu_median_ms": statistics.median(v["cpu_ms"] for v in ver),
+                             "version_cpu_max_ms": max(v["cpu_ms"] for v in ver)}
         log(f"start to ready: port accepting median {statistics.median(acc):.1f} ms, /readyz 200 median "
             f"{statistics.median(rdy):.1f} ms (max {max(rdy):.1f}) over {len(rows)} runs")
 
@@ -760,14 +820,19 @@ class Bench:
         if b:
             calls = sorted({r["upstream_calls"] for r in b})
             p50 = statistics.median([r["p50_ms"] for r in b])
+            p50s = statistics.median([r["p50_from_start_ms"] for r in b])
             limit = self.a.burst_delay_ms + TARGET_BURST_SLACK_MS
             out.append((f"cold burst: exactly 1 upstream call, p50 ≤ {limit:g} ms",
-                        f"upstream calls {calls}, p50 {p50:.1f} ms (median of {len(b)} bursts)",
+                        f"upstream calls {calls}, p50 {p50:.1f} ms ({p50s:.1f} ms from burst start; "
+                        f"median of {len(b)} bursts)",
                         calls == [1] and p50 <= limit))
         m = self.res["memory"]
         if "tokens_kb" in m:
             mb = m["tokens_kb"] / 1024
-            out.append(("RSS ≤ 8 MB with 1,000 tokens", f"{mb:.1f} MB", mb <= TARGET_RSS_1000_MB))
+            d = m.get("tokens_detail", {})
+            out.append(("RSS ≤ 8 MB with 1,000 tokens",
+                        f"{mb:.1f} MB (anon {d.get('anon', 0) / 1024:.1f} MB, file-backed {d.get('file', 0) / 1024:.1f} MB)",
+                        mb <= TARGET_RSS_1000_MB))
         if "idle_conns_kb" in m:
             mb = max(m["idle_conns_kb"], m.get("used_conns_kb", 0)) / 1024
             out.append(("10,000 idle connections, RSS ≤ 64 MB",
@@ -776,9 +841,35 @@ class Bench:
                         mb <= TARGET_RSS_10K_MB))
         r = self.res["ready"]
         if r:
-            out.append(("start to ready ≤ 50 ms", f"{r['ready_median_ms']:.1f} ms median, {r['ready_max_ms']:.1f} ms max",
+            out.append(("start to ready ≤ 50 ms", f"{r['ready_median_ms']:.1f} ms median, {r['ready_max_ms']:.1f} ms max "
+                        f"(CPU {r['cpu_median_ms']:.0f} ms; `--version` alone {r['version_wall_median_ms']:.0f} ms)",
                         r["ready_median_ms"] <= TARGET_READY_MS))
         return out
+
+    def _memory_md(self, md, m):
+        a = self.a
+        md.append("## mi-agent memory (a fresh process)\n")
+        md.append("RSS = anonymous (the agent's own heap and stacks) + file-backed (mostly shared-library "
+                  "pages, shared with other processes); PSS splits shared pages among their users.\n")
+        md.append("| state | RSS MB | anon MB | file MB | PSS MB |")
+        md.append("|---|---:|---:|---:|---:|")
+        mb = lambda kb: f"{kb / 1024:.1f}"
+        def mrow(label, key):
+            d = m.get(key + "_detail", {})
+            md.append(f"| {label} | {mb(m[key + '_kb'])} | {mb(d.get('anon', 0))} | {mb(d.get('file', 0))} | "
+                      f"{mb(d.get('pss', 0))} |")
+        if "idle_kb" in m:
+            mrow("idle, no tokens", "idle")
+        if "tokens_kb" in m:
+            mrow(f"{m['tokens']} distinct resources requested once ({m['token_upstream_calls']} upstream calls, "
+                 f"{m['token_errors']} errors)", "tokens")
+        if "idle_conns_kb" in m:
+            mrow(f"+ {m['idle_conns']} open idle connections, never used", "idle_conns")
+            mrow(f"+ the same connections after one request each ({m['used_conns_ok']} ok, "
+                 f"{m['used_conns_open']} still open)", "used_conns")
+        if "idle_conns_skipped" in m:
+            md.append(f"| {a.idle_conns} idle connections | skipped: {m['idle_conns_skipped']} | | | |")
+        md.append("")
 
     def report(self, started, load_start):
         a = self.a
@@ -816,7 +907,9 @@ class Bench:
                   f"interleaved across servers, median shown; CPU = utime+stime from /proc/PID/stat "
                   f"(nginx: master + worker + cache helpers); RSS after the run (nginx: sum over its processes) |")
         md.append(f"| upstream | imds-emulator, token body {len(self.token_body)} bytes, lifetime {a.lifetime} s; "
-                  f"nginx `proxy_cache_valid 200 {max(60, a.lifetime - 300)}s` (lifetime − mi-agent's 5 min margin) |")
+                  f"nginx `proxy_cache_valid 200 {max(60, a.lifetime - 300)}s` (lifetime − mi-agent's 5 min margin)"
+                  + ("; nginx with `open_file_cache`" if a.nginx_open_file_cache else "; nginx without `open_file_cache`")
+                  + " |")
         md.append("")
         if a.noisy_note:
             md.append(f"> {a.noisy_note}\n")
@@ -824,14 +917,14 @@ class Bench:
         md.append("## Cached token, steady state\n")
         md.append("`floor` is nginx answering a fixed body of the same size (`return 200 '...'`): "
                   "the loopback floor, no proxying or caching.\n")
-        md.append("| conns | server | req/s | p50 ms | p99 ms | CPU µs/req | RSS MB | errors |")
-        md.append("|---:|---|---:|---:|---:|---:|---:|---:|")
+        md.append("| conns | server | req/s | p50 ms | p99 ms | CPU µs/req | of which kernel | RSS MB | errors |")
+        md.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         for c in a.conns:
             for name in ("mi-agent", "nginx", "floor"):
                 r = self.row(name, c)
                 if r:
                     md.append(f"| {c} | {name} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-                              f"{r['cpu_us_per_req']:.2f} | {r['rss_kb'] / 1024:.1f} | {r['errors']} |")
+                              f"{r['cpu_us_per_req']:.2f} | {r['sys_share'] * 100:.0f}% | {r['rss_kb'] / 1024:.1f} | {r['errors']} |")
         md.append(f"\nUpstream calls during the steady-state runs: {self.res.get('throughput_upstream_calls', '?')}.\n")
         md.append("### Ratios mi-agent / nginx (and mi-agent / floor)\n")
         md.append("| conns | req/s | p50 | p99 | CPU/req | RSS | req/s vs floor | CPU/req vs floor |")
@@ -847,30 +940,20 @@ class Bench:
         md.append("")
 
         md.append(f"## Cold burst: {a.burst} concurrent requests, one uncached key, IMDS delay {a.burst_delay_ms} ms\n")
-        md.append("| server | burst | ok | errors | upstream calls | p50 ms | max ms |")
-        md.append("|---|---:|---:|---:|---:|---:|---:|")
+        md.append("Latency of each request from its own send; the client sends the burst over "
+                  "`send spread` ms, so late requests join the upstream call already in flight. "
+                  "`p50 from burst start` counts from the first send.\n")
+        md.append("| server | burst | ok | errors | upstream calls | min ms | p50 ms | max ms | send spread ms | p50 from burst start ms |")
+        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in self.res["burst"]:
             md.append(f"| {r['server']} | {r['rep'] + 1} | {r['ok']} | {r['errors']} | {r['upstream_calls']} | "
-                      f"{r['p50_ms']:.1f} | {r['max_ms']:.1f} |")
+                      f"{r['min_ms']:.1f} | {r['p50_ms']:.1f} | {r['max_ms']:.1f} | {r['send_spread_ms']:.1f} | "
+                      f"{r['p50_from_start_ms']:.1f} |")
         md.append("")
 
         m = self.res["memory"]
-        md.append("## mi-agent memory (RSS of a fresh process)\n")
-        md.append("| state | RSS MB |")
-        md.append("|---|---:|")
-        if "idle_kb" in m:
-            md.append(f"| idle, no tokens | {m['idle_kb'] / 1024:.1f} |")
-        if "tokens_kb" in m:
-            md.append(f"| {m['tokens']} distinct resources requested once ({m['token_upstream_calls']} upstream calls, "
-                      f"{m['token_errors']} errors) | {m['tokens_kb'] / 1024:.1f} |")
-        if "idle_conns_kb" in m:
-            md.append(f"| + {m['idle_conns']} open idle connections, never used | {m['idle_conns_kb'] / 1024:.1f} |")
-            md.append(f"| + the same connections after one request each ({m['used_conns_ok']} ok, "
-                      f"{m['used_conns_open']} still open) | {m['used_conns_kb'] / 1024:.1f} |")
-        if "idle_conns_skipped" in m:
-            md.append(f"| {a.idle_conns} idle connections | skipped: {m['idle_conns_skipped']} |")
-        md.append("")
-
+        if m:
+            self._memory_md(md, m)
         r = self.res["ready"]
         if r:
             md.append(f"## mi-agent start to ready (no prefetch, {len(r['runs'])} runs)\n")
@@ -878,6 +961,11 @@ class Bench:
             md.append("|---|---:|---:|")
             md.append(f"| token port accepting | {r['accept_median_ms']:.1f} | {r['accept_max_ms']:.1f} |")
             md.append(f"| /readyz 200 | {r['ready_median_ms']:.1f} | {r['ready_max_ms']:.1f} |")
+            md.append(f"| CPU time used until /readyz 200 (utime+stime) | {r['cpu_median_ms']:.1f} | {r['cpu_max_ms']:.1f} |")
+            md.append(f"| reference: `mi-agent --version` exit, wall (exec + dynamic loading only) | "
+                      f"{r['version_wall_median_ms']:.1f} | {r['version_wall_max_ms']:.1f} |")
+            md.append(f"| reference: `mi-agent --version`, CPU | {r['version_cpu_median_ms']:.1f} | "
+                      f"{r['version_cpu_max_ms']:.1f} |")
             md.append("")
 
         md.append("## Targets (issue #7; measured, not asserted)\n")
@@ -890,7 +978,7 @@ class Bench:
             md.append("## Notes\n")
             md.extend(f"* {n}" for n in self.res["notes"])
             md.append("")
-        if os.path.exists(os.path.join(a.out, "latest.png")):
+        if self.res["throughput"] and os.path.exists(os.path.join(a.out, "latest.png")):
             md.append("![requests/s and CPU per request vs connections](latest.png)\n")
         return "\n".join(md)
 
@@ -984,6 +1072,8 @@ def main():
     ap.add_argument("--server-cpu", type=int, default=0)
     ap.add_argument("--client-cpu", type=int, default=1)
     ap.add_argument("--phases", default="throughput,burst,memory,ready")
+    ap.add_argument("--nginx-open-file-cache", action="store_true",
+                    help="add open_file_cache to nginx (a stronger peer than the issue's configuration)")
     ap.add_argument("--pidfile", default="", help="append every started pid here (run.sh's trap reads it)")
     ap.add_argument("--command", default=" ".join(sys.argv), help="command line shown in the report")
     ap.add_argument("--noisy-note", default="", help="a sentence for the report (e.g. shared machine)")

@@ -101,7 +101,7 @@ trap 'exit 130' INT TERM HUP
 
 NOTE=""
 if (( $(nproc) < 4 )); then
-  NOTE="Only $(nproc) CPUs: server and load generator have one core each and share them with anything else running; load average below shows how busy the machine was. Treat figures as indicative."
+  NOTE="Only $(nproc) CPUs: server and load generator have one core each and share them with anything else running (see the load average and the server/wrk core columns: well below 100% means other work held the cores). Compare CPU per request and ratios; absolute req/s and latency are indicative only."
 fi
 
 log "ulimit -n $(ulimit -n); mi-agent $AGENT; emulator $EMULATOR; nginx $NGINX"

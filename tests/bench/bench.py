@@ -1010,8 +1010,8 @@ class Bench:
             md.append("## Notes\n")
             md.extend(f"* {n}" for n in self.res["notes"])
             md.append("")
-        if self.res["throughput"] and os.path.exists(os.path.join(a.out, "latest.png")):
-            md.append("![requests/s and CPU per request vs connections](latest.png)\n")
+        if self.res["throughput"] and os.path.exists(os.path.join(a.out, a.name + ".png")):
+            md.append(f"![requests/s and CPU per request vs connections]({a.name}.png)\n")
         return "\n".join(md)
 
     def plot(self):
@@ -1024,7 +1024,7 @@ class Bench:
                     continue
                 f.write(f"{c} " + " ".join(f"{r['rps']:.1f}" for r in rows) + " "
                         + " ".join(f"{r['cpu_us_per_req']:.3f}" for r in rows) + "\n")
-        png = os.path.join(self.a.out, "latest.png")
+        png = os.path.join(self.a.out, self.a.name + ".png")
         xt = ", ".join(f'"{c}" {c}' for c in self.a.conns)
         gp = f"""
 set terminal pngcairo size 1200,500 font ",10" noenhanced
@@ -1070,13 +1070,14 @@ unset multiplot
         self.procs.stop_all()
         if self.res["throughput"]:
             self.plot()
-        with open(os.path.join(self.a.out, "latest.json"), "w") as f:
+        with open(os.path.join(self.a.out, self.a.name + ".json"), "w") as f:
             json.dump({k: v for k, v in self.res.items()}, f, indent=1, default=str)
         text = self.report(started, load_start)
-        with open(os.path.join(self.a.out, "latest.md"), "w") as f:
+        with open(os.path.join(self.a.out, self.a.name + ".md"), "w") as f:
             f.write(text)
         print("\n" + text)
-        log(f"wrote {self.a.out}/latest.md, latest.json" + (", latest.png" if self.res["throughput"] else ""))
+        n = self.a.name
+        log(f"wrote {self.a.out}/{n}.md, {n}.json" + (f", {n}.png" if self.res["throughput"] else ""))
 
     def _start_peers_only(self):
         self.agent, self.agent_port, _ = self.start_agent()
@@ -1091,6 +1092,7 @@ def main():
     ap.add_argument("--gnuplot", default=shutil.which("gnuplot") or "gnuplot")
     ap.add_argument("--source", default=".", help="source tree (for git describe)")
     ap.add_argument("--out", required=True, help="results directory")
+    ap.add_argument("--name", default="latest", help="report file names: NAME.md, NAME.png, NAME.json")
     ap.add_argument("--conns", default="1,16,64,256,1024")
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--reps", type=int, default=3, help="runs per row (median)")

@@ -119,11 +119,21 @@ void AppendNumber(std::string* out, uint64_t n) {
   out->append(buf, static_cast<size_t>(res.ptr - buf));
 }
 
+// A plain loop: std::string::find_first_of(const char*) calls memchr once per
+// character of the string, which showed up at ~5% of a cached answer's
+// instructions (Content-Type is checked on every response).
+bool HasLineBreak(std::string_view s) {
+  for (char c : s) {
+    if (c == '\r' || c == '\n') return true;
+  }
+  return false;
+}
+
 // Extra headers must not smuggle framing or line breaks into the response.
 bool ExtraHeaderAllowed(const std::string& name, const std::string& value) {
   if (name.empty()) return false;
   if (name.find_first_of(":\r\n ") != std::string::npos) return false;
-  if (value.find_first_of("\r\n") != std::string::npos) return false;
+  if (HasLineBreak(value)) return false;
   return !EqualsIgnoreCase(name, "content-length") && !EqualsIgnoreCase(name, "connection") &&
          !EqualsIgnoreCase(name, "transfer-encoding");
 }
@@ -138,7 +148,7 @@ void Serialize(std::string* out, const HttpResponse& r, bool head_request, bool 
   out->append(ReasonPhrase(status));
   out->append("\r\n");
   if (!bodyless) {
-    if (!r.content_type.empty() && r.content_type.find_first_of("\r\n") == std::string::npos) {
+    if (!r.content_type.empty() && !HasLineBreak(r.content_type)) {
       out->append("Content-Type: ");
       out->append(r.content_type);
       out->append("\r\n");

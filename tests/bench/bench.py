@@ -918,11 +918,7 @@ class Bench:
             wrk_ver = ver(["wrk", "--version"])[0].split(" [")[0]
         except Exception:
             wrk_ver = "?"
-        try:
-            rev = subprocess.run(["git", "-C", a.source, "describe", "--always", "--dirty"], capture_output=True,
-                                 text=True, timeout=10).stdout.strip()
-        except Exception:
-            rev = "?"
+        rev = self.rev
         md.append("# mi-agent vs nginx proxy_cache: benchmark results\n")
         md.append("Written by `tests/bench/run.sh` (issue #7). Figures only: benchmarks never gate CI.\n")
         md.append("| | |\n|---|---|")
@@ -1053,8 +1049,21 @@ unset multiplot
             self.res["notes"].append("gnuplot failed: " + p.stderr.strip()[-300:])
             log("gnuplot failed: " + p.stderr.strip())
 
+    def source_rev(self):
+        """Commit of the source tree; "-dirty" if tracked files outside results/ differ from it."""
+        try:
+            git = ["git", "-C", self.a.source]
+            rev = subprocess.run(git + ["describe", "--always"], capture_output=True, text=True,
+                                 timeout=10).stdout.strip() or "?"
+            dirty = subprocess.run(git + ["diff", "--quiet", "HEAD", "--", ".", ":(exclude)tests/bench/results"],
+                                   capture_output=True, timeout=10).returncode
+            return rev + ("-dirty" if dirty == 1 else "")
+        except Exception:
+            return "?"
+
     def run(self):
         started = time.monotonic()
+        self.rev = self.source_rev()
         load_start = loadavg()
         os.makedirs(self.a.out, exist_ok=True)
         phases = self.a.phases

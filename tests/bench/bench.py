@@ -47,6 +47,7 @@ TOKEN_PATH = "/oauth2/token?resource=" + RESOURCE_Q
 TARGET_CPU_RATIO_64 = 0.4
 TARGET_RPS_RATIO = 2.0
 TARGET_BURST_SLACK_MS = 5.0
+BURST_SPREAD_MS = 10.0  # a client that took longer to send the burst was preempted
 TARGET_RSS_1000_MB = 8.0
 TARGET_RSS_10K_MB = 64.0
 TARGET_READY_MS = 50.0
@@ -681,11 +682,15 @@ class Bench:
                         for s in socks:
                             s.close()
                     time.sleep(0.2)
-                    calls = self.emu_count() - before
+                    reqs = self.emu_admin("GET", "/admin/requests?limit=1")
+                    calls = reqs["count"] - before
+                    # The emulator's own arrival-to-answer time for the (last) upstream call:
+                    # what the client saw beyond it was spent in the proxy or on the way.
+                    emu_ms = float(reqs["log"][-1].get("latency_ms", "nan")) if reqs.get("log") else float("nan")
                     ok = [lat for st, lat in out if st == 200]
                     ok_start = [t for (st, _), t in zip(out, request_all.from_start_ms) if st == 200]
                     row = {"server": name, "rep": rep, "requests": len(out), "ok": len(ok),
-                           "send_spread_ms": request_all.send_spread_ms,
+                           "send_spread_ms": request_all.send_spread_ms, "upstream_ms": emu_ms,
                            "p50_from_start_ms": statistics.median(ok_start) if ok_start else float("nan"),
                            "errors": len(out) - len(ok), "upstream_calls": calls,
                            "min_ms": min(ok) if ok else float("nan"),
@@ -693,7 +698,7 @@ class Bench:
                            "max_ms": max(ok) if ok else float("nan")}
                     self.res["burst"].append(row)
                     log(f"cold burst {name:<8} rep {rep + 1}: {len(ok)}/{len(out)} ok, upstream calls {calls}, "
-                        f"min {row['min_ms']:.1f} ms, p50 {row['p50_ms']:.1f} ms, max {row['max_ms']:.1f} ms")
+                        f"upstream {emu_ms:.0f} ms, min {row['min_ms']:.1f} ms, p50 {row['p50_ms']:.1f} ms, max {row['max_ms']:.1f} ms")
         finally:
             self.emu_admin("POST", "/admin/config", {"delay_ms": 0})
 
@@ -845,15 +850,19 @@ class Bench:
                             ", ".join(f"{c}: {r:.2f}×" for c, r in ratios) + f" (worst {worst[1]:.2f}× at {worst[0]})"
                             + caveat,
                             worst[1] >= TARGET_RPS_RATIO))
-        b = [r for r in self.res["burst"] if r["server"] == "mi-agent"]
+        b_all = [r for r in self.res["burst"] if r["server"] == "mi-agent"]
+        # A burst whose sends spread over more than BURST_SPREAD_MS had its client preempted:
+        # its latencies do not describe the server; use the others when there are any.
+        b = [r for r in b_all if r["send_spread_ms"] <= BURST_SPREAD_MS] or b_all
         if b:
-            calls = sorted({r["upstream_calls"] for r in b})
+            calls = sorted({r["upstream_calls"] for r in b_all})
             p50 = statistics.median([r["p50_ms"] for r in b])
             p50s = statistics.median([r["p50_from_start_ms"] for r in b])
             limit = self.a.burst_delay_ms + TARGET_BURST_SLACK_MS
             out.append((f"cold burst: exactly 1 upstream call, p50 ≤ {limit:g} ms",
                         f"upstream calls {calls}, p50 {p50:.1f} ms ({p50s:.1f} ms from burst start; "
-                        f"median of {len(b)} bursts)",
+                        f"median of {len(b)} bursts"
+                        + (f" whose sends took ≤ {BURST_SPREAD_MS:g} ms" if len(b) < len(b_all) else "") + ")",
                         calls == [1] and p50 <= limit))
         m = self.res["memory"]
         if "tokens_kb" in m:
@@ -971,12 +980,15 @@ class Bench:
         md.append("Latency of each request from its own send; the client sends the burst over "
                   "`send spread` ms, so late requests join the upstream call already in flight. "
                   "`p50 from burst start` counts from the first send.\n")
-        md.append("| server | burst | ok | errors | upstream calls | min ms | p50 ms | max ms | send spread ms | p50 from burst start ms |")
-        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        md.append("`upstream ms`: the emulator's own arrival-to-answer time for that call (its 50 ms delay "
+                  "plus its scheduling); the rest of a client's latency is the proxy and the network.\n")
+        md.append("| server | burst | ok | errors | upstream calls | upstream ms | min ms | p50 ms | max ms | send spread ms | p50 from burst start ms |")
+        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in self.res["burst"]:
             md.append(f"| {r['server']} | {r['rep'] + 1} | {r['ok']} | {r['errors']} | {r['upstream_calls']} | "
-                      f"{r['min_ms']:.1f} | {r['p50_ms']:.1f} | {r['max_ms']:.1f} | {r['send_spread_ms']:.1f} | "
-                      f"{r['p50_from_start_ms']:.1f} |")
+                      f"{r['upstream_ms']:.0f} | {r['min_ms']:.1f} | {r['p50_ms']:.1f} | {r['max_ms']:.1f} | {r['send_spread_ms']:.1f}"
+                      + (" (client preempted)" if r["send_spread_ms"] > BURST_SPREAD_MS else "")
+                      + f" | {r['p50_from_start_ms']:.1f} |")
         md.append("")
 
         m = self.res["memory"]

@@ -66,7 +66,7 @@ constexpr uint64_t kLogIntervalMs = 60000;
 
 constexpr std::string_view k100Continue = "HTTP/1.1 100 Continue\r\n\r\n";
 
-const char* ReasonPhrase(int status) {
+std::string_view ReasonPhrase(int status) {
   switch (status) {
     case 100: return "Continue";
     case 200: return "OK";
@@ -119,47 +119,67 @@ void AppendNumber(std::string* out, uint64_t n) {
   out->append(buf, static_cast<size_t>(res.ptr - buf));
 }
 
+// A plain loop: std::string::find_first_of(const char*) calls memchr once per
+// character of the string, which showed up at ~5% of a cached answer's
+// instructions (Content-Type is checked on every response).
+bool HasLineBreak(std::string_view s) {
+  for (char c : s) {
+    if (c == '\r' || c == '\n') return true;
+  }
+  return false;
+}
+
 // Extra headers must not smuggle framing or line breaks into the response.
 bool ExtraHeaderAllowed(const std::string& name, const std::string& value) {
   if (name.empty()) return false;
   if (name.find_first_of(":\r\n ") != std::string::npos) return false;
-  if (value.find_first_of("\r\n") != std::string::npos) return false;
+  if (HasLineBreak(value)) return false;
   return !EqualsIgnoreCase(name, "content-length") && !EqualsIgnoreCase(name, "connection") &&
          !EqualsIgnoreCase(name, "transfer-encoding");
+}
+
+// Appends a string literal with its length known at compile time (no strlen).
+template <size_t N>
+void AppendLiteral(std::string* out, const char (&text)[N]) {
+  out->append(text, N - 1);
 }
 
 void Serialize(std::string* out, const HttpResponse& r, bool head_request, bool close, bool keep_alive_header) {
   int status = (r.status >= 100 && r.status <= 999) ? r.status : 500;
   // 1xx, 204 and 304 carry no body (RFC 9110 6.4.1).
   bool bodyless = status < 200 || status == 204 || status == 304;
-  out->append("HTTP/1.1 ");
-  AppendNumber(out, static_cast<uint64_t>(status));
-  out->push_back(' ');
-  out->append(ReasonPhrase(status));
-  out->append("\r\n");
+  if (status == 200) {
+    AppendLiteral(out, "HTTP/1.1 200 OK\r\n");  // every cached token: one append
+  } else {
+    AppendLiteral(out, "HTTP/1.1 ");
+    AppendNumber(out, static_cast<uint64_t>(status));
+    out->push_back(' ');
+    out->append(ReasonPhrase(status));
+    AppendLiteral(out, "\r\n");
+  }
   if (!bodyless) {
-    if (!r.content_type.empty() && r.content_type.find_first_of("\r\n") == std::string::npos) {
-      out->append("Content-Type: ");
+    if (!r.content_type.empty() && !HasLineBreak(r.content_type)) {
+      AppendLiteral(out, "Content-Type: ");
       out->append(r.content_type);
-      out->append("\r\n");
+      AppendLiteral(out, "\r\n");
     }
-    out->append("Content-Length: ");
+    AppendLiteral(out, "Content-Length: ");
     AppendNumber(out, r.body.size());
-    out->append("\r\n");
+    AppendLiteral(out, "\r\n");
   }
   for (const auto& [name, value] : r.headers) {
     if (!ExtraHeaderAllowed(name, value)) continue;
     out->append(name);
-    out->append(": ");
+    AppendLiteral(out, ": ");
     out->append(value);
-    out->append("\r\n");
+    AppendLiteral(out, "\r\n");
   }
   if (close) {
-    out->append("Connection: close\r\n");
+    AppendLiteral(out, "Connection: close\r\n");
   } else if (keep_alive_header) {
-    out->append("Connection: keep-alive\r\n");
+    AppendLiteral(out, "Connection: keep-alive\r\n");
   }
-  out->append("\r\n");
+  AppendLiteral(out, "\r\n");
   if (!bodyless && !head_request) out->append(r.body);
 }
 

@@ -329,6 +329,7 @@ class Connection {
   void Drain();
   // Starts closing; the object is deleted in the tcp close callback. With
   // `reset`, the peer sees a TCP reset instead of an orderly close.
+  // REQUIRES: InitTcp() succeeded.
   void Close(bool reset = false);
   // Responder::Abort(): reset the connection on the next turn, unanswered.
   void Abort();
@@ -407,8 +408,7 @@ class Connection {
   static Connection* From(llhttp_t* p) { return static_cast<Connection*>(p->data); }
 
   ServerCore* server_;
-  uv_tcp_t tcp_;
-  bool tcp_initialized_ = false;
+  uv_tcp_t tcp_;  // initialised before the object is handed to anyone (InitTcp)
   UvHandle<uv_timer_t> timer_;
   uv_write_t write_req_;
   uv_shutdown_t shutdown_req_;
@@ -521,7 +521,6 @@ Connection::Connection(ServerCore* server) : server_(server) {
 bool Connection::InitTcp() {
   if (uv_tcp_init(server_->loop_, &tcp_) != 0) return false;
   tcp_.data = this;
-  tcp_initialized_ = true;
   return true;
 }
 
@@ -579,12 +578,6 @@ void Connection::Close(bool reset) {
   timer_.Close();
   reading_ = false;
   if (server_ != nullptr) server_->OnConnectionClosing(this);
-  if (!tcp_initialized_) {
-    // Never reached the loop: nothing will call back.
-    if (server_ != nullptr) server_->Forget(this);
-    delete this;
-    return;
-  }
   // A reset is impossible once uv_shutdown() started (lingering): close then.
   if (reset && !lingering_ && uv_tcp_close_reset(&tcp_, OnClosed) == 0) return;
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), OnClosed);

@@ -265,6 +265,7 @@ struct Exchange {
   Exchange& operator=(const Exchange&) = delete;
   ~Exchange();
   void Send(HttpResponse&& response);
+  void Abort();
 
   // Both null once answered or once the connection dropped the request.
   Connection* conn;
@@ -346,15 +347,19 @@ class Connection {
   void Start();
   void Reject();
   void Drain();
-  // Starts closing; the object is deleted in the tcp close callback.
+  // Starts closing; the object is deleted in the tcp close callback. With
+  // `reset`, the peer sees a TCP reset instead of an orderly close.
   // REQUIRES: InitTcp() succeeded.
-  void Close();
+  void Close(bool reset = false);
+  // Responder::Abort(): reset the connection on the next turn, unanswered.
+  void Abort();
   // The server is going away: no more calls into it.
   void Detach() { server_ = nullptr; }
   void Service();
   void Answer(Slot* slot, HttpResponse&& response);
 
   bool closed() const { return closed_; }
+  bool peer_closed() const { return peer_eof_; }
   bool counted() const { return counted_; }
   bool rejecting() const { return rejecting_; }
   bool dirty = false;
@@ -438,6 +443,7 @@ class Connection {
   bool reading_ = false;
   bool lingering_ = false;
   bool close_after_write_ = false;
+  bool aborting_ = false;    // Responder::Abort(): reset on the next Service()
 
   // Parser state.
   bool stop_parsing_ = false;  // close-request, error or upgrade seen: ignore further input
@@ -477,6 +483,14 @@ Exchange::~Exchange() {
   r.status = 500;
   r.body = ErrorBody("unknown", "no response");
   Send(std::move(r));
+}
+
+void Exchange::Abort() {
+  Connection* c = std::exchange(conn, nullptr);
+  Slot* s = std::exchange(slot, nullptr);
+  if (c == nullptr || s == nullptr) return;
+  s->exchange = nullptr;
+  c->Abort();
 }
 
 void Exchange::Send(HttpResponse&& response) {
@@ -570,13 +584,22 @@ void Connection::Drain() {
   Schedule();
 }
 
-void Connection::Close() {
+void Connection::Abort() {
+  if (closed_) return;
+  aborting_ = true;
+  stop_parsing_ = true;
+  Schedule();
+}
+
+void Connection::Close(bool reset) {
   if (closed_) return;
   closed_ = true;
   AbandonFifo();
   timer_.Close();
   reading_ = false;
   if (server_ != nullptr) server_->OnConnectionClosing(this);
+  // A reset is impossible once uv_shutdown() started (lingering): close then.
+  if (reset && !lingering_ && uv_tcp_close_reset(&tcp_, OnClosed) == 0) return;
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), OnClosed);
 }
 
@@ -587,6 +610,10 @@ void Connection::OnClosed(uv_handle_t* handle) noexcept {
 }
 
 void Connection::Service() {
+  if (aborting_ && !closed_) {
+    Close(/*reset=*/true);
+    return;
+  }
   if (closed_ || lingering_) return;
   if (parse_paused_ && !stop_parsing_ && !draining_ && HasRoom()) {
     parse_paused_ = false;
@@ -1387,7 +1414,14 @@ void Responder::Send(HttpResponse&& response) {
   if (exchange) exchange->Send(std::move(response));
 }
 
-bool Responder::connected() const { return exchange_ && exchange_->conn != nullptr; }
+void Responder::Abort() {
+  std::shared_ptr<detail::Exchange> exchange = std::move(exchange_);
+  if (exchange) exchange->Abort();
+}
+
+bool Responder::connected() const {
+  return exchange_ && exchange_->conn != nullptr && !exchange_->conn->peer_closed();
+}
 
 void Responder::Abort() {
   std::shared_ptr<detail::Exchange> exchange = std::move(exchange_);

@@ -5,7 +5,7 @@
 #
 #   windows-service/build-and-test.sh [BUILD_DIR]      (default: <repo>/build-windows)
 #
-# Environment: JOBS (default 2); MI_WINE_FRESH=1 recreates the Wine prefix;
+# Environment: JOBS (default 2); MI_WINE_KEEP=1 reuses the Wine prefix of the last run;
 # MI_SKIP_TESTS=1 builds only.
 # Layout under BUILD_DIR:
 #   deps/prefix-<key>/  cross-built libuv, curl (HTTP only), googletest, nlohmann and

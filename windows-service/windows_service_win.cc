@@ -473,6 +473,16 @@ int UninstallWindowsService() {
     return Fail("cannot open service mi-agent", error);
   }
   SERVICE_STATUS status{};
+  // The process outlives its STOPPED report a little; the caller (an
+  // uninstaller) deletes the exe next, so wait for the process itself too.
+  HANDLE process = nullptr;
+  SERVICE_STATUS_PROCESS process_status{};
+  DWORD needed = 0;
+  if (QueryServiceStatusEx(service.get(), SC_STATUS_PROCESS_INFO, reinterpret_cast<BYTE*>(&process_status),
+                           sizeof process_status, &needed) &&
+      process_status.dwProcessId != 0) {
+    process = OpenProcess(SYNCHRONIZE, FALSE, process_status.dwProcessId);
+  }
   if (QueryServiceStatus(service.get(), &status) && status.dwCurrentState != SERVICE_STOPPED) {
     if (!ControlService(service.get(), SERVICE_CONTROL_STOP, &status)) {
       DWORD error = GetLastError();
@@ -488,8 +498,11 @@ int UninstallWindowsService() {
     if (status.dwCurrentState != SERVICE_STOPPED) {
       std::fprintf(stderr, "mi-agent: warning: service mi-agent did not stop within %lu s; deleting it anyway\n",
                    static_cast<unsigned long>(kUninstallStopTimeoutMs / 1000));
+    } else if (process != nullptr) {
+      WaitForSingleObject(process, 10000);
     }
   }
+  if (process != nullptr) CloseHandle(process);
   if (!DeleteService(service.get())) {
     DWORD error = GetLastError();
     if (error != ERROR_SERVICE_MARKED_FOR_DELETE) return Fail("cannot delete service mi-agent", error);

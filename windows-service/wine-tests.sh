@@ -51,7 +51,7 @@ token_request() {
   local name=$1 port=$2 host=$3 out="$IT/$1.json" code
   shift 3
   code=$(curl -sS --noproxy '*' --max-time 40 -o "$out" -w '%{http_code}' "$@" "http://$host:$port/oauth2/token") || return 1
-  echo "HTTP $code: $(head -c 400 "$out")"
+  echo "HTTP $code: $(sed 's/"access_token":"[^"]*"/"access_token":"(redacted)"/' "$out" | head -c 600)"
   [ "$code" = 200 ] || return 1
   "$PY" - "$out" <<'EOF'
 import json, sys
@@ -103,10 +103,11 @@ sc_stop() {
   wait_for "service STOPPED" 60 svc_is STOPPED
 }
 
-drain_logged() {
-  echo "--- $SERVICE_LOG"
-  cat "$SERVICE_LOG" 2>/dev/null | tr -d '\r'
-  grep -q 'drained' "$SERVICE_LOG" && grep -q 'service: stopped$' "$SERVICE_LOG"
+drain_logged() {  # the log file has CRLF line ends
+  local text
+  text=$(tr -d '\r' <"$SERVICE_LOG") || return 1
+  printf -- '--- %s\n%s\n' "$SERVICE_LOG" "$text"
+  grep -q 'drained$' <<<"$text" && grep -q 'service: stopped$' <<<"$text"
 }
 
 files_gone() {
@@ -123,31 +124,20 @@ write_data_config() {  # PORT HEALTH_PORT: the config the installed service will
 stop_console_processes() {
   local pid
   for pid in $AGENT_PID $EMU_PID; do
-    kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
   done
   AGENT_PID=""
   EMU_PID=""
 }
 
-# Removes what an earlier (failed) run may have left in the reused prefix.
-reset_wine_state() {
-  if ! svc_absent; then
-    wine sc stop "$SERVICE" >/dev/null 2>&1 || true
-    wait_for "old service to stop" 30 svc_is STOPPED || true
-    wine sc delete "$SERVICE" >/dev/null 2>&1 || true
-  fi
-  if [ -f "$MSI" ]; then wine msiexec /x "$(zpath "$MSI")" /qn >/dev/null 2>&1 || true; fi
-  wine reg delete 'HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall\mi-agent' /f >/dev/null 2>&1 || true
-  rm -rf "$PROGRAM_DIR" "$DATA_DIR" "$DRIVE_C/WindowsAzure" "$DRIVE_C/mi-agent-test"
-}
-
 # ---------------------------------------------------------------- stages
 
 start_wine() {
-  if [ "${MI_WINE_FRESH:-0}" = 1 ]; then
-    wineserver -k >/dev/null 2>&1 || true
-    rm -rf "$WINEPREFIX"
-  fi
+  # A fresh prefix each run: services, MSI product and component registrations
+  # and files left by an earlier (failed) run would change what the tests see.
+  # MI_WINE_KEEP=1 reuses it (faster when iterating; state may leak).
+  wineserver -k >/dev/null 2>&1 || true
+  if [ "${MI_WINE_KEEP:-0}" != 1 ]; then rm -rf "$WINEPREFIX"; fi
   if [ ! -f "$WINEPREFIX/system.reg" ]; then
     # Prints "failed to open syswow64\rundll32.exe" (no wine32): harmless.
     run wineboot wineboot -i
@@ -158,7 +148,11 @@ start_wine() {
   wineserver -p </dev/null >/dev/null 2>&1
   WINE_STARTED=1
   wine cmd /c exit </dev/null >/dev/null 2>&1
-  reset_wine_state
+  if [ "${MI_WINE_KEEP:-0}" = 1 ]; then
+    wine sc stop "$SERVICE" >/dev/null 2>&1 || true
+    wine sc delete "$SERVICE" >/dev/null 2>&1 || true
+    rm -rf "$PROGRAM_DIR" "$DATA_DIR" "$DRIVE_C/WindowsAzure" "$DRIVE_C/mi-agent-test"
+  fi
   rm -rf "$IT"
   mkdir -p "$IT"
 }
@@ -192,8 +186,8 @@ integration_tests() {
     check integration.ipv6-loopback legacy_get "$port" '[::1]'
   fi
   check integration.healthz http_ok "http://127.0.0.1:$health/healthz"
-  kill "$AGENT_PID" 2>/dev/null
-  wait "$AGENT_PID" 2>/dev/null
+  kill "$AGENT_PID" 2>/dev/null || true
+  wait "$AGENT_PID" 2>/dev/null || true
   AGENT_PID=""
 }
 
@@ -238,7 +232,7 @@ installer_tests() {
   check nsis.discovery-file grep -q "\"url\":\"http://localhost:$port/oauth2/token\"" "$DISCOVERY"
   # The uninstaller copies itself to %TEMP% and returns at once: poll.
   check nsis.uninstall wine "$PROGRAM_DIR/uninstall.exe" /S
-  check nsis.uninstalled wait_for "service and files removed" 90 uninstalled
+  check nsis.uninstalled wait_for "service and files removed" 30 uninstalled
   check nsis.config-kept test -f "$DATA_DIR/config.json"
   check nsis.log-removed test ! -e "$SERVICE_LOG"
 
@@ -251,7 +245,7 @@ installer_tests() {
   check msi.legacy-get legacy_get "$port"
   check msi.discovery-file test -f "$DISCOVERY"
   check msi.uninstall wine msiexec /x "$(zpath "$MSI")" /qn
-  check msi.uninstalled wait_for "service and files removed" 90 uninstalled
+  check msi.uninstalled wait_for "service and files removed" 30 uninstalled
   check msi.config-kept test -f "$DATA_DIR/config.json"
 
   # NSIS again, uninstalled with /REMOVECONFIG: nothing of mi-agent is left.
@@ -261,6 +255,6 @@ installer_tests() {
   check nsis2.install wine "$NSIS_SETUP" /S "/PORT=$port"
   check nsis2.running wait_for "service RUNNING" 60 svc_is RUNNING
   check nsis2.uninstall wine "$PROGRAM_DIR/uninstall.exe" /S /REMOVECONFIG
-  check nsis2.uninstalled wait_for "service and files removed" 90 uninstalled
+  check nsis2.uninstalled wait_for "service and files removed" 30 uninstalled
   check nsis2.config-removed wait_for "config removed" 30 test ! -e "$DATA_DIR"
 }

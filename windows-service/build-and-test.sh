@@ -38,6 +38,7 @@ GENERATOR="Unix Makefiles"
 if command -v ninja >/dev/null; then GENERATOR=Ninja; fi
 
 mkdir -p "$LOGS"
+: >"$LOGS/checks.log"
 T_START=$(date +%s)
 STAGE=setup
 STAGE_T=$T_START

@@ -116,6 +116,14 @@ files_gone() {
 
 uninstalled() { svc_absent && files_gone; }
 
+# wait_uninstalled: polls, and on a timeout shows what is left.
+wait_uninstalled() {
+  wait_for "service and files removed" 30 uninstalled && return 0
+  wine sc query "$SERVICE" 2>&1 | tr -d '\r'
+  ls -la "$PROGRAM_DIR" "$DISCOVERY" 2>&1
+  return 1
+}
+
 write_data_config() {  # PORT HEALTH_PORT: the config the installed service will use
   mkdir -p "$DATA_DIR"
   config_json "$1" "$2" >"$DATA_DIR/config.json"
@@ -138,9 +146,16 @@ start_wine() {
   # MI_WINE_KEEP=1 reuses it (faster when iterating; state may leak).
   wineserver -k >/dev/null 2>&1 || true
   if [ "${MI_WINE_KEEP:-0}" != 1 ]; then rm -rf "$WINEPREFIX"; fi
-  if [ ! -f "$WINEPREFIX/system.reg" ]; then
-    # Prints "failed to open syswow64\rundll32.exe" (no wine32): harmless.
-    run wineboot wineboot -i
+  if [ ! -d "$WINEPREFIX/drive_c/windows/system32" ]; then
+    # Fails on "failed to open syswow64\rundll32.exe" (no wine32), which is
+    # harmless: judge by the result.
+    run wineboot wineboot -i || true
+    if [ ! -d "$WINEPREFIX/drive_c/windows/system32" ]; then
+      log "wineboot did not create $WINEPREFIX"
+      return 1
+    fi
+    # Let wineboot's server save the registry and exit before ours starts.
+    wineserver -w
   fi
   # A persistent, warm wineserver: the first Wine process starts services.exe,
   # plugplay, rpcss... which inherit its stdout; started here, with /dev/null,
@@ -232,7 +247,7 @@ installer_tests() {
   check nsis.discovery-file grep -q "\"url\":\"http://localhost:$port/oauth2/token\"" "$DISCOVERY"
   # The uninstaller copies itself to %TEMP% and returns at once: poll.
   check nsis.uninstall wine "$PROGRAM_DIR/uninstall.exe" /S
-  check nsis.uninstalled wait_for "service and files removed" 30 uninstalled
+  check nsis.uninstalled wait_uninstalled
   check nsis.config-kept test -f "$DATA_DIR/config.json"
   check nsis.log-removed test ! -e "$SERVICE_LOG"
 
@@ -245,7 +260,7 @@ installer_tests() {
   check msi.legacy-get legacy_get "$port"
   check msi.discovery-file test -f "$DISCOVERY"
   check msi.uninstall wine msiexec /x "$(zpath "$MSI")" /qn
-  check msi.uninstalled wait_for "service and files removed" 30 uninstalled
+  check msi.uninstalled wait_uninstalled
   check msi.config-kept test -f "$DATA_DIR/config.json"
 
   # NSIS again, uninstalled with /REMOVECONFIG: nothing of mi-agent is left.
@@ -255,6 +270,6 @@ installer_tests() {
   check nsis2.install wine "$NSIS_SETUP" /S "/PORT=$port"
   check nsis2.running wait_for "service RUNNING" 60 svc_is RUNNING
   check nsis2.uninstall wine "$PROGRAM_DIR/uninstall.exe" /S /REMOVECONFIG
-  check nsis2.uninstalled wait_for "service and files removed" 30 uninstalled
+  check nsis2.uninstalled wait_uninstalled
   check nsis2.config-removed wait_for "config removed" 30 test ! -e "$DATA_DIR"
 }

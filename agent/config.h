@@ -94,6 +94,9 @@ Status ParseConfig(const std::string& text, Config* out);
 // Reads and parses a file. A missing file is an error unless `missing_ok`.
 Status LoadConfigFile(const std::string& path, bool missing_ok, Config* out);
 
+// "127.0.0.1:50343", "[::1]:50343".
+bool ParseListenAddress(const std::string& text, ListenAddress* out);
+
 // The platform's default config path (/etc/mi-agent/config.json,
 // %ProgramData%\mi-agent\config.json).
 std::string DefaultConfigPath();

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <vector>
 
 #include "agent/clock.h"
@@ -64,6 +65,16 @@ class EventLoop : public Clock, public TimerFactory {
   std::vector<std::function<void()>> posted_;
   std::vector<std::unique_ptr<DeferredDeletable>> deferred_;
   bool closed_ = false;
+};
+
+// Jitter from a Mersenne Twister seeded once from the high-resolution clock.
+class SystemRandom : public Random {
+ public:
+  SystemRandom() : engine_(uv_hrtime()) {}
+  double Uniform() override { return std::uniform_real_distribution<double>(0.0, 1.0)(engine_); }
+
+ private:
+  std::mt19937_64 engine_;
 };
 
 // A Timer on a uv_timer_t.

@@ -1,1 +1,118 @@
-// placeholder: the token API lands here.
+#include "proxy/token_api.h"
+
+#include <cctype>
+#include <memory>
+
+namespace mi::proxy {
+namespace {
+
+HttpResponse Error(int status, std::string_view error, std::string_view description) {
+  HttpResponse r;
+  r.status = status;
+  r.body = ErrorBody(error, description);
+  return r;
+}
+
+bool IsFormContentType(const std::string* value) {
+  if (value == nullptr) return false;
+  // "application/x-www-form-urlencoded" optionally followed by "; charset=...".
+  constexpr std::string_view kForm = "application/x-www-form-urlencoded";
+  if (value->size() < kForm.size()) return false;
+  for (size_t i = 0; i < kForm.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>((*value)[i])) != kForm[i]) return false;
+  }
+  std::string_view rest = std::string_view(*value).substr(kForm.size());
+  while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+  return rest.empty() || rest.front() == ';';
+}
+
+}  // namespace
+
+TokenApi::TokenApi(TokenBroker* broker, const Clock* clock, TokenApiOptions options)
+    : broker_(broker), clock_(clock), options_(options) {}
+
+void TokenApi::Reply(Route route, Responder& responder, HttpResponse&& response) {
+  counters_.Count(route, response.status);
+  responder.Send(std::move(response));
+}
+
+HttpResponse TokenApi::MapResult(const TokenResult& result, TimePoint now) {
+  switch (result.kind) {
+    case TokenResult::Kind::kToken: {
+      HttpResponse r;
+      r.body.reserve(result.token->body_size_hint());
+      result.token->AppendBody(now, &r.body);
+      return r;
+    }
+    case TokenResult::Kind::kRejected: {
+      // IMDS's own answer, status and body, passed through.
+      HttpResponse r;
+      r.status = result.status;
+      r.body = result.body.empty() ? ErrorBody("invalid_request", "IMDS rejected the request") : result.body;
+      return r;
+    }
+    case TokenResult::Kind::kShed: {
+      HttpResponse r = Error(429, "too_many_requests", "mi-agent is shedding load; retry later");
+      r.headers.emplace_back("Retry-After", std::to_string(std::max(1, result.retry_after_seconds)));
+      return r;
+    }
+    case TokenResult::Kind::kUnavailable:
+      break;
+  }
+  return Error(500, "unknown", result.description.empty() ? "no token available" : result.description);
+}
+
+void TokenApi::OnRequest(HttpRequest& request, Responder responder) {
+  std::string_view query;
+  const Route route = ClassifyTarget(request.target, options_.absolute_form, &query);
+
+  if (!request.peer_is_loopback && !options_.allow_remote) {
+    return Reply(route, responder, Error(401, "unauthorized_client", "only local callers are served"));
+  }
+  if (request.Header("x-forwarded-for") != nullptr) {
+    return Reply(route, responder,
+                 Error(400, "invalid_request", "requests with X-Forwarded-For are refused"));
+  }
+  if (route == Route::kUnknown) {
+    return Reply(route, responder, Error(401, "unknown_source", "Unknown Source " + request.target));
+  }
+  const bool post = request.method == "POST";
+  if (request.method != "GET" && !(post && route == Route::kLegacy)) {
+    HttpResponse r = Error(405, "invalid_request", "method " + request.method + " is not allowed");
+    r.headers.emplace_back("Allow", route == Route::kLegacy ? "GET, POST" : "GET");
+    return Reply(route, responder, std::move(r));
+  }
+  const std::string* metadata = request.Header("metadata");
+  if (metadata == nullptr || *metadata != "true" || request.HeaderCount("metadata") != 1) {
+    return Reply(route, responder,
+                 Error(400, "bad_request_102", "Required metadata header not specified"));
+  }
+  std::string_view form;
+  if (post && !request.body.empty()) {
+    if (!IsFormContentType(request.Header("content-type"))) {
+      return Reply(route, responder,
+                   Error(400, "invalid_request", "the body must be application/x-www-form-urlencoded"));
+    }
+    form = request.body;
+  }
+  ParsedParams params;
+  std::string invalid = ParseTokenParams(query, form, &params);
+  if (invalid.empty() && route == Route::kImds && !params.has_api_version) {
+    invalid = "Required query variable 'api-version' is missing";
+  }
+  if (!invalid.empty()) return Reply(route, responder, Error(400, "invalid_request", invalid));
+
+  // The hot path: a cached token, answered without touching IMDS.
+  if (const Token* token = broker_->Lookup(params.key)) {
+    HttpResponse r;
+    r.body.reserve(token->body_size_hint());
+    token->AppendBody(clock_->Now(), &r.body);
+    return Reply(route, responder, std::move(r));
+  }
+  auto pending = std::make_shared<Responder>(std::move(responder));
+  broker_->Get(params.key, [this, route, pending](const TokenResult& result) {
+    Reply(route, *pending, MapResult(result, clock_->Now()));
+  });
+}
+
+}  // namespace mi::proxy

@@ -1,14 +1,165 @@
 #include "agent/app/cli.h"
 
 #include <cstdio>
+#include <cstring>
+
+#include "agent/app/daemon.h"
+#include "agent/platform.h"
+#ifdef _WIN32
+#include "windows-service/windows_service.h"
+#endif
 
 namespace mi {
+namespace {
+
+constexpr const char* kUsage = R"(Usage: mi-agent [options]
+       mi-agent --check-config PATH
+       mi-agent status [--health HOST:PORT] [--json]
+       mi-agent token --resource URI [--client-id ID | --object-id ID | --mi-res-id ID]
+                      [--port N] [--show-token]
+
+Serves managed-identity tokens on the legacy VM-extension API
+(http://localhost:50342/oauth2/token) and an IMDS-shaped API, fetched from IMDS
+and cached.
+
+Options:
+  --config PATH          configuration file (default: %s; a missing default
+                         file means built-in defaults)
+  --port N               token listener port (default 50342)
+  --listen ADDR          token listener address; repeat for several
+                         (default 127.0.0.1 and ::1)
+  --imds-endpoint URL    IMDS token endpoint
+                         (default http://169.254.169.254/metadata/identity/oauth2/token)
+  --health HOST:PORT     health listener; repeat for several (default 127.0.0.1:50343)
+  --no-health            no health listener
+  --log-level LEVEL      debug, info, warning, error (default info)
+  --log-format FORMAT    auto, text, journal, json (default auto: journal under systemd)
+  --check-config PATH    validate PATH and exit (0 valid, 1 invalid)
+  --help, --version
+)";
+
+bool TakeValue(const std::vector<std::string>& args, size_t* i, std::string* value) {
+  if (*i + 1 >= args.size()) return false;
+  *value = args[++*i];
+  return true;
+}
+
+}  // namespace
+
+std::string ApplyOverrides(const std::vector<std::string>& args, Config* config) {
+  bool listen_given = false;
+  bool health_given = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    std::string v;
+    if (a == "--no-health") {
+      config->health.clear();
+      health_given = true;
+      continue;
+    }
+    if (a != "--port" && a != "--listen" && a != "--imds-endpoint" && a != "--health" && a != "--log-level" &&
+        a != "--log-format") {
+      return "unknown option " + a;
+    }
+    if (!TakeValue(args, &i, &v)) return a + ": needs a value";
+    if (a == "--port") {
+      char* end = nullptr;
+      long port = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || port < 0 || port > 65535) return "--port: expected 0..65535";
+      config->port = static_cast<uint16_t>(port);
+    } else if (a == "--listen") {
+      if (!listen_given) config->listen.clear();
+      listen_given = true;
+      config->listen.push_back(v);
+    } else if (a == "--imds-endpoint") {
+      if (v.rfind("http://", 0) != 0 && v.rfind("https://", 0) != 0) return "--imds-endpoint: expected an http:// URL";
+      config->imds.endpoint = v;
+    } else if (a == "--health") {
+      ListenAddress addr;
+      if (!ParseListenAddress(v, &addr)) return "--health: expected HOST:PORT";
+      if (!health_given) config->health.clear();
+      health_given = true;
+      config->health.push_back(addr);
+    } else if (a == "--log-level") {
+      if (!ParseLogLevel(v, &config->log_level)) return "--log-level: expected debug, info, warning or error";
+    } else if (a == "--log-format") {
+      if (!ParseLogFormat(v, &config->log_format)) return "--log-format: expected auto, text, journal or json";
+    }
+  }
+  return "";
+}
 
 int RunCli(int argc, char** argv) {
-  (void)argc;
-  (void)argv;
-  std::printf("mi-agent %s\n", MI_VERSION);
-  return 0;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty()) {
+    const std::string& cmd = args[0];
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    if (cmd == "status") return RunStatusCommand(rest);
+    if (cmd == "token") return RunTokenCommand(rest);
+#ifdef _WIN32
+    if (cmd == "service" || cmd == "install" || cmd == "uninstall") return RunWindowsCommand(cmd, rest);
+#endif
+  }
+
+  CliOptions cli;
+  cli.config_path = DefaultConfigPath();
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      std::printf(kUsage, DefaultConfigPath().c_str());
+      return 0;
+    }
+    if (a == "--version") {
+      std::printf("mi-agent %s\n", MI_VERSION);
+      return 0;
+    }
+    if (a == "--check-config") {
+      std::string path;
+      if (!TakeValue(args, &i, &path)) {
+        std::fprintf(stderr, "mi-agent: --check-config needs a file\n");
+        return 2;
+      }
+      Config config;
+      Status s = LoadConfigFile(path, false, &config);
+      if (!s.ok()) {
+        std::fprintf(stderr, "mi-agent: invalid configuration: %s\n", s.message().c_str());
+        return 1;
+      }
+      std::printf("%s: valid (port %u, IMDS %s, %zu prefetch key(s))\n", path.c_str(), config.port,
+                  config.imds.endpoint.c_str(), config.prefetch.size());
+      return 0;
+    }
+    if (a == "--config") {
+      if (!TakeValue(args, &i, &cli.config_path)) {
+        std::fprintf(stderr, "mi-agent: --config needs a file\n");
+        return 2;
+      }
+      cli.config_path_given = true;
+      continue;
+    }
+    cli.args.push_back(a);
+  }
+
+  Config config;
+  Status s = LoadConfigFile(cli.config_path, /*missing_ok=*/!cli.config_path_given, &config);
+  if (!s.ok()) {
+    std::fprintf(stderr, "mi-agent: invalid configuration: %s\n", s.message().c_str());
+    return 1;
+  }
+  std::string error = ApplyOverrides(cli.args, &config);
+  if (!error.empty()) {
+    std::fprintf(stderr, "mi-agent: %s (see --help)\n", error.c_str());
+    return 2;
+  }
+
+  auto notifier = platform::MakeNotifier();
+  DaemonOptions options;
+  options.config = config;
+  options.config_path = cli.config_path;
+  options.overrides = [args = cli.args](Config* c) { ApplyOverrides(args, c); };
+  options.notifier = notifier.get();
+  Daemon daemon(std::move(options));
+  return daemon.Run();
 }
 
 }  // namespace mi

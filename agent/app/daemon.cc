@@ -1,0 +1,342 @@
+#include "agent/app/daemon.h"
+
+#include <csignal>
+#include <functional>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/curl_upstream.h"
+#include "agent/event_loop.h"
+#include "agent/platform.h"
+#include "agent/token_cache.h"
+#include "agent/upstream_metrics.h"
+#include "agent/upstream_scheduler.h"
+#include "proxy/health_api.h"
+#include "proxy/http_server.h"
+#include "proxy/token_api.h"
+
+namespace mi {
+namespace {
+
+proxy::ServerLimits TokenLimits(const Config& c) {
+  proxy::ServerLimits l;
+  l.max_connections = c.limits.max_connections;
+  l.max_header_bytes = c.limits.max_header_bytes;
+  l.max_body_bytes = c.limits.max_body_bytes;
+  l.header_timeout = c.limits.header_timeout;
+  l.idle_timeout = c.limits.idle_timeout;
+  l.max_pipelined = c.limits.max_pipelined;
+  return l;
+}
+
+// The health listener is small and local: modest fixed limits.
+proxy::ServerLimits HealthLimits(const Config& c) {
+  proxy::ServerLimits l = TokenLimits(c);
+  l.max_connections = 64;
+  return l;
+}
+
+std::string Digest(const Config& c) {
+  // A stable short hash of the settings that matter, so a fleet can spot drift.
+  nlohmann::json j;
+  j["port"] = c.port;
+  j["listen"] = c.listen;
+  j["imds"] = {c.imds.endpoint, c.imds.api_version, c.imds.timeout.count()};
+  j["cache"] = {c.cache.margin.count(), c.cache.refresh_ahead.count(), c.cache.max_keys};
+  j["budget"] = {c.budget.rate_per_second, c.budget.burst, c.budget.max_concurrent};
+  std::vector<std::string> prefetch;
+  for (const auto& k : c.prefetch) prefetch.push_back(k.Describe() + " " + k.resource);
+  j["prefetch"] = prefetch;
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char ch : j.dump()) {
+    h ^= ch;
+    h *= 1099511628211ULL;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+}  // namespace
+
+struct Daemon::Impl {
+  explicit Impl(DaemonOptions o) : options(std::move(o)), config(options.config), logger(&loop) {
+    if (options.notifier == nullptr) options.notifier = &null_notifier;
+  }
+
+  // Everything with handles on the loop, torn down together after the drain.
+  struct Parts {
+    Parts(Impl* d)
+        : upstream(d->loop.uv(), d->config.imds, &d->logger),
+          scheduler(d->config.budget, d->loop, d->loop),
+          cache(d->config, &d->loop, &d->loop, &d->random, &upstream, &scheduler, &d->logger),
+          api(&cache, &d->loop, proxy::TokenApiOptions{d->config.allow_remote, d->config.absolute_form}),
+          server(d->loop.uv(), TokenLimits(d->config), &api, &d->logger),
+          health_api(proxy::HealthSources{}),
+          health_server(d->loop.uv(), HealthLimits(d->config), &health_api, &d->logger),
+          watchdog(d->loop.NewTimer()) {}
+
+    CurlUpstreamClient upstream;
+    UpstreamScheduler scheduler;
+    UpstreamMetrics upstream_metrics;
+    TokenCache cache;
+    proxy::TokenApi api;
+    proxy::HttpServer server;
+    proxy::HealthApi health_api;
+    proxy::HttpServer health_server;
+    std::unique_ptr<Timer> watchdog;
+    std::vector<std::unique_ptr<UvHandle<uv_signal_t>>> signals;
+  };
+
+  int Run();
+  Status Start();
+  void OnReady();
+  void Stop();
+  void Reload();
+  void UpdateStatusLine();
+  void ArmWatchdog();
+  void WatchSignal(int signum, void (*handler)(uv_signal_t*, int));
+
+  DaemonOptions options;
+  Config config;
+  EventLoop loop;
+  Logger logger;
+  SystemRandom random;
+  NullNotifier null_notifier;
+  std::unique_ptr<Parts> parts;
+  bool listening = false;
+  bool ready = false;
+  bool stopping = false;
+  std::string status_line;
+};
+
+Daemon::Daemon(DaemonOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Daemon::~Daemon() = default;
+
+int Daemon::Run() { return impl_->Run(); }
+
+void Daemon::RequestStop() {
+  Impl* d = impl_.get();
+  d->loop.Post([d] { d->Stop(); });
+}
+
+void Daemon::RequestReload() {
+  Impl* d = impl_.get();
+  d->loop.Post([d] { d->Reload(); });
+}
+
+int Daemon::Impl::Run() {
+  logger.set_level(config.log_level);
+  logger.set_format(config.log_format);
+  Status s = Start();
+  if (!s.ok()) {
+    logger.Error("start-up failed: " + s.message());
+    parts.reset();
+    loop.Close();
+    return 1;
+  }
+  loop.Run();
+  parts.reset();
+  if (!loop.Close()) {
+    logger.Error("event loop closed with handles still open");
+    return 1;
+  }
+  logger.Info("stopped");
+  return 0;
+}
+
+Status Daemon::Impl::Start() {
+  parts = std::make_unique<Parts>(this);
+  Parts& p = *parts;
+  logger.Info(std::string("mi-agent ") + MI_VERSION + " starting; IMDS " + config.imds.endpoint);
+
+  // Token listeners: sockets passed by the service manager, else bind our own.
+  std::vector<uv_os_sock_t> activated;
+  Status s = platform::TakeActivatedSockets(&activated);
+  if (!s.ok()) return s;
+  if (!activated.empty()) {
+    for (uv_os_sock_t fd : activated) {
+      s = p.server.Adopt(fd);
+      if (!s.ok()) return s;
+    }
+    logger.Info("adopted " + std::to_string(activated.size()) + " socket(s) from the service manager");
+  } else {
+    for (const std::string& host : config.listen) {
+      s = p.server.Listen(host, config.port);
+      if (!s.ok()) return s;
+    }
+  }
+  for (const ListenAddress& a : config.health) {
+    s = p.health_server.Listen(a.host, a.port);
+    if (!s.ok()) return s;
+  }
+  std::string where;
+  for (const auto& a : p.server.BoundAddresses()) where += (where.empty() ? "" : ", ") + a;
+  logger.Info("serving tokens on " + where);
+  for (const auto& a : p.health_server.BoundAddresses()) logger.Info("health endpoint on " + a);
+  listening = true;
+
+  proxy::HealthSources& hs = p.health_api.sources();
+  hs.clock = &loop;
+  hs.version = MI_VERSION;
+  hs.start_time = loop.Now();
+  hs.config_digest = Digest(config);
+  hs.listeners = p.server.BoundAddresses();
+  hs.imds_endpoint = config.imds.endpoint;
+  hs.max_concurrent = config.budget.max_concurrent;
+  hs.cache = &p.cache;
+  hs.scheduler = &p.scheduler;
+  hs.upstream_metrics = &p.upstream_metrics;
+  hs.token_server = &p.server;
+  hs.token_api = &p.api;
+  hs.ready = [this](std::string* reason) {
+    if (!listening) *reason = "listeners are not up";
+    else if (!ready) *reason = "the first prefetch round has not finished";
+    return ready;
+  };
+
+  p.cache.set_upstream_observer([this](Duration latency, int) { parts->upstream_metrics.Observe(latency); });
+  p.cache.set_state_observer([this](const EntrySnapshot& e, EntryState from) {
+    std::string line = "identity " + e.key.Describe() + " resource " + e.key.resource + ": " +
+                       EntryStateName(from) + " -> " + EntryStateName(e.state);
+    if (!e.last_error.empty() && (e.state == EntryState::kFailing || e.state == EntryState::kDegraded)) {
+      line += " (last error: " + e.last_error + ")";
+    }
+    const bool bad = e.state == EntryState::kFailing || e.state == EntryState::kDegraded;
+    if (bad || from == EntryState::kFailing || from == EntryState::kDegraded) {
+      logger.Log(bad ? LogLevel::kWarning : LogLevel::kInfo, line);
+    } else {
+      logger.Debug(line);
+    }
+    UpdateStatusLine();
+  });
+
+  if (options.handle_signals) {
+    WatchSignal(SIGINT, [](uv_signal_t* h, int) {
+      if (h->data) static_cast<Impl*>(h->data)->Stop();
+    });
+#ifdef SIGTERM
+    WatchSignal(SIGTERM, [](uv_signal_t* h, int) {
+      if (h->data) static_cast<Impl*>(h->data)->Stop();
+    });
+#endif
+#ifndef _WIN32
+    WatchSignal(SIGHUP, [](uv_signal_t* h, int) {
+      if (h->data) static_cast<Impl*>(h->data)->Reload();
+    });
+#endif
+  }
+  ArmWatchdog();
+
+  const bool wait = config.ready_waits_for_prefetch && !config.prefetch.empty();
+  if (!config.prefetch.empty()) {
+    logger.Info("prefetching " + std::to_string(config.prefetch.size()) + " token(s)");
+  }
+  p.cache.StartPrefetch([this, wait] {
+    if (!config.prefetch.empty()) logger.Info("first prefetch round finished");
+    if (wait) OnReady();
+  });
+  if (!wait) OnReady();
+  return Status::Ok();
+}
+
+void Daemon::Impl::WatchSignal(int signum, void (*handler)(uv_signal_t*, int)) {
+  auto h = std::make_unique<UvHandle<uv_signal_t>>();
+  if (uv_signal_init(loop.uv(), h->get()) != 0) return;
+  h->set_initialized(this);
+  if (uv_signal_start(h->get(), handler, signum) != 0) return;
+  // Signal watchers must not keep the loop alive after the drain.
+  uv_unref(h->base());
+  parts->signals.push_back(std::move(h));
+}
+
+void Daemon::Impl::OnReady() {
+  if (ready || stopping) return;
+  ready = true;
+  logger.Info("ready");
+  UpdateStatusLine();
+  options.notifier->Ready();
+}
+
+void Daemon::Impl::ArmWatchdog() {
+  const Duration every = options.notifier->WatchdogInterval();
+  if (every <= Duration(0) || !parts) return;
+  // Sent from the loop itself: a wedged loop stops the pings and gets restarted.
+  parts->watchdog->Arm(every, [this] {
+    options.notifier->Watchdog();
+    ArmWatchdog();
+  });
+}
+
+void Daemon::Impl::UpdateStatusLine() {
+  if (!parts) return;
+  size_t ok = 0, failing = 0, degraded = 0;
+  for (const auto& e : parts->cache.Snapshot()) {
+    if (e.state == EntryState::kFailing) ++failing;
+    else if (e.state == EntryState::kDegraded) ++degraded;
+    else ++ok;
+  }
+  std::ostringstream line;
+  line << ok << " identities ok, " << degraded << " degraded, " << failing << " failing, IMDS "
+       << (parts->cache.upstream_health().failing ? "failing" : "ok");
+  if (line.str() == status_line) return;
+  status_line = line.str();
+  options.notifier->Status(status_line);
+}
+
+void Daemon::Impl::Reload() {
+  if (stopping || !parts) return;
+  options.notifier->Reloading();
+  if (options.config_path.empty()) {
+    logger.Info("reload requested; no configuration file to read");
+    options.notifier->Ready();
+    return;
+  }
+  Config next;
+  Status s = LoadConfigFile(options.config_path, /*missing_ok=*/false, &next);
+  if (s.ok() && options.overrides) options.overrides(&next);
+  if (!s.ok()) {
+    logger.Error("reload rejected, keeping the running configuration: " + s.message());
+    options.notifier->Ready();
+    return;
+  }
+  if (next.port != config.port || next.listen != config.listen) {
+    logger.Warning("reload: listener addresses changed; restart the service to apply them");
+  }
+  config.log_level = next.log_level;
+  config.log_format = next.log_format;
+  logger.set_level(next.log_level);
+  logger.set_format(next.log_format);
+  // Listeners stay as they are (sockets and connections are kept); the rest applies.
+  next.port = config.port;
+  next.listen = config.listen;
+  next.health = config.health;
+  config = next;
+  Parts& p = *parts;
+  p.upstream.set_config(config.imds);
+  p.scheduler.set_config(config.budget);
+  p.cache.Reconfigure(config);
+  p.api.set_options(proxy::TokenApiOptions{config.allow_remote, config.absolute_form});
+  p.server.set_limits(TokenLimits(config));
+  p.health_api.sources().config_digest = Digest(config);
+  p.health_api.sources().imds_endpoint = config.imds.endpoint;
+  p.health_api.sources().max_concurrent = config.budget.max_concurrent;
+  logger.Info("configuration reloaded from " + options.config_path + " (digest " + Digest(config) + ")");
+  options.notifier->Ready();
+}
+
+void Daemon::Impl::Stop() {
+  if (stopping || !parts) return;
+  stopping = true;
+  logger.Info("stopping: draining requests in flight");
+  options.notifier->Stopping();
+  parts->health_server.StopAccepting();
+  parts->server.Shutdown(config.limits.drain_timeout, [this] {
+    logger.Info("drained");
+    // Tear down on a later turn: we are inside the server's callback.
+    loop.Post([this] { parts.reset(); });
+  });
+}
+
+}  // namespace mi

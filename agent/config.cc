@@ -1,0 +1,329 @@
+#include "agent/config.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/platform.h"
+
+namespace mi {
+namespace {
+
+using nlohmann::json;
+
+// Reads one JSON object: each known key is taken once; whatever nobody took is
+// reported as an unknown key. The first error wins and names the key path.
+class Reader {
+ public:
+  Reader(const json& object, std::string path, std::string* error)
+      : object_(object), path_(std::move(path)), error_(error) {}
+
+  std::string Path(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+
+  bool Fail(const std::string& key, const std::string& what) {
+    if (error_->empty()) *error_ = Path(key) + ": " + what;
+    return false;
+  }
+
+  const json* Take(const std::string& key) {
+    auto it = object_.find(key);
+    if (it == object_.end()) return nullptr;
+    taken_.push_back(key);
+    return &*it;
+  }
+
+  void Bool(const std::string& key, bool* out) {
+    if (const json* v = Take(key)) {
+      if (!v->is_boolean()) Fail(key, "expected true or false");
+      else *out = v->get<bool>();
+    }
+  }
+
+  void String(const std::string& key, std::string* out) {
+    if (const json* v = Take(key)) {
+      if (!v->is_string() || v->get_ref<const std::string&>().empty()) Fail(key, "expected a non-empty string");
+      else *out = v->get<std::string>();
+    }
+  }
+
+  template <typename Int>
+  void Integer(const std::string& key, Int* out, int64_t min, int64_t max) {
+    if (const json* v = Take(key)) {
+      if (!v->is_number_integer() || (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(max)) ||
+          v->get<int64_t>() < min || v->get<int64_t>() > max) {
+        Fail(key, "expected an integer from " + std::to_string(min) + " to " + std::to_string(max));
+      } else {
+        *out = static_cast<Int>(v->get<int64_t>());
+      }
+    }
+  }
+
+  void Number(const std::string& key, double* out, double min, double max) {
+    if (const json* v = Take(key)) {
+      double d = v->is_number() ? v->get<double>() : NAN;
+      if (!std::isfinite(d) || d < min || d > max) {
+        std::ostringstream m;
+        m << "expected a number from " << min << " to " << max;
+        Fail(key, m.str());
+      } else {
+        *out = d;
+      }
+    }
+  }
+
+  // "<name>_seconds": seconds, fractions allowed (tests scale time down).
+  void Seconds(const std::string& key, Duration* out, double min, double max) {
+    double s = -1;
+    Number(key, &s, min, max);
+    if (s >= 0) *out = Duration(static_cast<int64_t>(std::llround(s * 1000)));
+  }
+
+  // Returns the nested object (or null when absent or not an object).
+  const json* Object(const std::string& key) {
+    const json* v = Take(key);
+    if (v != nullptr && !v->is_object()) {
+      Fail(key, "expected an object");
+      return nullptr;
+    }
+    return v;
+  }
+
+  const json* Array(const std::string& key) {
+    const json* v = Take(key);
+    if (v != nullptr && !v->is_array()) {
+      Fail(key, "expected an array");
+      return nullptr;
+    }
+    return v;
+  }
+
+  void Finish() {
+    for (auto it = object_.begin(); it != object_.end(); ++it) {
+      bool taken = false;
+      for (const auto& k : taken_) taken = taken || k == it.key();
+      if (!taken) Fail(it.key(), "unknown key");
+    }
+  }
+
+ private:
+  const json& object_;
+  std::string path_;
+  std::string* error_;
+  std::vector<std::string> taken_;
+};
+
+bool ParseHostPort(const std::string& text, ListenAddress* out) {
+  std::string host;
+  std::string port;
+  if (!text.empty() && text[0] == '[') {
+    size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') return false;
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string::npos || text.find(':') != colon) return false;
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  if (host.empty() || port.empty() || port.size() > 5) return false;
+  for (char c : port) {
+    if (c < '0' || c > '9') return false;
+  }
+  int p = std::stoi(port);
+  if (p > 65535) return false;
+  out->host = host;
+  out->port = static_cast<uint16_t>(p);
+  return true;
+}
+
+void ParsePrefetch(Reader& r, std::string* error, std::vector<TokenKey>* out) {
+  const json* list = r.Array("prefetch");
+  if (list == nullptr) return;
+  std::vector<TokenKey> keys;
+  for (size_t i = 0; i < list->size(); ++i) {
+    std::string path = "prefetch[" + std::to_string(i) + "]";
+    const json& item = (*list)[i];
+    if (!item.is_object()) {
+      if (error->empty()) *error = path + ": expected an object";
+      return;
+    }
+    Reader ir(item, path, error);
+    std::string resource;
+    std::string selectors[4];
+    ir.String("resource", &resource);
+    ir.String("client_id", &selectors[1]);
+    ir.String("object_id", &selectors[2]);
+    ir.String("mi_res_id", &selectors[3]);
+    std::string legacy;
+    ir.String("msi_res_id", &legacy);
+    ir.Finish();
+    if (!error->empty()) return;
+    if (!legacy.empty()) {
+      if (!selectors[3].empty()) {
+        *error = path + ": give mi_res_id or msi_res_id, not both";
+        return;
+      }
+      selectors[3] = legacy;
+    }
+    if (resource.empty()) {
+      *error = path + ".resource: required";
+      return;
+    }
+    SelectorKind kind = SelectorKind::kDefault;
+    std::string id;
+    for (int k = 1; k < 4; ++k) {
+      if (selectors[k].empty()) continue;
+      if (kind != SelectorKind::kDefault) {
+        *error = path + ": at most one of client_id, object_id, mi_res_id";
+        return;
+      }
+      kind = static_cast<SelectorKind>(k);
+      id = selectors[k];
+    }
+    TokenKey key;
+    std::string why = MakeTokenKey(kind, id, resource, &key);
+    if (!why.empty()) {
+      *error = path + ": " + why;
+      return;
+    }
+    keys.push_back(std::move(key));
+  }
+  *out = std::move(keys);
+}
+
+}  // namespace
+
+std::string DefaultConfigPath() { return platform::DefaultConfigPath(); }
+
+Status ParseConfig(const std::string& text, Config* out) {
+  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
+  if (doc.is_discarded()) return Status::Error("not valid JSON");
+  if (!doc.is_object()) return Status::Error("the top level must be a JSON object");
+
+  Config c = *out;
+  std::string error;
+  Reader r(doc, "", &error);
+
+  r.Integer("port", &c.port, 0, 65535);
+  if (const json* listen = r.Array("listen")) {
+    std::vector<std::string> hosts;
+    for (const auto& h : *listen) {
+      if (!h.is_string() || h.get_ref<const std::string&>().empty()) {
+        r.Fail("listen", "expected a list of addresses such as \"127.0.0.1\", \"::1\"");
+        break;
+      }
+      hosts.push_back(h.get<std::string>());
+    }
+    c.listen = std::move(hosts);
+  }
+  r.Bool("allow_remote", &c.allow_remote);
+  r.Bool("absolute_form", &c.absolute_form);
+
+  if (const json* o = r.Object("imds")) {
+    Reader s(*o, "imds", &error);
+    s.String("endpoint", &c.imds.endpoint);
+    s.String("api_version", &c.imds.api_version);
+    s.Seconds("connect_timeout_seconds", &c.imds.connect_timeout, 0.001, 600);
+    s.Seconds("timeout_seconds", &c.imds.timeout, 0.001, 600);
+    s.Integer("max_response_bytes", &c.imds.max_response_bytes, 1024, 16 << 20);
+    s.Finish();
+    if (error.empty() && c.imds.endpoint.rfind("http://", 0) != 0 && c.imds.endpoint.rfind("https://", 0) != 0) {
+      error = "imds.endpoint: expected an http:// URL";
+    }
+  }
+  if (const json* o = r.Object("cache")) {
+    Reader s(*o, "cache", &error);
+    s.Seconds("margin_seconds", &c.cache.margin, 0, 86400);
+    s.Seconds("refresh_ahead_seconds", &c.cache.refresh_ahead, 0, 86400);
+    s.Seconds("hard_floor_seconds", &c.cache.hard_floor, 0, 86400);
+    s.Seconds("idle_seconds", &c.cache.idle_evict, 0.001, 30 * 86400);
+    s.Integer("max_keys", &c.cache.max_keys, 1, 10000000);
+    s.Seconds("negative_ttl_seconds", &c.cache.negative_ttl, 0, 3600);
+    s.Seconds("same_token_backoff_seconds", &c.cache.same_token_backoff, 0.001, 86400);
+    s.Finish();
+  }
+  if (const json* o = r.Object("retry")) {
+    Reader s(*o, "retry", &error);
+    s.Integer("max_attempts", &c.retry.max_attempts, 1, 100);
+    s.Seconds("delta_seconds", &c.retry.delta, 0, 3600);
+    s.Seconds("max_delay_seconds", &c.retry.max_delay, 0, 3600);
+    s.Seconds("gone_window_seconds", &c.retry.gone_window, 0, 3600);
+    s.Seconds("retry_after_cap_seconds", &c.retry.retry_after_cap, 0, 3600);
+    s.Finish();
+  }
+  if (const json* o = r.Object("budget")) {
+    Reader s(*o, "budget", &error);
+    s.Number("rate_per_second", &c.budget.rate_per_second, 0.01, 1000);
+    s.Integer("burst", &c.budget.burst, 1, 1000);
+    s.Integer("max_concurrent", &c.budget.max_concurrent, 1, 64);
+    s.Integer("max_queue", &c.budget.max_queue, 1, 1000000);
+    s.Finish();
+  }
+  if (const json* o = r.Object("limits")) {
+    Reader s(*o, "limits", &error);
+    s.Integer("max_connections", &c.limits.max_connections, 1, 1000000);
+    s.Integer("max_header_bytes", &c.limits.max_header_bytes, 256, 1 << 20);
+    s.Integer("max_body_bytes", &c.limits.max_body_bytes, 0, 1 << 20);
+    s.Seconds("header_timeout_seconds", &c.limits.header_timeout, 0.001, 3600);
+    s.Seconds("idle_timeout_seconds", &c.limits.idle_timeout, 0.001, 86400);
+    s.Integer("max_pipelined", &c.limits.max_pipelined, 1, 1024);
+    s.Integer("max_waiters", &c.limits.max_waiters, 1, 10000000);
+    s.Seconds("caller_deadline_seconds", &c.limits.caller_deadline, 0.001, 3600);
+    s.Seconds("drain_seconds", &c.limits.drain_timeout, 0, 3600);
+    s.Finish();
+  }
+  if (const json* list = r.Array("health")) {
+    std::vector<ListenAddress> addrs;
+    for (const auto& h : *list) {
+      ListenAddress a;
+      if (!h.is_string() || !ParseHostPort(h.get<std::string>(), &a)) {
+        r.Fail("health", "expected a list of \"host:port\" strings such as \"127.0.0.1:50343\"");
+        break;
+      }
+      addrs.push_back(a);
+    }
+    c.health = std::move(addrs);
+  }
+  ParsePrefetch(r, &error, &c.prefetch);
+  r.Bool("ready_waits_for_prefetch", &c.ready_waits_for_prefetch);
+  if (const json* o = r.Object("log")) {
+    Reader s(*o, "log", &error);
+    std::string level;
+    std::string format;
+    s.String("level", &level);
+    s.String("format", &format);
+    s.Finish();
+    if (!level.empty() && !ParseLogLevel(level, &c.log_level)) {
+      s.Fail("level", "expected debug, info, warning or error");
+    }
+    if (!format.empty() && !ParseLogFormat(format, &c.log_format)) {
+      s.Fail("format", "expected auto, text, journal or json");
+    }
+  }
+  r.Finish();
+
+  if (error.empty() && c.listen.empty()) error = "listen: at least one address is needed";
+  if (!error.empty()) return Status::Error(error);
+  *out = std::move(c);
+  return Status::Ok();
+}
+
+Status LoadConfigFile(const std::string& path, bool missing_ok, Config* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    if (missing_ok) return Status::Ok();
+    return Status::Error(path + ": cannot be read");
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  Status s = ParseConfig(text.str(), out);
+  if (!s.ok()) return Status::Error(path + ": " + s.message());
+  return s;
+}
+
+bool ParseListenAddress(const std::string& text, ListenAddress* out) { return ParseHostPort(text, out); }
+
+}  // namespace mi

@@ -1,0 +1,539 @@
+#include "agent/token_cache.h"
+
+#include <algorithm>
+
+#include <nlohmann/json.hpp>
+
+namespace mi {
+namespace {
+
+constexpr Duration kMinRefreshDelay = Duration(1000);
+
+// The IMDS "error" code from an error body, for status output (never the body).
+std::string ErrorCode(const std::string& body) {
+  auto doc = nlohmann::json::parse(body, nullptr, false);
+  if (!doc.is_discarded() && doc.is_object()) {
+    auto it = doc.find("error");
+    if (it != doc.end() && it->is_string()) return it->get<std::string>().substr(0, 128);
+  }
+  return "http_error";
+}
+
+std::string DescribeTransport(const UpstreamResponse& r) {
+  switch (r.outcome) {
+    case UpstreamResponse::Outcome::kHttp: return "http " + std::to_string(r.status);
+    case UpstreamResponse::Outcome::kTimeout: return "timeout";
+    case UpstreamResponse::Outcome::kConnectError: return "connect_error";
+    case UpstreamResponse::Outcome::kTooLarge: return "response_too_large";
+  }
+  return "error";
+}
+
+// A non-retryable IMDS answer: any 4xx except 404, 410, 429.
+bool IsRejection(const UpstreamResponse& r) {
+  return r.outcome == UpstreamResponse::Outcome::kHttp && r.status >= 400 && r.status < 500 && r.status != 404 &&
+         r.status != 410 && r.status != 429;
+}
+
+}  // namespace
+
+const char* EntryStateName(EntryState state) {
+  switch (state) {
+    case EntryState::kOk: return "ok";
+    case EntryState::kRefreshing: return "refreshing";
+    case EntryState::kDegraded: return "degraded";
+    case EntryState::kFailing: return "failing";
+  }
+  return "failing";
+}
+
+TokenCache::TokenCache(const Config& config, Clock* clock, TimerFactory* timers, Random* random,
+                       UpstreamClient* upstream, UpstreamScheduler* scheduler, Logger* logger)
+    : config_(config),
+      clock_(clock),
+      timers_(timers),
+      random_(random),
+      upstream_(upstream),
+      scheduler_(scheduler),
+      logger_(logger),
+      retry_policy_(config.retry, random),
+      sweep_timer_(timers->NewTimer()) {
+  EvictIdle();  // arms the sweep
+}
+
+TokenCache::~TokenCache() {
+  for (auto& [key, e] : entries_) {
+    if (e->job != 0) scheduler_->Cancel(e->job);
+  }
+}
+
+// --- lookup ---------------------------------------------------------------------
+
+bool TokenCache::Servable(const Entry* e, TimePoint now) const {
+  if (!e->token) return false;
+  const Duration left = FromEpochSeconds(e->token->expires_on()) - now;
+  if (left > config_.cache.margin) return true;
+  // Static stability: while refreshes fail (or IMDS keeps handing back the same
+  // token), keep serving down to the hard floor. Never an expired token.
+  return (e->consecutive_failures > 0 || e->stalled) && left > config_.cache.hard_floor && left > Duration(0);
+}
+
+const Token* TokenCache::Lookup(const TokenKey& key) {
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return nullptr;
+  Entry* e = it->second.get();
+  if (!Servable(e, clock_->Now())) return nullptr;
+  ++stats_.hits;
+  ++e->hits;
+  Touch(e);
+  return e->token.get();
+}
+
+void TokenCache::Get(const TokenKey& key, Callback callback) {
+  const TimePoint now = clock_->Now();
+  Entry* e = Find(key);
+  if (e != nullptr && Servable(e, now)) {
+    ++stats_.hits;
+    ++e->hits;
+    Touch(e);
+    TokenResult r;
+    r.kind = TokenResult::Kind::kToken;
+    r.token = e->token;
+    callback(r);
+    return;
+  }
+  if (e != nullptr && e->negative_until > now) {
+    ++stats_.negative_hits;
+    Touch(e);
+    TokenResult r;
+    r.kind = TokenResult::Kind::kRejected;
+    r.status = e->negative_status;
+    r.body = e->negative_body;
+    callback(r);
+    return;
+  }
+  if (stats_.waiters >= config_.limits.max_waiters || (e == nullptr && (e = FindOrCreate(key)) == nullptr)) {
+    ++stats_.shed;
+    TokenResult r;
+    r.kind = TokenResult::Kind::kShed;
+    r.retry_after_seconds = 1;
+    callback(r);
+    return;
+  }
+  ++stats_.misses;
+  ++e->misses;
+  Touch(e);
+  e->waiters.push_back(Waiter{now + config_.limits.caller_deadline, std::move(callback)});
+  ++stats_.waiters;
+  if (e->waiters.size() == 1) ArmDeadline(e);
+  if (!e->fetching) {
+    StartFetch(e);
+  } else {
+    ++stats_.coalesced;
+    if (e->job != 0) scheduler_->Promote(e->job);
+  }
+}
+
+// --- entries and eviction ------------------------------------------------------------
+
+TokenCache::Entry* TokenCache::Find(const TokenKey& key) {
+  auto it = entries_.find(key);
+  return it == entries_.end() ? nullptr : it->second.get();
+}
+
+TokenCache::Entry* TokenCache::FindOrCreate(const TokenKey& key) {
+  if (Entry* e = Find(key)) return e;
+  if (entries_.size() >= config_.cache.max_keys) {
+    // Evict the least recently used key that nobody is waiting on.
+    Entry* victim = nullptr;
+    for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
+      if (Evictable(*it)) {
+        victim = *it;
+        break;
+      }
+    }
+    if (victim == nullptr) return nullptr;
+    ++stats_.evicted_lru;
+    Erase(victim);
+  }
+  auto owned = std::make_unique<Entry>();
+  Entry* e = owned.get();
+  e->key = key;
+  e->last_used = clock_->Now();
+  lru_.push_front(e);
+  e->lru = lru_.begin();
+  entries_.emplace(key, std::move(owned));
+  stats_.keys = entries_.size();
+  return e;
+}
+
+void TokenCache::Touch(Entry* e) {
+  e->last_used = clock_->Now();
+  if (e->lru != lru_.begin()) lru_.splice(lru_.begin(), lru_, e->lru);
+}
+
+bool TokenCache::Evictable(const Entry* e) const { return !e->prefetch && e->waiters.empty() && !e->fetching; }
+
+void TokenCache::Erase(Entry* e) {
+  if (e->job != 0) scheduler_->Cancel(e->job);
+  if (e->first_round && --prefetch_pending_ == 0 && prefetch_done_) std::exchange(prefetch_done_, nullptr)();
+  lru_.erase(e->lru);
+  TokenKey key = e->key;  // e dies with the map node
+  entries_.erase(key);
+  stats_.keys = entries_.size();
+}
+
+void TokenCache::EvictIdle() {
+  const TimePoint now = clock_->Now();
+  std::vector<Entry*> idle;
+  for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
+    Entry* e = *it;
+    if (now - e->last_used <= config_.cache.idle_evict) break;  // the rest were used later
+    if (Evictable(e)) idle.push_back(e);
+  }
+  for (Entry* e : idle) {
+    ++stats_.evicted_idle;
+    Erase(e);
+  }
+  const Duration period = std::clamp(config_.cache.idle_evict / 4, Duration(1000), Duration(60000));
+  sweep_timer_->Arm(period, [this] { EvictIdle(); });
+}
+
+// --- fetching ----------------------------------------------------------------------
+
+void TokenCache::StartFetch(Entry* e) {
+  e->fetching = true;
+  e->retry = RetryState();
+  ++e->fetch_generation;
+  if (e->timer) e->timer->Disarm();
+  e->next_refresh = TimePoint();
+  UpdateState(e);
+  Enqueue(e);
+}
+
+void TokenCache::Enqueue(Entry* e) {
+  using Priority = UpstreamScheduler::Priority;
+  const Priority priority = e->waiters.empty() ? Priority::kBackground : Priority::kCaller;
+  const uint64_t generation = e->fetch_generation;
+  e->job = scheduler_->Enqueue(priority, [this, key = e->key, generation] { Attempt(key, generation); });
+  if (e->job != 0) return;
+  // The IMDS queue is full: the agent is the one shedding.
+  FinishFetch(e);
+  if (!e->waiters.empty()) {
+    stats_.shed += e->waiters.size();
+    TokenResult r;
+    r.kind = TokenResult::Kind::kShed;
+    r.retry_after_seconds = 1;
+    AnswerWaiters(e, r);
+  }
+  ScheduleRefresh(e, clock_->Now() + config_.retry.max_delay / 2 + Jitter(config_.retry.max_delay / 2));
+}
+
+void TokenCache::Attempt(const TokenKey& key, uint64_t generation) {
+  Entry* e = Find(key);
+  if (e == nullptr || e->fetch_generation != generation || !e->fetching) {
+    scheduler_->Finished();
+    return;
+  }
+  e->job = 0;
+  e->in_flight = true;
+  e->attempt_started = clock_->Now();
+  ++stats_.upstream_requests;
+  upstream_->Fetch(key, [this, key, generation](UpstreamResponse response) {
+    OnUpstream(key, generation, std::move(response));
+  });
+}
+
+void TokenCache::OnUpstream(const TokenKey& key, uint64_t generation, UpstreamResponse response) {
+  scheduler_->Finished();
+  const bool http = response.outcome == UpstreamResponse::Outcome::kHttp;
+  const int status = http ? response.status : 0;
+  ++stats_.upstream_by_class[http && status >= 100 && status < 600 ? status / 100 : 0];
+  Entry* e = Find(key);
+  if (observer_) {
+    observer_(e != nullptr ? clock_->Now() - e->attempt_started : Duration(0), status);
+  }
+  if (e == nullptr || e->fetch_generation != generation) return;  // evicted or superseded
+  e->in_flight = false;
+
+  if (http && status == 200) {
+    std::string why;
+    auto token = Token::FromImdsBody(response.body, &why);
+    if (token) {
+      OnToken(e, std::move(token));
+    } else {
+      OnFailure(e, response, why, /*malformed=*/true);
+    }
+  } else if (IsRejection(response)) {
+    OnRejected(e, response);
+  } else {
+    OnFailure(e, response, http ? ErrorCode(response.body) : DescribeTransport(response), false);
+  }
+}
+
+void TokenCache::OnToken(Entry* e, std::shared_ptr<const Token> token) {
+  const TimePoint now = clock_->Now();
+  upstream_health_.last_success = now;
+  upstream_health_.failing = false;
+  const bool same = e->token && e->token->fingerprint() == token->fingerprint();
+  e->token = std::move(token);
+  e->last_refresh = now;
+  e->consecutive_failures = 0;
+  e->negative_until = TimePoint();
+  e->negative_body.clear();
+  FinishFetch(e);
+
+  const TimePoint expires = FromEpochSeconds(e->token->expires_on());
+  TimePoint at = expires - config_.cache.margin - Jitter(config_.cache.refresh_ahead);
+  e->stalled = same || at <= now;
+  if (e->stalled) {
+    // IMDS handed back the token we had (it caches too), or one already inside
+    // our margin: back off, but always come back before the floor.
+    if (same) ++stats_.same_token;
+    at = now + config_.cache.same_token_backoff;
+    const TimePoint latest = expires - config_.cache.hard_floor;
+    if (at >= latest) at = now + std::max((latest - now) / 2, kMinRefreshDelay);
+  }
+  ScheduleRefresh(e, at);
+
+  TokenResult r;
+  if (expires > now) {
+    r.kind = TokenResult::Kind::kToken;
+    r.token = e->token;
+  } else {
+    r.kind = TokenResult::Kind::kUnavailable;
+    r.description = "IMDS returned an expired token";
+  }
+  AnswerWaiters(e, r);
+  UpdateState(e);
+}
+
+void TokenCache::OnRejected(Entry* e, const UpstreamResponse& response) {
+  const TimePoint now = clock_->Now();
+  // IMDS says this identity/resource cannot have a token (e.g. the identity was
+  // removed): stop serving the old one and remember the answer briefly.
+  e->token.reset();
+  e->stalled = false;
+  ++e->consecutive_failures;
+  e->last_error_status = response.status;
+  e->last_error = ErrorCode(response.body);
+  if (config_.cache.negative_ttl > Duration(0)) {
+    e->negative_until = now + config_.cache.negative_ttl;
+    e->negative_status = response.status;
+    e->negative_body = response.body;
+  }
+  FinishFetch(e);
+  TokenResult r;
+  r.kind = TokenResult::Kind::kRejected;
+  r.status = response.status;
+  r.body = response.body;
+  AnswerWaiters(e, r);
+  if (e->prefetch) ScheduleRefresh(e, now + config_.retry.max_delay + Jitter(config_.retry.max_delay / 4));
+  UpdateState(e);
+}
+
+void TokenCache::OnFailure(Entry* e, const UpstreamResponse& response, const std::string& why, bool malformed) {
+  const TimePoint now = clock_->Now();
+  upstream_health_.last_failure = now;
+  upstream_health_.failing = true;
+  upstream_health_.last_error_status = response.outcome == UpstreamResponse::Outcome::kHttp ? response.status : 0;
+  upstream_health_.last_error = malformed ? "malformed_response" : why;
+  ++e->consecutive_failures;
+  e->last_error_status = upstream_health_.last_error_status;
+  e->last_error = upstream_health_.last_error;
+
+  RetryDecision d = malformed ? retry_policy_.DecideMalformed(e->retry, now)
+                              : retry_policy_.Decide(e->retry, response, now);
+  if (d.throttled) {
+    ++stats_.throttle_pauses;
+    scheduler_->PauseFor(d.pause);
+  }
+  if (d.retry) {
+    ++stats_.retries;
+    if (!e->timer) e->timer = timers_->NewTimer();
+    e->timer->Arm(d.delay, [this, key = e->key] { OnTimer(key); });
+    UpdateState(e);
+    return;
+  }
+  // Retry budget spent: waiting callers get the error (or the cached token while
+  // it lasts); the refresher keeps trying in the background.
+  FinishFetch(e);
+  TokenResult r;
+  if (Servable(e, now)) {
+    r.kind = TokenResult::Kind::kToken;
+    r.token = e->token;
+  } else {
+    r.kind = TokenResult::Kind::kUnavailable;
+    r.description = "IMDS could not provide a token: " + e->last_error;
+  }
+  AnswerWaiters(e, r);
+  ScheduleRefresh(e, now + config_.retry.max_delay + Jitter(config_.retry.max_delay / 4));
+  UpdateState(e);
+}
+
+void TokenCache::FinishFetch(Entry* e) {
+  e->fetching = false;
+  e->in_flight = false;
+  if (e->job != 0) scheduler_->Cancel(e->job);
+  e->job = 0;
+  if (e->first_round) {
+    e->first_round = false;
+    if (--prefetch_pending_ == 0 && prefetch_done_) std::exchange(prefetch_done_, nullptr)();
+  }
+}
+
+void TokenCache::ScheduleRefresh(Entry* e, TimePoint at) {
+  const TimePoint now = clock_->Now();
+  if (at < now + kMinRefreshDelay) at = now + kMinRefreshDelay;
+  if (!e->timer) e->timer = timers_->NewTimer();
+  e->next_refresh = at;
+  e->timer->Arm(at - now, [this, key = e->key] { OnTimer(key); });
+}
+
+void TokenCache::OnTimer(const TokenKey& key) {
+  Entry* e = Find(key);
+  if (e == nullptr) return;
+  if (e->fetching) {  // a retry wait ended
+    Enqueue(e);
+    return;
+  }
+  e->next_refresh = TimePoint();
+  if (!e->prefetch && clock_->Now() - e->last_used > config_.cache.idle_evict) {
+    ++stats_.evicted_idle;
+    Erase(e);
+    return;
+  }
+  StartFetch(e);
+}
+
+// --- waiters ---------------------------------------------------------------------
+
+void TokenCache::AnswerWaiters(Entry* e, const TokenResult& result) {
+  if (e->waiters.empty()) return;
+  std::vector<Waiter> waiters;
+  waiters.swap(e->waiters);
+  stats_.waiters -= waiters.size();
+  if (e->deadline_timer) e->deadline_timer->Disarm();
+  for (auto& w : waiters) w.callback(result);
+}
+
+void TokenCache::ArmDeadline(Entry* e) {
+  if (e->waiters.empty()) {
+    if (e->deadline_timer) e->deadline_timer->Disarm();
+    return;
+  }
+  if (!e->deadline_timer) e->deadline_timer = timers_->NewTimer();
+  const Duration wait = std::max(e->waiters.front().deadline - clock_->Now(), Duration(0));
+  e->deadline_timer->Arm(wait, [this, key = e->key] { OnDeadline(key); });
+}
+
+void TokenCache::OnDeadline(const TokenKey& key) {
+  Entry* e = Find(key);
+  if (e == nullptr) return;
+  const TimePoint now = clock_->Now();
+  TokenResult r;
+  if (e->job != 0 || now < scheduler_->stats().paused_until) {
+    // Still queued behind the IMDS budget: the agent is the one holding callers.
+    r.kind = TokenResult::Kind::kShed;
+    const auto pause = scheduler_->stats().paused_until - now;
+    r.retry_after_seconds = static_cast<int>(std::max<int64_t>(1, (pause.count() + 999) / 1000));
+  } else {
+    r.kind = TokenResult::Kind::kUnavailable;
+    r.description = "IMDS did not provide a token within the deadline";
+  }
+  size_t expired = 0;
+  while (expired < e->waiters.size() && e->waiters[expired].deadline <= now) ++expired;
+  std::vector<Waiter> late(std::make_move_iterator(e->waiters.begin()),
+                           std::make_move_iterator(e->waiters.begin() + static_cast<std::ptrdiff_t>(expired)));
+  e->waiters.erase(e->waiters.begin(), e->waiters.begin() + static_cast<std::ptrdiff_t>(expired));
+  stats_.waiters -= expired;
+  stats_.deadline_expired += expired;
+  ArmDeadline(e);
+  // The fetch goes on for the cache; it was a caller's, it stays one's priority.
+  for (auto& w : late) w.callback(r);
+}
+
+// --- prefetch and reconfiguration -------------------------------------------------------
+
+void TokenCache::StartPrefetch(std::function<void()> done) {
+  prefetch_done_ = std::move(done);
+  size_t started = 0;
+  for (const TokenKey& key : config_.prefetch) {
+    Entry* e = FindOrCreate(key);
+    if (e == nullptr) continue;
+    e->prefetch = true;
+    if (e->first_round) continue;
+    e->first_round = true;
+    ++prefetch_pending_;
+    ++started;
+    if (!e->fetching) StartFetch(e);
+  }
+  if (started == 0 && prefetch_pending_ == 0 && prefetch_done_) std::exchange(prefetch_done_, nullptr)();
+}
+
+void TokenCache::Reconfigure(const Config& config) {
+  config_ = config;
+  retry_policy_.set_config(config.retry);
+  for (auto& [key, e] : entries_) {
+    e->prefetch = std::find(config.prefetch.begin(), config.prefetch.end(), key) != config.prefetch.end();
+  }
+  for (const TokenKey& key : config.prefetch) {
+    Entry* e = FindOrCreate(key);
+    if (e == nullptr) continue;
+    e->prefetch = true;
+    if (!e->token && !e->fetching) StartFetch(e);
+  }
+  EvictIdle();
+}
+
+// --- health ----------------------------------------------------------------------------
+
+void TokenCache::UpdateState(Entry* e) {
+  EntryState from = e->state;
+  const TimePoint now = clock_->Now();
+  const bool valid = e->token && FromEpochSeconds(e->token->expires_on()) > now;
+  if (valid) {
+    e->state = e->consecutive_failures > 0 ? EntryState::kDegraded
+               : e->fetching              ? EntryState::kRefreshing
+                                          : EntryState::kOk;
+  } else {
+    e->state = (e->consecutive_failures > 0 || !e->fetching) ? EntryState::kFailing : EntryState::kRefreshing;
+  }
+  // "refreshing" for a key that already has a good token is routine, not news.
+  if (e->state != from && state_observer_) state_observer_(SnapshotOf(e), from);
+}
+
+EntrySnapshot TokenCache::SnapshotOf(const Entry* e) const {
+  EntrySnapshot s;
+  s.key = e->key;
+  s.state = e->state;
+  const TimePoint now = clock_->Now();
+  if (e->token && FromEpochSeconds(e->token->expires_on()) <= now) {
+    s.state = e->fetching && e->consecutive_failures == 0 ? EntryState::kRefreshing : EntryState::kFailing;
+  }
+  s.prefetch = e->prefetch;
+  s.expires_on = e->token ? e->token->expires_on() : 0;
+  s.last_refresh = e->last_refresh;
+  s.next_refresh = e->next_refresh;
+  s.last_used = e->last_used;
+  s.last_error_status = e->last_error_status;
+  s.last_error = e->last_error;
+  s.consecutive_failures = e->consecutive_failures;
+  s.hits = e->hits;
+  s.misses = e->misses;
+  return s;
+}
+
+std::vector<EntrySnapshot> TokenCache::Snapshot() const {
+  std::vector<EntrySnapshot> out;
+  out.reserve(entries_.size());
+  for (const auto& [key, e] : entries_) out.push_back(SnapshotOf(e.get()));
+  return out;
+}
+
+Duration TokenCache::Jitter(Duration span) {
+  if (span <= Duration(0)) return Duration(0);
+  return Duration(static_cast<int64_t>(random_->Uniform() * static_cast<double>(span.count())));
+}
+
+}  // namespace mi

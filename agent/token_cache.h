@@ -1,0 +1,198 @@
+#pragma once
+// TokenCache: the broker behind the token API. It is the VM's shared token
+// cache (SPEC §6, §7):
+//  * hits are served from memory while a token has more than `margin` left;
+//  * concurrent misses for one key share one upstream request (single flight);
+//    every waiter gets its answer as soon as it arrives, or at its deadline;
+//  * keys in use are refreshed ahead of the margin, with jitter; the same token
+//    coming back again backs off instead of looping;
+//  * prefetch keys are fetched at start and kept fresh forever;
+//  * idle keys stop refreshing and are dropped; the number of keys is capped (LRU);
+//  * IMDS's definite "no" (4xx) is cached briefly;
+//  * while IMDS fails, valid tokens are served down to `hard_floor` before expiry.
+// Every upstream request goes through one UpstreamScheduler (the IMDS budget)
+// and one RetryPolicy. Time and the upstream are injected. Loop thread only.
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "agent/clock.h"
+#include "agent/config.h"
+#include "agent/log.h"
+#include "agent/retry_policy.h"
+#include "agent/token_broker.h"
+#include "agent/upstream.h"
+#include "agent/upstream_scheduler.h"
+
+namespace mi {
+
+// ok: a token beyond the margin; refreshing: a fetch under way and no failure yet;
+// degraded: serving a cached token while refreshes fail; failing: no valid token.
+enum class EntryState { kOk, kRefreshing, kDegraded, kFailing };
+const char* EntryStateName(EntryState state);
+
+// What the health endpoint shows of one key. Never a token.
+struct EntrySnapshot {
+  TokenKey key;
+  EntryState state = EntryState::kRefreshing;
+  bool prefetch = false;
+  int64_t expires_on = 0;          // 0: no token
+  TimePoint last_refresh{};        // last time a token arrived
+  TimePoint next_refresh{};        // when the refresher runs next (epoch 0: not scheduled)
+  TimePoint last_used{};
+  int last_error_status = 0;       // HTTP status of the last failure, 0 for transport errors
+  std::string last_error;          // IMDS "error" code or a transport description
+  int consecutive_failures = 0;
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+};
+
+// Counters for metrics. Monotonic except the gauges marked so.
+struct CacheStats {
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  uint64_t coalesced = 0;          // misses that joined a fetch already under way
+  uint64_t negative_hits = 0;
+  uint64_t shed = 0;               // callers answered 429 by the agent
+  uint64_t deadline_expired = 0;   // callers answered 500 at their deadline
+  uint64_t upstream_requests = 0;
+  uint64_t upstream_by_class[6] = {};  // [0] transport errors, [1..5] 1xx..5xx
+  uint64_t retries = 0;
+  uint64_t throttle_pauses = 0;
+  uint64_t same_token = 0;
+  uint64_t evicted_idle = 0;
+  uint64_t evicted_lru = 0;
+  size_t waiters = 0;              // gauge
+  size_t keys = 0;                 // gauge
+};
+
+// Upstream health for /status.
+struct UpstreamHealth {
+  TimePoint last_success{};
+  TimePoint last_failure{};
+  int last_error_status = 0;
+  std::string last_error;
+  bool failing = false;             // the last upstream answer was a failure
+};
+
+class TokenCache : public TokenBroker {
+ public:
+  // Called for each upstream request that finished: its latency and HTTP status (0:
+  // transport error). For the latency histogram.
+  using UpstreamObserver = std::function<void(Duration latency, int status)>;
+
+  TokenCache(const Config& config, Clock* clock, TimerFactory* timers, Random* random,
+             UpstreamClient* upstream, UpstreamScheduler* scheduler, Logger* logger);
+  ~TokenCache() override;
+
+  // TokenBroker.
+  const Token* Lookup(const TokenKey& key) override;
+  void Get(const TokenKey& key, Callback callback) override;
+
+  // Applies a reloaded config: margins, limits, the prefetch list (new keys are
+  // fetched, removed ones become ordinary keys). Cached tokens stay.
+  void Reconfigure(const Config& config);
+  // Starts the prefetch round; `done` runs once every prefetch key has a token or
+  // has failed its first round (at once when there is nothing to prefetch).
+  void StartPrefetch(std::function<void()> done);
+  bool prefetch_round_done() const { return prefetch_pending_ == 0; }
+
+  std::vector<EntrySnapshot> Snapshot() const;
+  const CacheStats& stats() const { return stats_; }
+  const UpstreamHealth& upstream_health() const { return upstream_health_; }
+  void set_upstream_observer(UpstreamObserver observer) { observer_ = std::move(observer); }
+  // Runs when any key's state changes (for logs and the service status line).
+  void set_state_observer(std::function<void(const EntrySnapshot&, EntryState from)> observer) {
+    state_observer_ = std::move(observer);
+  }
+
+ private:
+  struct Waiter {
+    TimePoint deadline;
+    Callback callback;
+  };
+  struct Entry {
+    TokenKey key;
+    std::shared_ptr<const Token> token;
+    bool prefetch = false;
+    bool first_round = false;  // counts towards prefetch_pending_
+    // Negative cache: IMDS said no.
+    TimePoint negative_until{};
+    int negative_status = 0;
+    std::string negative_body;
+    // The fetch under way: queued, in flight, or waiting to retry.
+    bool fetching = false;
+    bool in_flight = false;
+    UpstreamScheduler::JobId job = 0;
+    RetryState retry;
+    uint64_t fetch_generation = 0;
+    TimePoint attempt_started{};
+    std::unique_ptr<Timer> timer;           // retry wait or the next refresh
+    TimePoint next_refresh{};
+    std::vector<Waiter> waiters;            // in arrival order (= deadline order)
+    std::unique_ptr<Timer> deadline_timer;  // for waiters.front()
+    // Health.
+    EntryState state = EntryState::kRefreshing;
+    TimePoint last_refresh{};
+    TimePoint last_used{};
+    int last_error_status = 0;
+    std::string last_error;
+    int consecutive_failures = 0;
+    // IMDS handed back the token we have (or one already inside the margin):
+    // serve it down to the floor rather than make callers wait.
+    bool stalled = false;
+    uint64_t hits = 0;
+    uint64_t misses = 0;
+    std::list<Entry*>::iterator lru;
+  };
+
+  Entry* Find(const TokenKey& key);
+  Entry* FindOrCreate(const TokenKey& key);
+  void Touch(Entry* e);
+  bool Evictable(const Entry* e) const;
+  void Erase(Entry* e);
+  void EvictIdle();
+
+  bool Servable(const Entry* e, TimePoint now) const;
+  void StartFetch(Entry* e);
+  void Enqueue(Entry* e);
+  void Attempt(const TokenKey& key, uint64_t generation);
+  void OnUpstream(const TokenKey& key, uint64_t generation, UpstreamResponse response);
+  void OnToken(Entry* e, std::shared_ptr<const Token> token);
+  void OnRejected(Entry* e, const UpstreamResponse& response);
+  void OnFailure(Entry* e, const UpstreamResponse& response, const std::string& why, bool malformed);
+  void FinishFetch(Entry* e);
+  void ScheduleRefresh(Entry* e, TimePoint at);
+  void OnTimer(const TokenKey& key);
+  void AnswerWaiters(Entry* e, const TokenResult& result);
+  void ArmDeadline(Entry* e);
+  void OnDeadline(const TokenKey& key);
+  void UpdateState(Entry* e);
+  EntrySnapshot SnapshotOf(const Entry* e) const;
+  Duration Jitter(Duration span);
+
+  Config config_;
+  Clock* clock_;
+  TimerFactory* timers_;
+  Random* random_;
+  UpstreamClient* upstream_;
+  UpstreamScheduler* scheduler_;
+  Logger* logger_;
+  RetryPolicy retry_policy_;
+
+  std::unordered_map<TokenKey, std::unique_ptr<Entry>, TokenKeyHash> entries_;
+  std::list<Entry*> lru_;  // front: most recently used
+  std::unique_ptr<Timer> sweep_timer_;
+  size_t prefetch_pending_ = 0;
+  std::function<void()> prefetch_done_;
+  CacheStats stats_;
+  UpstreamHealth upstream_health_;
+  UpstreamObserver observer_;
+  std::function<void(const EntrySnapshot&, EntryState)> state_observer_;
+};
+
+}  // namespace mi

@@ -1,0 +1,156 @@
+#include "agent/upstream_scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+namespace mi {
+namespace {
+
+// Floating-point slack: a bucket holding 0.9999999999 tokens is full enough.
+constexpr double kEpsilon = 1e-9;
+
+}  // namespace
+
+UpstreamScheduler::UpstreamScheduler(const Config::Budget& config, Clock& clock,
+                                     TimerFactory& timers)
+    : config_(config), clock_(clock), timer_(timers.NewTimer()) {
+  tokens_ = burst();
+  last_refill_ = clock_.Now();
+}
+
+UpstreamScheduler::~UpstreamScheduler() = default;
+
+int UpstreamScheduler::max_concurrent() const { return std::max(config_.max_concurrent, 1); }
+double UpstreamScheduler::burst() const { return static_cast<double>(std::max(config_.burst, 1)); }
+
+UpstreamScheduler::JobId UpstreamScheduler::Enqueue(Priority priority, std::function<void()> start) {
+  if (queued() >= config_.max_queue) {
+    ++rejected_total_;
+    return kRejected;
+  }
+  const JobId id = next_id_++;
+  Queue& q = priority == Priority::kCaller ? caller_ : background_;
+  q.push_back(Job{id, std::move(start)});
+  index_.emplace(id, Entry{priority, std::prev(q.end())});
+  Reschedule();
+  return id;
+}
+
+void UpstreamScheduler::Promote(JobId id) {
+  auto found = index_.find(id);
+  if (found == index_.end() || found->second.priority == Priority::kCaller) return;
+  // splice keeps the iterator valid.
+  caller_.splice(caller_.end(), background_, found->second.it);
+  found->second.priority = Priority::kCaller;
+}
+
+bool UpstreamScheduler::Cancel(JobId id) {
+  auto found = index_.find(id);
+  if (found == index_.end()) return false;
+  Queue& q = found->second.priority == Priority::kCaller ? caller_ : background_;
+  q.erase(found->second.it);
+  index_.erase(found);
+  Reschedule();
+  return true;
+}
+
+void UpstreamScheduler::Finished() {
+  if (in_flight_ > 0) --in_flight_;
+  Reschedule();
+}
+
+void UpstreamScheduler::PauseFor(Duration d) {
+  if (d.count() <= 0) return;
+  const TimePoint now = clock_.Now();
+  ++pauses_total_;
+  if (!Paused(now)) longest_pause_ = Duration(0);
+  longest_pause_ = std::max(longest_pause_, d);
+  paused_until_ = std::max(paused_until_, now + d);
+  Reschedule();
+}
+
+void UpstreamScheduler::set_config(const Config::Budget& config) {
+  // Account for the time so far at the old rate.
+  Refill(clock_.Now());
+  config_ = config;
+  tokens_ = std::min(tokens_, burst());
+  Reschedule();
+}
+
+UpstreamScheduler::Stats UpstreamScheduler::stats() const {
+  Stats s;
+  s.queued_caller = caller_.size();
+  s.queued_background = background_.size();
+  s.in_flight = in_flight_;
+  const TimePoint now = clock_.Now();
+  const TimePoint until = std::min(paused_until_, now + longest_pause_);
+  if (until > now) s.paused_until = until;
+  s.pauses_total = pauses_total_;
+  s.rejected_total = rejected_total_;
+  s.started_total = started_total_;
+  return s;
+}
+
+void UpstreamScheduler::Refill(TimePoint now) {
+  if (config_.rate_per_second <= 0) {
+    tokens_ = burst();
+  } else if (now > last_refill_) {
+    const double elapsed_ms = static_cast<double>((now - last_refill_).count());
+    tokens_ = std::min(burst(), tokens_ + elapsed_ms * config_.rate_per_second / 1000.0);
+  }
+  // A wall clock stepped backwards restarts accounting from `now`: no tokens
+  // are minted or lost by the step.
+  last_refill_ = now;
+}
+
+bool UpstreamScheduler::Paused(TimePoint now) {
+  if (paused_until_ <= now) return false;
+  // The wall clock stepped backwards: never wait longer than asked.
+  if (paused_until_ - now > longest_pause_) paused_until_ = now + longest_pause_;
+  return true;
+}
+
+void UpstreamScheduler::Pump() {
+  while (queued() > 0 && in_flight_ < max_concurrent()) {
+    const TimePoint now = clock_.Now();
+    if (Paused(now)) break;
+    Refill(now);
+    const bool limited = config_.rate_per_second > 0;
+    if (limited && tokens_ < 1.0 - kEpsilon) break;
+    Queue& q = !caller_.empty() ? caller_ : background_;
+    Job job = std::move(q.front());
+    q.pop_front();
+    index_.erase(job.id);
+    if (limited) tokens_ = std::max(0.0, tokens_ - 1.0);
+    ++in_flight_;
+    ++started_total_;
+    // May re-enter Enqueue/Cancel/Finished/PauseFor; the loop re-reads state.
+    if (job.start) job.start();
+  }
+  Reschedule();
+}
+
+void UpstreamScheduler::Reschedule() {
+  if (queued() == 0 || in_flight_ >= max_concurrent()) {
+    // Finished() or Enqueue() will call again.
+    timer_->Disarm();
+    return;
+  }
+  const TimePoint now = clock_.Now();
+  Duration wait(0);
+  if (Paused(now)) wait = paused_until_ - now;
+  if (config_.rate_per_second > 0) {
+    Refill(now);
+    if (tokens_ < 1.0 - kEpsilon) {
+      const double ms = (1.0 - tokens_) * 1000.0 / config_.rate_per_second;
+      // The tiny subtraction keeps 200.0000001 from becoming 201; at least
+      // 1 ms, or a bucket a hair short of a token would spin at one instant.
+      const auto token_wait = static_cast<int64_t>(std::ceil(ms - 1e-6));
+      wait = std::max(wait, Duration(std::max<int64_t>(token_wait, 1)));
+    }
+  }
+  timer_->Arm(wait, [this] { Pump(); });
+}
+
+}  // namespace mi

@@ -1,0 +1,130 @@
+#pragma once
+// The IMDS request budget (SPEC §7). IMDS allows a VM about 20 identity
+// requests/s and 5 concurrent ones, shared by everything on the VM, and answers
+// 429 beyond; every upstream request of the agent goes through one
+// UpstreamScheduler, which keeps the agent well inside that:
+//
+//  * a token bucket: `rate_per_second` refill, at most `burst` tokens (it
+//    starts full); each start takes one token;
+//  * a concurrency cap: at most `max_concurrent` started jobs not yet
+//    Finished();
+//  * a bounded queue: at most `max_queue` waiting jobs (both priorities
+//    together); Enqueue beyond it is rejected (the caller answers 429);
+//  * a global pause: after IMDS said 429, nothing starts until the pause ends.
+//
+// Waiting callers' jobs always start before background (refresh, prefetch)
+// ones; FIFO within a priority. A Promote()d job joins the back of the caller
+// queue (its caller started waiting only now).
+//
+// start() callbacks never run inside Enqueue/Promote/Cancel/Finished/
+// PauseFor/set_config: they run from the scheduler's timer (a zero delay when a
+// start is possible at once). A start() may call back into the scheduler
+// (Enqueue, Cancel, even Finished for a request that ended at once) but must
+// not destroy it.
+//
+// Time: the Clock is the wall clock; waits are armed on the (monotonic)
+// TimerFactory and re-checked against the Clock when they fire. A wall clock
+// stepped backwards neither stalls the bucket nor stretches a pause beyond
+// the longest PauseFor() given.
+//
+// Loop thread only. Clock and TimerFactory are not owned and must outlive the
+// scheduler.
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <unordered_map>
+
+#include "agent/clock.h"
+#include "agent/config.h"
+
+namespace mi {
+
+class UpstreamScheduler {
+ public:
+  enum class Priority { kCaller, kBackground };
+  using JobId = uint64_t;  // 0 = rejected
+  static constexpr JobId kRejected = 0;
+
+  struct Stats {
+    size_t queued_caller = 0;
+    size_t queued_background = 0;
+    int in_flight = 0;
+    TimePoint paused_until{};  // epoch (zero) when not paused
+    uint64_t pauses_total = 0;    // PauseFor() calls
+    uint64_t rejected_total = 0;  // Enqueue()s refused: queue full
+    uint64_t started_total = 0;
+  };
+
+  // Config: rate_per_second <= 0 disables the rate limit (concurrency still
+  // applies); burst and max_concurrent below 1 count as 1.
+  UpstreamScheduler(const Config::Budget& config, Clock& clock, TimerFactory& timers);
+  ~UpstreamScheduler();
+  UpstreamScheduler(const UpstreamScheduler&) = delete;
+  UpstreamScheduler& operator=(const UpstreamScheduler&) = delete;
+
+  // Queues a job. `start` runs once, on a later turn, when the job reaches the
+  // front, a concurrency slot is free, a bucket token is available and no pause
+  // is in force; the job then owns a slot until Finished(). Returns the job's
+  // id, or kRejected (0) when the queue is full (`start` is dropped).
+  JobId Enqueue(Priority priority, std::function<void()> start);
+  // A queued background job becomes a caller job. No-op for unknown, started
+  // or already caller jobs.
+  void Promote(JobId id);
+  // Removes a queued job (its start never runs). False if it is unknown or has
+  // already started (then the owner must still call Finished()).
+  bool Cancel(JobId id);
+  // A started job's request ended: frees its slot.
+  void Finished();
+  // IMDS throttled us: nothing starts before now + d. Extends, never shortens
+  // a pause in force.
+  void PauseFor(Duration d);
+
+  // Applies at once (config reload). Jobs already queued beyond a smaller
+  // max_queue stay; only new ones are refused.
+  void set_config(const Config::Budget& config);
+  Stats stats() const;
+
+ private:
+  struct Job {
+    JobId id;
+    std::function<void()> start;
+  };
+  using Queue = std::list<Job>;
+  struct Entry {
+    Priority priority;
+    Queue::iterator it;
+  };
+
+  void Refill(TimePoint now);
+  bool Paused(TimePoint now);
+  size_t queued() const { return caller_.size() + background_.size(); }
+  // Starts what can start now, then arms the timer for the next possibility.
+  void Pump();
+  // Arms the timer for when the next start may be possible (or disarms it).
+  void Reschedule();
+  int max_concurrent() const;
+  double burst() const;
+
+  Config::Budget config_;
+  Clock& clock_;
+  std::unique_ptr<Timer> timer_;
+
+  Queue caller_;
+  Queue background_;
+  std::unordered_map<JobId, Entry> index_;
+  JobId next_id_ = 1;
+
+  double tokens_;
+  TimePoint last_refill_;
+  TimePoint paused_until_{};
+  Duration longest_pause_{0};
+
+  int in_flight_ = 0;
+  uint64_t pauses_total_ = 0;
+  uint64_t rejected_total_ = 0;
+  uint64_t started_total_ = 0;
+};
+
+}  // namespace mi

@@ -1,0 +1,105 @@
+#include "proxy/request_params.h"
+
+#include <array>
+
+#include "agent/config.h"
+#include "agent/url.h"
+
+namespace mi::proxy {
+namespace {
+
+constexpr std::string_view kLegacyPath = "/oauth2/token";
+constexpr std::string_view kImdsPath = "/metadata/identity/oauth2/token";
+
+enum Field { kResource, kClientId, kObjectId, kMiResId, kMsiResId, kApiVersion, kFieldCount };
+
+int FieldOf(std::string_view name) {
+  if (name == "resource") return kResource;
+  if (name == "client_id") return kClientId;
+  if (name == "object_id") return kObjectId;
+  if (name == "mi_res_id") return kMiResId;
+  if (name == "msi_res_id") return kMsiResId;
+  if (name == "api-version") return kApiVersion;
+  return -1;
+}
+
+// Splits "a=1&b=2" and records known fields; empty values count as absent.
+std::string ParseForm(std::string_view text, std::array<std::string, kFieldCount>* fields,
+                      std::array<bool, kFieldCount>* seen) {
+  while (!text.empty()) {
+    size_t amp = text.find('&');
+    std::string_view pair = text.substr(0, amp);
+    text = amp == std::string_view::npos ? std::string_view() : text.substr(amp + 1);
+    if (pair.empty()) continue;
+    size_t eq = pair.find('=');
+    std::string name;
+    if (!UrlDecode(pair.substr(0, eq), true, &name)) return "malformed percent-encoding in a parameter name";
+    int field = FieldOf(name);
+    if (field < 0) continue;  // grant_type, authority, ... are ignored
+    std::string value;
+    if (eq != std::string_view::npos && !UrlDecode(pair.substr(eq + 1), true, &value)) {
+      return "malformed percent-encoding in " + name;
+    }
+    if (value.empty()) continue;  // client_id= means "not given"
+    if ((*seen)[field]) return name + " is given more than once";
+    (*seen)[field] = true;
+    (*fields)[field] = std::move(value);
+  }
+  return "";
+}
+
+}  // namespace
+
+const char* RouteName(Route route) {
+  switch (route) {
+    case Route::kLegacy: return "legacy";
+    case Route::kImds: return "imds";
+    case Route::kUnknown: return "other";
+  }
+  return "other";
+}
+
+Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_view* query) {
+  *query = std::string_view();
+  if (absolute_form && target.size() > 7 && target.substr(0, 7) == "http://") {
+    size_t slash = target.find('/', 7);
+    target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+  }
+  size_t q = target.find('?');
+  std::string_view path = target.substr(0, q);
+  if (q != std::string_view::npos) *query = target.substr(q + 1);
+  if (path.size() >= 2 && path[0] == '/' && path[1] == '/') path.remove_prefix(1);
+  if (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
+  if (path == kLegacyPath) return Route::kLegacy;
+  if (path == kImdsPath) return Route::kImds;
+  return Route::kUnknown;
+}
+
+std::string ParseTokenParams(std::string_view query, std::string_view form_body, ParsedParams* out) {
+  std::array<std::string, kFieldCount> fields;
+  std::array<bool, kFieldCount> seen{};
+  std::string error = ParseForm(query, &fields, &seen);
+  if (error.empty()) error = ParseForm(form_body, &fields, &seen);
+  if (!error.empty()) return error;
+  if (seen[kMiResId] && seen[kMsiResId]) return "give one of mi_res_id and msi_res_id";
+  if (seen[kMsiResId]) {
+    fields[kMiResId] = std::move(fields[kMsiResId]);
+    seen[kMiResId] = true;
+  }
+  SelectorKind kind = SelectorKind::kDefault;
+  std::string* id = nullptr;
+  const std::pair<int, SelectorKind> selectors[] = {{kClientId, SelectorKind::kClientId},
+                                                    {kObjectId, SelectorKind::kObjectId},
+                                                    {kMiResId, SelectorKind::kResourceId}};
+  for (const auto& [field, k] : selectors) {
+    if (!seen[field]) continue;
+    if (id != nullptr) return "give at most one of client_id, object_id and mi_res_id";
+    kind = k;
+    id = &fields[field];
+  }
+  if (!seen[kResource]) return "Required parameter resource is missing";
+  out->has_api_version = seen[kApiVersion];
+  return MakeTokenKey(kind, id != nullptr ? *id : std::string(), fields[kResource], &out->key);
+}
+
+}  // namespace mi::proxy

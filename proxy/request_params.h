@@ -1,0 +1,33 @@
+#pragma once
+// Turning a token request (target + body) into a TokenKey, with the legacy
+// extension's rules (SPEC §3): GET query or POST form, `+`/%XX decoding, empty
+// value = not given, unknown fields ignored, msi_res_id = mi_res_id, at most one
+// selector, a parameter given twice is an error.
+
+#include <string>
+#include <string_view>
+
+#include "agent/token.h"
+
+namespace mi::proxy {
+
+enum class Route { kLegacy = 0, kImds = 1, kUnknown = 2 };
+constexpr int kRouteCount = 3;
+const char* RouteName(Route route);
+
+// Path of a request target without the query, normalised: a doubled leading
+// slash collapses, one trailing slash is dropped. `absolute_form` also accepts
+// "http://host[:port]/path" targets. Returns the route and sets *query to the
+// raw query string (without '?').
+Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_view* query);
+
+struct ParsedParams {
+  TokenKey key;
+  bool has_api_version = false;
+};
+
+// Parses query and (for POST) the form body. Returns "" on success, else the
+// error_description for a 400 invalid_request.
+std::string ParseTokenParams(std::string_view query, std::string_view form_body, ParsedParams* out);
+
+}  // namespace mi::proxy

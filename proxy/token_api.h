@@ -1,0 +1,54 @@
+#pragma once
+// The token API served on the token listener: the legacy VM-extension endpoint
+// (/oauth2/token, GET and POST form) and the IMDS-shaped endpoint
+// (/metadata/identity/oauth2/token). Validates, asks the TokenBroker, and maps
+// its answer to HTTP (SPEC §3 error table). Loop thread only.
+
+#include <array>
+#include <cstdint>
+
+#include "agent/clock.h"
+#include "agent/token_broker.h"
+#include "proxy/http_server.h"
+#include "proxy/request_params.h"
+
+namespace mi::proxy {
+
+struct TokenApiOptions {
+  bool allow_remote = false;   // serve non-loopback peers
+  bool absolute_form = false;  // accept "GET http://169.254.169.254/..." targets
+};
+
+// Requests answered, by route and status code (for metrics).
+class RequestCounters {
+ public:
+  void Count(Route route, int status) {
+    if (status >= 100 && status < 600) ++counts_[static_cast<int>(route)][status];
+  }
+  uint64_t Get(Route route, int status) const { return counts_[static_cast<int>(route)][status]; }
+
+ private:
+  std::array<std::array<uint64_t, 600>, kRouteCount> counts_{};
+};
+
+class TokenApi : public HttpHandler {
+ public:
+  TokenApi(TokenBroker* broker, const Clock* clock, TokenApiOptions options);
+
+  void OnRequest(HttpRequest& request, Responder responder) override;
+  void set_options(TokenApiOptions options) { options_ = options; }
+  const RequestCounters& counters() const { return counters_; }
+
+  // The HTTP answer for a broker result (exposed for tests).
+  static HttpResponse MapResult(const TokenResult& result, TimePoint now);
+
+ private:
+  void Reply(Route route, Responder& responder, HttpResponse&& response);
+
+  TokenBroker* broker_;
+  const Clock* clock_;
+  TokenApiOptions options_;
+  RequestCounters counters_;
+};
+
+}  // namespace mi::proxy

@@ -38,7 +38,7 @@ struct Config {
   // --- Cache ----------------------------------------------------------------
   struct Cache {
     Duration margin = Duration(300000);          // "margin_seconds": hits need this much life left
-    Duration refresh_ahead = Duration(600000);   // "refresh_ahead_seconds": refresh this long before the margin
+    Duration refresh_ahead = Duration(600000);   // "refresh_ahead_seconds": refresh 1/2..1 of this before the margin (jittered)
     Duration hard_floor = Duration(60000);       // "hard_floor_seconds": while IMDS fails, serve down to this
     Duration idle_evict = Duration(3600000);     // "idle_seconds": unused keys stop refreshing and go
     size_t max_keys = 4096;                      // "max_keys": LRU cap

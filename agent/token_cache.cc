@@ -284,7 +284,10 @@ void TokenCache::OnToken(Entry* e, std::shared_ptr<const Token> token) {
   FinishFetch(e);
 
   const TimePoint expires = FromEpochSeconds(e->token->expires_on());
-  TimePoint at = expires - config_.cache.margin - Jitter(config_.cache.refresh_ahead);
+  // Refresh between margin + refresh_ahead/2 and margin + refresh_ahead before
+  // expiry: spread over time, and always with slack to retry before the margin.
+  const Duration half = config_.cache.refresh_ahead / 2;
+  TimePoint at = expires - config_.cache.margin - half - Jitter(config_.cache.refresh_ahead - half);
   e->stalled = same || at <= now;
   if (e->stalled) {
     // IMDS handed back the token we had (it caches too), or one already inside

@@ -1,0 +1,205 @@
+"""Shared fixtures for the integration tests: the real mi-agent against the real
+IMDS emulator on loopback ports. Each test starts its own processes and stops
+them; nothing outlives a test."""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+AGENT_BIN = os.environ.get("MI_AGENT_BIN", "build/mi-agent")
+EMULATOR_BIN = os.environ.get("IMDS_EMULATOR_BIN", "build/tests/imds-emulator")
+ARM = "https://management.azure.com/"
+
+# A user-assigned identity the emulator knows (ids compare case-insensitively).
+UA_CLIENT_ID = "0d1e2f30-aaaa-4bbb-8ccc-123456789abc"
+UA_OBJECT_ID = "9f8e7d6c-1111-4222-8333-abcdefabcdef"
+UA_RES_ID = ("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/"
+             "Microsoft.ManagedIdentity/userAssignedIdentities/app-identity")
+
+
+def free_port():
+    """A port free on both 127.0.0.1 and ::1 (the agent binds both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s4:
+            s4.bind(("127.0.0.1", 0))
+            port = s4.getsockname()[1]
+            try:
+                with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s6:
+                    s6.bind(("::1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def wait_for(predicate, timeout=15.0, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def request(port, method, target, headers=None, body=None, host="127.0.0.1", timeout=30):
+    """One HTTP request on a fresh connection; returns (status, headers, body str)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, target, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read().decode("utf-8", "replace")
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def token_request(port, query="resource=" + "https%3A%2F%2Fmanagement.azure.com%2F", host="127.0.0.1",
+                  path="/oauth2/token"):
+    return request(port, "GET", f"{path}?{query}", {"Metadata": "true"}, host=host)
+
+
+class Process:
+    def __init__(self, args, name, env=None):
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile(prefix=name + "-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     stdin=subprocess.DEVNULL)
+
+    def output(self):
+        with open(self.log.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"{self.name} did not stop within {timeout}s")
+        return self.proc.returncode
+
+
+class Emulator(Process):
+    def __init__(self, *extra, port=0):
+        self.port_file = tempfile.mktemp(prefix="emulator-port-")
+        super().__init__([EMULATOR_BIN, "--port", str(port), "--port-file", self.port_file,
+                          "--user-assigned", f"{UA_CLIENT_ID},{UA_OBJECT_ID},{UA_RES_ID}", *extra],
+                         "emulator")
+        self.port = int(wait_for(lambda: self._read_port(), what="emulator port"))
+
+    def _read_port(self):
+        if not self.alive():
+            raise AssertionError("emulator exited:\n" + self.output())
+        try:
+            with open(self.port_file) as f:
+                text = f.read().strip()
+                return text or None
+        except FileNotFoundError:
+            return None
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}/metadata/identity/oauth2/token"
+
+    def admin(self, method, path, body=None):
+        status, _, text = request(self.port, method, "/admin/" + path,
+                                  {"Content-Type": "application/json"} if body is not None else {},
+                                  json.dumps(body) if body is not None else None)
+        assert status == 200, (status, text)
+        return json.loads(text)
+
+    def requests(self):
+        return self.admin("GET", "requests")
+
+    def count(self):
+        return self.requests()["count"]
+
+    def faults(self, steps=None, mode=None):
+        return self.admin("POST", "faults", {"steps": steps or [], "mode": mode})
+
+    def reset(self):
+        return self.admin("POST", "reset", {})
+
+
+class Agent(Process):
+    """mi-agent with a config file built from `config` (a dict) and ephemeral ports."""
+
+    def __init__(self, emulator=None, config=None, extra_args=(), wait_ready=True, env=None):
+        self.port = free_port()
+        self.health_port = free_port()
+        cfg = {"port": self.port, "health": [f"127.0.0.1:{self.health_port}"]}
+        if emulator is not None:
+            cfg["imds"] = {"endpoint": emulator.endpoint}
+        for key, value in (config or {}).items():
+            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+                cfg[key].update(value)
+            else:
+                cfg[key] = value
+        self.config = cfg
+        fd, self.config_path = tempfile.mkstemp(prefix="mi-agent-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(cfg, f)
+        run_env = dict(os.environ)
+        run_env.pop("NOTIFY_SOCKET", None)
+        run_env.pop("LISTEN_FDS", None)
+        run_env.update(env or {})
+        super().__init__([AGENT_BIN, "--config", self.config_path, "--log-format", "text", *extra_args],
+                         "mi-agent", env=run_env)
+        if wait_ready:
+            self.wait_ready()
+
+    def write_config(self, cfg):
+        with open(self.config_path, "w") as f:
+            json.dump(cfg, f)
+
+    def wait_ready(self, timeout=15):
+        def ready():
+            if not self.alive():
+                raise AssertionError("mi-agent exited:\n" + self.output())
+            try:
+                return request(self.health_port, "GET", "/readyz", timeout=2)[0] == 200
+            except OSError:
+                return False
+        wait_for(ready, timeout, what="mi-agent ready")
+
+    def token(self, query="resource=https%3A%2F%2Fmanagement.azure.com%2F", host="127.0.0.1", path="/oauth2/token"):
+        return token_request(self.port, query, host=host, path=path)
+
+    def health(self, path):
+        return request(self.health_port, "GET", path)
+
+
+@pytest.fixture
+def emulator():
+    e = Emulator()
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def agent_factory():
+    agents = []
+
+    def make(*args, **kwargs):
+        a = Agent(*args, **kwargs)
+        agents.append(a)
+        return a
+
+    yield make
+    for a in agents:
+        code = a.stop()
+        # Every run ends with a clean drain: exit 0 means the loop closed with no handle left.
+        assert code == 0, f"mi-agent exited with {code}:\n{a.output()}"

@@ -205,11 +205,12 @@ class Agent(Process):
     def __init__(self, tmp_path, imds_url, config_path=None, port=None, env=None, extra_args=(),
                  wait=True, name="agent"):
         self.port = port or free_port()
-        argv = [AGENT_BIN]
-        if config_path:
-            argv += ["--config", config_path]
-        argv += ["--port", str(self.port), "--listen", "127.0.0.1", "--no-health",
-                 "--imds-endpoint", imds_url, "--log-format", "text", *extra_args]
+        # Always a file of our own: never whatever /etc/mi-agent/config.json holds.
+        if not config_path:
+            config_path = write_config(tmp_path / f"{name}-config.json")
+        argv = [AGENT_BIN, "--config", config_path,
+                "--port", str(self.port), "--listen", "127.0.0.1", "--no-health",
+                "--imds-endpoint", imds_url, "--log-format", "text", *extra_args]
         super().__init__(argv, str(tmp_path / f"{name}.log"), env=agent_env(env))
         if wait:
             self.wait_listening()

@@ -29,7 +29,9 @@ def emulator(tmp_path):
 
 def activate(tmp_path, listen, agent_args, extra=()):
     """Runs mi-agent under systemd-socket-activate (which execs it in place, so
-    the process id is the agent's)."""
+    the process id is the agent's), with an empty config file of its own."""
+    config = h.write_config(tmp_path / "config.json")
+    agent_args = ["--config", config, *agent_args]
     argv = [ACTIVATE, *extra]
     for address in listen:
         argv += ["-l", address]

@@ -509,6 +509,13 @@ Status ParseIdentities(std::string_view json_text, IdentitySet* out) {
       set.user_assigned.push_back(DeriveUserAssigned(id.client_id, id.object_id, id.mi_res_id));
     }
   }
+  Status valid = ValidateIdentities(set);
+  if (!valid.ok()) return valid;
+  *out = std::move(set);
+  return Status::Ok();
+}
+
+Status ValidateIdentities(const IdentitySet& set) {
   // Two identities with one id would make a selector ambiguous.
   std::vector<const Identity*> all;
   if (set.system_assigned) all.push_back(&set.system);
@@ -521,7 +528,6 @@ Status ParseIdentities(std::string_view json_text, IdentitySet* out) {
       }
     }
   }
-  *out = std::move(set);
   return Status::Ok();
 }
 

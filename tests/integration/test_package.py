@@ -117,7 +117,7 @@ def test_deb_contents_and_metadata(deb):
 def test_deb_lintian_has_no_errors(deb):
     if not shutil.which("lintian"):
         pytest.skip("lintian not installed")
-    result = run(["lintian", "--no-tag-display-limit", deb], check=False, timeout=900)
+    result = run(["lintian", "--tag-display-limit", "0", deb], check=False, timeout=900)
     output = result.stdout + result.stderr
     print(output)
     errors = [line for line in output.splitlines() if line.startswith("E:")]

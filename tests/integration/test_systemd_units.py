@@ -7,6 +7,7 @@ addresses) are there. Works without a running systemd (offline analysis).
 import os
 import re
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -120,3 +121,82 @@ def test_packaged_default_config_is_valid():
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "port 50342" in result.stdout, result.stdout
+
+
+def expand_syscall_group(group, cache={}):
+    """The system calls in a systemd syscall-filter group, nested groups expanded."""
+    if group not in cache:
+        out = subprocess.run([ANALYZE, "syscall-filter", "--no-pager", group],
+                             capture_output=True, text=True, timeout=60).stdout
+        calls = set()
+        for line in out.splitlines()[1:]:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            calls |= expand_syscall_group(line) if line.startswith("@") else {line}
+        cache[group] = calls
+    return cache[group]
+
+
+def test_sandbox_allows_what_the_agent_does(tmp_path):
+    """The agent under strace (start, prefetch, token, health, reload, drain):
+    every system call it makes passes SystemCallFilter=, every socket it opens
+    passes RestrictAddressFamilies=. A call the filter lacks would fail with
+    EPERM only on a real system, where no test runs."""
+    require_analyze()
+    h.require_binaries("agent", "emulator")
+    if not shutil.which("strace"):
+        pytest.skip("strace not installed")
+    if b"__asan_init" in open(h.AGENT_BIN, "rb").read():
+        pytest.skip("sanitizer runtimes make system calls of their own")
+    s = settings(SERVICE)
+    families = set(s["RestrictAddressFamilies"][-1].split())
+    allowed = set()
+    denied = set()
+    for value in s["SystemCallFilter"]:
+        target = denied if value.startswith("~") else allowed
+        for group in value.lstrip("~").split():
+            target |= expand_syscall_group(group) if group.startswith("@") else {group}
+
+    emulator = h.Emulator(tmp_path)
+    trace = tmp_path / "strace.out"
+    health = h.free_port()
+    config = h.write_config(tmp_path / "config.json", prefetch=[{"resource": "https://vault.azure.net"}])
+    agent = None
+    try:
+        agent = h.Process(
+            ["strace", "-f", "-qq", "-o", str(trace), h.AGENT_BIN, "--config", config,
+             "--port", str(h.free_port()), "--listen", "127.0.0.1", "--health", f"127.0.0.1:{health}",
+             "--imds-endpoint", emulator.token_url],
+            str(tmp_path / "agent.log"), env=h.agent_env())
+        port = int(agent.argv[agent.argv.index("--port") + 1])
+        h.wait_until(lambda: h.port_accepts(port), what="the traced agent")
+        status, _ = h.get_token(port, "https://management.azure.com/")
+        assert status == 200, agent.log()
+        for path in ("/healthz", "/readyz", "/status", "/metrics"):
+            h.http_get(health, path)
+        # strace runs the agent as its child: signal the agent, not strace.
+        pid = int(subprocess.run(["pgrep", "-P", str(agent.pid)], capture_output=True,
+                                 text=True).stdout.split()[0])
+        os.kill(pid, signal.SIGHUP)
+        h.wait_until(lambda: "reloaded" in agent.log(), what="the reload")
+        os.kill(pid, signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0, agent.log()
+    finally:
+        if agent:
+            agent.stop()
+        emulator.stop()
+
+    used = set()
+    opened = set()
+    for line in trace.read_text().splitlines():
+        m = re.match(r"\d+\s+([a-z0-9_]+)\(", line)
+        if m:
+            used.add(m.group(1))
+        m = re.match(r"\d+\s+socket\((AF_[A-Z0-9]+)", line)
+        if m:
+            opened.add(m.group(1))
+    assert used, trace.read_text()[:2000]
+    assert not (used - allowed), f"not allowed by SystemCallFilter=: {sorted(used - allowed)}"
+    assert not (used & denied), f"denied by SystemCallFilter=~: {sorted(used & denied)}"
+    assert opened and opened <= families, f"socket families {sorted(opened)} vs {sorted(families)}"

@@ -61,8 +61,8 @@ constexpr Duration kLingerTimeout{2000};
 // Connections being answered 503 beyond max_connections; past this they are
 // closed without an answer.
 constexpr size_t kMaxRejecting = 256;
-// Log "max_connections reached" at most once per this interval.
-constexpr uint64_t kOverLimitLogIntervalMs = 60000;
+// Flood warnings (max_connections reached, accept failing) at most once per this.
+constexpr uint64_t kLogIntervalMs = 60000;
 
 constexpr std::string_view k100Continue = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -216,6 +216,15 @@ std::string FormatAddress(const sockaddr_storage& ss) {
 
 std::string UvError(int rc) { return uv_strerror(rc); }
 
+// For libuv calls that cannot fail on an initialised, open handle (or fail
+// only on resource exhaustion at start-up): nothing sensible to do but stop.
+void MustUv(int rc, const char* what) {
+  if (rc != 0) {
+    std::fprintf(stderr, "mi-agent: fatal: %s: %s\n", what, uv_strerror(rc));
+    std::abort();
+  }
+}
+
 }  // namespace
 
 // One request's place in the response order.
@@ -295,8 +304,14 @@ class ServerCore {
   bool shutting_down_ = false;
   bool done_pending_ = false;
   std::function<void()> shutdown_done_;
-  uint64_t over_limit_logged_at_ = 0;
-  bool over_limit_logged_ = false;
+  // Warnings that a flood could repeat are logged at most once per interval.
+  struct Throttle {
+    bool logged = false;
+    uint64_t at = 0;
+  };
+  bool ShouldLog(Throttle* t);
+  Throttle over_limit_log_;
+  Throttle accept_error_log_;
 };
 
 class Connection {
@@ -327,6 +342,12 @@ class Connection {
   enum class TimerMode : uint8_t { kNone, kIdle, kRequest, kLinger };
 
   const ServerLimits& limits() const { return server_->limits_; }
+  // Another request may be dispatched: few enough in flight, and the client
+  // is reading what we already owe it.
+  bool HasRoom() const {
+    return fifo_.size() < std::max<size_t>(1, limits().max_pipelined) &&
+           out_.size() + writing_.size() < kMaxBufferedOutput;
+  }
   void Schedule() {
     if (server_ != nullptr && !closed_) server_->Schedule(this);
   }
@@ -554,8 +575,7 @@ void Connection::OnClosed(uv_handle_t* handle) noexcept {
 
 void Connection::Service() {
   if (closed_ || lingering_) return;
-  const size_t max_pipelined = std::max<size_t>(1, limits().max_pipelined);
-  if (parse_paused_ && !stop_parsing_ && !draining_ && fifo_.size() < max_pipelined) {
+  if (parse_paused_ && !stop_parsing_ && !draining_ && HasRoom()) {
     parse_paused_ = false;
     if (!pending_in_.empty()) ParsePending();
     if (closed_) return;
@@ -567,14 +587,13 @@ void Connection::Service() {
       BeginLinger();
       return;
     }
-    if (fifo_.empty() && (draining_ || peer_eof_)) {
+    if (fifo_.empty() && (draining_ || (peer_eof_ && pending_in_.empty()))) {
       Close();
       return;
     }
   }
   bool want_read = !stop_parsing_ && !draining_ && !peer_eof_ && !parse_paused_ && !close_after_write_ &&
-                   pending_in_.empty() && fifo_.size() < max_pipelined &&
-                   out_.size() + writing_.size() < kMaxBufferedOutput;
+                   pending_in_.empty() && HasRoom();
   if (want_read) {
     if (!StartReading()) return;
   } else {
@@ -601,7 +620,7 @@ bool Connection::StartReading() {
 
 void Connection::StopReading() {
   if (!reading_ || closed_) return;
-  uv_read_stop(stream());
+  MustUv(uv_read_stop(stream()), "uv_read_stop");
   reading_ = false;
 }
 
@@ -611,8 +630,9 @@ void Connection::OnAlloc(uv_handle_t* handle, size_t, uv_buf_t* buf) noexcept {
     *buf = uv_buf_init(nullptr, 0);
     return;
   }
-  // One buffer per server: libuv consumes it synchronously in the read
-  // callback, and anything that must outlive the callback is copied out.
+  // One buffer per server: libuv fills it right before the read callback
+  // (on Windows too: TCP reads are zero-byte reads there, then a synchronous
+  // recv), and anything that must outlive the callback is copied out.
   *buf = uv_buf_init(c->server_->read_buffer_.get(), static_cast<unsigned int>(kReadBufferSize));
 }
 
@@ -867,6 +887,7 @@ int Connection::OnMessageComplete() {
   slot.exchange = exchange.get();
   request_.peer = peer_;
   request_.peer_is_loopback = loopback_;
+  if (server_ != nullptr) ++server_->stats_.requests;
   if (server_ != nullptr && server_->handler_ != nullptr) {
     server_->handler_->OnRequest(request_, Responder(std::move(exchange)));
   }
@@ -876,7 +897,8 @@ int Connection::OnMessageComplete() {
     stop_parsing_ = true;
     return HPE_PAUSED;
   }
-  if (fifo_.size() >= std::max<size_t>(1, limits().max_pipelined)) return HPE_PAUSED;
+  // Back-pressure: stop mid-buffer and keep the rest until answers drain.
+  if (!HasRoom()) return HPE_PAUSED;
   return 0;
 }
 
@@ -912,7 +934,7 @@ void Connection::EmitFront(const HttpResponse* direct) {
   } else {
     const HttpResponse& r = direct != nullptr ? *direct : *slot.response;
     const bool close = r.close || !slot.keep_alive || slot.kind == Slot::Kind::kError ||
-                       (last && (draining_ || peer_eof_ || stop_parsing_));
+                       (last && (draining_ || stop_parsing_ || (peer_eof_ && pending_in_.empty())));
     Serialize(&out_, r, slot.head, close, !close && slot.http10);
     if (close) close_after_write_ = true;
   }
@@ -1021,7 +1043,7 @@ void Connection::ArmTimer(TimerMode mode, Duration delay) {
   timer_mode_ = mode;
   timer_deadline_ = now + ms;
   if (uv_is_active(timer_.base()) == 0 || timer_due_ > timer_deadline_) {
-    uv_timer_start(timer_.get(), OnTimerCb, ms, 0);
+    MustUv(uv_timer_start(timer_.get(), OnTimerCb, ms, 0), "uv_timer_start");
     timer_due_ = timer_deadline_;
   }
 }
@@ -1046,7 +1068,7 @@ void Connection::OnTimer() {
   if (timer_mode_ == TimerMode::kNone) return;
   const uint64_t now = uv_now(server_->loop_);
   if (now < timer_deadline_) {
-    uv_timer_start(timer_.get(), OnTimerCb, timer_deadline_ - now, 0);
+    MustUv(uv_timer_start(timer_.get(), OnTimerCb, timer_deadline_ - now, 0), "uv_timer_start");
     timer_due_ = timer_deadline_;
     return;
   }
@@ -1082,18 +1104,11 @@ ServerCore::ServerCore(uv_loop_t* loop, const ServerLimits& limits, HttpHandler*
       handler_(handler),
       logger_(logger),
       read_buffer_(new char[kReadBufferSize]) {
-  auto check = [](int rc, const char* what) {
-    if (rc != 0) {
-      // Only on resource exhaustion at start-up.
-      std::fprintf(stderr, "mi-agent: fatal: %s: %s\n", what, uv_strerror(rc));
-      std::abort();
-    }
-  };
-  check(uv_check_init(loop_, check_.get()), "uv_check_init");
+  MustUv(uv_check_init(loop_, check_.get()), "uv_check_init");
   check_.set_initialized(this);
-  check(uv_idle_init(loop_, idle_.get()), "uv_idle_init");
+  MustUv(uv_idle_init(loop_, idle_.get()), "uv_idle_init");
   idle_.set_initialized(this);
-  check(uv_timer_init(loop_, deadline_timer_.get()), "uv_timer_init");
+  MustUv(uv_timer_init(loop_, deadline_timer_.get()), "uv_timer_init");
   deadline_timer_.set_initialized(this);
 }
 
@@ -1181,7 +1196,9 @@ void ServerCore::OnConnectionCb(uv_stream_t* listener, int status) noexcept {
 
 void ServerCore::OnConnection(uv_stream_t* listener, int status) {
   if (status < 0) {
-    Log(LogLevel::kWarning, "http: failed to accept connection, ignoring: " + UvError(status));
+    if (ShouldLog(&accept_error_log_)) {
+      Log(LogLevel::kWarning, "http: failed to accept connection, ignoring: " + UvError(status));
+    }
     return;
   }
   auto* c = new Connection(this);
@@ -1193,7 +1210,9 @@ void ServerCore::OnConnection(uv_stream_t* listener, int status) {
   connections_.insert(c);
   int rc = uv_accept(listener, c->stream());
   if (rc != 0) {
-    Log(LogLevel::kWarning, "http: failed to accept connection, ignoring: " + UvError(rc));
+    if (ShouldLog(&accept_error_log_)) {
+      Log(LogLevel::kWarning, "http: failed to accept connection, ignoring: " + UvError(rc));
+    }
     c->Close();
     return;
   }
@@ -1218,11 +1237,16 @@ void ServerCore::OnConnection(uv_stream_t* listener, int status) {
   c->Start();
 }
 
-void ServerCore::NoteOverLimit() {
+bool ServerCore::ShouldLog(Throttle* t) {
   const uint64_t now = uv_now(loop_);
-  if (over_limit_logged_ && now - over_limit_logged_at_ < kOverLimitLogIntervalMs) return;
-  over_limit_logged_ = true;
-  over_limit_logged_at_ = now;
+  if (t->logged && now - t->at < kLogIntervalMs) return false;
+  t->logged = true;
+  t->at = now;
+  return true;
+}
+
+void ServerCore::NoteOverLimit() {
+  if (!ShouldLog(&over_limit_log_)) return;
   Log(LogLevel::kWarning, "http: max_connections (" + std::to_string(limits_.max_connections) +
                               ") reached, answering 503 to new connections");
 }
@@ -1240,17 +1264,19 @@ void ServerCore::StartTurn() {
   // The check handle does the work after this iteration's I/O; the idle handle
   // only keeps the next poll from blocking when work is queued from a phase
   // that runs after the check (or from timers).
-  uv_check_start(check_.get(), [](uv_check_t* h) {
-    if (h->data != nullptr) static_cast<ServerCore*>(h->data)->OnTurn();
-  });
-  uv_idle_start(idle_.get(), [](uv_idle_t*) {});
+  MustUv(uv_check_start(check_.get(),
+                        [](uv_check_t* h) {
+                          if (h->data != nullptr) static_cast<ServerCore*>(h->data)->OnTurn();
+                        }),
+         "uv_check_start");
+  MustUv(uv_idle_start(idle_.get(), [](uv_idle_t*) {}), "uv_idle_start");
   turn_active_ = true;
 }
 
 void ServerCore::StopTurn() {
   if (!turn_active_) return;
-  uv_check_stop(check_.get());
-  uv_idle_stop(idle_.get());
+  MustUv(uv_check_stop(check_.get()), "uv_check_stop");
+  MustUv(uv_idle_stop(idle_.get()), "uv_idle_stop");
   turn_active_ = false;
 }
 
@@ -1300,12 +1326,13 @@ void ServerCore::Shutdown(Duration deadline, std::function<void()> done) {
   done_pending_ = false;
   for (Connection* c : connections_) c->Drain();
   const uint64_t ms = deadline.count() > 0 ? static_cast<uint64_t>(deadline.count()) : 0;
-  uv_timer_start(
-      deadline_timer_.get(),
-      [](uv_timer_t* h) {
-        if (h->data != nullptr) static_cast<ServerCore*>(h->data)->OnDeadline();
-      },
-      ms, 0);
+  MustUv(uv_timer_start(
+             deadline_timer_.get(),
+             [](uv_timer_t* h) {
+               if (h->data != nullptr) static_cast<ServerCore*>(h->data)->OnDeadline();
+             },
+             ms, 0),
+         "uv_timer_start");
   MaybeFinishShutdown();
 }
 
@@ -1348,6 +1375,15 @@ void Responder::Send(HttpResponse&& response) {
 }
 
 bool Responder::connected() const { return exchange_ && exchange_->conn != nullptr; }
+
+void Responder::Abort() {
+  std::shared_ptr<detail::Exchange> exchange = std::move(exchange_);
+  if (!exchange || exchange->conn == nullptr) return;
+  detail::Connection* c = std::exchange(exchange->conn, nullptr);
+  if (exchange->slot != nullptr) exchange->slot->exchange = nullptr;
+  exchange->slot = nullptr;
+  c->Close();  // drops whatever was not yet written on this connection
+}
 
 struct HttpServer::Impl : detail::ServerCore {
   using ServerCore::ServerCore;

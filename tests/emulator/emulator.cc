@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <utility>
 
@@ -820,6 +822,7 @@ void Emulator::HandleToken(const proxy::HttpRequest& request, std::unique_ptr<Re
         pending_.erase(it);
         if (p->plan.action.kind == FaultAction::Kind::kHang) return;
         if (!p->reply->connected()) {
+          p->reply->Abort();  // nobody reads an answer now
           Finish(seq, p->query, "client_gone");
           return;
         }
@@ -1110,6 +1113,7 @@ void Emulator::Sweep() {
     if (it == pending_.end()) continue;
     std::unique_ptr<Pending> p = std::move(it->second);
     pending_.erase(it);
+    p->reply->Abort();  // rather than the 500 a dropped Responder sends
     Finish(seq, p->query, "client_gone");
   }
   ArmSweep();
@@ -1243,7 +1247,7 @@ void Emulator::HandleAdmin(const proxy::HttpRequest& request, std::string_view p
         std::string_view pair = query.substr(pos, amp == std::string_view::npos ? std::string_view::npos : amp - pos);
         if (pair.substr(0, 6) == "limit=") {
           std::string digits(pair.substr(6));
-          if (!digits.empty() && std::all_of(digits.begin(), digits.end(), ::isdigit) && digits.size() < 10) {
+          if (!digits.empty() && std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) && digits.size() < 10) {
             limit = static_cast<size_t>(std::stoul(digits));
           }
         }

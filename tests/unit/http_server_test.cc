@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -113,9 +114,10 @@ class TestClient {
               if (client == nullptr) return;
               if (nread > 0) client->received_.append(buf->base, static_cast<size_t>(nread));
               if (nread < 0) {
+                // Like a real client: done with the connection once the server is.
                 client->eof_ = true;
                 client->read_error_ = static_cast<int>(nread);
-                uv_read_stop(s);
+                client->tcp_.Close();
               }
             });
       }
@@ -124,6 +126,7 @@ class TestClient {
   }
 
   void Write(std::string data) {
+    ASSERT_NE(tcp_.get(), nullptr) << "write after close";
     struct WriteReq {
       uv_write_t req;
       std::string data;
@@ -189,6 +192,9 @@ HttpResponse TextResponse(std::string body) {
 class HttpServerTest : public ::testing::Test {
  protected:
   HttpServerTest() {
+#ifndef _WIN32
+    std::signal(SIGPIPE, SIG_IGN);  // as the daemon does: peers vanish mid-write
+#endif
     logger_.set_level(LogLevel::kDebug);
     logger_.set_sink([this](std::string_view line) { log_.emplace_back(line); });
   }
@@ -529,6 +535,19 @@ TEST_F(HttpServerTest, SlowHeadersAnswer408AndClose) {
   ASSERT_TRUE(RunUntil([&] { return server_->stats().open_connections == 0; }));
 }
 
+TEST_F(HttpServerTest, SlowBodyAnswers408) {
+  ServerLimits limits;
+  limits.header_timeout = Duration(50);
+  StartServer(limits);
+  auto c = Connect();
+  c->Write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+  ASSERT_TRUE(RunUntil([&] { return c->eof(); }));
+  auto rs = c->responses();
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0].status, 408);
+  EXPECT_TRUE(handler_.requests.empty());
+}
+
 TEST_F(HttpServerTest, IdleConnectionIsClosedSilently) {
   ServerLimits limits;
   limits.idle_timeout = Duration(50);
@@ -542,6 +561,53 @@ TEST_F(HttpServerTest, IdleConnectionIsClosedSilently) {
   EXPECT_EQ(c->received().size(), c->received().find("\r\n\r\n") + 4 + rs[0].body.size()) << "nothing after";
   EXPECT_EQ(server_->stats().timed_out, 1u);
   ASSERT_TRUE(RunUntil([&] { return server_->stats().open_connections == 0; }));
+}
+
+TEST_F(HttpServerTest, RequestInFlightIsNotIdle) {
+  ServerLimits limits;
+  limits.idle_timeout = Duration(20);
+  StartServer(limits);
+  HoldRequests();
+  auto c = Connect();
+  c->Write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return held_.size() == 1; }));
+  // Several idle periods pass while the handler works.
+  bool waited = false;
+  timers_.push_back(loop_.NewTimer());
+  timers_.back()->Arm(Duration(100), [&] { waited = true; });
+  ASSERT_TRUE(RunUntil([&] { return waited; }));
+  EXPECT_TRUE(held_[0].connected());
+  EXPECT_FALSE(c->eof());
+  held_[0].Send(TextResponse("slow but fine"));
+  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
+  EXPECT_EQ(c->responses()[0].body, "slow but fine");
+  // Then the idle clock runs again.
+  ASSERT_TRUE(RunUntil([&] { return c->eof(); }));
+  EXPECT_EQ(server_->stats().timed_out, 1u);
+}
+
+TEST_F(HttpServerTest, LargeResponseIsWrittenCompletely) {
+  StartServer();
+  const std::string big(4 * 1024 * 1024, 'x');
+  handler_.on_request = [&](HttpRequest&, Responder r) { r.Send(TextResponse(big)); };
+  auto c = Connect();
+  c->Write("GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 2; }));
+  EXPECT_EQ(c->responses()[0].body, big);
+  EXPECT_EQ(c->responses()[1].body, big);
+}
+
+TEST_F(HttpServerTest, ManyPipelinedRequestsAnsweredSynchronously) {
+  StartServer();
+  auto c = Connect();
+  std::string batch;
+  for (int i = 0; i < 500; ++i) batch += "GET /" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  c->Write(batch);
+  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 500; }));
+  auto rs = c->responses();
+  for (int i = 0; i < 500; ++i) ASSERT_EQ(rs[i].body, "GET /" + std::to_string(i) + "\n");
+  EXPECT_EQ(server_->stats().requests, 500u);
+  EXPECT_FALSE(c->eof());
 }
 
 TEST_F(HttpServerTest, MaxConnectionsAnswers503WithRetryAfter) {
@@ -567,6 +633,9 @@ TEST_F(HttpServerTest, MaxConnectionsAnswers503WithRetryAfter) {
   EXPECT_TRUE(body.contains("error_description"));
   EXPECT_EQ(server_->stats().rejected_over_limit, 1u);
   EXPECT_EQ(server_->stats().open_connections, 1u);
+  size_t warnings = 0;
+  for (const auto& line : log_) warnings += line.find("max_connections (1) reached") != std::string::npos;
+  EXPECT_EQ(warnings, 1u);
 
   // The admitted connection is unaffected.
   first->Write("GET /c HTTP/1.1\r\nHost: x\r\n\r\n");

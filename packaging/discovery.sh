@@ -12,7 +12,7 @@ mi_agent_write_discovery() {
 	if [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then
 		port=50342
 	fi
-	[ -d /var/lib/waagent ] || mkdir -p -m 0755 /var/lib/waagent
+	[ -d /var/lib/waagent ] || mkdir -m 0755 /var/lib/waagent
 	tmp="$mi_agent_discovery.mi-agent-new"
 	printf '{"url":"http://localhost:%s/oauth2/token"}' "$port" >"$tmp" &&
 		chmod 0644 "$tmp" && mv -f "$tmp" "$mi_agent_discovery"

@@ -592,7 +592,7 @@ TEST_F(HttpServerTest, LargeResponseIsWrittenCompletely) {
   handler_.on_request = [&](HttpRequest&, Responder r) { r.Send(TextResponse(big)); };
   auto c = Connect();
   c->Write("GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 2; }));
+  ASSERT_TRUE(RunUntil([&] { return c->received().size() > 2 * big.size() && c->responses().size() == 2; }));
   EXPECT_EQ(c->responses()[0].body, big);
   EXPECT_EQ(c->responses()[1].body, big);
 }

@@ -288,9 +288,13 @@ void Daemon::Impl::UpdateStatusLine() {
 void Daemon::Impl::Reload() {
   if (stopping || !parts) return;
   options.notifier->Reloading();
+  // READY=1 closes the reload, but never before the start-up readiness itself.
+  auto done = [this] {
+    if (ready) options.notifier->Ready();
+  };
   if (options.config_path.empty()) {
     logger.Info("reload requested; no configuration file to read");
-    options.notifier->Ready();
+    done();
     return;
   }
   Config next;
@@ -298,7 +302,7 @@ void Daemon::Impl::Reload() {
   if (s.ok() && options.overrides) options.overrides(&next);
   if (!s.ok()) {
     logger.Error("reload rejected, keeping the running configuration: " + s.message());
-    options.notifier->Ready();
+    done();
     return;
   }
   if (next.port != config.port || next.listen != config.listen) {
@@ -323,7 +327,7 @@ void Daemon::Impl::Reload() {
   p.health_api.sources().imds_endpoint = config.imds.endpoint;
   p.health_api.sources().max_concurrent = config.budget.max_concurrent;
   logger.Info("configuration reloaded from " + options.config_path + " (digest " + Digest(config) + ")");
-  options.notifier->Ready();
+  done();
 }
 
 void Daemon::Impl::Stop() {

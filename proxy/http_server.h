@@ -88,6 +88,10 @@ class Responder {
   ~Responder();
 
   void Send(HttpResponse&& response);
+  // Instead of Send(): closes the connection at once without answering (TCP
+  // reset where the platform allows). Answers not yet written on that
+  // connection are dropped. For fault injection (the IMDS emulator's "reset").
+  void Abort();
   // The connection is still open (the answer can still be delivered).
   bool connected() const;
 

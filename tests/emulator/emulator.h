@@ -1,0 +1,316 @@
+#pragma once
+// The IMDS emulator: an HttpHandler that answers like the Instance Metadata
+// Service's managed-identity token endpoint, for tests, the demo and benchmarks.
+// It runs on mi::proxy::HttpServer (see main.cc / cli.h for the executable).
+//
+// ---------------------------------------------------------------------------
+// Token endpoint (as real IMDS)
+//
+//   GET /metadata/identity/oauth2/token[/]?api-version=..&resource=..
+//       [&client_id=..|&object_id=..|&mi_res_id=..|&msi_res_id=..]
+//   with header "Metadata: true".
+//
+// Checked in this order; the first failure answers:
+//   other path 404, non-GET 405 (Allow: GET)
+//   no "Metadata: true"         400 invalid_request "Required metadata header not specified"
+//   X-Forwarded-For present     400 invalid_request (IMDS refuses proxied requests)
+//   throttle_rps exceeded       429 too_many_requests, Retry-After: 1
+//   --- fault mode, then fault steps (below) may take over from here ---
+//   no api-version              400 "Bad request" "Required query variable 'api-version' is missing"
+//   no resource                 400 invalid_request "Required audience parameter not specified"
+//   several selectors           400 invalid_request
+//   unknown identity            400 invalid_request "Identity not found"
+//   no selector, none default   400 invalid_request "Multiple user assigned identities exist, ..."
+//   rejected resource           400 invalid_resource "AADSTS500011: The resource principal named <r> ..."
+//   otherwise 200 {"access_token","client_id","expires_in","expires_on",
+//                  "ext_expires_in","not_before","resource","token_type"} (all strings).
+// Empty selector values count as absent; selector values compare
+// case-insensitively; the resource is compared exactly. The default identity is
+// the system-assigned one if enabled, else the only user-assigned one.
+// The same token is returned for (identity, resource) until less than
+// reissue_before remains; every minted token is distinct (claim "uti").
+//
+// ---------------------------------------------------------------------------
+// Admin endpoints (same port, no Metadata header, not in the request log)
+//
+//   GET  /admin/requests[?limit=N]
+//        {"count":N,          token-path requests since the last reset (all statuses)
+//         "served":N,         of which answered 200
+//         "throttled":N,      of which answered 429 by the throttle
+//         "in_flight":N,      accepted, not yet answered (delays, hangs)
+//         "max_concurrent":N, highest in_flight since the last reset
+//         "log_dropped":N,    entries dropped from the front (the log keeps 100000)
+//         "log":[{"t_ms":<arrival, epoch ms>,"resource":"..","selector":"client_id=.."|"",
+//                 "status":200 (0 = none: pending, hang, reset, client gone),
+//                 "token_id":"<uti>"|"","fault":""|"throttle"|"status"|"delay"|"hang"|
+//                 "reset"|"malformed"|"oversized"|"missing_expires_on"|"fail_all"|"gone",
+//                 "outcome":"answered"|"pending"|"hang"|"reset"|"client_gone",
+//                 "latency_ms":N}]}           (last N entries with ?limit=N)
+//   POST /admin/reset      body optional {"tokens":true}
+//        Clears log, counters, throttle window and faults. With "tokens":true
+//        also the token cache and the issued-token list. Identities and config stay.
+//   POST /admin/faults     body = fault script (below); replaces the script.
+//   GET  /admin/faults     the remaining script, same schema.
+//   POST /admin/identities body = identities (below); replaces them.
+//   GET  /admin/identities
+//   POST /admin/config     body: any of {"delay_ms":N,"throttle_rps":N,"lifetime":S,
+//                          "reissue_before":S,"token_bytes":N,"reject_resources":[..]}
+//   GET  /admin/config
+//   GET  /admin/tokens     {"tokens":["<access_token>",...]} every token minted, oldest first
+// POSTs answer 200 {"ok":true}, or 400 {"error":"invalid_request",...} and
+// change nothing. Unknown admin path 404, wrong method 405.
+//
+// ---------------------------------------------------------------------------
+// Identities (--identities FILE, POST /admin/identities)
+//
+//   {"system_assigned": true | false | {"client_id":..,"object_id":..,"mi_res_id":..},
+//    "user_assigned": [{"client_id":"..","object_id":"..","mi_res_id":".."}, ...]}
+//
+// client_id is required for a user-assigned identity; a missing object_id or
+// mi_res_id is derived from it. Missing "system_assigned" means true.
+//
+// ---------------------------------------------------------------------------
+// Fault script (--faults FILE, POST /admin/faults)
+//
+//   {"steps":[STEP, ...], "mode": MODE | null}
+//
+// STEP: consumed by token requests that pass the Metadata and throttle checks.
+// Each request takes (one count of) the FIRST step whose "match" accepts it.
+//   {"count":N,            how many requests this step answers (default 1)
+//    "match":MATCH,        optional filter (below)
+//    "delay_ms":N,         wait N ms before the action (replaces the default delay)
+//    and at most one action (none: answer normally, after delay_ms):
+//    "status":N,           answer N (200 = normal answer) with "body" (object
+//                          or string; default an IMDS-like error body) and
+//                          "retry_after" (string or number; Retry-After header)
+//    "hang":true,          never answer; the connection stays open until the
+//                          client closes it
+//    "reset":true,         close the connection abruptly, no answer
+//    "malformed":true,     200 with the first half of a valid body
+//    "oversized_bytes":N,  200 with a valid token body padded to N bytes
+//    "missing_expires_on":true   200 without "expires_on"}
+//
+// MODE: time-based; while active it answers every matching request (steps are
+// not consumed). An element of "steps" that has a "mode" key is taken as MODE.
+//   {"kind":"fail_all"|"gone",   ("mode" is accepted as a synonym of "kind")
+//    "status":N,                  fail_all only, default 500 (gone is always 410)
+//    "body":..,"retry_after":..,  as in steps
+//    "until_ms":<epoch ms>,       active until then, or
+//    "duration_ms":N,             active for N ms from the first request it answers;
+//                                 neither: until cleared (reset / new script)
+//    "match":MATCH}
+//
+// MATCH: all given fields must hold.
+//   {"resource":"..",                              exact
+//    "client_id"|"object_id"|"mi_res_id":"..",     the request's selector, case-
+//                                                  insensitive (msi_res_id = mi_res_id)
+//    "default":true}                               the request names no identity
+// ---------------------------------------------------------------------------
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "agent/clock.h"
+#include "agent/log.h"
+#include "agent/status.h"
+#include "proxy/http_server.h"
+
+namespace mi::emulator {
+
+struct Identity {
+  std::string client_id;
+  std::string object_id;
+  std::string mi_res_id;  // ARM resource id
+};
+
+struct IdentitySet {
+  bool system_assigned = true;
+  Identity system;  // ids of the system-assigned identity (defaults below)
+  std::vector<Identity> user_assigned;
+};
+
+// The built-in ids of the system-assigned identity and the tenant.
+IdentitySet DefaultIdentities();
+extern const char kDefaultTenantId[];
+
+// Fills missing object_id / mi_res_id from client_id.
+Identity DeriveUserAssigned(std::string client_id, std::string object_id = "",
+                            std::string mi_res_id = "");
+
+// Parses the identities JSON (schema above).
+Status ParseIdentities(std::string_view json_text, IdentitySet* out);
+std::string IdentitiesToJson(const IdentitySet& set);
+
+struct Match {
+  std::optional<std::string> resource;
+  std::string selector_param;  // "", "client_id", "object_id", "mi_res_id"
+  std::string selector_value;  // lower case
+  bool require_default = false;
+};
+
+// What a fault answers instead of (or before) the normal answer.
+struct FaultAction {
+  enum class Kind { kNormal, kStatus, kHang, kReset, kMalformed, kOversized, kMissingExpiresOn };
+  Kind kind = Kind::kNormal;
+  int status = 0;
+  std::string body;         // kStatus: empty = default body for the status
+  std::string retry_after;  // kStatus: empty = no header
+  size_t oversized_bytes = 0;
+};
+
+struct FaultStep {
+  int count = 1;
+  std::optional<Match> match;
+  std::optional<Duration> delay;
+  FaultAction action;
+};
+
+struct FaultMode {
+  enum class Kind { kFailAll, kGone };
+  Kind kind = Kind::kFailAll;
+  int status = 500;
+  std::string body;
+  std::string retry_after;
+  std::optional<TimePoint> until;     // until_ms
+  std::optional<Duration> duration;   // from the first request answered
+  std::optional<Match> match;
+};
+
+struct FaultScript {
+  std::deque<FaultStep> steps;
+  std::optional<FaultMode> mode;
+};
+
+// Parses a fault script (schema above).
+Status ParseFaultScript(std::string_view json_text, FaultScript* out);
+std::string FaultScriptToJson(const FaultScript& script);
+
+struct EmulatorOptions {
+  std::string tenant_id = kDefaultTenantId;
+  IdentitySet identities = DefaultIdentities();
+  Duration lifetime = std::chrono::seconds(86400);
+  // A cached token is reissued when less than this remains (clamped to lifetime).
+  Duration reissue_before = std::chrono::seconds(300);
+  Duration delay = Duration(0);  // latency added to every token answer
+  uint32_t throttle_rps = 0;     // 0: no throttling
+  // Target length of access_token; ~1.4 KB bodies by default. Never shorter
+  // than the claims need.
+  size_t token_bytes = 1200;
+  std::vector<std::string> reject_resources;
+  bool log_requests = false;  // one line per request (never a token)
+};
+
+// How the emulator answers one request. OnRequest wraps the server's Responder;
+// unit tests pass a fake.
+class Reply {
+ public:
+  virtual ~Reply() = default;
+  virtual void Send(proxy::HttpResponse&& response) = 0;
+  // Closes the connection abruptly without an answer.
+  virtual void Abort() = 0;
+  // The client is still there.
+  virtual bool connected() const = 0;
+};
+
+// Loop thread only. `clock`, `timers` and `logger` (may be null) must outlive it.
+class Emulator : public proxy::HttpHandler {
+ public:
+  Emulator(Clock& clock, TimerFactory& timers, Logger* logger, EmulatorOptions options);
+  ~Emulator() override;
+  Emulator(const Emulator&) = delete;
+  Emulator& operator=(const Emulator&) = delete;
+
+  void OnRequest(proxy::HttpRequest& request, proxy::Responder responder) override;
+  // Same as OnRequest; `reply` answers.
+  void Handle(const proxy::HttpRequest& request, std::unique_ptr<Reply> reply);
+
+  void SetFaults(FaultScript script);
+  // Closes every delayed or hung request's connection (shutdown).
+  void AbortPending();
+
+  size_t in_flight() const { return in_flight_; }
+  size_t max_concurrent() const { return max_concurrent_; }
+  uint64_t token_requests() const { return count_; }
+  const EmulatorOptions& options() const { return options_; }
+
+ private:
+  struct Query;
+  struct Plan;
+  struct Pending;
+  struct Token;
+  struct LogEntry {
+    int64_t t_ms = 0;
+    std::string resource;
+    std::string selector;
+    int status = 0;
+    std::string token_id;
+    std::string fault;
+    std::string outcome = "pending";
+    int64_t latency_ms = 0;
+  };
+
+  void HandleToken(const proxy::HttpRequest& request, std::unique_ptr<Reply> reply);
+  void HandleAdmin(const proxy::HttpRequest& request, std::string_view path, std::string_view query,
+                   Reply& reply);
+  // Decides (and consumes) the fault for a request arriving at `now`.
+  Plan MakePlan(const Query& query, TimePoint now);
+  void Execute(uint64_t seq, const Query& query, const Plan& plan, Reply& reply);
+  void Answer(uint64_t seq, const Query& query, Reply& reply, proxy::HttpResponse&& response,
+              const std::string& token_id);
+  // The normal answer (200 or a validation error); sets *token_id with a token.
+  proxy::HttpResponse TokenAnswer(const Query& query, bool omit_expires_on, std::string* token_id);
+  std::shared_ptr<Token> GetToken(const Identity& identity, const std::string& resource);
+  std::shared_ptr<Token> Mint(const Identity& identity, const std::string& resource, TimePoint now);
+  const Identity* ResolveIdentity(const Query& query, proxy::HttpResponse* error) const;
+
+  LogEntry* Entry(uint64_t seq);
+  // The request left in_flight (answered, reset, or its client went away).
+  void Finish(uint64_t seq, const Query& query, const char* outcome);
+  void ArmSweep();
+  void Sweep();
+  void ResetCounters();
+  std::string RequestsJson(size_t limit) const;
+  std::string ConfigJson() const;
+  Status ApplyConfig(std::string_view json_text);
+
+  Clock& clock_;
+  TimerFactory& timers_;
+  Logger* logger_;
+  EmulatorOptions options_;
+  uint64_t instance_;  // mixed into token ids so restarts never repeat a token
+
+  FaultScript faults_;
+  std::optional<TimePoint> mode_started_;
+  std::deque<TimePoint> window_;  // admitted token requests in the last second
+
+  std::unordered_map<std::string, std::shared_ptr<Token>> cache_;
+  std::vector<std::string> issued_;
+  uint64_t minted_ = 0;
+
+  std::deque<LogEntry> log_;
+  uint64_t next_seq_ = 0;       // never reset: keys pending_ and the log
+  uint64_t log_first_seq_ = 0;  // seq of log_.front()
+  uint64_t log_dropped_ = 0;
+  uint64_t count_ = 0;
+  uint64_t served_ = 0;
+  uint64_t throttled_ = 0;
+  size_t in_flight_ = 0;
+  size_t max_concurrent_ = 0;
+
+  std::map<uint64_t, std::unique_ptr<Pending>> pending_;  // by seq
+  std::unique_ptr<Timer> sweep_timer_;
+};
+
+// Helpers, exposed for tests.
+std::string Base64UrlEncode(std::string_view bytes);
+bool Base64UrlDecode(std::string_view text, std::string* out);
+std::string PercentDecode(std::string_view text);
+
+}  // namespace mi::emulator

@@ -107,7 +107,8 @@ class HttpHandler {
 
 struct ServerStats {
   size_t open_connections = 0;
-  uint64_t accepted = 0;
+  uint64_t accepted = 0;             // connections admitted (not counting 503 rejects)
+  uint64_t requests = 0;             // requests handed to the handler
   uint64_t rejected_over_limit = 0;  // 503 at max_connections
   uint64_t timed_out = 0;            // header-read (408) and idle closes
   uint64_t protocol_errors = 0;      // 400/413/431/505

@@ -509,6 +509,13 @@ Status ParseIdentities(std::string_view json_text, IdentitySet* out) {
       set.user_assigned.push_back(DeriveUserAssigned(id.client_id, id.object_id, id.mi_res_id));
     }
   }
+  Status valid = ValidateIdentities(set);
+  if (!valid.ok()) return valid;
+  *out = std::move(set);
+  return Status::Ok();
+}
+
+Status ValidateIdentities(const IdentitySet& set) {
   // Two identities with one id would make a selector ambiguous.
   std::vector<const Identity*> all;
   if (set.system_assigned) all.push_back(&set.system);
@@ -521,7 +528,6 @@ Status ParseIdentities(std::string_view json_text, IdentitySet* out) {
       }
     }
   }
-  *out = std::move(set);
   return Status::Ok();
 }
 
@@ -814,6 +820,7 @@ void Emulator::HandleToken(const proxy::HttpRequest& request, std::unique_ptr<Re
         pending_.erase(it);
         if (p->plan.action.kind == FaultAction::Kind::kHang) return;
         if (!p->reply->connected()) {
+          p->reply->Abort();  // nobody reads an answer now
           Finish(seq, p->query, "client_gone");
           return;
         }
@@ -1104,6 +1111,7 @@ void Emulator::Sweep() {
     if (it == pending_.end()) continue;
     std::unique_ptr<Pending> p = std::move(it->second);
     pending_.erase(it);
+    p->reply->Abort();  // rather than the 500 a dropped Responder sends
     Finish(seq, p->query, "client_gone");
   }
   ArmSweep();

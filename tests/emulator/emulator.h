@@ -146,6 +146,8 @@ Identity DeriveUserAssigned(std::string client_id, std::string object_id = "",
 
 // Parses the identities JSON (schema above).
 Status ParseIdentities(std::string_view json_text, IdentitySet* out);
+// No two identities may share a client_id, object_id or mi_res_id.
+Status ValidateIdentities(const IdentitySet& set);
 std::string IdentitiesToJson(const IdentitySet& set);
 
 struct Match {

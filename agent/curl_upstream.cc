@@ -28,21 +28,6 @@ void EnsureCurlGlobalInit() {
   if (rc != CURLE_OK) Fatal("curl_global_init", curl_easy_strerror(rc));
 }
 
-// The IMDS query parameter for a selector. TODO: use SelectorParam() (token.h)
-// once agent/token.cc provides it.
-const char* ImdsSelectorParam(SelectorKind kind) {
-  switch (kind) {
-    case SelectorKind::kClientId:
-      return "client_id";
-    case SelectorKind::kObjectId:
-      return "object_id";
-    case SelectorKind::kResourceId:
-      return "mi_res_id";
-    case SelectorKind::kDefault:
-      break;
-  }
-  return "";
-}
 
 bool StartsWithNoCase(std::string_view s, std::string_view prefix) {
   if (s.size() < prefix.size()) return false;
@@ -162,7 +147,7 @@ std::string CurlUpstreamClient::BuildUrl(const Config::Imds& config, const Token
   url += UrlEncode(config.api_version);
   url += "&resource=";
   url += UrlEncode(key.resource);
-  const char* param = ImdsSelectorParam(key.kind);
+  const char* param = SelectorParam(key.kind);
   if (*param != '\0' && !key.id.empty()) {
     url += '&';
     url += param;

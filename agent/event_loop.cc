@@ -113,6 +113,9 @@ UvTimer::UvTimer(uv_loop_t* loop) {
 void UvTimer::Arm(Duration delay, std::function<void()> callback) {
   callback_ = std::move(callback);
   uint64_t ms = delay.count() > 0 ? static_cast<uint64_t>(delay.count()) : 0;
+  // libuv counts from the loop's cached time; refresh it so a timer armed late in
+  // a busy iteration does not fire early.
+  uv_update_time(timer_.get()->loop);
   uv_timer_start(
       timer_.get(),
       [](uv_timer_t* h) {

@@ -32,8 +32,7 @@ class EventLoop : public Clock, public TimerFactory {
 
   uv_loop_t* uv() { return &loop_; }
 
-  // Clock: wall-clock time. Cached per loop iteration like uv_now(), refreshed
-  // by UpdateTime().
+  // Clock: wall-clock time (uv_gettimeofday, read on each call).
   TimePoint Now() const override;
   std::unique_ptr<Timer> NewTimer() override;
 

@@ -16,7 +16,7 @@ UpstreamScheduler::UpstreamScheduler(const Config::Budget& config, Clock& clock,
                                      TimerFactory& timers)
     : config_(config), clock_(clock), timer_(timers.NewTimer()) {
   tokens_ = burst();
-  last_refill_ = clock_.Now();
+  last_wall_ = clock_.Now();
 }
 
 UpstreamScheduler::~UpstreamScheduler() = default;
@@ -62,17 +62,14 @@ void UpstreamScheduler::Finished() {
 
 void UpstreamScheduler::PauseFor(Duration d) {
   if (d.count() <= 0) return;
-  const TimePoint now = clock_.Now();
   ++pauses_total_;
-  if (!Paused(now)) longest_pause_ = Duration(0);
-  longest_pause_ = std::max(longest_pause_, d);
-  paused_until_ = std::max(paused_until_, now + d);
+  paused_until_ = std::max(paused_until_, Tick() + d);
   Reschedule();
 }
 
 void UpstreamScheduler::set_config(const Config::Budget& config) {
   // Account for the time so far at the old rate.
-  Refill(clock_.Now());
+  Refill(Tick());
   config_ = config;
   tokens_ = std::min(tokens_, burst());
   Reschedule();
@@ -83,37 +80,47 @@ UpstreamScheduler::Stats UpstreamScheduler::stats() const {
   s.queued_caller = caller_.size();
   s.queued_background = background_.size();
   s.in_flight = in_flight_;
+  // Without advancing the estimate (const): the wall clock since last_wall_.
   const TimePoint now = clock_.Now();
-  const TimePoint until = std::min(paused_until_, now + longest_pause_);
-  if (until > now) s.paused_until = until;
+  const Duration mono = mono_ + std::max(Duration(0), now - last_wall_);
+  if (paused_until_ > mono) s.paused_until = now + (paused_until_ - mono);
   s.pauses_total = pauses_total_;
   s.rejected_total = rejected_total_;
   s.started_total = started_total_;
   return s;
 }
 
-void UpstreamScheduler::Refill(TimePoint now) {
-  if (config_.rate_per_second <= 0) {
-    tokens_ = burst();
-  } else if (now > last_refill_) {
-    const double elapsed_ms = static_cast<double>((now - last_refill_).count());
-    tokens_ = std::min(burst(), tokens_ + elapsed_ms * config_.rate_per_second / 1000.0);
-  }
-  // A wall clock stepped backwards restarts accounting from `now`: no tokens
-  // are minted or lost by the step.
-  last_refill_ = now;
+Duration UpstreamScheduler::Tick() {
+  const TimePoint now = clock_.Now();
+  if (now > last_wall_) mono_ += now - last_wall_;
+  if (now < last_wall_) stepped_back_ = true;
+  last_wall_ = now;
+  return mono_;
 }
 
-bool UpstreamScheduler::Paused(TimePoint now) {
-  if (paused_until_ <= now) return false;
-  // The wall clock stepped backwards: never wait longer than asked.
-  if (paused_until_ - now > longest_pause_) paused_until_ = now + longest_pause_;
-  return true;
+void UpstreamScheduler::OnTimer() {
+  // The timer is monotonic: after a backward step of the wall clock, trust it
+  // that its delay has passed. Otherwise trust the wall clock: a libuv timer
+  // counts from the loop's cached time and may fire a little early, and
+  // jumping to timer_due_ each time would let the estimate run fast.
+  Tick();
+  if (stepped_back_) mono_ = std::max(mono_, timer_due_);
+  Pump();
+}
+
+void UpstreamScheduler::Refill(Duration mono) {
+  if (config_.rate_per_second <= 0) {
+    tokens_ = burst();
+  } else if (mono > last_refill_) {
+    const double elapsed_ms = static_cast<double>((mono - last_refill_).count());
+    tokens_ = std::min(burst(), tokens_ + elapsed_ms * config_.rate_per_second / 1000.0);
+  }
+  last_refill_ = mono;
 }
 
 void UpstreamScheduler::Pump() {
   while (queued() > 0 && in_flight_ < max_concurrent()) {
-    const TimePoint now = clock_.Now();
+    const Duration now = Tick();
     if (Paused(now)) break;
     Refill(now);
     const bool limited = config_.rate_per_second > 0;
@@ -137,7 +144,7 @@ void UpstreamScheduler::Reschedule() {
     timer_->Disarm();
     return;
   }
-  const TimePoint now = clock_.Now();
+  const Duration now = Tick();
   Duration wait(0);
   if (Paused(now)) wait = paused_until_ - now;
   if (config_.rate_per_second > 0) {
@@ -150,7 +157,9 @@ void UpstreamScheduler::Reschedule() {
       wait = std::max(wait, Duration(std::max<int64_t>(token_wait, 1)));
     }
   }
-  timer_->Arm(wait, [this] { Pump(); });
+  timer_due_ = now + wait;
+  stepped_back_ = false;
+  timer_->Arm(wait, [this] { OnTimer(); });
 }
 
 }  // namespace mi

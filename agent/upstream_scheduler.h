@@ -22,10 +22,12 @@
 // (Enqueue, Cancel, even Finished for a request that ended at once) but must
 // not destroy it.
 //
-// Time: the Clock is the wall clock; waits are armed on the (monotonic)
-// TimerFactory and re-checked against the Clock when they fire. A wall clock
-// stepped backwards neither stalls the bucket nor stretches a pause beyond
-// the longest PauseFor() given.
+// Time: the Clock is the wall clock, the TimerFactory's timers are monotonic.
+// The scheduler keeps its own monotonic estimate: wall-clock progress, never
+// backwards, and at least the armed delay when its timer fires after the wall
+// clock went backwards. So a wall clock stepped backwards neither stalls the
+// bucket nor stretches a pause; one stepped forwards may refill the bucket (at
+// most `burst`) and end a pause early.
 //
 // Loop thread only. Clock and TimerFactory are not owned and must outlive the
 // scheduler.
@@ -97,8 +99,11 @@ class UpstreamScheduler {
     Queue::iterator it;
   };
 
-  void Refill(TimePoint now);
-  bool Paused(TimePoint now);
+  // The monotonic estimate (see the header comment), advanced to now.
+  Duration Tick();
+  void OnTimer();
+  void Refill(Duration mono);
+  bool Paused(Duration mono) const { return paused_until_ > mono; }
   size_t queued() const { return caller_.size() + background_.size(); }
   // Starts what can start now, then arms the timer for the next possibility.
   void Pump();
@@ -116,10 +121,14 @@ class UpstreamScheduler {
   std::unordered_map<JobId, Entry> index_;
   JobId next_id_ = 1;
 
+  TimePoint last_wall_;
+  Duration mono_{0};
+  Duration timer_due_{0};     // mono_ when the armed timer is due
+  bool stepped_back_ = false;  // the wall clock went backwards since arming
+
   double tokens_;
-  TimePoint last_refill_;
-  TimePoint paused_until_{};
-  Duration longest_pause_{0};
+  Duration last_refill_{0};
+  Duration paused_until_{0};  // in mono_ time
 
   int in_flight_ = 0;
   uint64_t pauses_total_ = 0;

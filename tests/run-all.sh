@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on Debian 12 / Ubuntu:
+#   1. installs the packages it needs (tests/install-deps.sh),
+#   2. builds and runs every test (unit + integration) in a plain build,
+#   3. builds and runs them again under AddressSanitizer + UBSan,
+#   4. cross-builds the Windows target and tests it under Wine.
+# Build directories: build/, build-asan/, build-windows/ (kept for fast re-runs).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+jobs="$(nproc)"
+
+"$root/tests/install-deps.sh"
+
+run_suite() {
+  local dir="$1"; shift
+  echo "=== build $dir ($*)"
+  cmake -S . -B "$dir" -G Ninja "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  echo "=== test $dir"
+  (cd "$dir" && ctest --output-on-failure -j 2 --timeout 900)
+}
+
+run_suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# Sanitizers: leaks, use-after-free, UB; halt on the first report.
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DMI_ASAN=ON
+unset ASAN_OPTIONS UBSAN_OPTIONS
+
+if [ -x "$root/windows-service/build-and-test.sh" ]; then
+  echo "=== Windows (mingw-w64 + Wine)"
+  "$root/windows-service/build-and-test.sh" "$root/build-windows"
+fi
+echo "=== all test stages passed"

@@ -61,8 +61,8 @@ constexpr Duration kLingerTimeout{2000};
 // Connections being answered 503 beyond max_connections; past this they are
 // closed without an answer.
 constexpr size_t kMaxRejecting = 256;
-// Log "max_connections reached" at most once per this interval.
-constexpr uint64_t kOverLimitLogIntervalMs = 60000;
+// Flood warnings (max_connections reached, accept failing) at most once per this.
+constexpr uint64_t kLogIntervalMs = 60000;
 
 constexpr std::string_view k100Continue = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -216,6 +216,15 @@ std::string FormatAddress(const sockaddr_storage& ss) {
 
 std::string UvError(int rc) { return uv_strerror(rc); }
 
+// For libuv calls that cannot fail on an initialised, open handle (or fail
+// only on resource exhaustion at start-up): nothing sensible to do but stop.
+void MustUv(int rc, const char* what) {
+  if (rc != 0) {
+    std::fprintf(stderr, "mi-agent: fatal: %s: %s\n", what, uv_strerror(rc));
+    std::abort();
+  }
+}
+
 }  // namespace
 
 // One request's place in the response order.
@@ -295,8 +304,14 @@ class ServerCore {
   bool shutting_down_ = false;
   bool done_pending_ = false;
   std::function<void()> shutdown_done_;
-  uint64_t over_limit_logged_at_ = 0;
-  bool over_limit_logged_ = false;
+  // Warnings that a flood could repeat are logged at most once per interval.
+  struct Throttle {
+    bool logged = false;
+    uint64_t at = 0;
+  };
+  bool ShouldLog(Throttle* t);
+  Throttle over_limit_log_;
+  Throttle accept_error_log_;
 };
 
 class Connection {
@@ -312,6 +327,7 @@ class Connection {
   void Reject();
   void Drain();
   // Starts closing; the object is deleted in the tcp close callback.
+  // REQUIRES: InitTcp() succeeded.
   void Close();
   // The server is going away: no more calls into it.
   void Detach() { server_ = nullptr; }
@@ -387,8 +403,7 @@ class Connection {
   static Connection* From(llhttp_t* p) { return static_cast<Connection*>(p->data); }
 
   ServerCore* server_;
-  uv_tcp_t tcp_;
-  bool tcp_initialized_ = false;
+  uv_tcp_t tcp_;  // initialised before the object is handed to anyone (InitTcp)
   UvHandle<uv_timer_t> timer_;
   uv_write_t write_req_;
   uv_shutdown_t shutdown_req_;
@@ -492,7 +507,6 @@ Connection::Connection(ServerCore* server) : server_(server) {
 bool Connection::InitTcp() {
   if (uv_tcp_init(server_->loop_, &tcp_) != 0) return false;
   tcp_.data = this;
-  tcp_initialized_ = true;
   return true;
 }
 
@@ -543,12 +557,6 @@ void Connection::Close() {
   timer_.Close();
   reading_ = false;
   if (server_ != nullptr) server_->OnConnectionClosing(this);
-  if (!tcp_initialized_) {
-    // Never reached the loop: nothing will call back.
-    if (server_ != nullptr) server_->Forget(this);
-    delete this;
-    return;
-  }
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), OnClosed);
 }
 
@@ -572,7 +580,7 @@ void Connection::Service() {
       BeginLinger();
       return;
     }
-    if (fifo_.empty() && (draining_ || peer_eof_)) {
+    if (fifo_.empty() && (draining_ || (peer_eof_ && pending_in_.empty()))) {
       Close();
       return;
     }
@@ -605,7 +613,7 @@ bool Connection::StartReading() {
 
 void Connection::StopReading() {
   if (!reading_ || closed_) return;
-  uv_read_stop(stream());
+  MustUv(uv_read_stop(stream()), "uv_read_stop");
   reading_ = false;
 }
 
@@ -919,7 +927,7 @@ void Connection::EmitFront(const HttpResponse* direct) {
   } else {
     const HttpResponse& r = direct != nullptr ? *direct : *slot.response;
     const bool close = r.close || !slot.keep_alive || slot.kind == Slot::Kind::kError ||
-                       (last && (draining_ || peer_eof_ || stop_parsing_));
+                       (last && (draining_ || stop_parsing_ || (peer_eof_ && pending_in_.empty())));
     Serialize(&out_, r, slot.head, close, !close && slot.http10);
     if (close) close_after_write_ = true;
   }
@@ -1028,7 +1036,7 @@ void Connection::ArmTimer(TimerMode mode, Duration delay) {
   timer_mode_ = mode;
   timer_deadline_ = now + ms;
   if (uv_is_active(timer_.base()) == 0 || timer_due_ > timer_deadline_) {
-    uv_timer_start(timer_.get(), OnTimerCb, ms, 0);
+    MustUv(uv_timer_start(timer_.get(), OnTimerCb, ms, 0), "uv_timer_start");
     timer_due_ = timer_deadline_;
   }
 }
@@ -1053,7 +1061,7 @@ void Connection::OnTimer() {
   if (timer_mode_ == TimerMode::kNone) return;
   const uint64_t now = uv_now(server_->loop_);
   if (now < timer_deadline_) {
-    uv_timer_start(timer_.get(), OnTimerCb, timer_deadline_ - now, 0);
+    MustUv(uv_timer_start(timer_.get(), OnTimerCb, timer_deadline_ - now, 0), "uv_timer_start");
     timer_due_ = timer_deadline_;
     return;
   }
@@ -1089,18 +1097,11 @@ ServerCore::ServerCore(uv_loop_t* loop, const ServerLimits& limits, HttpHandler*
       handler_(handler),
       logger_(logger),
       read_buffer_(new char[kReadBufferSize]) {
-  auto check = [](int rc, const char* what) {
-    if (rc != 0) {
-      // Only on resource exhaustion at start-up.
-      std::fprintf(stderr, "mi-agent: fatal: %s: %s\n", what, uv_strerror(rc));
-      std::abort();
-    }
-  };
-  check(uv_check_init(loop_, check_.get()), "uv_check_init");
+  MustUv(uv_check_init(loop_, check_.get()), "uv_check_init");
   check_.set_initialized(this);
-  check(uv_idle_init(loop_, idle_.get()), "uv_idle_init");
+  MustUv(uv_idle_init(loop_, idle_.get()), "uv_idle_init");
   idle_.set_initialized(this);
-  check(uv_timer_init(loop_, deadline_timer_.get()), "uv_timer_init");
+  MustUv(uv_timer_init(loop_, deadline_timer_.get()), "uv_timer_init");
   deadline_timer_.set_initialized(this);
 }
 
@@ -1188,7 +1189,9 @@ void ServerCore::OnConnectionCb(uv_stream_t* listener, int status) noexcept {
 
 void ServerCore::OnConnection(uv_stream_t* listener, int status) {
   if (status < 0) {
-    Log(LogLevel::kWarning, "http: failed to accept connection, ignoring: " + UvError(status));
+    if (ShouldLog(&accept_error_log_)) {
+      Log(LogLevel::kWarning, "http: failed to accept connection, ignoring: " + UvError(status));
+    }
     return;
   }
   auto* c = new Connection(this);
@@ -1200,7 +1203,9 @@ void ServerCore::OnConnection(uv_stream_t* listener, int status) {
   connections_.insert(c);
   int rc = uv_accept(listener, c->stream());
   if (rc != 0) {
-    Log(LogLevel::kWarning, "http: failed to accept connection, ignoring: " + UvError(rc));
+    if (ShouldLog(&accept_error_log_)) {
+      Log(LogLevel::kWarning, "http: failed to accept connection, ignoring: " + UvError(rc));
+    }
     c->Close();
     return;
   }
@@ -1225,11 +1230,16 @@ void ServerCore::OnConnection(uv_stream_t* listener, int status) {
   c->Start();
 }
 
-void ServerCore::NoteOverLimit() {
+bool ServerCore::ShouldLog(Throttle* t) {
   const uint64_t now = uv_now(loop_);
-  if (over_limit_logged_ && now - over_limit_logged_at_ < kOverLimitLogIntervalMs) return;
-  over_limit_logged_ = true;
-  over_limit_logged_at_ = now;
+  if (t->logged && now - t->at < kLogIntervalMs) return false;
+  t->logged = true;
+  t->at = now;
+  return true;
+}
+
+void ServerCore::NoteOverLimit() {
+  if (!ShouldLog(&over_limit_log_)) return;
   Log(LogLevel::kWarning, "http: max_connections (" + std::to_string(limits_.max_connections) +
                               ") reached, answering 503 to new connections");
 }
@@ -1247,17 +1257,19 @@ void ServerCore::StartTurn() {
   // The check handle does the work after this iteration's I/O; the idle handle
   // only keeps the next poll from blocking when work is queued from a phase
   // that runs after the check (or from timers).
-  uv_check_start(check_.get(), [](uv_check_t* h) {
-    if (h->data != nullptr) static_cast<ServerCore*>(h->data)->OnTurn();
-  });
-  uv_idle_start(idle_.get(), [](uv_idle_t*) {});
+  MustUv(uv_check_start(check_.get(),
+                        [](uv_check_t* h) {
+                          if (h->data != nullptr) static_cast<ServerCore*>(h->data)->OnTurn();
+                        }),
+         "uv_check_start");
+  MustUv(uv_idle_start(idle_.get(), [](uv_idle_t*) {}), "uv_idle_start");
   turn_active_ = true;
 }
 
 void ServerCore::StopTurn() {
   if (!turn_active_) return;
-  uv_check_stop(check_.get());
-  uv_idle_stop(idle_.get());
+  MustUv(uv_check_stop(check_.get()), "uv_check_stop");
+  MustUv(uv_idle_stop(idle_.get()), "uv_idle_stop");
   turn_active_ = false;
 }
 
@@ -1307,12 +1319,13 @@ void ServerCore::Shutdown(Duration deadline, std::function<void()> done) {
   done_pending_ = false;
   for (Connection* c : connections_) c->Drain();
   const uint64_t ms = deadline.count() > 0 ? static_cast<uint64_t>(deadline.count()) : 0;
-  uv_timer_start(
-      deadline_timer_.get(),
-      [](uv_timer_t* h) {
-        if (h->data != nullptr) static_cast<ServerCore*>(h->data)->OnDeadline();
-      },
-      ms, 0);
+  MustUv(uv_timer_start(
+             deadline_timer_.get(),
+             [](uv_timer_t* h) {
+               if (h->data != nullptr) static_cast<ServerCore*>(h->data)->OnDeadline();
+             },
+             ms, 0),
+         "uv_timer_start");
   MaybeFinishShutdown();
 }
 

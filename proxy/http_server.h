@@ -21,6 +21,9 @@
 //  * Responses carry Content-Length, Content-Type, and "Connection: close" when
 //    the server will close after them; writes are batched per connection per
 //    loop turn. TCP_NODELAY is set on accepted sockets.
+//  * The handler must not destroy the server from inside OnRequest (the
+//    Shutdown `done` callback may). On POSIX the process must ignore SIGPIPE
+//    (a client may vanish while its answer is written).
 
 #include <uv.h>
 
@@ -42,7 +45,9 @@ struct ServerLimits {
   size_t max_connections = 10000;
   size_t max_header_bytes = 8192;   // request line + headers
   size_t max_body_bytes = 8192;
-  Duration header_timeout = Duration(10000);  // from first byte of a request to headers complete
+  // From first byte of a request to headers complete (408); a body then gets
+  // the same allowance again, counted from the end of the headers.
+  Duration header_timeout = Duration(10000);
   Duration idle_timeout = Duration(60000);    // no request in progress and nothing to write
   size_t max_pipelined = 32;
 };

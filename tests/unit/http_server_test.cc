@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -191,6 +192,9 @@ HttpResponse TextResponse(std::string body) {
 class HttpServerTest : public ::testing::Test {
  protected:
   HttpServerTest() {
+#ifndef _WIN32
+    std::signal(SIGPIPE, SIG_IGN);  // as the daemon does: peers vanish mid-write
+#endif
     logger_.set_level(LogLevel::kDebug);
     logger_.set_sink([this](std::string_view line) { log_.emplace_back(line); });
   }
@@ -531,6 +535,19 @@ TEST_F(HttpServerTest, SlowHeadersAnswer408AndClose) {
   ASSERT_TRUE(RunUntil([&] { return server_->stats().open_connections == 0; }));
 }
 
+TEST_F(HttpServerTest, SlowBodyAnswers408) {
+  ServerLimits limits;
+  limits.header_timeout = Duration(50);
+  StartServer(limits);
+  auto c = Connect();
+  c->Write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+  ASSERT_TRUE(RunUntil([&] { return c->eof(); }));
+  auto rs = c->responses();
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0].status, 408);
+  EXPECT_TRUE(handler_.requests.empty());
+}
+
 TEST_F(HttpServerTest, IdleConnectionIsClosedSilently) {
   ServerLimits limits;
   limits.idle_timeout = Duration(50);
@@ -575,7 +592,7 @@ TEST_F(HttpServerTest, LargeResponseIsWrittenCompletely) {
   handler_.on_request = [&](HttpRequest&, Responder r) { r.Send(TextResponse(big)); };
   auto c = Connect();
   c->Write("GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 2; }));
+  ASSERT_TRUE(RunUntil([&] { return c->received().size() > 2 * big.size() && c->responses().size() == 2; }));
   EXPECT_EQ(c->responses()[0].body, big);
   EXPECT_EQ(c->responses()[1].body, big);
 }
@@ -616,6 +633,9 @@ TEST_F(HttpServerTest, MaxConnectionsAnswers503WithRetryAfter) {
   EXPECT_TRUE(body.contains("error_description"));
   EXPECT_EQ(server_->stats().rejected_over_limit, 1u);
   EXPECT_EQ(server_->stats().open_connections, 1u);
+  size_t warnings = 0;
+  for (const auto& line : log_) warnings += line.find("max_connections (1) reached") != std::string::npos;
+  EXPECT_EQ(warnings, 1u);
 
   // The admitted connection is unaffected.
   first->Write("GET /c HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -101,11 +101,4 @@ bool ParseListenAddress(const std::string& text, ListenAddress* out);
 // %ProgramData%\mi-agent\config.json).
 std::string DefaultConfigPath();
 
-// Identity selector syntax checks (no IMDS call needed to reject these).
-bool IsGuid(std::string_view s);
-bool IsArmResourceId(std::string_view s);
-// Builds a key from the caller's parameters; lower-cases ids. Returns an error
-// description ("client_id is not a GUID") or "" on success.
-std::string MakeTokenKey(SelectorKind kind, std::string_view id, std::string_view resource, TokenKey* out);
-
 }  // namespace mi

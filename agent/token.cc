@@ -4,7 +4,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent/config.h"
 
 namespace mi {
 namespace {

@@ -42,6 +42,13 @@ struct TokenKeyHash {
   }
 };
 
+// Identity selector syntax checks (no IMDS call needed to reject these).
+bool IsGuid(std::string_view s);
+bool IsArmResourceId(std::string_view s);
+// Builds a key from the caller's parameters; lower-cases ids. Returns an error
+// description ("client_id is not a GUID") or "" on success.
+std::string MakeTokenKey(SelectorKind kind, std::string_view id, std::string_view resource, TokenKey* out);
+
 // A token as served to callers. Immutable once built; shared by the cache and
 // any answer in flight.
 class Token {

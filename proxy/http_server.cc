@@ -1369,6 +1369,15 @@ void Responder::Send(HttpResponse&& response) {
 
 bool Responder::connected() const { return exchange_ && exchange_->conn != nullptr; }
 
+void Responder::Abort() {
+  std::shared_ptr<detail::Exchange> exchange = std::move(exchange_);
+  if (!exchange || exchange->conn == nullptr) return;
+  detail::Connection* c = std::exchange(exchange->conn, nullptr);
+  if (exchange->slot != nullptr) exchange->slot->exchange = nullptr;
+  exchange->slot = nullptr;
+  c->Close();  // drops whatever was not yet written on this connection
+}
+
 struct HttpServer::Impl : detail::ServerCore {
   using ServerCore::ServerCore;
 };

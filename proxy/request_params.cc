@@ -2,7 +2,6 @@
 
 #include <array>
 
-#include "agent/config.h"
 #include "agent/url.h"
 
 namespace mi::proxy {

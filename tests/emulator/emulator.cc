@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <utility>
 
@@ -1245,7 +1247,7 @@ void Emulator::HandleAdmin(const proxy::HttpRequest& request, std::string_view p
         std::string_view pair = query.substr(pos, amp == std::string_view::npos ? std::string_view::npos : amp - pos);
         if (pair.substr(0, 6) == "limit=") {
           std::string digits(pair.substr(6));
-          if (!digits.empty() && std::all_of(digits.begin(), digits.end(), ::isdigit) && digits.size() < 10) {
+          if (!digits.empty() && std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) && digits.size() < 10) {
             limit = static_cast<size_t>(std::stoul(digits));
           }
         }

@@ -55,8 +55,9 @@
 //   GET  /admin/identities
 //   POST /admin/config     body: any of {"delay_ms":N,"throttle_rps":N,"lifetime":S,
 //                          "reissue_before":S,"token_bytes":N,"reject_resources":[..]}
-//   GET  /admin/config
-//   GET  /admin/tokens     {"tokens":["<access_token>",...]} every token minted, oldest first
+//   GET  /admin/config     the same fields, plus "tenant_id"
+//   GET  /admin/tokens     {"tokens":["<access_token>",...]} every token minted, oldest
+//                          first (at most the last 100000)
 // POSTs answer 200 {"ok":true}, or 400 {"error":"invalid_request",...} and
 // change nothing. Unknown admin path 404, wrong method 405.
 //

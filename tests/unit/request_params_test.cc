@@ -103,15 +103,15 @@ TEST(ParseTokenParamsTest, Errors) {
 }
 
 TEST(IdentityShapeTest, GuidAndArmId) {
-  EXPECT_TRUE(IsGuid(kGuid));
-  EXPECT_FALSE(IsGuid("{0d1e2f30-aaaa-4bbb-8ccc-123456789abc}"));
-  EXPECT_FALSE(IsGuid("0d1e2f30-aaaa-4bbb-8ccc-123456789abg"));
-  EXPECT_TRUE(IsArmResourceId(kArm));
-  EXPECT_TRUE(IsArmResourceId("/SUBSCRIPTIONS/0000/RESOURCEGROUPS/rg/PROVIDERS/ns/type/name"));
-  EXPECT_FALSE(IsArmResourceId("/subscriptions/0000/resourceGroups/rg"));
-  EXPECT_FALSE(IsArmResourceId("/subscriptions/0000/resourceGroups//providers/ns/type/name"));
-  EXPECT_FALSE(IsArmResourceId("/subscriptions/0000/resourceGroups/rg/providers/ns/type/na me"));
-  EXPECT_FALSE(IsArmResourceId("subscriptions/0000/resourceGroups/rg/providers/ns/type/name"));
+  EXPECT_TRUE(mi::IsGuid(kGuid));
+  EXPECT_FALSE(mi::IsGuid("{0d1e2f30-aaaa-4bbb-8ccc-123456789abc}"));
+  EXPECT_FALSE(mi::IsGuid("0d1e2f30-aaaa-4bbb-8ccc-123456789abg"));
+  EXPECT_TRUE(mi::IsArmResourceId(kArm));
+  EXPECT_TRUE(mi::IsArmResourceId("/SUBSCRIPTIONS/0000/RESOURCEGROUPS/rg/PROVIDERS/ns/type/name"));
+  EXPECT_FALSE(mi::IsArmResourceId("/subscriptions/0000/resourceGroups/rg"));
+  EXPECT_FALSE(mi::IsArmResourceId("/subscriptions/0000/resourceGroups//providers/ns/type/name"));
+  EXPECT_FALSE(mi::IsArmResourceId("/subscriptions/0000/resourceGroups/rg/providers/ns/type/na me"));
+  EXPECT_FALSE(mi::IsArmResourceId("subscriptions/0000/resourceGroups/rg/providers/ns/type/name"));
 }
 
 }  // namespace

@@ -97,7 +97,9 @@ class Responder {
   // reset where the platform allows). Answers not yet written on that
   // connection are dropped. For fault injection (the IMDS emulator's "reset").
   void Abort();
-  // The connection is still open (the answer can still be delivered).
+  // The connection is still open and the client has not closed its side of it
+  // (EOF usually means it gave up waiting). Send() still delivers to a client
+  // that only half-closed.
   bool connected() const;
 
  private:

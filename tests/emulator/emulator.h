@@ -29,6 +29,8 @@
 // the system-assigned one if enabled, else the only user-assigned one.
 // The same token is returned for (identity, resource) until less than
 // reissue_before remains; every minted token is distinct (claim "uti").
+// The default delay (--delay-ms, config delay_ms) or a step's delay_ms holds
+// every answer decided after the throttle check; earlier answers are immediate.
 //
 // ---------------------------------------------------------------------------
 // Admin endpoints (same port, no Metadata header, not in the request log)
@@ -38,13 +40,16 @@
 //         "served":N,         of which answered 200
 //         "throttled":N,      of which answered 429 by the throttle
 //         "in_flight":N,      accepted, not yet answered (delays, hangs)
-//         "max_concurrent":N, highest in_flight since the last reset
+//         "max_concurrent":N, highest in_flight since the last reset (an
+//                             immediate answer counts for an instant: use a
+//                             delay to measure a client's concurrency)
 //         "log_dropped":N,    entries dropped from the front (the log keeps 100000)
 //         "log":[{"t_ms":<arrival, epoch ms>,"resource":"..","selector":"client_id=.."|"",
 //                 "status":200 (0 = none: pending, hang, reset, client gone),
 //                 "token_id":"<uti>"|"","fault":""|"throttle"|"status"|"delay"|"hang"|
 //                 "reset"|"malformed"|"oversized"|"missing_expires_on"|"fail_all"|"gone",
-//                 "outcome":"answered"|"pending"|"hang"|"reset"|"client_gone",
+//                 "outcome":"answered"|"pending"|"hang"|"reset"|"client_gone"
+//                   (client_gone: the client closed while delayed or hung),
 //                 "latency_ms":N}]}           (last N entries with ?limit=N)
 //   POST /admin/reset      body optional {"tokens":true}
 //        Clears log, counters, throttle window and faults. With "tokens":true
@@ -73,7 +78,8 @@
 // ---------------------------------------------------------------------------
 // Fault script (--faults FILE, POST /admin/faults)
 //
-//   {"steps":[STEP, ...], "mode": MODE | null}
+//   {"steps":[STEP, ...], "mode": MODE | null}     (a bare [STEP, ...] is the steps)
+// Unknown fields are errors, so a typo never silently disables a fault.
 //
 // STEP: consumed by token requests that pass the Metadata and throttle checks.
 // Each request takes (one count of) the FIRST step whose "match" accepts it.

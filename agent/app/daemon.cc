@@ -95,6 +95,7 @@ struct Daemon::Impl {
   void Stop();
   void Reload();
   void UpdateStatusLine();
+  void LogUpstreamChange();
   void ArmWatchdog();
   void WatchSignal(int signum, void (*handler)(uv_signal_t*, int));
 
@@ -109,6 +110,9 @@ struct Daemon::Impl {
   bool ready = false;
   bool stopping = false;
   std::string status_line;
+  // The upstream state last logged: a failure is logged once per change.
+  bool upstream_failing = false;
+  std::string upstream_error;
 };
 
 Daemon::Daemon(DaemonOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
@@ -189,6 +193,7 @@ Status Daemon::Impl::Start() {
   hs.scheduler = &p.scheduler;
   hs.upstream_metrics = &p.upstream_metrics;
   hs.token_server = &p.server;
+  hs.health_server = &p.health_server;
   hs.token_api = &p.api;
   hs.ready = [this](std::string* reason) {
     if (!listening) *reason = "listeners are not up";
@@ -196,12 +201,17 @@ Status Daemon::Impl::Start() {
     return ready;
   };
 
-  p.cache.set_upstream_observer([this](Duration latency, int) { parts->upstream_metrics.Observe(latency); });
+  p.cache.set_upstream_observer([this](Duration latency, int) {
+    parts->upstream_metrics.Observe(latency);
+    // The cache updates its upstream health after this call: look on a later turn.
+    loop.Post([this] { LogUpstreamChange(); });
+  });
   p.cache.set_state_observer([this](const EntrySnapshot& e, EntryState from) {
     std::string line = "identity " + e.key.Describe() + " resource " + e.key.resource + ": " +
                        EntryStateName(from) + " -> " + EntryStateName(e.state);
     if (!e.last_error.empty() && (e.state == EntryState::kFailing || e.state == EntryState::kDegraded)) {
-      line += " (last error: " + e.last_error + ")";
+      line += " (last error: " + (e.last_error_status != 0 ? std::to_string(e.last_error_status) + " " : "") +
+              e.last_error + ")";
     }
     const bool bad = e.state == EntryState::kFailing || e.state == EntryState::kDegraded;
     if (bad || from == EntryState::kFailing || from == EntryState::kDegraded) {
@@ -283,6 +293,25 @@ void Daemon::Impl::UpdateStatusLine() {
   if (line.str() == status_line) return;
   status_line = line.str();
   options.notifier->Status(status_line);
+}
+
+void Daemon::Impl::LogUpstreamChange() {
+  if (!parts) return;
+  const UpstreamHealth& h = parts->cache.upstream_health();
+  std::string error;
+  if (h.failing) {
+    error = (h.last_error_status != 0 ? "HTTP " + std::to_string(h.last_error_status) + " " : std::string()) +
+            h.last_error;
+  }
+  if (h.failing == upstream_failing && error == upstream_error) return;
+  if (h.failing) {
+    logger.Warning("IMDS request failed: " + error + "; retrying with backoff, cached tokens are served while valid");
+  } else {
+    logger.Info("IMDS answering again (last failure: " + upstream_error + ")");
+  }
+  upstream_failing = h.failing;
+  upstream_error = std::move(error);
+  UpdateStatusLine();
 }
 
 void Daemon::Impl::Reload() {

@@ -1,6 +1,9 @@
 #pragma once
-// Platform seams: the service manager, socket activation and paths.
-// platform_systemd.cc (Linux) and platform_win.cc (Windows) implement them.
+// What differs between the service managers the agent runs under: how it
+// reports its state (systemd's sd_notify, the Windows SCM), which listening
+// sockets it is handed at start (systemd socket activation), and where its
+// files live. One implementation per platform: platform_systemd.cc (Linux with
+// libsystemd), platform_win.cc (Windows).
 
 #include <uv.h>
 
@@ -12,8 +15,31 @@
 #include "agent/status.h"
 
 namespace mi::platform {
-std::unique_ptr<ServiceNotifier> MakeNotifier();            // SdNotifier when NOTIFY_SOCKET is set, else NullNotifier
-Status TakeActivatedSockets(std::vector<uv_os_sock_t>* out); // LISTEN_FDS via sd_listen_fds(1), validated; none → empty, ok
-std::string DefaultConfigPath();                             // /etc/mi-agent/config.json
-std::string DiscoveryFilePath();                             // /var/lib/waagent/ManagedIdentity-Settings
-}
+
+// The notifier for this process. Linux: an SdNotifier when NOTIFY_SOCKET is set
+// (started by systemd as Type=notify), else a NullNotifier. The notifier reads
+// its environment once, here; call before anything else changes it.
+// WatchdogInterval() is half of WATCHDOG_USEC when the watchdog is on for this
+// process (sd_watchdog_enabled), else 0.
+std::unique_ptr<ServiceNotifier> MakeNotifier();
+
+// Listening sockets passed by the service manager (LISTEN_FDS, sd_listen_fds).
+// Appends them to *out, in the order given, and clears the LISTEN_* variables
+// so that nothing started later inherits them. No sockets passed: *out is left
+// unchanged and the result is ok. A passed descriptor that is not a listening
+// TCP socket (IPv4 or IPv6) is an error naming it; then *out is left unchanged.
+// The caller owns the sockets (uv_tcp_open them, or close them).
+// Call once, at start-up, before the first bind.
+Status TakeActivatedSockets(std::vector<uv_os_sock_t>* out);
+
+// /etc/mi-agent/config.json (Windows: %ProgramData%\mi-agent\config.json).
+std::string DefaultConfigPath();
+
+// Where the old VM extension wrote its discovery file, which old client
+// libraries read to find the token endpoint:
+// /var/lib/waagent/ManagedIdentity-Settings
+// (Windows: %SystemDrive%\WindowsAzure\Config\ManagedIdentity-Settings).
+// The packages write it; the daemon only reports it.
+std::string DiscoveryFilePath();
+
+}  // namespace mi::platform

@@ -434,16 +434,7 @@ void TokenCache::OnDeadline(const TokenKey& key) {
   Entry* e = Find(key);
   if (e == nullptr) return;
   const TimePoint now = clock_->Now();
-  TokenResult r;
-  if (e->job != 0 || now < scheduler_->stats().paused_until) {
-    // Still queued behind the IMDS budget: the agent is the one holding callers.
-    r.kind = TokenResult::Kind::kShed;
-    const auto pause = scheduler_->stats().paused_until - now;
-    r.retry_after_seconds = static_cast<int>(std::max<int64_t>(1, (pause.count() + 999) / 1000));
-  } else {
-    r.kind = TokenResult::Kind::kUnavailable;
-    r.description = "IMDS did not provide a token within the deadline";
-  }
+  const TimePoint paused_until = scheduler_->stats().paused_until;
   size_t expired = 0;
   while (expired < e->waiters.size() && e->waiters[expired].deadline <= now) ++expired;
   std::vector<Waiter> late(std::make_move_iterator(e->waiters.begin()),
@@ -452,8 +443,27 @@ void TokenCache::OnDeadline(const TokenKey& key) {
   stats_.waiters -= expired;
   stats_.deadline_expired += expired;
   ArmDeadline(e);
-  // The fetch goes on for the cache; it was a caller's, it stays one's priority.
-  for (auto& w : late) w.callback(r);
+  // The fetch goes on for the cache.
+  for (auto& w : late) {
+    // Who held this caller? The agent, if the fetch is still queued behind the
+    // IMDS budget, the budget is paused, or the attempt under way went out only
+    // in the second half of the caller's wait with no IMDS failure before it:
+    // then 429 + Retry-After (come back later). Otherwise IMDS: 500.
+    const TimePoint arrived = w.deadline - config_.limits.caller_deadline;
+    const bool held_by_budget = e->job != 0 || now < paused_until ||
+                                (e->retry.attempts == 0 && e->in_flight &&
+                                 e->attempt_started - arrived > config_.limits.caller_deadline / 2);
+    TokenResult r;
+    if (held_by_budget) {
+      r.kind = TokenResult::Kind::kShed;
+      const Duration pause = paused_until - now;
+      r.retry_after_seconds = static_cast<int>(std::max<int64_t>(1, (pause.count() + 999) / 1000));
+    } else {
+      r.kind = TokenResult::Kind::kUnavailable;
+      r.description = "IMDS did not provide a token within the deadline";
+    }
+    w.callback(r);
+  }
 }
 
 // --- prefetch and reconfiguration -------------------------------------------------------

@@ -1,18 +1,339 @@
-// Placeholder until the observability work lands: `status` and `token`.
+// `mi-agent status` and `mi-agent token`: small clients of a running agent. A
+// command line tool, not the daemon: blocking libcurl easy calls are fine here.
+//
+//   mi-agent status [--health HOST:PORT|URL] [--json]
+//     GET /status from the health listener (default 127.0.0.1:50343) and print a
+//     table (or the JSON). Exit 0: every key ok (or refreshing with a valid token);
+//     1: any key degraded, failing or without a token; 2: agent unreachable.
+//
+//   mi-agent token --resource R [--client-id ID|--object-id ID|--mi-res-id ID]
+//                  [--host H] [--port N] [--show-token]
+//     GET /oauth2/token from the token listener with "Metadata: true" and print
+//     the answer with the access token redacted. Exit 0: 200; 1: an error answer
+//     (printed); 2: agent unreachable.
+#include <curl/curl.h>
+
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "agent/app/cli.h"
 
 namespace mi {
+namespace {
 
-int RunStatusCommand(const std::vector<std::string>&) {
-  std::fprintf(stderr, "mi-agent status: not implemented yet\n");
-  return 2;
+using ojson = nlohmann::ordered_json;
+
+constexpr const char* kStatusUsage =
+    "Usage: mi-agent status [--health HOST:PORT] [--json]\n"
+    "  --health HOST:PORT  the agent's health listener (default 127.0.0.1:50343;\n"
+    "                      an http:// URL is accepted too)\n"
+    "  --json              print the agent's /status JSON as it is\n"
+    "Exit status: 0 all identities ok, 1 any degraded or failing, 2 agent unreachable.\n";
+
+constexpr const char* kTokenUsage =
+    "Usage: mi-agent token --resource URI [--client-id ID | --object-id ID | --mi-res-id ID]\n"
+    "                      [--host HOST] [--port N] [--show-token]\n"
+    "  --resource URI      the token's audience, e.g. https://management.azure.com/\n"
+    "  --client-id ID, --object-id ID, --mi-res-id ID\n"
+    "                      a user-assigned identity (default: the VM's default identity)\n"
+    "  --host HOST         the agent's address (default 127.0.0.1)\n"
+    "  --port N            the agent's token port (default 50342)\n"
+    "  --show-token        print the access token instead of redacting it\n"
+    "Exit status: 0 token received, 1 error answer, 2 agent unreachable.\n";
+
+struct CurlDeleter {
+  void operator()(CURL* c) const { curl_easy_cleanup(c); }
+};
+struct SlistDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+
+struct HttpResult {
+  bool reached = false;
+  long status = 0;
+  std::string body;
+  std::string error;  // when not reached
+};
+
+size_t Collect(char* data, size_t size, size_t n, void* user) {
+  auto* body = static_cast<std::string*>(user);
+  const size_t len = size * n;
+  if (body->size() + len > 4 * 1024 * 1024) return 0;  // abort: not an agent answer
+  body->append(data, len);
+  return len;
 }
 
-int RunTokenCommand(const std::vector<std::string>&) {
-  std::fprintf(stderr, "mi-agent token: not implemented yet\n");
-  return 2;
+HttpResult HttpGet(const std::string& url, const std::vector<std::string>& headers, long timeout_seconds) {
+  HttpResult out;
+  std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
+  if (!curl) {
+    out.error = "cannot initialise libcurl";
+    return out;
+  }
+  std::unique_ptr<curl_slist, SlistDeleter> list;
+  for (const std::string& h : headers) {
+    curl_slist* next = curl_slist_append(list.get(), h.c_str());
+    if (next == nullptr) {
+      out.error = "out of memory";
+      return out;
+    }
+    list.release();
+    list.reset(next);
+  }
+  char errbuf[CURL_ERROR_SIZE] = {0};
+  CURL* c = curl.get();
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  // The agent is local: never through an HTTP proxy, whatever the environment says.
+  curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+  curl_easy_setopt(c, CURLOPT_PROXY, "");
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 5L);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_seconds);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, list.get());
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &out.body);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+  const CURLcode rc = curl_easy_perform(c);
+  if (rc != CURLE_OK) {
+    out.error = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc);
+    return out;
+  }
+  out.reached = true;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out.status);
+  return out;
+}
+
+std::string Escape(const std::string& value) {
+  std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
+  if (!curl) return value;
+  char* e = curl_easy_escape(curl.get(), value.c_str(), static_cast<int>(value.size()));
+  if (e == nullptr) return value;
+  std::string out(e);
+  curl_free(e);
+  return out;
+}
+
+// "eyJ0…[redacted 1234 chars]": enough to see that it is a JWT, nothing usable.
+std::string Redact(const std::string& token) {
+  if (token.empty()) return token;
+  const size_t shown = token.size() > 16 ? 4 : 0;
+  return token.substr(0, shown) + "\xE2\x80\xA6[redacted " + std::to_string(token.size()) + " chars]";
+}
+
+std::string Dump(const ojson& j) { return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace); }
+
+// "23h59m", "4m05s", "12s".
+std::string FormatDuration(int64_t s) {
+  char buf[32];
+  if (s >= 86400) std::snprintf(buf, sizeof buf, "%lldd%02lldh", (long long)(s / 86400), (long long)(s % 86400 / 3600));
+  else if (s >= 3600) std::snprintf(buf, sizeof buf, "%lldh%02lldm", (long long)(s / 3600), (long long)(s % 3600 / 60));
+  else if (s >= 60) std::snprintf(buf, sizeof buf, "%lldm%02llds", (long long)(s / 60), (long long)(s % 60));
+  else std::snprintf(buf, sizeof buf, "%llds", (long long)s);
+  return buf;
+}
+
+template <typename T>
+T Field(const ojson& j, const char* name, T fallback) {
+  auto it = j.find(name);
+  if (it == j.end() || it->is_null()) return fallback;
+  if constexpr (std::is_same_v<T, std::string>) {
+    return it->is_string() ? it->get<std::string>() : fallback;
+  } else {
+    return it->is_number() ? it->get<T>() : fallback;
+  }
+}
+
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (const auto& row : rows) {
+    if (width.size() < row.size()) width.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+}  // namespace
+
+int RunStatusCommand(const std::vector<std::string>& args) {
+  std::string health = "127.0.0.1:50343";
+  bool json = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--json") {
+      json = true;
+    } else if (a == "--health" && i + 1 < args.size()) {
+      health = args[++i];
+    } else if (a == "--help" || a == "-h") {
+      std::printf("%s", kStatusUsage);
+      return 0;
+    } else {
+      std::fprintf(stderr, "mi-agent status: unexpected argument %s\n%s", a.c_str(), kStatusUsage);
+      return 2;
+    }
+  }
+  std::string url = health.rfind("http://", 0) == 0 || health.rfind("https://", 0) == 0 ? health : "http://" + health;
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  if (url.size() < 7 || url.compare(url.size() - 7, 7, "/status") != 0) url += "/status";
+
+  const HttpResult r = HttpGet(url, {}, 10);
+  if (!r.reached) {
+    std::fprintf(stderr, "mi-agent status: cannot reach the agent at %s: %s\n", url.c_str(), r.error.c_str());
+    return 2;
+  }
+  ojson doc = ojson::parse(r.body, nullptr, false);
+  if (r.status != 200 || doc.is_discarded() || !doc.is_object()) {
+    std::fprintf(stderr, "mi-agent status: %s answered HTTP %ld, not a status document\n", url.c_str(), r.status);
+    return 2;
+  }
+
+  // Healthy: every key has a valid token and is ok or merely refreshing it.
+  bool healthy = true;
+  std::vector<std::vector<std::string>> rows = {{"IDENTITY", "RESOURCE", "STATE", "EXPIRES IN", "LAST ERROR"}};
+  const ojson empty = ojson::array();
+  const ojson& identities = doc.contains("identities") && doc["identities"].is_array() ? doc["identities"] : empty;
+  for (const ojson& id : identities) {
+    if (!id.is_object()) continue;
+    const std::string who = Field<std::string>(id, "identity", "?");
+    const ojson& resources = id.contains("resources") && id["resources"].is_array() ? id["resources"] : empty;
+    for (const ojson& res : resources) {
+      if (!res.is_object()) continue;
+      const std::string state = Field<std::string>(res, "state", "?");
+      const auto expires_in = Field<int64_t>(res, "expires_in_seconds", -1);
+      const bool valid = expires_in > 0;
+      if (!(state == "ok" || (state == "refreshing" && valid))) healthy = false;
+      std::string error = "-";
+      const int failures = Field<int>(res, "consecutive_failures", 0);
+      auto le = res.find("last_error");
+      if (failures > 0 && le != res.end() && le->is_object()) {
+        const int status = Field<int>(*le, "status", 0);
+        error = (status != 0 ? std::to_string(status) + " " : std::string()) + Field<std::string>(*le, "error", "?");
+        if (failures > 1) error += " (" + std::to_string(failures) + " in a row)";
+      }
+      rows.push_back({who, Field<std::string>(res, "resource", "?"), state,
+                      expires_in < 0 ? "-" : expires_in == 0 ? "expired" : FormatDuration(expires_in), error});
+    }
+  }
+
+  if (json) {
+    std::printf("%s\n", Dump(doc).c_str());
+    return healthy ? 0 : 1;
+  }
+  const ojson empty_obj = ojson::object();
+  const ojson& up = doc.contains("upstream") && doc["upstream"].is_object() ? doc["upstream"] : empty_obj;
+  std::string imds = Field<std::string>(up, "state", "unknown");
+  if (imds == "failing") {
+    auto le = up.find("last_error");
+    if (le != up.end() && le->is_object()) {
+      const int status = Field<int>(*le, "status", 0);
+      imds += " (" + (status != 0 ? std::to_string(status) + " " : std::string()) +
+              Field<std::string>(*le, "error", "?") + ")";
+    }
+  }
+  auto lat = up.find("latency_ms");
+  if (lat != up.end() && lat->is_object() && Field<int64_t>(*lat, "samples", 0) > 0) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, ", latency p50 %.0f ms p99 %.0f ms", Field<double>(*lat, "p50", 0),
+                  Field<double>(*lat, "p99", 0));
+    imds += buf;
+  }
+  std::string throttled = Field<std::string>(up, "throttled_until", "");
+  if (!throttled.empty()) imds += ", throttled until " + throttled;
+  std::printf("mi-agent %s, up %s, IMDS %s\n", Field<std::string>(doc, "version", "?").c_str(),
+              FormatDuration(Field<int64_t>(doc, "uptime_seconds", 0)).c_str(), imds.c_str());
+  if (rows.size() == 1) {
+    std::printf("no identities in the cache yet\n");
+  } else {
+    PrintTable(rows);
+  }
+  return healthy ? 0 : 1;
+}
+
+int RunTokenCommand(const std::vector<std::string>& args) {
+  std::string resource, selector, selector_value, host = "127.0.0.1";
+  long port = 50342;
+  bool show = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    const bool has_value = i + 1 < args.size();
+    if (a == "--show-token") {
+      show = true;
+    } else if (a == "--help" || a == "-h") {
+      std::printf("%s", kTokenUsage);
+      return 0;
+    } else if (a == "--resource" && has_value) {
+      resource = args[++i];
+    } else if ((a == "--client-id" || a == "--object-id" || a == "--mi-res-id") && has_value) {
+      const std::string param = a == "--client-id" ? "client_id" : a == "--object-id" ? "object_id" : "mi_res_id";
+      if (!selector.empty() && selector != param) {
+        std::fprintf(stderr, "mi-agent token: give at most one of --client-id, --object-id, --mi-res-id\n");
+        return 2;
+      }
+      selector = param;
+      selector_value = args[++i];
+    } else if (a == "--host" && has_value) {
+      host = args[++i];
+    } else if (a == "--port" && has_value) {
+      char* end = nullptr;
+      port = std::strtol(args[++i].c_str(), &end, 10);
+      if (*end != '\0' || port < 1 || port > 65535) {
+        std::fprintf(stderr, "mi-agent token: --port: expected 1..65535\n");
+        return 2;
+      }
+    } else {
+      std::fprintf(stderr, "mi-agent token: unexpected argument %s\n%s", a.c_str(), kTokenUsage);
+      return 2;
+    }
+  }
+  if (resource.empty()) {
+    std::fprintf(stderr, "mi-agent token: --resource is required\n%s", kTokenUsage);
+    return 2;
+  }
+  // An IPv6 literal needs brackets in a URL.
+  const std::string authority =
+      (host.find(':') != std::string::npos && host.front() != '[' ? "[" + host + "]" : host) + ":" +
+      std::to_string(port);
+  std::string url = "http://" + authority + "/oauth2/token?resource=" + Escape(resource);
+  if (!selector.empty()) url += "&" + selector + "=" + Escape(selector_value);
+
+  // A miss waits for IMDS; the agent answers by its caller deadline (25 s by default).
+  const HttpResult r = HttpGet(url, {"Metadata: true"}, 90);
+  if (!r.reached) {
+    std::fprintf(stderr, "mi-agent token: cannot reach the agent at %s: %s\n", authority.c_str(), r.error.c_str());
+    return 2;
+  }
+  ojson doc = ojson::parse(r.body, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) {
+    // Not JSON: never echo a 200 body we cannot redact.
+    std::fprintf(stderr, "mi-agent token: HTTP %ld with a body that is not a JSON object (%zu bytes)\n", r.status,
+                 r.body.size());
+    return 1;
+  }
+  if (!show) {
+    for (const char* field : {"access_token", "refresh_token"}) {
+      auto it = doc.find(field);
+      if (it != doc.end() && it->is_string()) *it = Redact(it->get<std::string>());
+    }
+  }
+  if (r.status == 200) {
+    std::printf("%s\n", Dump(doc).c_str());
+    return 0;
+  }
+  std::printf("HTTP %ld\n%s\n", r.status, Dump(doc).c_str());
+  return 1;
 }
 
 }  // namespace mi

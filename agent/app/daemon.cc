@@ -96,6 +96,7 @@ struct Daemon::Impl {
   void Stop();
   void Reload();
   void UpdateStatusLine();
+  void LogUpstreamChange();
   void ArmWatchdog();
   void WatchSignal(int signum, void (*handler)(uv_signal_t*, int));
 
@@ -110,6 +111,9 @@ struct Daemon::Impl {
   bool ready = false;
   bool stopping = false;
   std::string status_line;
+  // The upstream state last logged: a failure is logged once per change.
+  bool upstream_failing = false;
+  std::string upstream_error;
 };
 
 Daemon::Daemon(DaemonOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
@@ -190,6 +194,7 @@ Status Daemon::Impl::Start() {
   hs.scheduler = &p.scheduler;
   hs.upstream_metrics = &p.upstream_metrics;
   hs.token_server = &p.server;
+  hs.health_server = &p.health_server;
   hs.token_api = &p.api;
   hs.ready = [this](std::string* reason) {
     if (!listening) *reason = "listeners are not up";
@@ -197,12 +202,17 @@ Status Daemon::Impl::Start() {
     return ready;
   };
 
-  p.cache.set_upstream_observer([this](Duration latency, int) { parts->upstream_metrics.Observe(latency); });
+  p.cache.set_upstream_observer([this](Duration latency, int) {
+    parts->upstream_metrics.Observe(latency);
+    // The cache updates its upstream health after this call: look on a later turn.
+    loop.Post([this] { LogUpstreamChange(); });
+  });
   p.cache.set_state_observer([this](const EntrySnapshot& e, EntryState from) {
     std::string line = "identity " + e.key.Describe() + " resource " + e.key.resource + ": " +
                        EntryStateName(from) + " -> " + EntryStateName(e.state);
     if (!e.last_error.empty() && (e.state == EntryState::kFailing || e.state == EntryState::kDegraded)) {
-      line += " (last error: " + e.last_error + ")";
+      line += " (last error: " + (e.last_error_status != 0 ? std::to_string(e.last_error_status) + " " : "") +
+              e.last_error + ")";
     }
     const bool bad = e.state == EntryState::kFailing || e.state == EntryState::kDegraded;
     if (bad || from == EntryState::kFailing || from == EntryState::kDegraded) {
@@ -286,12 +296,35 @@ void Daemon::Impl::UpdateStatusLine() {
   options.notifier->Status(status_line);
 }
 
+void Daemon::Impl::LogUpstreamChange() {
+  if (!parts) return;
+  const UpstreamHealth& h = parts->cache.upstream_health();
+  std::string error;
+  if (h.failing) {
+    error = (h.last_error_status != 0 ? "HTTP " + std::to_string(h.last_error_status) + " " : std::string()) +
+            h.last_error;
+  }
+  if (h.failing == upstream_failing && error == upstream_error) return;
+  if (h.failing) {
+    logger.Warning("IMDS request failed: " + error + "; retrying with backoff, cached tokens are served while valid");
+  } else {
+    logger.Info("IMDS answering again (last failure: " + upstream_error + ")");
+  }
+  upstream_failing = h.failing;
+  upstream_error = std::move(error);
+  UpdateStatusLine();
+}
+
 void Daemon::Impl::Reload() {
   if (stopping || !parts) return;
   options.notifier->Reloading();
+  // READY=1 closes the reload, but never before the start-up readiness itself.
+  auto done = [this] {
+    if (ready) options.notifier->Ready();
+  };
   if (options.config_path.empty()) {
     logger.Info("reload requested; no configuration file to read");
-    options.notifier->Ready();
+    done();
     return;
   }
   Config next;
@@ -299,7 +332,7 @@ void Daemon::Impl::Reload() {
   if (s.ok() && options.overrides) options.overrides(&next);
   if (!s.ok()) {
     logger.Error("reload rejected, keeping the running configuration: " + s.message());
-    options.notifier->Ready();
+    done();
     return;
   }
   if (next.port != config.port || next.listen != config.listen) {
@@ -324,7 +357,7 @@ void Daemon::Impl::Reload() {
   p.health_api.sources().imds_endpoint = config.imds.endpoint;
   p.health_api.sources().max_concurrent = config.budget.max_concurrent;
   logger.Info("configuration reloaded from " + options.config_path + " (digest " + Digest(config) + ")");
-  options.notifier->Ready();
+  done();
 }
 
 void Daemon::Impl::Stop() {

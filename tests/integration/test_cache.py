@@ -2,6 +2,7 @@
 memory) with the emulator's token lifetime shortened and margins scaled."""
 
 import concurrent.futures
+import os
 import http.client
 import json
 import time
@@ -106,7 +107,8 @@ def test_5000_distinct_resources_with_a_key_cap_of_1000_stay_bounded(agent_facto
     finally:
         conn.close()
     print(f"mi-agent RSS after 1,000 keys: {rss[1000]} kB; after 5,000 (cap 1,000): {rss[5000]} kB")
-    assert rss[5000] - rss[1000] < 16 * 1024, rss
+    if os.environ.get("MI_ASAN") != "1":  # ASan quarantines freed memory: RSS says nothing there
+        assert rss[5000] - rss[1000] < 16 * 1024, rss
     assert agent.alive()
     # The oldest keys were evicted: asking again goes upstream; the newest are hits.
     before = emulator.count()

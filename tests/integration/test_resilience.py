@@ -135,15 +135,17 @@ def test_emulator_down_at_start_then_up(agent_factory):
 
 def test_outage_with_a_warm_cache_serves_every_caller_and_backs_off(agent_factory):
     # Tokens live 30 s; the agent refreshes 10-15 s before expiry. The outage
-    # starts as the first refresh is due and lasts 8 s: several refresh attempts.
+    # starts 2 s before that window opens and lasts 8 s, so every refresh attempt
+    # of the first round (and the retries after it) meets a failing IMDS, while
+    # the cached token is still far above the hard floor.
     emulator = Emulator("--lifetime", "30", "--reissue-before", "20")
     try:
         agent = agent_factory(emulator, config={
             "cache": {"margin_seconds": 5, "refresh_ahead_seconds": 10, "hard_floor_seconds": 1},
             "retry": {"delta_seconds": 0.2, "max_delay_seconds": 1, "max_attempts": 3}})
         first = token_ok(agent.token("resource=" + ENC))
-        refresh_due = int(first["expires_on"]) - 15
-        while time.time() < refresh_due - 0.5:
+        window_opens = int(first["expires_on"]) - 15
+        while time.time() < window_opens - 2:
             token_ok(agent.token("resource=" + ENC))
             time.sleep(0.1)
         emulator.reset()
@@ -152,6 +154,7 @@ def test_outage_with_a_warm_cache_serves_every_caller_and_backs_off(agent_factor
         served = 0
         while time.time() < outage_end:
             j = token_ok(agent.token("resource=" + ENC))
+            assert j["access_token"] == first["access_token"]
             assert int(j["expires_on"]) > time.time() + 1
             served += 1
             time.sleep(0.1)
@@ -165,9 +168,10 @@ def test_outage_with_a_warm_cache_serves_every_caller_and_backs_off(agent_factor
                 break
             time.sleep(0.2)
         assert j["access_token"] != first["access_token"], "recovered with a new token"
-        assert served >= 50
+        assert served >= 20
         failed = [e for e in during if e["status"] == 500]
-        assert 2 <= len(failed) <= 20, f"backoff, not a storm: {len(failed)} upstream requests in 8 s"
+        assert len(failed) >= 3, "the refresher kept trying during the outage"
+        assert len(failed) <= 20, f"backoff, not a storm: {len(failed)} upstream requests in 8 s"
     finally:
         emulator.stop()
 
@@ -196,7 +200,8 @@ def test_throttled_imds_never_sees_more_than_the_budget(agent_factory):
         ts = sorted(e["t_ms"] for e in info["log"])
         for i, t in enumerate(ts):
             in_window = sum(1 for u in ts[i:i + 40] if u - t < 1000)
-            assert in_window <= 10 + 5 + 1, f"{in_window} requests within 1 s"
+            # rate x 1 s + burst, and 2 for arrival jitter between agent and emulator
+            assert in_window <= 10 + 5 + 2, f"{in_window} requests within 1 s"
         print(f"throttle: {served} served, {len(shed)} shed with 429, {len(ts)} upstream requests")
     finally:
         emulator.stop()

@@ -396,3 +396,39 @@ TEST_F(TokenCacheTest, MalformedTokenBodyIsAFailureNotACrash) {
 
 }  // namespace
 }  // namespace mi
+
+namespace mi {
+namespace {
+
+TEST_F(TokenCacheTest, DeadlineWhileHeldByTheBudgetIs429NotA500) {
+  config_.limits.caller_deadline = seconds(10);
+  config_.budget.max_concurrent = 1;
+  Build();
+  // One slow fetch occupies the only IMDS slot; a second key waits in the queue.
+  auto first = Get(Key("https://slow/"));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  time_.Advance(seconds(6));
+  auto second = Get(Key("https://queued/"));
+  time_.Advance(seconds(3));
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("a", Epoch(hours(24)))));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u) << "the queued fetch went out 3 s into its caller's 10 s wait";
+  time_.Advance(seconds(4));
+  ASSERT_EQ(second->size(), 0u);
+  time_.Advance(seconds(4));  // its attempt started at 3 s of 10 s: IMDS is slow, not the agent
+  ASSERT_EQ(second->size(), 1u);
+  EXPECT_EQ(second->at(0).kind, Kind::kUnavailable);
+
+  // Now a caller whose fetch sits in the queue past its whole deadline.
+  auto blocker = Get(Key("https://blocker/"));
+  time_.RunPending();
+  auto starved = Get(Key("https://starved/"));
+  time_.Advance(seconds(11));
+  ASSERT_EQ(starved->size(), 1u);
+  EXPECT_EQ(starved->at(0).kind, Kind::kShed);
+  EXPECT_GE(starved->at(0).retry_after_seconds, 1);
+}
+
+}  // namespace
+}  // namespace mi

@@ -1,0 +1,130 @@
+"""Socket activation as mi-agent.socket does it, with systemd-socket-activate
+holding the listening sockets: the first connection starts the agent, the
+agent adopts the passed socket(s) instead of binding its configured address,
+and that first request gets its token. A passed socket of the wrong kind is
+refused at start-up.
+"""
+
+import os
+import shutil
+import signal
+import socket
+
+import pytest
+
+import svc_helpers as h
+
+ACTIVATE = shutil.which("systemd-socket-activate")
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    h.require_binaries("agent", "emulator")
+    if not ACTIVATE:
+        pytest.skip("systemd-socket-activate not installed (package systemd)")
+    emu = h.Emulator(tmp_path)
+    yield emu
+    emu.stop()
+
+
+def activate(tmp_path, listen, agent_args, extra=()):
+    """Runs mi-agent under systemd-socket-activate (which execs it in place, so
+    the process id is the agent's), with an empty config file of its own."""
+    config = h.write_config(tmp_path / "config.json")
+    agent_args = ["--config", config, *agent_args]
+    argv = [ACTIVATE, *extra]
+    for address in listen:
+        argv += ["-l", address]
+    # systemd-socket-activate passes only PATH, TERM and HOME on: sanitizer
+    # settings have to be named.
+    for name in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+        if name in os.environ:
+            argv += ["-E", name]
+    argv += ["--", h.AGENT_BIN, *agent_args]
+    return h.Process(argv, str(tmp_path / "activated.log"), env=h.agent_env())
+
+
+def listening_sockets(pid):
+    """(socket inodes `pid` holds, {(local address, inode)} of every listening
+    TCP socket on the host from /proc/net/tcp{,6})."""
+    owned = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            owned.add(target[len("socket:["):-1])
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A":  # TCP_LISTEN
+                    listening.add((cols[1], cols[9]))
+    return owned, listening
+
+
+def test_first_request_served_from_the_passed_socket(tmp_path, emulator):
+    port = h.free_port()
+    unused = h.free_port()  # what the agent would bind if it ignored LISTEN_FDS
+    proc = activate(tmp_path, [f"127.0.0.1:{port}"],
+                    ["--port", str(unused), "--listen", "127.0.0.1", "--no-health",
+                     "--imds-endpoint", emulator.token_url, "--log-format", "text"])
+    try:
+        h.wait_until(lambda: h.port_accepts(port) or not proc.running(),
+                     what="systemd-socket-activate to listen")
+        assert proc.running(), proc.log()
+        # The very first connection starts the agent and must be answered.
+        status, body = h.get_token(port, "https://vault.azure.net")
+        assert status == 200, (status, body, proc.log())
+        assert body["token_type"] == "Bearer" and body["access_token"]
+
+        log = proc.log()
+        assert "Execing" in log and "adopted" in log, log
+        # It did not bind the configured port...
+        assert not h.port_accepts(unused), "the agent bound its own port despite LISTEN_FDS"
+        # ...and the only listening TCP socket it holds is the one it was given.
+        owned, listening = listening_sockets(proc.pid)
+        mine = [addr for addr, inode in listening if inode in owned]
+        assert len(mine) == 1 and mine[0].endswith(f":{port:04X}"), mine
+
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, proc.log()
+    finally:
+        proc.stop()
+
+
+def test_ipv4_and_ipv6_sockets_both_served(tmp_path, emulator):
+    if not h.ipv6_loopback_available():
+        pytest.skip("no IPv6 loopback")
+    port = h.free_port()
+    proc = activate(tmp_path, [f"127.0.0.1:{port}", f"[::1]:{port}"],
+                    ["--no-health", "--imds-endpoint", emulator.token_url, "--log-format", "text"])
+    try:
+        h.wait_until(lambda: h.port_accepts(port), what="systemd-socket-activate to listen")
+        status, body = h.get_token(port, "https://storage.azure.com/")
+        assert status == 200, (status, body, proc.log())
+        status, body = h.get_token(port, "https://storage.azure.com/", host="::1")
+        assert status == 200, (status, body, proc.log())
+        assert "adopted 2 socket" in proc.log(), proc.log()
+    finally:
+        proc.stop()
+
+
+def test_datagram_socket_refused(tmp_path, emulator):
+    """mi-agent.socket must use ListenStream=: anything else stops the start."""
+    port = h.free_port()
+    proc = activate(tmp_path, [f"127.0.0.1:{port}"],
+                    ["--no-health", "--imds-endpoint", emulator.token_url, "--log-format", "text"],
+                    extra=["--datagram"])
+    try:
+        h.wait_until(lambda: "Listening on" in proc.log() or not proc.running(),
+                     what="systemd-socket-activate to listen")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"wake up", ("127.0.0.1", port))
+        code = proc.wait(timeout=20)
+        assert code != 0, proc.log()
+        assert "not a listening TCP socket" in proc.log(), proc.log()
+    finally:
+        proc.stop()

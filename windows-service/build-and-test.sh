@@ -335,6 +335,7 @@ main() {
   service_tests
   stage installer-tests
   installer_tests
+  check service.run-outside-scm-refused outside_scm_refused
   stage done
 }
 

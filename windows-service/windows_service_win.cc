@@ -14,6 +14,7 @@
 #include <winsock2.h>
 #include <windows.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -195,12 +196,12 @@ class ServiceInstance final : public ServiceNotifier {
     if (exit_code_ == 0) {
       log_.Info("service: stopped");
     } else {
-      log_.Error("service: stopped with exit code " + std::to_string(exit_code_));
+      log_.Error("service: stopped with exit code " + std::to_string(exit_code_.load()));
     }
     if (exit_code_ == 0) {
       Report(SERVICE_STOPPED, 0);
     } else {
-      Report(SERVICE_STOPPED, 0, ERROR_SERVICE_SPECIFIC_ERROR, static_cast<DWORD>(exit_code_));
+      Report(SERVICE_STOPPED, 0, ERROR_SERVICE_SPECIFIC_ERROR, static_cast<DWORD>(exit_code_.load()));
     }
   }
 
@@ -313,7 +314,8 @@ class ServiceInstance final : public ServiceNotifier {
   Logger log_;  // ServiceMain and loop threads, never both at once
   DWORD stop_wait_hint_ms_ = 0;
   std::chrono::steady_clock::duration stop_pending_limit_{};
-  int exit_code_ = 0;  // written by the loop thread before done_
+  // Written by the loop thread (or ServiceMain), read after the dispatcher returns.
+  std::atomic<int> exit_code_{0};
 
   std::mutex status_mutex_;
   SERVICE_STATUS_HANDLE handle_ = nullptr;

@@ -234,6 +234,25 @@ service_tests() {
   check service.drain-logged drain_logged
   check service.delete wine sc delete "$SERVICE"
   check service.gone wait_for "service deleted" 30 svc_absent
+
+  # A start that cannot succeed (a missing --config file) ends in STOPPED with
+  # a service-specific exit code, and the log says why.
+  check service.bad-config-create wine sc create "$SERVICE" \
+    binpath= '"C:\mi-agent-test\mi-agent.exe" service --config C:\mi-agent-test\missing.json' start= demand
+  wine sc start "$SERVICE" >/dev/null 2>&1 || true
+  check service.bad-config-stopped failed_start_reported
+  check service.bad-config-delete wine sc delete "$SERVICE"
+  wait_for "service deleted" 30 svc_absent || true
+}
+
+failed_start_reported() {
+  wait_for "service STOPPED" 60 svc_is STOPPED || return 1
+  local query log_text
+  query=$(wine sc query "$SERVICE" | tr -d '\r')
+  log_text=$(tr -d '\r' <"$SERVICE_LOG")
+  printf '%s\n--- %s\n%s\n' "$query" "$SERVICE_LOG" "$log_text"
+  grep -q 'WIN32_EXIT_CODE *: 1066' <<<"$query" &&  # ERROR_SERVICE_SPECIFIC_ERROR
+    grep -q 'service: cannot start: invalid configuration' <<<"$log_text"
 }
 
 outside_scm_refused() {

@@ -250,25 +250,25 @@ void TokenCache::OnUpstream(const TokenKey& key, uint64_t generation, UpstreamRe
   const int status = http ? response.status : 0;
   ++stats_.upstream_by_class[http && status >= 100 && status < 600 ? status / 100 : 0];
   Entry* e = Find(key);
-  if (observer_) {
-    observer_(e != nullptr ? clock_->Now() - e->attempt_started : Duration(0), status);
-  }
-  if (e == nullptr || e->fetch_generation != generation) return;  // evicted or superseded
-  e->in_flight = false;
-
-  if (http && status == 200) {
-    std::string why;
-    auto token = Token::FromImdsBody(response.body, &why);
-    if (token) {
-      OnToken(e, std::move(token));
+  const Duration latency = e != nullptr ? clock_->Now() - e->attempt_started : Duration(0);
+  if (e != nullptr && e->fetch_generation == generation) {  // else evicted or superseded
+    e->in_flight = false;
+    if (http && status == 200) {
+      std::string why;
+      auto token = Token::FromImdsBody(response.body, &why);
+      if (token) {
+        OnToken(e, std::move(token));
+      } else {
+        OnFailure(e, response, why, /*malformed=*/true);
+      }
+    } else if (IsRejection(response)) {
+      OnRejected(e, response);
     } else {
-      OnFailure(e, response, why, /*malformed=*/true);
+      OnFailure(e, response, http ? ErrorCode(response.body) : DescribeTransport(response), false);
     }
-  } else if (IsRejection(response)) {
-    OnRejected(e, response);
-  } else {
-    OnFailure(e, response, http ? ErrorCode(response.body) : DescribeTransport(response), false);
   }
+  // Last, so the observer sees the cache's upstream health already updated.
+  if (observer_) observer_(latency, status);
 }
 
 void TokenCache::OnToken(Entry* e, std::shared_ptr<const Token> token) {

@@ -81,8 +81,8 @@ struct UpstreamHealth {
 
 class TokenCache : public TokenBroker {
  public:
-  // Called for each upstream request that finished: its latency and HTTP status (0:
-  // transport error). For the latency histogram.
+  // Called for each upstream request that finished, after the cache has taken in
+  // its answer: its latency and HTTP status (0: transport error).
   using UpstreamObserver = std::function<void(Duration latency, int status)>;
 
   TokenCache(const Config& config, Clock* clock, TimerFactory* timers, Random* random,

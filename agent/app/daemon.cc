@@ -204,8 +204,7 @@ Status Daemon::Impl::Start() {
 
   p.cache.set_upstream_observer([this](Duration latency, int) {
     parts->upstream_metrics.Observe(latency);
-    // The cache updates its upstream health after this call: look on a later turn.
-    loop.Post([this] { LogUpstreamChange(); });
+    LogUpstreamChange();
   });
   p.cache.set_state_observer([this](const EntrySnapshot& e, EntryState from) {
     std::string line = "identity " + e.key.Describe() + " resource " + e.key.resource + ": " +

@@ -39,6 +39,14 @@ def free_port():
     raise RuntimeError("no free port")
 
 
+def port_accepts(port, host="127.0.0.1", timeout=0.5):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for(predicate, timeout=15.0, interval=0.02, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -46,7 +54,7 @@ def wait_for(predicate, timeout=15.0, interval=0.02, what="condition"):
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def request(port, method, target, headers=None, body=None, host="127.0.0.1", timeout=30):
@@ -62,16 +70,43 @@ def request(port, method, target, headers=None, body=None, host="127.0.0.1", tim
 
 
 def token_request(port, query="resource=" + "https%3A%2F%2Fmanagement.azure.com%2F", host="127.0.0.1",
-                  path="/oauth2/token"):
-    return request(port, "GET", f"{path}?{query}", {"Metadata": "true"}, host=host)
+                  path="/oauth2/token", timeout=30):
+    return request(port, "GET", f"{path}?{query}", {"Metadata": "true"}, host=host, timeout=timeout)
+
+
+def agent_env(extra=None):
+    """The environment for mi-agent: ours, minus anything systemd would pass."""
+    env = dict(os.environ)
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
+                 "LISTEN_FDNAMES", "JOURNAL_STREAM"):
+        env.pop(name, None)
+    env.update(extra or {})
+    return env
 
 
 class Process:
-    def __init__(self, args, name, env=None):
+    """A child whose stdout and stderr go to a file (a temporary one unless
+    `log_path` is given) that can be read at any time."""
+
+    def __init__(self, args, name, env=None, log_path=None):
         self.name = name
-        self.log = tempfile.NamedTemporaryFile(prefix=name + "-", suffix=".log", delete=False)
+        self.argv = list(args)
+        if log_path:
+            self.log = open(log_path, "wb")
+        else:
+            self.log = tempfile.NamedTemporaryFile(prefix=name + "-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                      stdin=subprocess.DEVNULL)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def send_signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout=30):
+        return self.proc.wait(timeout=timeout)
 
     def output(self):
         with open(self.log.name, encoding="utf-8", errors="replace") as f:
@@ -89,15 +124,17 @@ class Process:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError(f"{self.name} did not stop within {timeout}s")
+            finally:
+                self.log.close()
         return self.proc.returncode
 
 
 class Emulator(Process):
-    def __init__(self, *extra, port=0):
+    def __init__(self, *extra, port=0, log_path=None):
         self.port_file = tempfile.mktemp(prefix="emulator-port-")
         super().__init__([EMULATOR_BIN, "--port", str(port), "--port-file", self.port_file,
                           "--user-assigned", f"{UA_CLIENT_ID},{UA_OBJECT_ID},{UA_RES_ID}", *extra],
-                         "emulator")
+                         "emulator", log_path=log_path)
         self.port = int(wait_for(lambda: self._read_port(), what="emulator port"))
 
     def _read_port(self):
@@ -124,8 +161,11 @@ class Emulator(Process):
     def requests(self):
         return self.admin("GET", "requests")
 
-    def count(self):
-        return self.requests()["count"]
+    def count(self, resource=None):
+        """Token requests seen; with `resource`, those for that resource (from the request log)."""
+        if resource is None:
+            return self.requests()["count"]
+        return sum(1 for r in self.requests()["log"] if r.get("resource") == resource)
 
     def faults(self, steps=None, mode=None):
         return self.admin("POST", "faults", {"steps": steps or [], "mode": mode})
@@ -152,12 +192,8 @@ class Agent(Process):
         fd, self.config_path = tempfile.mkstemp(prefix="mi-agent-", suffix=".json")
         with os.fdopen(fd, "w") as f:
             json.dump(cfg, f)
-        run_env = dict(os.environ)
-        run_env.pop("NOTIFY_SOCKET", None)
-        run_env.pop("LISTEN_FDS", None)
-        run_env.update(env or {})
         super().__init__([AGENT_BIN, "--config", self.config_path, "--log-format", "text", *extra_args],
-                         "mi-agent", env=run_env)
+                         "mi-agent", env=agent_env(env))
         if wait_ready:
             self.wait_ready()
 

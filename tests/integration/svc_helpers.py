@@ -1,24 +1,23 @@
-"""Helpers for the service-integration tests (sd_notify, socket activation,
-reload and drain, packages): start the IMDS emulator and mi-agent on loopback
-ports, wait for them, ask for tokens.
+"""What only the service-integration tests (sd_notify, socket activation,
+reload and drain, units, packages) need on top of conftest: the source and
+build trees, skipping when a binary is missing, a config file from keyword
+arguments, token answers as JSON, and an mi-agent set up by command-line
+flags. Processes, the emulator, ports and waiting come from conftest.
 
 Environment (set by tests/CMakeLists.txt): MI_AGENT_BIN, IMDS_EMULATOR_BIN,
 MI_SOURCE_DIR, MI_BUILD_DIR.
 """
 
-import http.client
 import json
 import os
-import signal
 import socket
-import subprocess
-import time
 import urllib.parse
 
 import pytest
 
-AGENT_BIN = os.environ.get("MI_AGENT_BIN", "")
-EMULATOR_BIN = os.environ.get("IMDS_EMULATOR_BIN", "")
+from conftest import (AGENT_BIN, EMULATOR_BIN, Process, agent_env, free_port, port_accepts,
+                      token_request, wait_for)
+
 SOURCE_DIR = os.environ.get(
     "MI_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 )
@@ -37,14 +36,6 @@ def require_binaries(*names):
             pytest.skip(f"{name} binary not available (set MI_AGENT_BIN / IMDS_EMULATOR_BIN)")
 
 
-def free_port(host="127.0.0.1"):
-    """A port that was free a moment ago (the kernel's choice for port 0)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def ipv6_loopback_available():
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
@@ -54,143 +45,14 @@ def ipv6_loopback_available():
         return False
 
 
-def port_accepts(port, host="127.0.0.1", timeout=0.5):
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def wait_until(predicate, timeout=START_TIMEOUT, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def http_get(port, path, headers=None, host="127.0.0.1", timeout=30.0):
-    """GET; returns (status, body as text)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode("utf-8", "replace")
-    finally:
-        conn.close()
-
-
-def get_token(port, resource, client_id=None, host="127.0.0.1", timeout=30.0):
+def get_token(port, resource, host="127.0.0.1", timeout=30.0):
     """Asks the legacy endpoint for a token; returns (status, parsed JSON or None)."""
-    query = {"resource": resource}
-    if client_id:
-        query["client_id"] = client_id
-    status, body = http_get(
-        port,
-        "/oauth2/token?" + urllib.parse.urlencode(query),
-        headers={"Metadata": "true"},
-        host=host,
-        timeout=timeout,
-    )
+    status, _, body = token_request(port, urllib.parse.urlencode({"resource": resource}),
+                                    host=host, timeout=timeout)
     try:
         return status, json.loads(body)
     except ValueError:
         return status, None
-
-
-class Process:
-    """A child process whose stderr (and stdout) go to a file we can read at any time."""
-
-    def __init__(self, argv, log_path, env=None, pass_fds=()):
-        self.argv = argv
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            pass_fds=pass_fds,
-        )
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def running(self):
-        return self.proc.poll() is None
-
-    def signal(self, signum):
-        self.proc.send_signal(signum)
-
-    def wait(self, timeout=30.0):
-        return self.proc.wait(timeout=timeout)
-
-    def stop(self, timeout=15.0):
-        """SIGTERM, then SIGKILL; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-
-class Emulator(Process):
-    """The IMDS emulator on an ephemeral 127.0.0.1 port."""
-
-    def __init__(self, tmp_path, extra_args=()):
-        port_file = tmp_path / "emulator.port"
-        super().__init__(
-            [EMULATOR_BIN, "--port", "0", "--port-file", str(port_file), *extra_args],
-            str(tmp_path / "emulator.log"),
-        )
-
-        def read_port():
-            if not self.running():
-                raise AssertionError("imds-emulator exited early:\n" + self.log())
-            try:
-                text = port_file.read_text().strip()
-            except OSError:
-                return None
-            return int(text) if text.isdigit() else None
-
-        self.port = wait_until(read_port, what="the emulator's port file")
-        wait_until(lambda: port_accepts(self.port), what="the emulator to accept connections")
-
-    @property
-    def token_url(self):
-        return f"http://127.0.0.1:{self.port}/metadata/identity/oauth2/token"
-
-    def requests(self):
-        """The emulator's request log: a list of {"resource", "selector", "status"}."""
-        status, body = http_get(self.port, "/admin/requests")
-        assert status == 200, body
-        return json.loads(body)["log"]
-
-    def count(self, resource=None):
-        return sum(1 for r in self.requests() if resource is None or r.get("resource") == resource)
-
-
-def agent_env(extra=None):
-    """The environment for mi-agent: ours, minus anything systemd would pass."""
-    env = dict(os.environ)
-    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
-                 "LISTEN_FDNAMES", "JOURNAL_STREAM"):
-        env.pop(name, None)
-    env.update(extra or {})
-    return env
 
 
 def write_config(path, **fields):
@@ -200,7 +62,11 @@ def write_config(path, **fields):
 
 
 class Agent(Process):
-    """mi-agent on 127.0.0.1:<port>, health off, pointed at `imds_url`."""
+    """mi-agent on 127.0.0.1:<port>, health off, pointed at `imds_url`, with the
+    listener and upstream given as flags (unlike conftest.Agent) so that the
+    config file is the test's own to rewrite for SIGHUP; `port` may be one
+    already taken; `wait=False` when the test plays systemd (NOTIFY_SOCKET in
+    `env`) and waits for READY=1 itself."""
 
     def __init__(self, tmp_path, imds_url, config_path=None, port=None, env=None, extra_args=(),
                  wait=True, name="agent"):
@@ -211,14 +77,14 @@ class Agent(Process):
         argv = [AGENT_BIN, "--config", config_path,
                 "--port", str(self.port), "--listen", "127.0.0.1", "--no-health",
                 "--imds-endpoint", imds_url, "--log-format", "text", *extra_args]
-        super().__init__(argv, str(tmp_path / f"{name}.log"), env=agent_env(env))
+        super().__init__(argv, "mi-agent", env=agent_env(env), log_path=str(tmp_path / f"{name}.log"))
         if wait:
             self.wait_listening()
 
     def wait_listening(self):
         def up():
-            if not self.running():
-                raise AssertionError(f"mi-agent exited early ({self.proc.returncode}):\n{self.log()}")
+            if not self.alive():
+                raise AssertionError(f"mi-agent exited early ({self.proc.returncode}):\n{self.output()}")
             return port_accepts(self.port)
 
-        wait_until(up, what=f"mi-agent to listen on 127.0.0.1:{self.port}")
+        wait_for(up, START_TIMEOUT, what=f"mi-agent to listen on 127.0.0.1:{self.port}")

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from conftest import Emulator, port_accepts, wait_for
 import svc_helpers as h
 
 ARM = "https://management.azure.com/"
@@ -23,7 +24,7 @@ STORAGE = "https://storage.azure.com/"
 @pytest.fixture
 def emulator(tmp_path):
     h.require_binaries("agent", "emulator")
-    emu = h.Emulator(tmp_path)
+    emu = Emulator(log_path=str(tmp_path / "emulator.log"))
     yield emu
     emu.stop()
 
@@ -31,9 +32,10 @@ def emulator(tmp_path):
 def test_reload_applies_prefetch_and_log_level_and_keeps_the_cache(tmp_path, emulator):
     config = tmp_path / "config.json"
     h.write_config(config, prefetch=[{"resource": ARM}], log={"level": "info"})
-    agent = h.Agent(tmp_path, emulator.token_url, config_path=str(config))
+    agent = h.Agent(tmp_path, emulator.endpoint, config_path=str(config))
     try:
-        h.wait_until(lambda: emulator.count(ARM) >= 1, what="the start-up prefetch of ARM")
+        wait_for(lambda: emulator.count(ARM) >= 1, timeout=h.START_TIMEOUT,
+                 what="the start-up prefetch of ARM")
         status, body = h.get_token(agent.port, ARM)
         assert status == 200, body
         arm_fetches = emulator.count(ARM)
@@ -43,9 +45,10 @@ def test_reload_applies_prefetch_and_log_level_and_keeps_the_cache(tmp_path, emu
         #    one stays cached (no new upstream request).
         h.write_config(config, prefetch=[{"resource": ARM}, {"resource": VAULT}],
                        log={"level": "debug"})
-        agent.signal(signal.SIGHUP)
-        h.wait_until(lambda: emulator.count(VAULT) >= 1, what="the reloaded prefetch of VAULT")
-        h.wait_until(lambda: agent.log().count("configuration reloaded") == 1,
+        agent.send_signal(signal.SIGHUP)
+        wait_for(lambda: emulator.count(VAULT) >= 1, timeout=h.START_TIMEOUT,
+                 what="the reloaded prefetch of VAULT")
+        wait_for(lambda: agent.output().count("configuration reloaded") == 1, timeout=h.START_TIMEOUT,
                      what="the reload to be logged")
         status, body = h.get_token(agent.port, ARM)
         assert status == 200, body
@@ -56,10 +59,10 @@ def test_reload_applies_prefetch_and_log_level_and_keeps_the_cache(tmp_path, emu
 
         # 2. An invalid file is rejected; the agent keeps serving from its cache.
         config.write_text('{"prefetch": [ {"resource": ')
-        agent.signal(signal.SIGHUP)
-        h.wait_until(lambda: agent.log().count("reload rejected") == 1,
+        agent.send_signal(signal.SIGHUP)
+        wait_for(lambda: agent.output().count("reload rejected") == 1, timeout=h.START_TIMEOUT,
                      what="the invalid file to be rejected")
-        assert agent.running()
+        assert agent.alive()
         for resource in (ARM, VAULT):
             status, body = h.get_token(agent.port, resource)
             assert status == 200, body
@@ -69,17 +72,18 @@ def test_reload_applies_prefetch_and_log_level_and_keeps_the_cache(tmp_path, emu
         #    reload has been applied): the reload's info line is not logged.
         h.write_config(config, prefetch=[{"resource": ARM}, {"resource": VAULT},
                                          {"resource": STORAGE}], log={"level": "warning"})
-        agent.signal(signal.SIGHUP)
-        h.wait_until(lambda: emulator.count(STORAGE) >= 1, what="the reloaded prefetch of STORAGE")
+        agent.send_signal(signal.SIGHUP)
+        wait_for(lambda: emulator.count(STORAGE) >= 1, timeout=h.START_TIMEOUT,
+                 what="the reloaded prefetch of STORAGE")
         # An error line still is: a second invalid file.
         config.write_text("not json")
-        agent.signal(signal.SIGHUP)
-        h.wait_until(lambda: agent.log().count("reload rejected") == 2,
+        agent.send_signal(signal.SIGHUP)
+        wait_for(lambda: agent.output().count("reload rejected") == 2, timeout=h.START_TIMEOUT,
                      what="the second invalid file to be rejected")
-        assert agent.log().count("configuration reloaded") == 1, \
-            "an info line was logged after log.level became warning:\n" + agent.log()
+        assert agent.output().count("configuration reloaded") == 1, \
+            "an info line was logged after log.level became warning:\n" + agent.output()
 
-        assert agent.stop() == 0, agent.log()
+        assert agent.stop() == 0, agent.output()
     finally:
         agent.stop()
 
@@ -153,17 +157,17 @@ def test_sigterm_drains_the_request_in_flight(tmp_path, slow_imds):
     try:
         caller.start()
         assert slow_imds.arrived.wait(timeout=20), "the agent never asked IMDS"
-        agent.signal(signal.SIGTERM)
+        agent.send_signal(signal.SIGTERM)
         # Draining: no new connections, but the process waits for the caller.
-        h.wait_until(lambda: not h.port_accepts(agent.port), timeout=10,
+        wait_for(lambda: not port_accepts(agent.port), timeout=10,
                      what="the listener to close on SIGTERM")
         time.sleep(0.3)
-        assert agent.running(), "the agent exited with a request in flight:\n" + agent.log()
+        assert agent.alive(), "the agent exited with a request in flight:\n" + agent.output()
         slow_imds.release.set()
         caller.join(timeout=30)
         status, body = result["answer"]
         assert status == 200 and body["token_type"] == "Bearer", (status, body)
-        assert agent.wait(timeout=20) == 0, agent.log()
+        assert agent.wait(timeout=20) == 0, agent.output()
     finally:
         slow_imds.release.set()
         agent.stop()
@@ -186,7 +190,7 @@ def test_drain_is_bounded(tmp_path, slow_imds):
     try:
         assert slow_imds.arrived.wait(timeout=20), "the agent never asked IMDS"
         started = time.monotonic()
-        agent.signal(signal.SIGTERM)
+        agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=15)
         assert time.monotonic() - started < 8, "the drain outlived drain_seconds by far"
     finally:

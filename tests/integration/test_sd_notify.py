@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from conftest import Emulator, port_accepts
 import svc_helpers as h
 
 WATCHDOG_USEC = 1_000_000  # 1 s: pings expected every ~0.5 s
@@ -70,7 +71,7 @@ class FakeSystemd:
 @pytest.fixture
 def emulator(tmp_path):
     h.require_binaries("agent", "emulator")
-    emu = h.Emulator(tmp_path)
+    emu = Emulator(log_path=str(tmp_path / "emulator.log"))
     yield emu
     emu.stop()
 
@@ -80,13 +81,13 @@ def test_notify_protocol(tmp_path, emulator):
     resource = "https://management.azure.com/"
     config = h.write_config(tmp_path / "config.json",
                             prefetch=[{"resource": resource}], log={"level": "info"})
-    agent = h.Agent(tmp_path, emulator.token_url, config_path=config, wait=False,
+    agent = h.Agent(tmp_path, emulator.endpoint, config_path=config, wait=False,
                     env={"NOTIFY_SOCKET": manager.path, "WATCHDOG_USEC": str(WATCHDOG_USEC)})
     try:
         # READY=1: at the moment it arrives the port must already accept, and the
         # prefetched token must already have been asked for upstream.
         ready = manager.wait_for("READY", "1")
-        assert h.port_accepts(agent.port), "READY=1 arrived before the token port accepted"
+        assert port_accepts(agent.port), "READY=1 arrived before the token port accepted"
         assert emulator.count(resource) >= 1, "READY=1 arrived before the first prefetch round"
         status, body = h.get_token(agent.port, resource)
         assert status == 200 and body["token_type"] == "Bearer", body
@@ -110,17 +111,17 @@ def test_notify_protocol(tmp_path, emulator):
 
         # SIGHUP: RELOADING=1, then READY=1.
         start = len(manager.messages)
-        agent.signal(signal.SIGHUP)
+        agent.send_signal(signal.SIGHUP)
         manager.wait_for("RELOADING", "1", timeout=10)
         manager.wait_for("READY", "1", timeout=10)
         keys = [k for k in manager.keys_since(start) if k in ("RELOADING", "READY")]
         assert keys[:2] == ["RELOADING", "READY"], keys
-        assert agent.running()
+        assert agent.alive()
 
         # SIGTERM: STOPPING=1 and a clean exit.
-        agent.signal(signal.SIGTERM)
+        agent.send_signal(signal.SIGTERM)
         manager.wait_for("STOPPING", "1", timeout=10)
-        assert agent.wait(timeout=20) == 0, agent.log()
+        assert agent.wait(timeout=20) == 0, agent.output()
     finally:
         agent.stop()
         manager.close()
@@ -129,7 +130,7 @@ def test_notify_protocol(tmp_path, emulator):
 def test_watchdog_off_without_watchdog_usec(tmp_path, emulator):
     """No WATCHDOG_USEC: READY=1 still comes, WATCHDOG=1 never does."""
     manager = FakeSystemd(tmp_path)
-    agent = h.Agent(tmp_path, emulator.token_url, wait=False, env={"NOTIFY_SOCKET": manager.path})
+    agent = h.Agent(tmp_path, emulator.endpoint, wait=False, env={"NOTIFY_SOCKET": manager.path})
     try:
         manager.wait_for("READY", "1")
         t0 = time.monotonic()
@@ -137,8 +138,8 @@ def test_watchdog_off_without_watchdog_usec(tmp_path, emulator):
             manager.receive(0.2)
         assert not any("WATCHDOG" in f for _, f, _ in manager.messages), \
             [m[2] for m in manager.messages]
-        agent.signal(signal.SIGTERM)
-        assert agent.wait(timeout=20) == 0, agent.log()
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=20) == 0, agent.output()
     finally:
         agent.stop()
         manager.close()
@@ -151,11 +152,11 @@ def test_no_ready_when_startup_fails(tmp_path, emulator):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        agent = h.Agent(tmp_path, emulator.token_url, port=port, wait=False,
+        agent = h.Agent(tmp_path, emulator.endpoint, port=port, wait=False,
                         env={"NOTIFY_SOCKET": manager.path})
         try:
             code = agent.wait(timeout=20)
-            assert code != 0, agent.log()
+            assert code != 0, agent.output()
             while manager.receive(0.2) is not None:
                 pass
             assert not any(f.get("READY") == "1" for _, f, _ in manager.messages)

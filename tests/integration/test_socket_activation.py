@@ -12,6 +12,7 @@ import socket
 
 import pytest
 
+from conftest import AGENT_BIN, Emulator, Process, agent_env, free_port, port_accepts, wait_for
 import svc_helpers as h
 
 ACTIVATE = shutil.which("systemd-socket-activate")
@@ -22,7 +23,7 @@ def emulator(tmp_path):
     h.require_binaries("agent", "emulator")
     if not ACTIVATE:
         pytest.skip("systemd-socket-activate not installed (package systemd)")
-    emu = h.Emulator(tmp_path)
+    emu = Emulator(log_path=str(tmp_path / "emulator.log"))
     yield emu
     emu.stop()
 
@@ -40,8 +41,8 @@ def activate(tmp_path, listen, agent_args, extra=()):
     for name in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
         if name in os.environ:
             argv += ["-E", name]
-    argv += ["--", h.AGENT_BIN, *agent_args]
-    return h.Process(argv, str(tmp_path / "activated.log"), env=h.agent_env())
+    argv += ["--", AGENT_BIN, *agent_args]
+    return Process(argv, "activated", env=agent_env(), log_path=str(tmp_path / "activated.log"))
 
 
 def listening_sockets(pid):
@@ -66,31 +67,31 @@ def listening_sockets(pid):
 
 
 def test_first_request_served_from_the_passed_socket(tmp_path, emulator):
-    port = h.free_port()
-    unused = h.free_port()  # what the agent would bind if it ignored LISTEN_FDS
+    port = free_port()
+    unused = free_port()  # what the agent would bind if it ignored LISTEN_FDS
     proc = activate(tmp_path, [f"127.0.0.1:{port}"],
                     ["--port", str(unused), "--listen", "127.0.0.1", "--no-health",
-                     "--imds-endpoint", emulator.token_url, "--log-format", "text"])
+                     "--imds-endpoint", emulator.endpoint, "--log-format", "text"])
     try:
-        h.wait_until(lambda: h.port_accepts(port) or not proc.running(),
+        wait_for(lambda: port_accepts(port) or not proc.alive(), timeout=h.START_TIMEOUT,
                      what="systemd-socket-activate to listen")
-        assert proc.running(), proc.log()
+        assert proc.alive(), proc.output()
         # The very first connection starts the agent and must be answered.
         status, body = h.get_token(port, "https://vault.azure.net")
-        assert status == 200, (status, body, proc.log())
+        assert status == 200, (status, body, proc.output())
         assert body["token_type"] == "Bearer" and body["access_token"]
 
-        log = proc.log()
+        log = proc.output()
         assert "Execing" in log and "adopted" in log, log
         # It did not bind the configured port...
-        assert not h.port_accepts(unused), "the agent bound its own port despite LISTEN_FDS"
+        assert not port_accepts(unused), "the agent bound its own port despite LISTEN_FDS"
         # ...and the only listening TCP socket it holds is the one it was given.
         owned, listening = listening_sockets(proc.pid)
         mine = [addr for addr, inode in listening if inode in owned]
         assert len(mine) == 1 and mine[0].endswith(f":{port:04X}"), mine
 
-        proc.signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0, proc.log()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, proc.output()
     finally:
         proc.stop()
 
@@ -98,33 +99,34 @@ def test_first_request_served_from_the_passed_socket(tmp_path, emulator):
 def test_ipv4_and_ipv6_sockets_both_served(tmp_path, emulator):
     if not h.ipv6_loopback_available():
         pytest.skip("no IPv6 loopback")
-    port = h.free_port()
+    port = free_port()
     proc = activate(tmp_path, [f"127.0.0.1:{port}", f"[::1]:{port}"],
-                    ["--no-health", "--imds-endpoint", emulator.token_url, "--log-format", "text"])
+                    ["--no-health", "--imds-endpoint", emulator.endpoint, "--log-format", "text"])
     try:
-        h.wait_until(lambda: h.port_accepts(port), what="systemd-socket-activate to listen")
+        wait_for(lambda: port_accepts(port), timeout=h.START_TIMEOUT,
+                 what="systemd-socket-activate to listen")
         status, body = h.get_token(port, "https://storage.azure.com/")
-        assert status == 200, (status, body, proc.log())
+        assert status == 200, (status, body, proc.output())
         status, body = h.get_token(port, "https://storage.azure.com/", host="::1")
-        assert status == 200, (status, body, proc.log())
-        assert "adopted 2 socket" in proc.log(), proc.log()
+        assert status == 200, (status, body, proc.output())
+        assert "adopted 2 socket" in proc.output(), proc.output()
     finally:
         proc.stop()
 
 
 def test_datagram_socket_refused(tmp_path, emulator):
     """mi-agent.socket must use ListenStream=: anything else stops the start."""
-    port = h.free_port()
+    port = free_port()
     proc = activate(tmp_path, [f"127.0.0.1:{port}"],
-                    ["--no-health", "--imds-endpoint", emulator.token_url, "--log-format", "text"],
+                    ["--no-health", "--imds-endpoint", emulator.endpoint, "--log-format", "text"],
                     extra=["--datagram"])
     try:
-        h.wait_until(lambda: "Listening on" in proc.log() or not proc.running(),
+        wait_for(lambda: "Listening on" in proc.output() or not proc.alive(), timeout=h.START_TIMEOUT,
                      what="systemd-socket-activate to listen")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(b"wake up", ("127.0.0.1", port))
         code = proc.wait(timeout=20)
-        assert code != 0, proc.log()
-        assert "not a listening TCP socket" in proc.log(), proc.log()
+        assert code != 0, proc.output()
+        assert "not a listening TCP socket" in proc.output(), proc.output()
     finally:
         proc.stop()

@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from conftest import AGENT_BIN, Emulator, Process, agent_env, free_port, port_accepts, request, wait_for
 import svc_helpers as h
 
 UNIT_DIR = os.path.join(h.SOURCE_DIR, "systemd")
@@ -52,7 +53,7 @@ def test_verify_is_clean(tmp_path):
     for src in (SERVICE, SOCKET):
         text = open(src).read()
         assert "ExecStart=/usr/bin/mi-agent " in text or not src.endswith(".service")
-        text = text.replace("ExecStart=/usr/bin/mi-agent ", f"ExecStart={h.AGENT_BIN} ")
+        text = text.replace("ExecStart=/usr/bin/mi-agent ", f"ExecStart={AGENT_BIN} ")
         (units / os.path.basename(src)).write_text(text)
     man_dir = tmp_path / "man" / "man8"
     man_dir.mkdir(parents=True)
@@ -117,7 +118,7 @@ def test_packaged_default_config_is_valid():
     """The config the packages install parses, with the port the units use."""
     h.require_binaries("agent")
     config = os.path.join(h.SOURCE_DIR, "packaging", "config.json")
-    result = subprocess.run([h.AGENT_BIN, "--check-config", config],
+    result = subprocess.run([AGENT_BIN, "--check-config", config],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "port 50342" in result.stdout, result.stdout
@@ -147,7 +148,7 @@ def test_sandbox_allows_what_the_agent_does(tmp_path):
     h.require_binaries("agent", "emulator")
     if not shutil.which("strace"):
         pytest.skip("strace not installed")
-    if b"__asan_init" in open(h.AGENT_BIN, "rb").read():
+    if b"__asan_init" in open(AGENT_BIN, "rb").read():
         pytest.skip("sanitizer runtimes make system calls of their own")
     s = settings(SERVICE)
     families = set(s["RestrictAddressFamilies"][-1].split())
@@ -158,30 +159,30 @@ def test_sandbox_allows_what_the_agent_does(tmp_path):
         for group in value.lstrip("~").split():
             target |= expand_syscall_group(group) if group.startswith("@") else {group}
 
-    emulator = h.Emulator(tmp_path)
+    emulator = Emulator(log_path=str(tmp_path / "emulator.log"))
     trace = tmp_path / "strace.out"
-    health = h.free_port()
+    health = free_port()
     config = h.write_config(tmp_path / "config.json", prefetch=[{"resource": "https://vault.azure.net"}])
     agent = None
     try:
-        agent = h.Process(
-            ["strace", "-f", "-qq", "-o", str(trace), h.AGENT_BIN, "--config", config,
-             "--port", str(h.free_port()), "--listen", "127.0.0.1", "--health", f"127.0.0.1:{health}",
-             "--imds-endpoint", emulator.token_url],
-            str(tmp_path / "agent.log"), env=h.agent_env())
+        agent = Process(
+            ["strace", "-f", "-qq", "-o", str(trace), AGENT_BIN, "--config", config,
+             "--port", str(free_port()), "--listen", "127.0.0.1", "--health", f"127.0.0.1:{health}",
+             "--imds-endpoint", emulator.endpoint],
+            "mi-agent", env=agent_env(), log_path=str(tmp_path / "agent.log"))
         port = int(agent.argv[agent.argv.index("--port") + 1])
-        h.wait_until(lambda: h.port_accepts(port), what="the traced agent")
+        wait_for(lambda: port_accepts(port), timeout=h.START_TIMEOUT, what="the traced agent")
         status, _ = h.get_token(port, "https://management.azure.com/")
-        assert status == 200, agent.log()
+        assert status == 200, agent.output()
         for path in ("/healthz", "/readyz", "/status", "/metrics"):
-            h.http_get(health, path)
+            request(health, "GET", path)
         # strace runs the agent as its child: signal the agent, not strace.
         pid = int(subprocess.run(["pgrep", "-P", str(agent.pid)], capture_output=True,
                                  text=True).stdout.split()[0])
         os.kill(pid, signal.SIGHUP)
-        h.wait_until(lambda: "reloaded" in agent.log(), what="the reload")
+        wait_for(lambda: "reloaded" in agent.output(), timeout=h.START_TIMEOUT, what="the reload")
         os.kill(pid, signal.SIGTERM)
-        assert agent.wait(timeout=30) == 0, agent.log()
+        assert agent.wait(timeout=30) == 0, agent.output()
     finally:
         if agent:
             agent.stop()

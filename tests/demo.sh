@@ -68,7 +68,8 @@ curl -s -H Metadata:true --get --data-urlencode "resource=https://vault.azure.ne
 echo "== without the Metadata header"
 curl -s -w ' (HTTP %{http_code})' "http://localhost:$port/oauth2/token?resource=https%3A%2F%2Fmanagement.azure.com%2F"; echo
 
-echo; echo "== IMDS saw $(curl -s "http://127.0.0.1:$imds_port/admin/requests" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])') request(s) for 4 answers (the rest came from the cache)"
+imds_count="$(curl -s "http://127.0.0.1:$imds_port/admin/requests" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')"
+echo; echo "== IMDS saw $imds_count request(s): the prefetch at start-up and one per new key; the first answer above came from the prefetched cache"
 
 echo; echo "== health report: GET http://127.0.0.1:$health/status"
 curl -s "http://127.0.0.1:$health/status" | python3 -m json.tool

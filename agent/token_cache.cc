@@ -48,14 +48,13 @@ const char* EntryStateName(EntryState state) {
 }
 
 TokenCache::TokenCache(const Config& config, Clock* clock, TimerFactory* timers, Random* random,
-                       UpstreamClient* upstream, UpstreamScheduler* scheduler, Logger* logger)
+                       UpstreamClient* upstream, UpstreamScheduler* scheduler)
     : config_(config),
       clock_(clock),
       timers_(timers),
       random_(random),
       upstream_(upstream),
       scheduler_(scheduler),
-      logger_(logger),
       retry_policy_(config.retry, random),
       sweep_timer_(timers->NewTimer()) {
   EvictIdle();  // arms the sweep

@@ -11,7 +11,8 @@
 //  * IMDS's definite "no" (4xx) is cached briefly;
 //  * while IMDS fails, valid tokens are served down to `hard_floor` before expiry.
 // Every upstream request goes through one UpstreamScheduler (the IMDS budget)
-// and one RetryPolicy. Time and the upstream are injected. Loop thread only.
+// and one RetryPolicy. Time and the upstream are injected. It does not log: the
+// daemon logs what its observers report. Loop thread only.
 
 #include <cstdint>
 #include <list>
@@ -22,7 +23,6 @@
 
 #include "agent/clock.h"
 #include "agent/config.h"
-#include "agent/log.h"
 #include "agent/retry_policy.h"
 #include "agent/token_broker.h"
 #include "agent/upstream.h"
@@ -86,7 +86,7 @@ class TokenCache : public TokenBroker {
   using UpstreamObserver = std::function<void(Duration latency, int status)>;
 
   TokenCache(const Config& config, Clock* clock, TimerFactory* timers, Random* random,
-             UpstreamClient* upstream, UpstreamScheduler* scheduler, Logger* logger);
+             UpstreamClient* upstream, UpstreamScheduler* scheduler);
   ~TokenCache() override;
 
   // TokenBroker.
@@ -181,7 +181,6 @@ class TokenCache : public TokenBroker {
   Random* random_;
   UpstreamClient* upstream_;
   UpstreamScheduler* scheduler_;
-  Logger* logger_;
   RetryPolicy retry_policy_;
 
   std::unordered_map<TokenKey, std::unique_ptr<Entry>, TokenKeyHash> entries_;

@@ -71,7 +71,7 @@ struct Daemon::Impl {
     Parts(Impl* d)
         : upstream(d->loop.uv(), d->config.imds, &d->logger),
           scheduler(d->config.budget, d->loop, d->loop),
-          cache(d->config, &d->loop, &d->loop, &d->random, &upstream, &scheduler, &d->logger),
+          cache(d->config, &d->loop, &d->loop, &d->random, &upstream, &scheduler),
           api(&cache, &d->loop, proxy::TokenApiOptions{d->config.allow_remote, d->config.absolute_form}),
           server(d->loop.uv(), TokenLimits(d->config), &api, &d->logger),
           health_api(proxy::HealthSources{}),

@@ -42,7 +42,7 @@ class HealthApiTest : public ::testing::Test {
     config_.budget.burst = 1000;
     config_.budget.max_concurrent = 3;
     scheduler_ = std::make_unique<UpstreamScheduler>(config_.budget, time_, time_);
-    cache_ = std::make_unique<TokenCache>(config_, &time_, &time_, &random_, &upstream_, scheduler_.get(), &logger_);
+    cache_ = std::make_unique<TokenCache>(config_, &time_, &time_, &random_, &upstream_, scheduler_.get());
     cache_->set_upstream_observer([this](Duration latency, int) { metrics_.Observe(latency); });
     api_ = std::make_unique<TokenApi>(cache_.get(), &time_, TokenApiOptions{});
 

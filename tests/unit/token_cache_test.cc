@@ -39,7 +39,7 @@ class TokenCacheTest : public ::testing::Test {
 
   void Build() {
     scheduler_ = std::make_unique<UpstreamScheduler>(config_.budget, time_, time_);
-    cache_ = std::make_unique<TokenCache>(config_, &time_, &time_, &random_, &upstream_, scheduler_.get(), &logger_);
+    cache_ = std::make_unique<TokenCache>(config_, &time_, &time_, &random_, &upstream_, scheduler_.get());
   }
   void TearDown() override {
     cache_.reset();

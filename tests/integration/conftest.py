@@ -57,6 +57,15 @@ def wait_for(predicate, timeout=15.0, interval=0.02, what="condition"):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def rss_kb(pid):
+    """Resident set size of a process, in kB (Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def request(port, method, target, headers=None, body=None, host="127.0.0.1", timeout=30):
     """One HTTP request on a fresh connection; returns (status, headers, body str)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)

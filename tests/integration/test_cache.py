@@ -7,18 +7,10 @@ import http.client
 import json
 import time
 
-from conftest import Agent, Emulator, request
+from conftest import Emulator, rss_kb
 
 ENC = "https%3A%2F%2Fmanagement.azure.com%2F"
 FAST_BUDGET = {"rate_per_second": 1000, "burst": 100, "max_concurrent": 4, "max_queue": 100000}
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def test_200_concurrent_cold_requests_make_one_upstream_call(agent_factory, emulator):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import ARM, UA_CLIENT_ID, Agent, Emulator, free_port, request, wait_for
+from conftest import ARM, UA_CLIENT_ID, Emulator, request, wait_for
 
 VAULT = "https://vault.azure.net"
 UA2 = "22222222-3333-4444-8555-666666666666"

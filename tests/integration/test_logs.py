@@ -6,7 +6,6 @@ import json
 import re
 import time
 
-import pytest
 
 from conftest import ARM, UA_CLIENT_ID, Emulator, request, wait_for
 

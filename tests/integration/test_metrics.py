@@ -1,14 +1,10 @@
 """/metrics (SPEC §8): Prometheus text format that promtool accepts, whose
 counters match what the test did to the agent."""
 
-import json
-import re
 import shutil
 import subprocess
 
-import pytest
-
-from conftest import ARM, request
+from conftest import request
 
 ENC = "https%3A%2F%2Fmanagement.azure.com%2F"
 VAULT_ENC = "https%3A%2F%2Fvault.azure.net"

@@ -7,10 +7,9 @@ import concurrent.futures
 import json
 import resource
 import socket
-import threading
 import time
 
-from conftest import Agent, Emulator, free_port, request
+from conftest import Emulator, free_port, rss_kb
 
 ENC = "https%3A%2F%2Fmanagement.azure.com%2F"
 # Scaled schedule: attempts at about 0, 0.1, 0.3, 0.7, 1.5 s.
@@ -207,14 +206,6 @@ def test_throttled_imds_never_sees_more_than_the_budget(agent_factory):
         emulator.stop()
 
 
-def _rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def test_load_with_slow_loris(agent_factory, emulator):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
@@ -273,7 +264,7 @@ def test_load_with_slow_loris(agent_factory, emulator):
             except OSError:
                 closed_loris.add(i)
         time.sleep(0.2)
-    rss = _rss_kb(agent.proc.pid)
+    rss = rss_kb(agent.proc.pid)
     print(f"load: {ok} answers to well-behaved clients, {len(closed_loris)}/200 slow-loris closed, RSS {rss} kB")
     for s in good + loris:
         s.close()

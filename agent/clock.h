@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 
 namespace mi {
@@ -15,10 +16,20 @@ using Duration = std::chrono::milliseconds;
 // is wall-clock time, so the cache reasons in it.
 using TimePoint = std::chrono::time_point<std::chrono::system_clock, Duration>;
 
+// The last second of 9999-12-31 UTC: IMDS times past it are malformed.
+constexpr int64_t kMaxEpochSeconds = 253402300799;
+
 inline int64_t ToEpochSeconds(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
-inline TimePoint FromEpochSeconds(int64_t s) { return TimePoint(std::chrono::seconds(s)); }
+// Saturates: seconds beyond what a TimePoint holds (about +-292 million years)
+// give TimePoint::max() / min(), never an overflow.
+inline TimePoint FromEpochSeconds(int64_t s) {
+  constexpr int64_t kLimit = std::numeric_limits<Duration::rep>::max() / 1000;
+  if (s > kLimit) return TimePoint::max();
+  if (s < -kLimit) return TimePoint::min();
+  return TimePoint(std::chrono::seconds(s));
+}
 
 class Clock {
  public:

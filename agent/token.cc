@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/text.h"
 
 namespace mi {
 namespace {
@@ -12,35 +13,47 @@ using nlohmann::json;
 
 std::string Quote(const std::string& s) { return json(s).dump(-1, ' ', false, json::error_handler_t::replace); }
 
-// Accepts epoch seconds as a string of digits or as a number.
-bool EpochField(const json& obj, const char* name, int64_t* out) {
-  auto it = obj.find(name);
-  if (it == obj.end()) return false;
-  if (it->is_number_integer()) {
-    *out = it->get<int64_t>();
-    return *out > 0;
-  }
-  if (it->is_number_float()) {
-    *out = static_cast<int64_t>(it->get<double>());
-    return *out > 0;
-  }
-  if (!it->is_string()) return false;
-  const std::string& s = it->get_ref<const std::string&>();
-  if (s.empty() || s.size() > 18) return false;
-  int64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    v = v * 10 + (c - '0');
-  }
-  *out = v;
-  return v > 0;
+// IMDS bodies are flat objects; anything nested deeper is malformed, and is
+// refused before nlohmann builds (and would recurse over) the tree.
+constexpr int kMaxBodyDepth = 16;
+
+json ParseBody(std::string_view body) {
+  if (!JsonDepthWithin(body, kMaxBodyDepth)) return json(json::value_t::discarded);
+  return json::parse(body, nullptr, /*allow_exceptions=*/false);
 }
 
-// Extra fields are passed through; numbers become strings like IMDS sends them.
+enum class Epoch { kAbsent, kOk, kMalformed };
+
+// Epoch seconds as a string of digits or as a JSON integer, from 0 to
+// kMaxEpochSeconds. Fractions, exponents, signs and floats are malformed.
+Epoch EpochField(const json& obj, const char* name, int64_t* out) {
+  auto it = obj.find(name);
+  if (it == obj.end()) return Epoch::kAbsent;
+  uint64_t v = 0;
+  if (it->is_number_unsigned()) {
+    v = it->get<uint64_t>();
+  } else if (it->is_string()) {
+    const std::string& s = it->get_ref<const std::string&>();
+    if (s.empty() || s.size() > 12) return Epoch::kMalformed;  // kMaxEpochSeconds has 12 digits
+    for (char c : s) {
+      if (c < '0' || c > '9') return Epoch::kMalformed;
+      v = v * 10 + static_cast<uint64_t>(c - '0');
+    }
+  } else {
+    return Epoch::kMalformed;  // negative integers, floats, anything else
+  }
+  if (v > uint64_t(kMaxEpochSeconds)) return Epoch::kMalformed;
+  *out = static_cast<int64_t>(v);
+  return Epoch::kOk;
+}
+
+// An extra field as a JSON string value, as the README promises: strings as
+// they are, numbers and booleans in their JSON spelling. Objects, arrays and
+// null have no string form: "" tells the caller to drop the field.
 std::string AsStringValue(const json& v) {
-  if (v.is_string()) return Quote(v.get<std::string>());
-  if (v.is_number()) return Quote(v.dump());
-  return v.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (v.is_string()) return Quote(v.get_ref<const std::string&>());
+  if (v.is_number() || v.is_boolean()) return Quote(v.dump());
+  return "";
 }
 
 uint64_t Fnv1a(const std::string& s) {
@@ -80,9 +93,9 @@ std::string TokenKey::Describe() const {
 }
 
 std::shared_ptr<const Token> Token::FromImdsBody(std::string_view body, std::string* error) {
-  json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  json doc = ParseBody(body);
   if (doc.is_discarded() || !doc.is_object()) {
-    *error = "IMDS answered 200 with a body that is not a JSON object";
+    *error = "IMDS answered 200 with a body that is not a JSON object (or nests too deep)";
     return nullptr;
   }
   auto at = doc.find("access_token");
@@ -91,11 +104,14 @@ std::shared_ptr<const Token> Token::FromImdsBody(std::string_view body, std::str
     return nullptr;
   }
   auto token = std::make_shared<Token>();
-  if (!EpochField(doc, "expires_on", &token->expires_on_)) {
-    *error = "IMDS answer has no usable expires_on";
+  if (EpochField(doc, "expires_on", &token->expires_on_) != Epoch::kOk || token->expires_on_ == 0) {
+    *error = "IMDS answer has no usable expires_on (epoch seconds up to year 9999)";
     return nullptr;
   }
-  if (!EpochField(doc, "not_before", &token->not_before_)) token->not_before_ = 0;
+  if (EpochField(doc, "not_before", &token->not_before_) == Epoch::kMalformed) {
+    *error = "IMDS answer has a malformed not_before";
+    return nullptr;
+  }
   auto type = doc.find("token_type");
   if (type != doc.end() && !type->is_string()) {
     *error = "IMDS answer has a malformed token_type";
@@ -136,13 +152,41 @@ std::shared_ptr<const Token> Token::FromImdsBody(std::string_view body, std::str
         k == "not_before" || k == "resource" || k == "token_type") {
       continue;
     }
+    const std::string value = AsStringValue(*it);
+    if (value.empty()) continue;
     tail += ",";
     tail += Quote(k);
     tail += ":";
-    tail += AsStringValue(*it);
+    tail += value;
   }
   tail += "}";
   return token;
+}
+
+std::string ImdsErrorCode(std::string_view body) {
+  json doc = ParseBody(body);
+  if (doc.is_object()) {
+    auto it = doc.find("error");
+    if (it != doc.end() && it->is_string()) return Escaped(it->get_ref<const std::string&>(), 128);
+  }
+  return "http_error";
+}
+
+std::string ImdsErrorBody(int status, std::string_view body) {
+  json doc = ParseBody(body);
+  if (doc.is_object()) {
+    auto it = doc.find("error");
+    if (it != doc.end() && it->is_string()) return std::string(body);
+  }
+  std::string description = "IMDS answered " + std::to_string(status);
+  if (body.empty()) {
+    description += " with an empty body";
+  } else {
+    description += ": ";
+    if (!AppendEscaped(body, &description, kMaxErrorDescriptionBytes)) description += "...";
+  }
+  json wrapped = {{"error", "imds_error"}, {"error_description", std::move(description)}};
+  return wrapped.dump();
 }
 
 void Token::AppendBody(TimePoint now, std::string* out) const {

@@ -76,11 +76,24 @@ class Token {
   std::string tail_;  // ","expires_on":"..." ... }
 };
 
+// The IMDS "error" code of an error body, escaped (agent/text.h) and at most
+// 128 bytes, or "http_error" when the body has none. For status output and
+// logs; never the rest of the body.
+std::string ImdsErrorCode(std::string_view body);
+
+// What a caller gets for an IMDS rejection (status `status`): a JSON object with
+// a string "error" is passed through unchanged; anything else (HTML, text, an
+// array, a body nested too deep, an object without "error", nothing) becomes
+// {"error":"imds_error","error_description":"IMDS answered <status>: <body>"}
+// with the body escaped and cut to kMaxErrorDescriptionBytes.
+constexpr size_t kMaxErrorDescriptionBytes = 512;
+std::string ImdsErrorBody(int status, std::string_view body);
+
 // What the broker answers. The proxy turns it into HTTP.
 struct TokenResult {
   enum class Kind {
     kToken,        // `token` is set
-    kRejected,     // IMDS said no (non-retryable 4xx): pass `status` and `body` through
+    kRejected,     // IMDS said no (non-retryable 4xx): pass `status` and `body` (ImdsErrorBody) through
     kUnavailable,  // no token within the retry budget or deadline: 500 unknown
     kShed,         // the agent is shedding load: 429 with Retry-After
   };

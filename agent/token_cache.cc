@@ -10,14 +10,7 @@ namespace {
 constexpr Duration kMinRefreshDelay = Duration(1000);
 
 // The IMDS "error" code from an error body, for status output (never the body).
-std::string ErrorCode(const std::string& body) {
-  auto doc = nlohmann::json::parse(body, nullptr, false);
-  if (!doc.is_discarded() && doc.is_object()) {
-    auto it = doc.find("error");
-    if (it != doc.end() && it->is_string()) return it->get<std::string>().substr(0, 128);
-  }
-  return "http_error";
-}
+std::string ErrorCode(const std::string& body) { return ImdsErrorCode(body); }
 
 std::string DescribeTransport(const UpstreamResponse& r) {
   switch (r.outcome) {
@@ -319,16 +312,17 @@ void TokenCache::OnRejected(Entry* e, const UpstreamResponse& response) {
   ++e->consecutive_failures;
   e->last_error_status = response.status;
   e->last_error = ErrorCode(response.body);
+  std::string body = ImdsErrorBody(response.status, response.body);
   if (config_.cache.negative_ttl > Duration(0)) {
     e->negative_until = now + config_.cache.negative_ttl;
     e->negative_status = response.status;
-    e->negative_body = response.body;
+    e->negative_body = body;
   }
   FinishFetch(e);
   TokenResult r;
   r.kind = TokenResult::Kind::kRejected;
   r.status = response.status;
-  r.body = response.body;
+  r.body = std::move(body);
   AnswerWaiters(e, r);
   if (e->prefetch) ScheduleRefresh(e, now + config_.retry.max_delay + Jitter(config_.retry.max_delay / 4));
   UpdateState(e);

@@ -45,10 +45,11 @@ HttpResponse TokenApi::MapResult(const TokenResult& result, TimePoint now) {
       return r;
     }
     case TokenResult::Kind::kRejected: {
-      // IMDS's own answer, status and body, passed through.
+      // IMDS's own answer, status and body, passed through (the agent already
+      // made the body a JSON error object: ImdsErrorBody).
       HttpResponse r;
       r.status = result.status;
-      r.body = result.body.empty() ? ErrorBody("invalid_request", "IMDS rejected the request") : result.body;
+      r.body = result.body;
       return r;
     }
     case TokenResult::Kind::kShed: {

@@ -1,0 +1,157 @@
+// Token::FromImdsBody against hostile IMDS answers, the error-body cleanup and
+// the time conversion they feed (issue #11 items 4 and 9).
+#include "agent/token.h"
+
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace mi {
+namespace {
+
+using nlohmann::json;
+
+std::string Nested(const std::string& head, size_t depth, const std::string& tail) {
+  return head + std::string(depth, '[') + std::string(depth, ']') + tail;
+}
+
+std::string WithExpiresOn(const std::string& value) {
+  return R"({"access_token":"secret-tok","expires_on":)" + value + R"(,"token_type":"Bearer"})";
+}
+
+TEST(TokenBodyTest, DeeplyNestedExtraFieldIsMalformedNotAStackOverflow) {
+  // Used to overflow the stack while the extra field was serialised.
+  const std::string body = Nested(R"({"access_token":"secret-tok","expires_on":"1900000000","x":)", 30000, "}");
+  std::string why;
+  EXPECT_FALSE(Token::FromImdsBody(body, &why));
+  EXPECT_EQ(why.find("secret-tok"), std::string::npos);
+  // Release builds survived 30,000 but not this many.
+  std::string why2;
+  EXPECT_FALSE(Token::FromImdsBody(Nested(R"({"access_token":"t","expires_on":"1900000000","x":)", 200000, "}"),
+                                   &why2));
+  // Nesting inside strings is text, not depth.
+  std::string why3;
+  EXPECT_TRUE(Token::FromImdsBody(
+      R"({"access_token":"t","expires_on":"1900000000","x":")" + std::string(1000, '[') + R"(\"["})", &why3))
+      << why3;
+}
+
+TEST(TokenBodyTest, ExpiresOnOutOfRangeOrNotAnIntegerIsMalformed) {
+  for (const char* bad : {"9999999999999999", "9223372036854775807", "18446744073709551615", "1e300", "1.5", "-5",
+                          "0", "253402300800", "\"9999999999999999\"", "\"253402300800\"", "\"-5\"", "\"1.5\"",
+                          "\"1e3\"", "true", "null", "[1900000000]"}) {
+    std::string why;
+    EXPECT_FALSE(Token::FromImdsBody(WithExpiresOn(bad), &why)) << bad;
+    EXPECT_FALSE(why.empty());
+  }
+  for (const char* good : {"1900000000", "\"1900000000\"", "253402300799", "\"253402300799\""}) {
+    std::string why;
+    EXPECT_TRUE(Token::FromImdsBody(WithExpiresOn(good), &why)) << good << ": " << why;
+  }
+}
+
+TEST(TokenBodyTest, NotBeforeIsRangeCheckedToo) {
+  for (const char* bad : {"9999999999999999", "1e300", "1.5", "-5", "\"soon\""}) {
+    std::string why;
+    const std::string body =
+        R"({"access_token":"t","expires_on":"1900000000","not_before":)" + std::string(bad) + "}";
+    EXPECT_FALSE(Token::FromImdsBody(body, &why)) << bad;
+  }
+  std::string why;
+  EXPECT_TRUE(Token::FromImdsBody(R"({"access_token":"t","expires_on":"1900000000","not_before":"0"})", &why))
+      << why;
+}
+
+TEST(TokenBodyTest, TheLatestExpiryStillComputesExpiresIn) {
+  std::string why;
+  auto token = Token::FromImdsBody(WithExpiresOn("253402300799"), &why);
+  ASSERT_TRUE(token) << why;
+  std::string body;
+  token->AppendBody(FromEpochSeconds(253402300799 - 7), &body);
+  EXPECT_EQ(json::parse(body)["expires_in"], "7");
+}
+
+TEST(TokenBodyTest, ExtraFieldsAreStringsOrDropped) {
+  std::string why;
+  auto token = Token::FromImdsBody(
+      R"({"access_token":"t","expires_on":"1900000000","client_id":"c","ext_expires_in":86399,)"
+      R"("ratio":1.5,"flag":true,"off":false,"obj":{"a":1},"arr":[1,2],"nothing":null})",
+      &why);
+  ASSERT_TRUE(token) << why;
+  std::string body;
+  token->AppendBody(FromEpochSeconds(1900000000 - 60), &body);
+  json j = json::parse(body);
+  for (auto it = j.begin(); it != j.end(); ++it) EXPECT_TRUE(it->is_string()) << it.key() << " " << body;
+  EXPECT_EQ(j["client_id"], "c");
+  EXPECT_EQ(j["ext_expires_in"], "86399");
+  EXPECT_EQ(j["ratio"], "1.5");
+  EXPECT_EQ(j["flag"], "true");
+  EXPECT_EQ(j["off"], "false");
+  EXPECT_FALSE(j.contains("obj"));
+  EXPECT_FALSE(j.contains("arr"));
+  EXPECT_FALSE(j.contains("nothing"));
+}
+
+TEST(TimeConversionTest, FromEpochSecondsSaturatesInsteadOfOverflowing) {
+  EXPECT_EQ(FromEpochSeconds(std::numeric_limits<int64_t>::max()), TimePoint::max());
+  EXPECT_EQ(FromEpochSeconds(9999999999999999), TimePoint::max());
+  EXPECT_EQ(FromEpochSeconds(std::numeric_limits<int64_t>::min()), TimePoint::min());
+  EXPECT_EQ(ToEpochSeconds(FromEpochSeconds(kMaxEpochSeconds)), kMaxEpochSeconds);
+  EXPECT_EQ(ToEpochSeconds(FromEpochSeconds(-5)), -5);
+}
+
+TEST(ImdsErrorBodyTest, AJsonErrorObjectPassesThroughUnchanged) {
+  const std::string body = R"({"error":"invalid_request","error_description":"Identity not found"})";
+  EXPECT_EQ(ImdsErrorBody(400, body), body);
+  EXPECT_EQ(ImdsErrorCode(body), "invalid_request");
+}
+
+TEST(ImdsErrorBodyTest, AnythingElseIsWrappedAsAJsonError) {
+  struct Case {
+    std::string body;
+    std::string description;
+  };
+  const Case cases[] = {
+      {"<html>Forbidden</html>", "IMDS answered 403: <html>Forbidden</html>"},
+      {"", "IMDS answered 403 with an empty body"},
+      {"[1,2]", "IMDS answered 403: [1,2]"},
+      {R"({"message":"no"})", R"(IMDS answered 403: {"message":"no"})"},
+      {R"({"error":7})", R"(IMDS answered 403: {"error":7})"},
+      {"bad\r\nline\x01\xff", "IMDS answered 403: bad\\r\\nline\\x01\\xff"},
+  };
+  for (const Case& c : cases) {
+    const std::string out = ImdsErrorBody(403, c.body);
+    json j = json::parse(out, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << out;
+    EXPECT_EQ(j.size(), 2u) << out;
+    EXPECT_EQ(j["error"], "imds_error") << out;
+    EXPECT_EQ(j["error_description"], c.description) << out;
+    EXPECT_EQ(ImdsErrorCode(c.body), "http_error");
+  }
+}
+
+TEST(ImdsErrorBodyTest, LongAndDeepBodiesAreBounded) {
+  const std::string long_body(100000, 'x');
+  json j = json::parse(ImdsErrorBody(400, long_body));
+  const std::string description = j["error_description"];
+  EXPECT_LE(description.size(), kMaxErrorDescriptionBytes + 40);
+  EXPECT_EQ(description.substr(description.size() - 3), "...");
+
+  // A deep body is not parsed (no stack overflow) and comes back wrapped.
+  const std::string deep = Nested(R"({"error":"x","y":)", 30000, "}");
+  json d = json::parse(ImdsErrorBody(400, deep), nullptr, false);
+  ASSERT_TRUE(d.is_object());
+  EXPECT_EQ(d["error"], "imds_error");
+  EXPECT_EQ(ImdsErrorCode(deep), "http_error");
+}
+
+TEST(ImdsErrorBodyTest, TheErrorCodeIsEscapedAndBounded) {
+  EXPECT_EQ(ImdsErrorCode(R"({"error":"bad\nforged line"})"), "bad\\nforged line");
+  EXPECT_EQ(ImdsErrorCode(R"({"error":")" + std::string(300, 'e') + "\"}").size(), 128u);
+}
+
+}  // namespace
+}  // namespace mi

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/text.h"
+
 namespace mi {
 namespace {
 
@@ -80,13 +82,14 @@ void Logger::Log(LogLevel level, std::string_view message) {
   switch (format_) {
     case LogFormat::kJournal:
       line = "<" + std::to_string(SyslogPriority(level)) + ">";
-      line.append(message);
+      AppendEscaped(message, &line);
       break;
     case LogFormat::kJson: {
+      // The same escaped text as the other formats, then JSON-quoted.
       nlohmann::json j;
       if (clock_ != nullptr) j["time"] = FormatTime(clock_->Now());
       j["level"] = LogLevelName(level);
-      j["msg"] = std::string(message);
+      j["msg"] = Escaped(message);
       line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       break;
     }
@@ -99,7 +102,7 @@ void Logger::Log(LogLevel level, std::string_view message) {
       char lvl[10];
       std::snprintf(lvl, sizeof lvl, "%-8s", LogLevelName(level));
       line += lvl;
-      line.append(message);
+      AppendEscaped(message, &line);
       break;
     }
   }

@@ -1,5 +1,8 @@
 #pragma once
 // Logging: one line per event, with a level. Never pass a token to a logger.
+// Every message is escaped (AppendEscaped, agent/text.h: \n, \r, \t, \xHH for
+// other control characters and for bytes that are not UTF-8) in every format,
+// so a value from a caller or IMDS can never start a line of its own.
 //
 // Formats:
 //   kText    "2026-11-22T18:00:00.123Z info  message" (a terminal)

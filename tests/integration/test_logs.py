@@ -153,3 +153,46 @@ def test_failures_are_logged_once_per_state_change(agent_factory):
         assert len(changes) == 2, changes
     finally:
         emulator.stop()
+
+
+def test_imds_values_cannot_forge_a_log_line(agent_factory, emulator):
+    """An IMDS "error" with a line break is one escaped line, in text and JSON logs."""
+    for fmt in ("text", "json"):
+        agent = agent_factory(emulator, config=FAST, extra_args=("--log-format", fmt))
+        emulator.faults([
+            {"count": 3, "match": {"resource": "https://forged1.example.com"},
+             "status": 500, "body": {"error": "boom\nforged line 5xx"}},
+            {"count": 1, "match": {"resource": "https://forged2.example.com"},
+             "status": 400, "body": {"error": "no\nforged line 4xx", "error_description": "d"}},
+        ])
+        assert agent.token("resource=https%3A%2F%2Fforged1.example.com")[0] == 500
+        code, _, body = agent.token("resource=https%3A%2F%2Fforged2.example.com")
+        assert code == 400, body
+        # A JSON error object from IMDS is passed through unchanged.
+        assert json.loads(body) == {"error": "no\nforged line 4xx", "error_description": "d"}
+        emulator.faults([])
+        assert agent.stop() == 0
+        lines = agent.output().splitlines()
+        if fmt == "json":
+            lines = [json.loads(line)["msg"] for line in lines]  # one object per line
+        else:
+            line_re = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z (debug|info|warning|error)\s+\S")
+            assert all(line_re.match(line) for line in lines), lines
+        assert not any(line.startswith("forged line") for line in lines), lines
+        # The failure is logged once, on one line, with the break escaped ...
+        failed = [line for line in lines if "IMDS request failed" in line]
+        assert len(failed) == 1, lines
+        assert "boom\\nforged line 5xx" in failed[0], failed
+        # ... and so is every other line that mentions an IMDS error.
+        forged = [line for line in lines if "forged line" in line]
+        assert forged and all("\\nforged line" in line for line in forged), forged
+
+
+def test_non_json_imds_rejection_is_wrapped_as_a_json_error(agent_factory, emulator):
+    agent = agent_factory(emulator, config=FAST)
+    emulator.faults([{"status": 403, "body": "<html>\r\nForbidden\x01</html>"}])
+    code, headers, body = agent.token("resource=https%3A%2F%2Fhtml.example.com")
+    assert code == 403, body
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    assert json.loads(body) == {"error": "imds_error",
+                                "error_description": "IMDS answered 403: <html>\\r\\nForbidden\\x01</html>"}

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/platform.h"
+#include "agent/text.h"
 
 namespace mi {
 namespace {
@@ -199,6 +200,10 @@ void ParsePrefetch(Reader& r, std::string* error, std::vector<TokenKey>* out) {
 std::string DefaultConfigPath() { return platform::DefaultConfigPath(); }
 
 Status ParseConfig(const std::string& text, Config* out) {
+  // The parser refuses bad UTF-8 too, but only as "not valid JSON".
+  if (size_t bad = InvalidUtf8Offset(text); bad != std::string::npos) {
+    return Status::Error("not valid UTF-8 (byte " + std::to_string(bad) + ")");
+  }
   json doc = json::parse(text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
   if (doc.is_discarded()) return Status::Error("not valid JSON");
   if (!doc.is_object()) return Status::Error("the top level must be a JSON object");

@@ -5,6 +5,7 @@
 
 #include "agent/app/daemon.h"
 #include "agent/platform.h"
+#include "agent/text.h"
 #ifdef _WIN32
 #include "windows-service/windows_service.h"
 #endif
@@ -62,6 +63,10 @@ std::string ApplyOverrides(const std::vector<std::string>& args, Config* config)
       return "unknown option " + a;
     }
     if (!TakeValue(args, &i, &v)) return a + ": needs a value";
+    // Config strings end up in JSON (status, the config digest): UTF-8 only.
+    if (size_t bad = InvalidUtf8Offset(v); bad != std::string::npos) {
+      return a + ": the value is not valid UTF-8 (byte " + std::to_string(bad) + ")";
+    }
     if (a == "--port") {
       char* end = nullptr;
       long port = std::strtol(v.c_str(), &end, 10);

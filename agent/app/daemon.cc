@@ -49,7 +49,7 @@ std::string Digest(const Config& c) {
   for (const auto& k : c.prefetch) prefetch.push_back(k.Describe() + " " + k.resource);
   j["prefetch"] = prefetch;
   uint64_t h = 1469598103934665603ULL;
-  for (unsigned char ch : j.dump()) {
+  for (unsigned char ch : j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)) {
     h ^= ch;
     h *= 1099511628211ULL;
   }

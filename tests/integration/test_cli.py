@@ -97,3 +97,11 @@ def test_no_agent_is_exit_2():
     assert code == 2 and "cannot reach" in err and out == ""
     code, out, err = cli("token", "--resource", ARM, "--port", str(port))
     assert code == 2 and "cannot reach" in err and out == ""
+
+
+def test_invalid_utf8_option_is_refused_at_start():
+    # Used to start, then abort (type_error.316) while the config digest was built.
+    r = subprocess.run([AGENT_BIN, "--port", "0", "--no-health", "--imds-endpoint", b"http://x/\xff"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert b"--imds-endpoint: the value is not valid UTF-8 (byte 9)" in r.stderr, r.stderr

@@ -1,5 +1,7 @@
 #include "agent/config.h"
 
+#include "agent/app/cli.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -84,6 +86,31 @@ TEST(ConfigTest, ErrorsNameTheOffendingKeyAndChangeNothing) {
     EXPECT_NE(s.message().find(expected), std::string::npos) << text << " -> " << s.message();
     EXPECT_EQ(c.port, 1234) << "a failed parse leaves the config alone";
   }
+}
+
+TEST(ConfigTest, InvalidUtf8IsRefusedAtLoadWithAClearMessage) {
+  Config c;
+  Status s = Parse("{\"imds\": {\"endpoint\": \"http://x/\xff\"}}", &c);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("UTF-8"), std::string::npos) << s.message();
+  EXPECT_EQ(c.imds.endpoint, Config().imds.endpoint);
+}
+
+TEST(ConfigTest, CommandLineStringsMustBeUtf8) {
+  // These used to be accepted and abort the daemon later (type_error.316 while
+  // the config digest was serialised).
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"--imds-endpoint", "http://x/\xff"},
+           {"--listen", "127.0.0.\xc3"},
+           {"--log-level", "\xed\xa0\x80"}}) {
+    Config c;
+    const std::string error = ApplyOverrides(args, &c);
+    EXPECT_NE(error.find(args[0] + ": the value is not valid UTF-8"), std::string::npos) << error;
+    EXPECT_EQ(c.imds.endpoint, Config().imds.endpoint);
+    EXPECT_EQ(c.listen, Config().listen);
+  }
+  Config c;
+  EXPECT_EQ(ApplyOverrides({"--imds-endpoint", "http://127.0.0.1:9/caf\xc3\xa9"}, &c), "");
 }
 
 TEST(ConfigTest, MissingFileIsDefaultsOnlyWhenAllowed) {

@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/text.h"
+
 namespace mi::emulator {
 
 using json = nlohmann::json;
@@ -25,6 +27,13 @@ constexpr size_t kMaxLog = 100000;
 constexpr size_t kMaxIssued = 100000;
 constexpr Duration kSweepInterval(200);
 constexpr size_t kSignatureBytes = 256;  // RS256 with a 2048-bit key
+
+// Strings from the command line, an admin body or a request may hold any bytes:
+// invalid UTF-8 is replaced, never thrown on (the emulator must not abort).
+template <typename Json>
+std::string Dump(const Json& j) {
+  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
 
 uint64_t SplitMix64(uint64_t* state) {
   uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
@@ -74,7 +83,7 @@ std::string ErrorJson(std::string_view error, std::string_view description) {
   ojson j;
   j["error"] = error;
   j["error_description"] = description;
-  return j.dump();
+  return Dump(j);
 }
 
 proxy::HttpResponse JsonResponse(int status, std::string body) {
@@ -208,7 +217,7 @@ void MatchToJson(const Match& m, ojson* out) {
 bool ParseBodyAndRetryAfter(const json& j, std::string* body, std::string* retry_after, std::string* error) {
   if (j.contains("body")) {
     const json& b = j.at("body");
-    *body = b.is_string() ? b.get<std::string>() : b.dump();
+    *body = b.is_string() ? b.get<std::string>() : Dump(b);
   }
   if (j.contains("retry_after")) {
     const json& r = j.at("retry_after");
@@ -546,7 +555,7 @@ std::string IdentitiesToJson(const IdentitySet& set) {
     IdentityToJson(id, &e);
     j["user_assigned"].push_back(std::move(e));
   }
-  return j.dump();
+  return Dump(j);
 }
 
 // ---------------------------------------------------------------------------
@@ -625,7 +634,7 @@ std::string FaultScriptToJson(const FaultScript& script) {
   } else {
     j["mode"] = nullptr;
   }
-  return j.dump();
+  return Dump(j);
 }
 
 // ---------------------------------------------------------------------------
@@ -639,6 +648,7 @@ struct Emulator::Query {
   std::string selector_param;  // as sent: client_id, object_id, mi_res_id, msi_res_id
   std::string selector_value;  // as sent (decoded)
   int selector_count = 0;
+  bool invalid_utf8 = false;  // a parameter that decodes to bytes that are not UTF-8
 
   std::string Selector() const { return selector_param.empty() ? "" : selector_param + "=" + selector_value; }
   std::string NormalizedParam() const { return selector_param == "msi_res_id" ? "mi_res_id" : selector_param; }
@@ -744,6 +754,7 @@ void Emulator::HandleToken(const proxy::HttpRequest& request, std::unique_ptr<Re
       size_t eq = pair.find('=');
       std::string name = PercentDecode(pair.substr(0, eq));
       std::string value = eq == std::string_view::npos ? std::string() : PercentDecode(pair.substr(eq + 1));
+      if (!IsValidUtf8(name) || !IsValidUtf8(value)) query.invalid_utf8 = true;
       if (name == "api-version") {
         query.has_api_version = query.has_api_version || !value.empty();
       } else if (name == "resource") {
@@ -925,6 +936,9 @@ proxy::HttpResponse Emulator::TokenAnswer(const Query& query, bool omit_expires_
     return Error(400, "invalid_request",
                  "Only one of client_id, object_id or mi_res_id may be specified in the token request");
   }
+  if (query.invalid_utf8) {
+    return Error(400, "invalid_request", "A query parameter is not valid UTF-8 after percent-decoding");
+  }
   proxy::HttpResponse error;
   const Identity* identity = ResolveIdentity(query, &error);
   if (identity == nullptr) return error;
@@ -947,7 +961,7 @@ proxy::HttpResponse Emulator::TokenAnswer(const Query& query, bool omit_expires_
   j["resource"] = token->resource;
   j["token_type"] = "Bearer";
   *token_id = token->uti;
-  return JsonResponse(200, j.dump());
+  return JsonResponse(200, Dump(j));
 }
 
 const Identity* Emulator::ResolveIdentity(const Query& query, proxy::HttpResponse* error) const {
@@ -1019,7 +1033,7 @@ std::shared_ptr<Emulator::Token> Emulator::Mint(const Identity& identity, const 
   header["typ"] = "JWT";
   header["alg"] = "RS256";
   header["kid"] = kKeyId;
-  std::string header_b64 = Base64UrlEncode(header.dump());
+  std::string header_b64 = Base64UrlEncode(Dump(header));
   std::string signature_b64 = Base64UrlEncode(random_bytes(kSignatureBytes));
   std::string iss = "https://sts.windows.net/" + options_.tenant_id + "/";
 
@@ -1040,7 +1054,7 @@ std::shared_ptr<Emulator::Token> Emulator::Mint(const Identity& identity, const 
     p["uti"] = token->uti;
     p["ver"] = "1.0";
     p["xms_mirid"] = identity.mi_res_id;
-    return Base64UrlEncode(p.dump());
+    return Base64UrlEncode(Dump(p));
   };
   // The filler ("aio", opaque in real tokens) brings the token to token_bytes.
   std::string filler_source = Base64UrlEncode(random_bytes(3 * 1024));
@@ -1173,7 +1187,7 @@ std::string Emulator::RequestsJson(size_t limit) const {
     log.push_back(std::move(o));
   }
   j["log"] = std::move(log);
-  return j.dump();
+  return Dump(j);
 }
 
 std::string Emulator::ConfigJson() const {
@@ -1185,7 +1199,7 @@ std::string Emulator::ConfigJson() const {
   j["token_bytes"] = options_.token_bytes;
   j["reject_resources"] = options_.reject_resources;
   j["tenant_id"] = options_.tenant_id;
-  return j.dump();
+  return Dump(j);
 }
 
 Status Emulator::ApplyConfig(std::string_view json_text) {
@@ -1315,7 +1329,7 @@ void Emulator::HandleAdmin(const proxy::HttpRequest& request, std::string_view p
     if (method_ok) {
       ojson j;
       j["tokens"] = issued_;
-      r = JsonResponse(200, j.dump());
+      r = JsonResponse(200, Dump(j));
     }
   } else {
     known = false;

@@ -19,6 +19,7 @@
 //   no api-version              400 "Bad request" "Required query variable 'api-version' is missing"
 //   no resource                 400 invalid_request "Required audience parameter not specified"
 //   several selectors           400 invalid_request
+//   a parameter not UTF-8       400 invalid_request (after percent-decoding)
 //   unknown identity            400 invalid_request "Identity not found"
 //   no selector, none default   400 invalid_request "Multiple user assigned identities exist, ..."
 //   rejected resource           400 invalid_resource "AADSTS500011: The resource principal named <r> ..."

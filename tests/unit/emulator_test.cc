@@ -295,6 +295,32 @@ TEST_F(EmulatorTest, RejectedResource) {
   EXPECT_EQ(Get()->status(), 200);
 }
 
+TEST_F(EmulatorTest, ResourceThatDecodesToInvalidUtf8IsA400NotAnAbort) {
+  // %FF decodes to a lone 0xFF byte: IMDS refuses it, and so must the emulator
+  // (it used to throw type_error.316 while serialising the answer and abort).
+  auto r = Get("/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fx%2F%FF");
+  ASSERT_EQ(r->status(), 400) << r->body();
+  EXPECT_EQ(Error(*r), "invalid_request");
+  auto selector = GetFor("client_id=%C3%28");  // a broken two-byte sequence
+  EXPECT_EQ(selector->status(), 400) << selector->body();
+  // The request log still serialises (the bad byte replaced).
+  json requests = Admin("GET", "/admin/requests");
+  ASSERT_EQ(requests["log"].size(), 2u);
+  EXPECT_EQ(requests["log"][0]["status"], 400);
+  // Valid multi-byte UTF-8 is a resource like any other.
+  EXPECT_EQ(Get("/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fx%2F%C3%A9")->status(),
+            200);
+}
+
+TEST_F(EmulatorTest, InvalidUtf8FromTheCommandLineNeverAborts) {
+  EmulatorOptions o;
+  o.reject_resources = {"https://nope.example/\xff"};
+  o.tenant_id = "tenant-\xfe";
+  Make(o);
+  EXPECT_EQ(Get()->status(), 200);
+  EXPECT_EQ(Admin("GET", "/admin/config")["tenant_id"], "tenant-\xef\xbf\xbd");
+}
+
 TEST_F(EmulatorTest, CachesUntilReissueWindow) {
   EmulatorOptions o;
   o.lifetime = std::chrono::seconds(3600);

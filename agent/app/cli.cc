@@ -127,7 +127,7 @@ int RunCli(int argc, char** argv) {
       Config config;
       Status s = LoadConfigFile(path, false, &config);
       if (!s.ok()) {
-        std::fprintf(stderr, "mi-agent: invalid configuration: %s\n", s.message().c_str());
+        std::fprintf(stderr, "mi-agent: invalid configuration: %s\n", Escaped(s.message()).c_str());
         return 1;
       }
       std::printf("%s: valid (port %u, IMDS %s, %zu prefetch key(s))\n", path.c_str(), config.port,
@@ -148,12 +148,12 @@ int RunCli(int argc, char** argv) {
   Config config;
   Status s = LoadConfigFile(cli.config_path, /*missing_ok=*/!cli.config_path_given, &config);
   if (!s.ok()) {
-    std::fprintf(stderr, "mi-agent: invalid configuration: %s\n", s.message().c_str());
+    std::fprintf(stderr, "mi-agent: invalid configuration: %s\n", Escaped(s.message()).c_str());
     return 1;
   }
   std::string error = ApplyOverrides(cli.args, &config);
   if (!error.empty()) {
-    std::fprintf(stderr, "mi-agent: %s (see --help)\n", error.c_str());
+    std::fprintf(stderr, "mi-agent: %s (see --help)\n", Escaped(error).c_str());
     return 2;
   }
 

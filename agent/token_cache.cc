@@ -230,8 +230,9 @@ void TokenCache::Enqueue(Entry* e) {
     r.retry_after_seconds = 1;
     AnswerWaiters(e, r);
   }
+  // No UpdateState: shedding says nothing about IMDS, and a flood of shed keys
+  // must not become a flood of state-change logs.
   RetryLater(e);
-  UpdateState(e);
 }
 
 void TokenCache::RetryLater(Entry* e) {
@@ -243,7 +244,6 @@ void TokenCache::AbandonFetch(Entry* e) {
   FinishFetch(e);
   if (e->timer) e->timer->Disarm();
   e->next_refresh = TimePoint();
-  UpdateState(e);
 }
 
 void TokenCache::Attempt(const TokenKey& key, uint64_t generation) {
@@ -257,6 +257,7 @@ void TokenCache::Attempt(const TokenKey& key, uint64_t generation) {
     // Its token expired while the refresh waited: nobody needs this request.
     scheduler_->Finished();
     AbandonFetch(e);
+    UpdateState(e);
     return;
   }
   e->in_flight = true;

@@ -181,7 +181,8 @@ class TokenCache : public TokenBroker {
   void OnRejected(Entry* e, const UpstreamResponse& response);
   void OnFailure(Entry* e, const UpstreamResponse& response, const std::string& why, bool malformed);
   void FinishFetch(Entry* e);
-  // Ends the fetch under way (cancels its job, disarms its retry wait).
+  // Ends the fetch under way (cancels its job, disarms its retry wait). Leaves
+  // the state alone: dropping a fetch nobody waits for is not news.
   void AbandonFetch(Entry* e);
   // After a refused enqueue: a key kept fresh tries again in max_delay/2..max_delay.
   void RetryLater(Entry* e);

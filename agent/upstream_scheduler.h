@@ -20,13 +20,12 @@
 // within a priority, except that background keeps a bounded share of the starts:
 // after kCallerStartsPerBackground caller starts in a row while background jobs
 // wait, the next start is a background one. So a flood of callers cannot hold
-// back the refresh of tokens already cached (at most 1 start in
-// kCallerStartsPerBackground + 1 goes to background while callers wait), and
-// background work, which never waits for itself, cannot hold back callers more
-// than that. A Promote()d job joins the back of the caller queue (its caller
-// started waiting only now); a Demote()d one the back of the background queue.
+// back the refresh of tokens already cached, and while callers wait background
+// work takes at most 1 start in kCallerStartsPerBackground + 1. A Promote()d
+// job joins the back of the caller queue (its caller started waiting only
+// now); a Demote()d one the back of the background queue.
 //
-// start() callbacks never run inside Enqueue/Promote/Cancel/Finished/
+// start() callbacks never run inside Enqueue/Promote/Demote/Cancel/Finished/
 // PauseFor/set_config: they run from the scheduler's timer (a zero delay when a
 // start is possible at once). A start() may call back into the scheduler
 // (Enqueue, Cancel, even Finished for a request that ended at once) but must

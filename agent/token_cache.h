@@ -6,11 +6,12 @@
 //    every waiter gets its answer as soon as it arrives, or at its deadline;
 //  * only keys the cache keeps fresh -- prefetch keys, and keys holding a token
 //    not yet expired -- cause background work (refreshes, retries with nobody
-//    waiting, tries again after a full IMDS queue). A key that never obtained a
-//    token is fetched only while a caller waits: when its last caller's
-//    deadline passes, a fetch not yet sent is dropped, and a failed one is not
-//    retried; its next caller starts a new fetch. So a flood of misses for
-//    junk keys leaves nothing behind once its callers are gone;
+//    waiting, tries again after a full IMDS queue). Any other key (one that
+//    never obtained a token, or whose token expired) is fetched only while a
+//    caller waits: when its last caller's deadline passes, a fetch not yet sent
+//    is dropped; a failed or shed fetch is not retried or rescheduled; its next
+//    caller starts a new fetch. So a flood of misses for junk keys leaves
+//    nothing behind once its callers are gone;
 //  * when the last caller of a key kept fresh leaves, its fetch not yet sent
 //    becomes background work (UpstreamScheduler::Demote), out of the callers'
 //    queue;

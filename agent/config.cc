@@ -265,6 +265,7 @@ Status ParseConfig(const std::string& text, Config* out) {
     s.Integer("burst", &c.budget.burst, 1, 1000);
     s.Integer("max_concurrent", &c.budget.max_concurrent, 1, 64);
     s.Integer("max_queue", &c.budget.max_queue, 1, 1000000);
+    s.Integer("max_background_queue", &c.budget.max_background_queue, 1, 1000000);
     s.Finish();
   }
   if (const json* o = r.Object("limits")) {

@@ -60,7 +60,8 @@ struct Config {
     double rate_per_second = 5;  // "rate_per_second": token bucket refill
     int burst = 5;               // "burst"
     int max_concurrent = 2;      // "max_concurrent"
-    size_t max_queue = 1024;     // "max_queue": beyond, new misses get 429
+    size_t max_queue = 1024;     // "max_queue": queued misses (callers waiting); beyond, new misses get 429
+    size_t max_background_queue = 256;  // "max_background_queue": queued refreshes; beyond, retried later
   } budget;
 
   // --- Inbound limits -----------------------------------------------------------

@@ -61,6 +61,10 @@ TokenCache::~TokenCache() {
 
 // --- lookup ---------------------------------------------------------------------
 
+bool TokenCache::KeptFresh(const Entry* e, TimePoint now) const {
+  return e->prefetch || (e->token && FromEpochSeconds(e->token->expires_on()) > now);
+}
+
 bool TokenCache::Servable(const Entry* e, TimePoint now) const {
   if (!e->token) return false;
   const Duration left = FromEpochSeconds(e->token->expires_on()) - now;
@@ -209,7 +213,8 @@ void TokenCache::Enqueue(Entry* e) {
   const uint64_t generation = e->fetch_generation;
   e->job = scheduler_->Enqueue(priority, [this, key = e->key, generation] { Attempt(key, generation); });
   if (e->job != 0) return;
-  // The IMDS queue is full: the agent is the one shedding.
+  // The IMDS queue is full: the agent is the one shedding. A key the cache
+  // keeps fresh tries again later; any other waits for its next caller.
   FinishFetch(e);
   if (!e->waiters.empty()) {
     stats_.shed += e->waiters.size();
@@ -218,7 +223,20 @@ void TokenCache::Enqueue(Entry* e) {
     r.retry_after_seconds = 1;
     AnswerWaiters(e, r);
   }
-  ScheduleRefresh(e, clock_->Now() + config_.retry.max_delay / 2 + Jitter(config_.retry.max_delay / 2));
+  // No UpdateState: shedding says nothing about IMDS, and a flood of shed keys
+  // must not become a flood of state-change logs.
+  RetryLater(e);
+}
+
+void TokenCache::RetryLater(Entry* e) {
+  const TimePoint now = clock_->Now();
+  if (KeptFresh(e, now)) ScheduleRefresh(e, now + config_.retry.max_delay / 2 + Jitter(config_.retry.max_delay / 2));
+}
+
+void TokenCache::AbandonFetch(Entry* e) {
+  FinishFetch(e);
+  if (e->timer) e->timer->Disarm();
+  e->next_refresh = TimePoint();
 }
 
 void TokenCache::Attempt(const TokenKey& key, uint64_t generation) {
@@ -228,6 +246,13 @@ void TokenCache::Attempt(const TokenKey& key, uint64_t generation) {
     return;
   }
   e->job = 0;
+  if (e->waiters.empty() && !KeptFresh(e, clock_->Now())) {
+    // Its token expired while the refresh waited: nobody needs this request.
+    scheduler_->Finished();
+    AbandonFetch(e);
+    UpdateState(e);
+    return;
+  }
   e->in_flight = true;
   e->attempt_started = clock_->Now();
   ++stats_.upstream_requests;
@@ -248,10 +273,12 @@ void TokenCache::OnUpstream(const TokenKey& key, uint64_t generation, UpstreamRe
     if (http && status == 200) {
       std::string why;
       auto token = Token::FromImdsBody(response.body, &why);
-      if (token) {
-        OnToken(e, std::move(token));
+      if (!token) {
+        OnFailure(e, response, "malformed_response", /*malformed=*/true);
+      } else if (FromEpochSeconds(token->expires_on()) - clock_->Now() <= config_.cache.hard_floor) {
+        OnUnusableToken(e, response, std::move(token));
       } else {
-        OnFailure(e, response, why, /*malformed=*/true);
+        OnToken(e, std::move(token));
       }
     } else if (IsRejection(response)) {
       OnRejected(e, response);
@@ -283,7 +310,8 @@ void TokenCache::OnToken(Entry* e, std::shared_ptr<const Token> token) {
   e->stalled = same || at <= now;
   if (e->stalled) {
     // IMDS handed back the token we had (it caches too), or one already inside
-    // our margin: back off, but always come back before the floor.
+    // our margin: back off, but always come back before the floor (the caller,
+    // OnUpstream, sent tokens already inside the floor to OnUnusableToken).
     if (same) ++stats_.same_token;
     at = now + config_.cache.same_token_backoff;
     const TimePoint latest = expires - config_.cache.hard_floor;
@@ -292,15 +320,27 @@ void TokenCache::OnToken(Entry* e, std::shared_ptr<const Token> token) {
   ScheduleRefresh(e, at);
 
   TokenResult r;
-  if (expires > now) {
+  r.kind = TokenResult::Kind::kToken;
+  r.token = e->token;
+  AnswerWaiters(e, r);
+  UpdateState(e);
+}
+
+void TokenCache::OnUnusableToken(Entry* e, const UpstreamResponse& response, std::shared_ptr<const Token> token) {
+  // IMDS handed out a token already expired or inside the hard floor: useless to
+  // the cache (it would never serve it), so the token we hold, if any, stays.
+  // Waiters get it while it is valid; then this is a failure like any other,
+  // with its backoff (asking again at once would get the same token).
+  TokenResult r;
+  if (FromEpochSeconds(token->expires_on()) > clock_->Now()) {
     r.kind = TokenResult::Kind::kToken;
-    r.token = e->token;
+    r.token = std::move(token);
   } else {
     r.kind = TokenResult::Kind::kUnavailable;
     r.description = "IMDS returned an expired token";
   }
   AnswerWaiters(e, r);
-  UpdateState(e);
+  OnFailure(e, response, "expired_token", /*malformed=*/true);
 }
 
 void TokenCache::OnRejected(Entry* e, const UpstreamResponse& response) {
@@ -333,7 +373,7 @@ void TokenCache::OnFailure(Entry* e, const UpstreamResponse& response, const std
   upstream_health_.last_failure = now;
   upstream_health_.failing = true;
   upstream_health_.last_error_status = response.outcome == UpstreamResponse::Outcome::kHttp ? response.status : 0;
-  upstream_health_.last_error = malformed ? "malformed_response" : why;
+  upstream_health_.last_error = why;
   ++e->consecutive_failures;
   e->last_error_status = upstream_health_.last_error_status;
   e->last_error = upstream_health_.last_error;
@@ -344,7 +384,9 @@ void TokenCache::OnFailure(Entry* e, const UpstreamResponse& response, const std
     ++stats_.throttle_pauses;
     scheduler_->PauseFor(d.pause);
   }
-  if (d.retry) {
+  // Retries serve callers, or a key the cache keeps fresh; a key that never
+  // had a token and whose callers left waits for its next caller.
+  if (d.retry && (!e->waiters.empty() || KeptFresh(e, now))) {
     ++stats_.retries;
     if (!e->timer) e->timer = timers_->NewTimer();
     e->timer->Arm(d.delay, [this, key = e->key] { OnTimer(key); });
@@ -352,7 +394,8 @@ void TokenCache::OnFailure(Entry* e, const UpstreamResponse& response, const std
     return;
   }
   // Retry budget spent: waiting callers get the error (or the cached token while
-  // it lasts); the refresher keeps trying in the background.
+  // it lasts); the refresher keeps trying in the background while the key has
+  // a valid token (or is prefetched).
   FinishFetch(e);
   TokenResult r;
   if (Servable(e, now)) {
@@ -363,7 +406,7 @@ void TokenCache::OnFailure(Entry* e, const UpstreamResponse& response, const std
     r.description = "IMDS could not provide a token: " + e->last_error;
   }
   AnswerWaiters(e, r);
-  ScheduleRefresh(e, now + config_.retry.max_delay + Jitter(config_.retry.max_delay / 4));
+  if (KeptFresh(e, now)) ScheduleRefresh(e, now + config_.retry.max_delay + Jitter(config_.retry.max_delay / 4));
   UpdateState(e);
 }
 
@@ -389,16 +432,23 @@ void TokenCache::ScheduleRefresh(Entry* e, TimePoint at) {
 void TokenCache::OnTimer(const TokenKey& key) {
   Entry* e = Find(key);
   if (e == nullptr) return;
+  const TimePoint now = clock_->Now();
   if (e->fetching) {  // a retry wait ended
-    Enqueue(e);
+    if (e->waiters.empty() && !KeptFresh(e, now)) {
+      AbandonFetch(e);
+    } else {
+      Enqueue(e);
+    }
     return;
   }
   e->next_refresh = TimePoint();
-  if (!e->prefetch && clock_->Now() - e->last_used > config_.cache.idle_evict) {
+  if (!e->prefetch && now - e->last_used > config_.cache.idle_evict) {
     ++stats_.evicted_idle;
     Erase(e);
     return;
   }
+  // The token expired while refreshes failed: the next caller fetches.
+  if (!KeptFresh(e, now)) return;
   StartFetch(e);
 }
 
@@ -436,7 +486,8 @@ void TokenCache::OnDeadline(const TokenKey& key) {
   stats_.waiters -= expired;
   stats_.deadline_expired += expired;
   ArmDeadline(e);
-  // The fetch goes on for the cache.
+  std::vector<TokenResult> results;
+  results.reserve(late.size());
   for (auto& w : late) {
     // Who held this caller? The agent, if the fetch is still queued behind the
     // IMDS budget, the budget is paused, or the attempt under way went out only
@@ -455,8 +506,21 @@ void TokenCache::OnDeadline(const TokenKey& key) {
       r.kind = TokenResult::Kind::kUnavailable;
       r.description = "IMDS did not provide a token within the deadline";
     }
-    w.callback(r);
+    results.push_back(std::move(r));
   }
+  // The last caller left. A request already sent goes on (its answer is cheap
+  // to keep). One not sent yet goes on only as background work, for a key the
+  // cache keeps fresh; any other key has nobody left to fetch for.
+  if (e->waiters.empty() && e->fetching && !e->in_flight) {
+    if (!KeptFresh(e, now)) {
+      AbandonFetch(e);
+    } else if (e->job != 0 && !scheduler_->Demote(e->job)) {
+      FinishFetch(e);  // cancels the job: the background queue is full
+      RetryLater(e);
+      UpdateState(e);
+    }
+  }
+  for (size_t i = 0; i < late.size(); ++i) late[i].callback(results[i]);
 }
 
 // --- prefetch and reconfiguration -------------------------------------------------------

@@ -4,8 +4,21 @@
 //  * hits are served from memory while a token has more than `margin` left;
 //  * concurrent misses for one key share one upstream request (single flight);
 //    every waiter gets its answer as soon as it arrives, or at its deadline;
+//  * only keys the cache keeps fresh -- prefetch keys, and keys holding a token
+//    not yet expired -- cause background work (refreshes, retries with nobody
+//    waiting, tries again after a full IMDS queue). Any other key (one that
+//    never obtained a token, or whose token expired) is fetched only while a
+//    caller waits: when its last caller's deadline passes, a fetch not yet sent
+//    is dropped; a failed or shed fetch is not retried or rescheduled; its next
+//    caller starts a new fetch. So a flood of misses for junk keys leaves
+//    nothing behind once its callers are gone;
+//  * when the last caller of a key kept fresh leaves, its fetch not yet sent
+//    becomes background work (UpstreamScheduler::Demote), out of the callers'
+//    queue;
 //  * keys in use are refreshed ahead of the margin, with jitter; the same token
-//    coming back again backs off instead of looping;
+//    coming back again backs off instead of looping; a token that arrives
+//    already expired or inside the hard floor is a failure, with the retry
+//    policy's backoff (waiters still get it while it is valid);
 //  * prefetch keys are fetched at start and kept fresh forever;
 //  * idle keys stop refreshing and are dropped; the number of keys is capped (LRU);
 //  * IMDS's definite "no" (4xx) is cached briefly;
@@ -158,14 +171,22 @@ class TokenCache : public TokenBroker {
   void EvictIdle();
 
   bool Servable(const Entry* e, TimePoint now) const;
+  // A prefetch key, or one holding a token not yet expired (see the header comment).
+  bool KeptFresh(const Entry* e, TimePoint now) const;
   void StartFetch(Entry* e);
   void Enqueue(Entry* e);
   void Attempt(const TokenKey& key, uint64_t generation);
   void OnUpstream(const TokenKey& key, uint64_t generation, UpstreamResponse response);
   void OnToken(Entry* e, std::shared_ptr<const Token> token);
+  void OnUnusableToken(Entry* e, const UpstreamResponse& response, std::shared_ptr<const Token> token);
   void OnRejected(Entry* e, const UpstreamResponse& response);
   void OnFailure(Entry* e, const UpstreamResponse& response, const std::string& why, bool malformed);
   void FinishFetch(Entry* e);
+  // Ends the fetch under way (cancels its job, disarms its retry wait). Leaves
+  // the state alone: dropping a fetch nobody waits for is not news.
+  void AbandonFetch(Entry* e);
+  // After a refused enqueue: a key kept fresh tries again in max_delay/2..max_delay.
+  void RetryLater(Entry* e);
   void ScheduleRefresh(Entry* e, TimePoint at);
   void OnTimer(const TokenKey& key);
   void AnswerWaiters(Entry* e, const TokenResult& result);

@@ -25,12 +25,13 @@ int UpstreamScheduler::max_concurrent() const { return std::max(config_.max_conc
 double UpstreamScheduler::burst() const { return static_cast<double>(std::max(config_.burst, 1)); }
 
 UpstreamScheduler::JobId UpstreamScheduler::Enqueue(Priority priority, std::function<void()> start) {
-  if (queued() >= config_.max_queue) {
+  const bool caller = priority == Priority::kCaller;
+  Queue& q = caller ? caller_ : background_;
+  if (q.size() >= (caller ? config_.max_queue : config_.max_background_queue)) {
     ++rejected_total_;
     return kRejected;
   }
   const JobId id = next_id_++;
-  Queue& q = priority == Priority::kCaller ? caller_ : background_;
   q.push_back(Job{id, std::move(start)});
   index_.emplace(id, Entry{priority, std::prev(q.end())});
   Reschedule();
@@ -43,6 +44,16 @@ void UpstreamScheduler::Promote(JobId id) {
   // splice keeps the iterator valid.
   caller_.splice(caller_.end(), background_, found->second.it);
   found->second.priority = Priority::kCaller;
+}
+
+bool UpstreamScheduler::Demote(JobId id) {
+  auto found = index_.find(id);
+  if (found == index_.end()) return false;
+  if (found->second.priority == Priority::kBackground) return true;
+  if (background_.size() >= config_.max_background_queue) return false;
+  background_.splice(background_.end(), caller_, found->second.it);
+  found->second.priority = Priority::kBackground;
+  return true;
 }
 
 bool UpstreamScheduler::Cancel(JobId id) {
@@ -125,7 +136,13 @@ void UpstreamScheduler::Pump() {
     Refill(now);
     const bool limited = config_.rate_per_second > 0;
     if (limited && tokens_ < 1.0 - kEpsilon) break;
-    Queue& q = !caller_.empty() ? caller_ : background_;
+    const bool background = BackgroundsTurn();
+    if (background || background_.empty()) {
+      caller_streak_ = 0;
+    } else {
+      ++caller_streak_;
+    }
+    Queue& q = background ? background_ : caller_;
     Job job = std::move(q.front());
     q.pop_front();
     index_.erase(job.id);
@@ -136,6 +153,10 @@ void UpstreamScheduler::Pump() {
     if (job.start) job.start();
   }
   Reschedule();
+}
+
+bool UpstreamScheduler::BackgroundsTurn() const {
+  return caller_.empty() || (!background_.empty() && caller_streak_ >= kCallerStartsPerBackground);
 }
 
 void UpstreamScheduler::Reschedule() {

@@ -8,15 +8,24 @@
 //    starts full); each start takes one token;
 //  * a concurrency cap: at most `max_concurrent` started jobs not yet
 //    Finished();
-//  * a bounded queue: at most `max_queue` waiting jobs (both priorities
-//    together); Enqueue beyond it is rejected (the caller answers 429);
+//  * two bounded queues, one per priority: at most `max_queue` waiting caller
+//    jobs and at most `max_background_queue` waiting background jobs. Each
+//    priority counts only against its own room, so background work never takes
+//    a caller's place: a caller Enqueue is refused (the caller answers 429) only
+//    when `max_queue` callers already wait, however much background work is
+//    queued; a refused background Enqueue is the owner's to retry later;
 //  * a global pause: after IMDS said 429, nothing starts until the pause ends.
 //
-// Waiting callers' jobs always start before background (refresh, prefetch)
-// ones; FIFO within a priority. A Promote()d job joins the back of the caller
-// queue (its caller started waiting only now).
+// Start order: callers' jobs before background (refresh, prefetch) ones, FIFO
+// within a priority, except that background keeps a bounded share of the starts:
+// after kCallerStartsPerBackground caller starts in a row while background jobs
+// wait, the next start is a background one. So a flood of callers cannot hold
+// back the refresh of tokens already cached, and while callers wait background
+// work takes at most 1 start in kCallerStartsPerBackground + 1. A Promote()d
+// job joins the back of the caller queue (its caller started waiting only
+// now); a Demote()d one the back of the background queue.
 //
-// start() callbacks never run inside Enqueue/Promote/Cancel/Finished/
+// start() callbacks never run inside Enqueue/Promote/Demote/Cancel/Finished/
 // PauseFor/set_config: they run from the scheduler's timer (a zero delay when a
 // start is possible at once). A start() may call back into the scheduler
 // (Enqueue, Cancel, even Finished for a request that ended at once) but must
@@ -48,6 +57,8 @@ class UpstreamScheduler {
   enum class Priority { kCaller, kBackground };
   using JobId = uint64_t;  // 0 = rejected
   static constexpr JobId kRejected = 0;
+  // While background jobs wait, at most this many caller jobs start in a row.
+  static constexpr int kCallerStartsPerBackground = 4;
 
   struct Stats {
     size_t queued_caller = 0;
@@ -55,7 +66,7 @@ class UpstreamScheduler {
     int in_flight = 0;
     TimePoint paused_until{};  // epoch (zero) when not paused
     uint64_t pauses_total = 0;    // PauseFor() calls
-    uint64_t rejected_total = 0;  // Enqueue()s refused: queue full
+    uint64_t rejected_total = 0;  // Enqueue()s refused: that priority's queue full
     uint64_t started_total = 0;
   };
 
@@ -66,14 +77,22 @@ class UpstreamScheduler {
   UpstreamScheduler(const UpstreamScheduler&) = delete;
   UpstreamScheduler& operator=(const UpstreamScheduler&) = delete;
 
-  // Queues a job. `start` runs once, on a later turn, when the job reaches the
-  // front, a concurrency slot is free, a bucket token is available and no pause
-  // is in force; the job then owns a slot until Finished(). Returns the job's
-  // id, or kRejected (0) when the queue is full (`start` is dropped).
+  // Queues a job. `start` runs once, on a later turn, when the job's turn comes
+  // (see the start order above), a concurrency slot is free, a bucket token is
+  // available and no pause is in force; the job then owns a slot until
+  // Finished(). Returns the job's id, or kRejected (0) when the queue of that
+  // priority is full (`start` is dropped).
   JobId Enqueue(Priority priority, std::function<void()> start);
-  // A queued background job becomes a caller job. No-op for unknown, started
-  // or already caller jobs.
+  // A queued background job becomes a caller job (it may take the caller queue
+  // past max_queue: it was admitted already). No-op for unknown, started or
+  // already caller jobs.
   void Promote(JobId id);
+  // A queued caller job becomes a background job (its callers left, the fetch
+  // is now a refresh). True when the job is now a queued background job (also
+  // when it was one already); false, and nothing changes, when it is unknown,
+  // has started, or the background queue is full (then the owner decides:
+  // keep it as a caller job or Cancel it).
+  bool Demote(JobId id);
   // Removes a queued job (its start never runs). False if it is unknown or has
   // already started (then the owner must still call Finished()).
   bool Cancel(JobId id);
@@ -84,7 +103,7 @@ class UpstreamScheduler {
   void PauseFor(Duration d);
 
   // Applies at once (config reload). Jobs already queued beyond a smaller
-  // max_queue stay; only new ones are refused.
+  // max_queue or max_background_queue stay; only new ones are refused.
   void set_config(const Config::Budget& config);
   Stats stats() const;
 
@@ -105,6 +124,8 @@ class UpstreamScheduler {
   void Refill(Duration mono);
   bool Paused(Duration mono) const { return paused_until_ > mono; }
   size_t queued() const { return caller_.size() + background_.size(); }
+  // Whether the next start is a background job (see the start order).
+  bool BackgroundsTurn() const;
   // Starts what can start now, then arms the timer for the next possibility.
   void Pump();
   // Arms the timer for when the next start may be possible (or disarms it).
@@ -131,6 +152,7 @@ class UpstreamScheduler {
   Duration paused_until_{0};  // in mono_ time
 
   int in_flight_ = 0;
+  int caller_streak_ = 0;  // caller starts since the last background one, while background waited
   uint64_t pauses_total_ = 0;
   uint64_t rejected_total_ = 0;
   uint64_t started_total_ = 0;

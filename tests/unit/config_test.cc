@@ -26,6 +26,8 @@ TEST(ConfigTest, EmptyObjectMeansDefaults) {
   ASSERT_TRUE(Parse("{}", &c).ok());
   EXPECT_EQ(c.cache.margin, Duration(300000));
   EXPECT_EQ(c.budget.max_concurrent, 2);
+  EXPECT_EQ(c.budget.max_queue, 1024u);
+  EXPECT_EQ(c.budget.max_background_queue, 256u);
   EXPECT_EQ(c.retry.max_attempts, 5);
 }
 
@@ -37,7 +39,8 @@ TEST(ConfigTest, FullDocument) {
              "max_response_bytes": 4096},
     "cache": {"margin_seconds": 30, "refresh_ahead_seconds": 10, "max_keys": 10, "negative_ttl_seconds": 0},
     "retry": {"max_attempts": 3, "delta_seconds": 0.05},
-    "budget": {"rate_per_second": 2.5, "burst": 2, "max_concurrent": 1, "max_queue": 5},
+    "budget": {"rate_per_second": 2.5, "burst": 2, "max_concurrent": 1, "max_queue": 5,
+               "max_background_queue": 7},
     "limits": {"max_connections": 100, "caller_deadline_seconds": 3},
     "health": ["127.0.0.1:9000", "[::1]:9001"],
     "prefetch": [{"resource": "https://vault.azure.net"},
@@ -51,6 +54,8 @@ TEST(ConfigTest, FullDocument) {
   EXPECT_EQ(c.imds.timeout, Duration(500));
   EXPECT_EQ(c.retry.delta, Duration(50));
   EXPECT_DOUBLE_EQ(c.budget.rate_per_second, 2.5);
+  EXPECT_EQ(c.budget.max_queue, 5u);
+  EXPECT_EQ(c.budget.max_background_queue, 7u);
   ASSERT_EQ(c.health.size(), 2u);
   EXPECT_EQ(c.health[1].host, "::1");
   EXPECT_EQ(c.health[1].port, 9001);
@@ -69,6 +74,7 @@ TEST(ConfigTest, ErrorsNameTheOffendingKeyAndChangeNothing) {
       {R"({"cache": {"margin_seconds": -1}})", "cache.margin_seconds: expected a number"},
       {R"({"imds": {"endpoint": "ftp://x"}})", "imds.endpoint: expected an http:// URL"},
       {R"({"imds": []})", "imds: expected an object"},
+      {R"({"budget": {"max_background_queue": 0}})", "budget.max_background_queue: expected an integer"},
       {R"({"health": ["localhost"]})", "health: expected"},
       {R"({"prefetch": [{"client_id": "0d1e2f30-aaaa-4bbb-8ccc-123456789abc"}]})", "prefetch[0].resource"},
       {R"({"prefetch": [{"resource": "r", "client_id": "nope"}]})", "prefetch[0]: client_id is not a GUID"},

@@ -430,5 +430,208 @@ TEST_F(TokenCacheTest, DeadlineWhileHeldByTheBudgetIs429NotA500) {
   EXPECT_GE(starved->at(0).retry_after_seconds, 1);
 }
 
+// --- floods of misses for keys that never get a token (issue #11, item 1) ----------
+
+TEST_F(TokenCacheTest, DeadlineDropsAQueuedFetchForAKeyWithoutAToken) {
+  config_.limits.caller_deadline = seconds(10);
+  config_.budget.max_concurrent = 1;
+  Build();
+  auto blocker = Get(Key("https://slow/"));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  auto junk = Get(Key("https://junk/"));
+  EXPECT_EQ(scheduler_->stats().queued_caller, 1u);
+  time_.Advance(seconds(11));
+  ASSERT_EQ(junk->size(), 1u);
+  EXPECT_EQ(junk->at(0).kind, Kind::kShed);
+  EXPECT_EQ(scheduler_->stats().queued_caller + scheduler_->stats().queued_background, 0u)
+      << "nobody waits for it and the key has no token: the queued fetch is dropped";
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("a", Epoch(hours(24)))));
+  time_.Advance(minutes(30));
+  EXPECT_EQ(upstream_.calls(), 1u) << "the junk key is never fetched";
+  for (const auto& s : cache_->Snapshot()) {
+    if (s.key.resource == "https://junk/") {
+      EXPECT_EQ(s.next_refresh, TimePoint()) << "nor scheduled";
+    }
+  }
+  // Its next caller starts a fetch of its own.
+  auto again = Get(Key("https://junk/"));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("j", Epoch(hours(24)))));
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ(again->at(0).kind, Kind::kToken);
+}
+
+TEST_F(TokenCacheTest, DeadlineDemotesTheQueuedFetchOfAKeyHoldingAToken) {
+  config_.limits.caller_deadline = seconds(10);
+  config_.budget.max_concurrent = 1;
+  config_.cache.refresh_ahead = Duration(0);
+  Build();
+  const TokenKey key = Key("https://held/");
+  Warm(key, minutes(6));
+  // Keep IMDS silent: the refresh at the margin stays in flight, then fails.
+  time_.Advance(minutes(1));
+  ASSERT_EQ(upstream_.pending(), 1u);
+  auto waiting = Get(key);  // inside the margin: a miss that joins the refresh
+  time_.Advance(seconds(2));
+  upstream_.Respond(FakeUpstream::Transport(UpstreamResponse::Outcome::kTimeout));
+  // The retry waits its backoff; a blocker takes the only slot meanwhile.
+  auto blocker = Get(Key("https://slow/"));
+  time_.Advance(seconds(3));
+  ASSERT_EQ(upstream_.pending(), 1u);
+  EXPECT_EQ(scheduler_->stats().queued_caller, 1u) << "the retry waits as a caller job";
+  time_.Advance(seconds(6));  // past the waiter's deadline
+  ASSERT_EQ(waiting->size(), 1u);
+  EXPECT_EQ(scheduler_->stats().queued_caller, 0u);
+  EXPECT_EQ(scheduler_->stats().queued_background, 1u) << "the key holds a token: the fetch goes on as a refresh";
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("b", Epoch(hours(24)))));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("fresh", Epoch(hours(24)))));
+  ASSERT_NE(cache_->Lookup(key), nullptr);
+  EXPECT_EQ(Access(cache_->Lookup(key), time_.Now()), "fresh");
+}
+
+TEST_F(TokenCacheTest, KeysThatNeverHadATokenAreNotRefreshedInTheBackground) {
+  config_.retry.max_attempts = 1;
+  config_.budget.max_concurrent = 1;
+  config_.budget.max_queue = 1;
+  Build();
+  // A failure with the retry budget spent...
+  auto failed = Get(Key("https://fails/"));
+  time_.RunPending();
+  upstream_.Respond(FakeUpstream::Http(500, "{}"));
+  ASSERT_EQ(failed->size(), 1u);
+  EXPECT_EQ(failed->at(0).kind, Kind::kUnavailable);
+  // ...and a full IMDS queue.
+  auto blocker = Get(Key("https://slow/"));
+  time_.RunPending();
+  auto queued = Get(Key("https://queued/"));
+  auto refused = Get(Key("https://refused/"));
+  ASSERT_EQ(refused->size(), 1u);
+  EXPECT_EQ(refused->at(0).kind, Kind::kShed);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("s", Epoch(hours(24)))));
+  time_.RunPending();
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("q", Epoch(hours(24)))));
+  const size_t calls = upstream_.calls();
+  EXPECT_EQ(calls, 3u);
+  time_.Advance(minutes(30));
+  EXPECT_EQ(upstream_.calls(), calls) << "neither the failed nor the refused key is fetched without a caller";
+  for (const auto& s : cache_->Snapshot()) {
+    if (s.key.resource == "https://fails/" || s.key.resource == "https://refused/") {
+      EXPECT_EQ(s.next_refresh, TimePoint()) << s.key.resource << " has no refresh scheduled";
+    }
+  }
+  // A failure for a key whose callers left is not retried either.
+  config_.retry.max_attempts = 5;
+  cache_->Reconfigure(config_);
+  config_.limits.caller_deadline = seconds(2);
+  cache_->Reconfigure(config_);
+  auto left = Get(Key("https://left/"));
+  time_.RunPending();
+  time_.Advance(seconds(3));  // the caller gives up while the request is out
+  ASSERT_EQ(left->size(), 1u);
+  upstream_.Respond(FakeUpstream::Http(503, "{}"));
+  time_.Advance(minutes(30));
+  EXPECT_EQ(upstream_.calls(), calls + 1) << "no retry for nobody";
+}
+
+TEST_F(TokenCacheTest, KeysWithTokensKeepRefreshingAheadOfAJunkFlood) {
+  config_.budget.max_concurrent = 1;
+  config_.budget.rate_per_second = 1;
+  config_.budget.burst = 1;
+  config_.budget.max_queue = 20;
+  config_.cache.max_keys = 200;
+  Build();
+  const TokenKey key = Key("https://cached/");
+  // Refresh due 30 s from now (margin 5 min + 7.5 min of refresh-ahead), margin at 8 min.
+  Warm(key, minutes(13));
+  const size_t warm_calls = upstream_.calls();
+  int junk = 0;
+  size_t refreshes = 0;
+  bool queue_full = false;
+  for (int step = 0; step < 10 * 60 * 10; ++step) {  // 10 minutes of 100 ms steps
+    if (step % 2 == 0) Get(Key("https://junk/" + std::to_string(junk++)));  // 5 misses/s, 1 IMDS request/s
+    queue_full = queue_full || scheduler_->stats().queued_caller == 20;
+    time_.Advance(Duration(100));
+    while (upstream_.pending() > 0) {
+      const size_t i = upstream_.calls() - upstream_.pending();
+      refreshes += upstream_.key(i) == key ? 1 : 0;
+      upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("t" + std::to_string(i), Epoch(minutes(13)))));
+    }
+    ASSERT_NE(cache_->Lookup(key), nullptr) << "served from the cache throughout the flood, at "
+                                            << (step / 10) << " s";
+  }
+  EXPECT_TRUE(queue_full) << "the flood filled the callers' queue";
+  // A refresh is due 30 s after each new token: about 20 in 10 minutes, each a
+  // few seconds late at most (its turn comes after 4 caller starts).
+  EXPECT_GE(refreshes, 15u);
+  EXPECT_GT(upstream_.calls(), warm_calls + 500);
+}
+
+// --- IMDS handing out expired tokens (issue #11, item 10) ----------------------------
+
+TEST_F(TokenCacheTest, ExpiredTokensFromImdsBackOffLikeAnyFailure) {
+  Build();
+  const TokenKey key = Key();
+  Warm(key, minutes(20));  // refresh due at 7.5 min
+  time_.Advance(minutes(7) + seconds(30));
+  const size_t before = upstream_.calls();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  int consecutive = 0;
+  for (int i = 0; i < 600; ++i) {  // 10 minutes
+    while (upstream_.pending() > 0) {
+      upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("stale", Epoch(-seconds(10)))));
+    }
+    for (const auto& s : cache_->Snapshot()) consecutive = s.consecutive_failures;
+    time_.Advance(seconds(1));
+  }
+  // 5 attempts (0, 2, 6, 14, 30 s), then a new round every ~60-75 s: not one a second.
+  EXPECT_LT(upstream_.calls() - before, 60u);
+  EXPECT_GT(consecutive, 5) << "each expired token counts as a failure";
+  auto snapshot = cache_->Snapshot();
+  ASSERT_EQ(snapshot.size(), 1u);
+  EXPECT_EQ(snapshot[0].last_error, "expired_token");
+  EXPECT_EQ(snapshot[0].state, EntryState::kDegraded) << "the cached token is still valid";
+  const Token* t = cache_->Lookup(key);
+  ASSERT_NE(t, nullptr) << "the old token is still served, down to the floor";
+  EXPECT_EQ(Access(t, time_.Now()), "tok-1");
+  // A caller asking meanwhile (inside the floor now) gets the IMDS answer as
+  // before: an expired token is never handed out.
+  time_.Advance(minutes(2) + seconds(30));
+  EXPECT_EQ(cache_->Lookup(key), nullptr);
+  auto r = Get(key);
+  time_.Advance(minutes(2));
+  while (upstream_.pending() > 0) {
+    upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("stale", Epoch(-seconds(10)))));
+    time_.Advance(seconds(30));
+  }
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(r->at(0).kind, Kind::kUnavailable);
+}
+
+TEST_F(TokenCacheTest, TokenInsideTheFloorGoesToItsWaitersButIsNotPolledForEverySecond) {
+  config_.prefetch = {Key("https://prefetched/")};
+  Build();
+  cache_->StartPrefetch([] {});
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  auto r = Get(config_.prefetch[0]);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("short", Epoch(seconds(30)))));
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(r->at(0).kind, Kind::kToken) << "a valid token, as before";
+  EXPECT_EQ(cache_->Lookup(config_.prefetch[0]), nullptr) << "but not cached: it is inside the floor";
+  const size_t before = upstream_.calls();
+  for (int i = 0; i < 300; ++i) {  // 5 minutes of IMDS answering the same short-lived token
+    while (upstream_.pending() > 0) {
+      upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("short", Epoch(seconds(30)))));
+    }
+    time_.Advance(seconds(1));
+  }
+  EXPECT_LT(upstream_.calls() - before, 30u);
+  EXPECT_GT(upstream_.calls() - before, 3u) << "a prefetch key keeps trying";
+}
+
 }  // namespace
 }  // namespace mi

@@ -148,6 +148,7 @@ class UpstreamSchedulerTest : public ::testing::Test {
     budget_.burst = 5;
     budget_.max_concurrent = 2;
     budget_.max_queue = 1024;
+    budget_.max_background_queue = 1024;
   }
   void Make() { scheduler_ = std::make_unique<UpstreamScheduler>(budget_, time_, time_); }
   Duration Elapsed() const { return time_.Now() - t0_; }
@@ -287,20 +288,93 @@ TEST_F(UpstreamSchedulerTest, PromoteMovesABackgroundJobAheadOfBackground) {
 
 TEST_F(UpstreamSchedulerTest, FullQueueRejects) {
   budget_.max_queue = 3;
+  budget_.max_background_queue = 1;
   budget_.max_concurrent = 1;
   Make();
   EXPECT_NE(Held(Priority::kCaller, "a"), 0u);
   EXPECT_NE(Quick(Priority::kBackground, "b"), 0u);
   EXPECT_NE(Quick(Priority::kCaller, "c"), 0u);
+  EXPECT_NE(Quick(Priority::kCaller, "d"), 0u);
   EXPECT_EQ(Quick(Priority::kCaller, "rejected"), UpstreamScheduler::kRejected);
   EXPECT_EQ(scheduler_->stats().rejected_total, 1u);
   time_.RunPending();  // "a" starts and leaves the queue
-  EXPECT_NE(Quick(Priority::kCaller, "d"), 0u);
+  EXPECT_NE(Quick(Priority::kCaller, "e"), 0u);
   EXPECT_EQ(Quick(Priority::kBackground, "rejected"), UpstreamScheduler::kRejected);
   EXPECT_EQ(scheduler_->stats().rejected_total, 2u);
   Release();
   time_.Advance(seconds(5));
-  EXPECT_EQ(order_, (std::vector<std::string>{"a", "c", "d", "b"}));
+  EXPECT_EQ(order_, (std::vector<std::string>{"a", "c", "d", "e", "b"}));
+}
+
+TEST_F(UpstreamSchedulerTest, BackgroundNeverTakesACallersPlace) {
+  budget_.max_queue = 3;
+  budget_.max_background_queue = 50;
+  budget_.max_concurrent = 1;
+  Make();
+  Held(Priority::kCaller, "busy");
+  time_.RunPending();
+  // Refreshes fill their own share...
+  for (int i = 0; i < 50; ++i) ASSERT_NE(Quick(Priority::kBackground, "b"), 0u) << i;
+  EXPECT_EQ(Quick(Priority::kBackground, "b"), UpstreamScheduler::kRejected) << "the background share is bounded";
+  // ...and callers still have all of theirs.
+  for (int i = 0; i < 3; ++i) EXPECT_NE(Quick(Priority::kCaller, "c"), 0u) << i;
+  EXPECT_EQ(Quick(Priority::kCaller, "c"), UpstreamScheduler::kRejected);
+  EXPECT_EQ(scheduler_->stats().queued_caller, 3u);
+  EXPECT_EQ(scheduler_->stats().queued_background, 50u);
+  Release();
+  time_.RunPending();
+  EXPECT_EQ(order_, (std::vector<std::string>{"busy", "c", "c", "c", "b"})) << "callers still start first";
+}
+
+TEST_F(UpstreamSchedulerTest, BackgroundKeepsAShareOfStartsUnderACallerFlood) {
+  budget_.max_concurrent = 1;
+  budget_.rate_per_second = 1;
+  budget_.burst = 1;
+  Make();
+  Quick(Priority::kBackground, "refresh-1");
+  Quick(Priority::kBackground, "refresh-2");
+  // Callers never stop coming: the caller queue is never empty.
+  std::unique_ptr<Timer> flood = time_.NewTimer();
+  int callers = 0;
+  std::function<void()> more = [&] {
+    for (int i = 0; i < 3 && callers < 300; ++i, ++callers) Quick(Priority::kCaller, "c");
+    flood->Arm(Duration(500), more);
+  };
+  more();
+  time_.Advance(seconds(20));
+  ASSERT_GT(scheduler_->stats().queued_caller, 0u) << "the flood went on throughout";
+  std::vector<std::string> expected(12, "c");
+  expected[4] = "refresh-1";
+  expected[9] = "refresh-2";
+  ASSERT_GE(order_.size(), 12u);
+  order_.resize(12);
+  EXPECT_EQ(order_, expected) << "one background start after every " << UpstreamScheduler::kCallerStartsPerBackground
+                              << " caller starts";
+  flood->Disarm();
+}
+
+TEST_F(UpstreamSchedulerTest, DemoteMovesACallerJobToTheBackOfTheBackground) {
+  budget_.max_concurrent = 1;
+  budget_.max_background_queue = 2;
+  Make();
+  Held(Priority::kCaller, "busy");
+  time_.RunPending();
+  auto c1 = Quick(Priority::kCaller, "c1");
+  Quick(Priority::kCaller, "c2");
+  auto b1 = Quick(Priority::kBackground, "b1");
+  EXPECT_TRUE(scheduler_->Demote(c1));
+  EXPECT_TRUE(scheduler_->Demote(b1)) << "already background";
+  EXPECT_FALSE(scheduler_->Demote(123456)) << "unknown";
+  EXPECT_EQ(scheduler_->stats().queued_caller, 1u);
+  EXPECT_EQ(scheduler_->stats().queued_background, 2u);
+  // The background share is full: the job stays a caller job.
+  auto c3 = Quick(Priority::kCaller, "c3");
+  EXPECT_FALSE(scheduler_->Demote(c3));
+  EXPECT_EQ(scheduler_->stats().queued_caller, 2u);
+  Release();
+  time_.Advance(seconds(5));
+  EXPECT_EQ(order_, (std::vector<std::string>{"busy", "c2", "c3", "b1", "c1"}));
+  EXPECT_FALSE(scheduler_->Demote(c1)) << "started";
 }
 
 TEST_F(UpstreamSchedulerTest, PauseDelaysEverythingAndOnlyExtends) {

@@ -10,6 +10,8 @@ namespace {
 constexpr std::string_view kLegacyPath = "/oauth2/token";
 constexpr std::string_view kImdsPath = "/metadata/identity/oauth2/token";
 
+char AsciiLower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
 enum Field { kResource, kClientId, kObjectId, kMiResId, kMsiResId, kApiVersion, kFieldCount };
 
 int FieldOf(std::string_view name) {
@@ -58,11 +60,17 @@ const char* RouteName(Route route) {
   return "other";
 }
 
-Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_view* query) {
+Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_view* query,
+                     std::string_view* authority) {
   *query = std::string_view();
-  if (absolute_form && target.size() > 7 && target.substr(0, 7) == "http://") {
-    size_t slash = target.find('/', 7);
-    target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+  if (authority != nullptr) *authority = std::string_view();
+  // "http://" with an empty authority is no absolute form: it stays an unknown path.
+  const size_t end = absolute_form && target.size() > 7 && target.substr(0, 7) == "http://"
+                         ? target.find_first_of("/?#", 7)
+                         : 0;
+  if (end > 7) {
+    if (authority != nullptr) *authority = target.substr(7, end - 7);  // npos: to the end
+    target = end == std::string_view::npos ? std::string_view("/") : target.substr(end);
   }
   size_t q = target.find('?');
   std::string_view path = target.substr(0, q);
@@ -72,6 +80,52 @@ Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_vi
   if (path == kLegacyPath) return Route::kLegacy;
   if (path == kImdsPath) return Route::kImds;
   return Route::kUnknown;
+}
+
+HostAllowList::HostAllowList() : hosts_{"localhost", "127.0.0.1", "[::1]"} {}
+
+void HostAllowList::Add(std::string_view host) {
+  if (host.empty()) return;  // would allow "Host:" with no value
+  std::string lower(host);
+  for (char& c : lower) c = AsciiLower(c);
+  for (const auto& h : hosts_) {
+    if (h == lower) return;
+  }
+  hosts_.push_back(std::move(lower));
+}
+
+bool HostAllowList::Allows(std::string_view authority) const {
+  // Split off ":port": after "]" for an IPv6 literal, else at the only colon.
+  std::string_view host = authority;
+  size_t colon = std::string_view::npos;
+  if (!authority.empty() && authority.front() == '[') {
+    size_t close = authority.find(']');
+    if (close == std::string_view::npos) return false;
+    if (close + 1 < authority.size()) {
+      if (authority[close + 1] != ':') return false;
+      colon = close + 1;
+    }
+  } else {
+    colon = authority.find(':');
+  }
+  if (colon != std::string_view::npos) {
+    std::string_view port = authority.substr(colon + 1);
+    if (port.empty() || port.size() > 5) return false;
+    unsigned value = 0;
+    for (char c : port) {
+      if (c < '0' || c > '9') return false;
+      value = value * 10 + static_cast<unsigned>(c - '0');
+    }
+    if (value > 65535) return false;
+    host = authority.substr(0, colon);
+  }
+  for (const auto& allowed : hosts_) {
+    if (allowed.size() != host.size()) continue;
+    size_t i = 0;
+    while (i < host.size() && AsciiLower(host[i]) == allowed[i]) ++i;
+    if (i == host.size()) return true;
+  }
+  return false;
 }
 
 std::string ParseTokenParams(std::string_view query, std::string_view form_body, ParsedParams* out) {

@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <memory>
+#include <utility>
 
 namespace mi::proxy {
 namespace {
@@ -29,7 +30,46 @@ bool IsFormContentType(const std::string* value) {
 }  // namespace
 
 TokenApi::TokenApi(TokenBroker* broker, const Clock* clock, TokenApiOptions options)
-    : broker_(broker), clock_(clock), options_(options) {}
+    : broker_(broker), clock_(clock) {
+  set_options(std::move(options));
+}
+
+void TokenApi::set_options(TokenApiOptions options) {
+  options_ = std::move(options);
+  allowed_hosts_ = HostAllowList();
+  if (options_.absolute_form) allowed_hosts_.Add("169.254.169.254");
+  for (const std::string& host : options_.listen_hosts) {
+    const bool bare_ipv6 = host.find(':') != std::string::npos && host.front() != '[';
+    allowed_hosts_.Add(bare_ipv6 ? "[" + host + "]" : host);
+  }
+  for (const std::string& host : options_.allowed_hosts) allowed_hosts_.Add(host);
+}
+
+const char* TokenApi::RefusedHost(const HttpRequest& request, std::string_view authority) const {
+  constexpr std::string_view kHost = "host";
+  constexpr std::string_view kOrigin = "origin";
+  const std::string* host = nullptr;
+  size_t hosts = 0;
+  bool origin = false;
+  for (const auto& [name, value] : request.headers) {
+    if (name == kHost) {
+      host = &value;
+      ++hosts;
+    } else if (name == kOrigin) {
+      origin = true;
+    }
+  }
+  // No client of this API is a browser; a page that reaches us is an attack.
+  if (origin) return "requests with an Origin header are refused";
+  if (hosts > 1) return "several Host headers";
+  if (hosts == 0 && request.http_minor != 0) return "the Host header is missing";
+  // An absolute-form target's authority stands in for Host (RFC 9112 §3.2.2).
+  if (!authority.empty()) {
+    return allowed_hosts_.Allows(authority) ? nullptr : "the request target names a host this agent does not serve";
+  }
+  if (host != nullptr && !allowed_hosts_.Allows(*host)) return "the Host header names a host this agent does not serve";
+  return nullptr;
+}
 
 void TokenApi::Reply(Route route, Responder& responder, HttpResponse&& response) {
   counters_.Count(route, response.status);
@@ -64,10 +104,14 @@ HttpResponse TokenApi::MapResult(const TokenResult& result, TimePoint now) {
 
 void TokenApi::OnRequest(HttpRequest& request, Responder responder) {
   std::string_view query;
-  const Route route = ClassifyTarget(request.target, options_.absolute_form, &query);
+  std::string_view authority;
+  const Route route = ClassifyTarget(request.target, options_.absolute_form, &query, &authority);
 
   if (!request.peer_is_loopback && !options_.allow_remote) {
     return Reply(route, responder, Error(401, "unauthorized_client", "only local callers are served"));
+  }
+  if (const char* why = RefusedHost(request, authority)) {
+    return Reply(route, responder, Error(400, "invalid_request", why));
   }
   if (request.Header("x-forwarded-for") != nullptr) {
     return Reply(route, responder,

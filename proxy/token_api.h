@@ -6,6 +6,8 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "agent/clock.h"
 #include "agent/token_broker.h"
@@ -17,6 +19,10 @@ namespace mi::proxy {
 struct TokenApiOptions {
   bool allow_remote = false;   // serve non-loopback peers
   bool absolute_form = false;  // accept "GET http://169.254.169.254/..." targets
+  // Host values served besides localhost, 127.0.0.1 and [::1] (and
+  // 169.254.169.254 with absolute_form), without a port:
+  std::vector<std::string> listen_hosts;   // the listener's addresses ("10.0.0.4", "::1" or "[::1]")
+  std::vector<std::string> allowed_hosts;  // config "allowed_hosts" ("myvm.internal", "[fd00::4]")
 };
 
 // Requests answered, by route and status code (for metrics).
@@ -36,7 +42,7 @@ class TokenApi : public HttpHandler {
   TokenApi(TokenBroker* broker, const Clock* clock, TokenApiOptions options);
 
   void OnRequest(HttpRequest& request, Responder responder) override;
-  void set_options(TokenApiOptions options) { options_ = options; }
+  void set_options(TokenApiOptions options);
   const RequestCounters& counters() const { return counters_; }
 
   // The HTTP answer for a broker result (exposed for tests).
@@ -44,10 +50,13 @@ class TokenApi : public HttpHandler {
 
  private:
   void Reply(Route route, Responder& responder, HttpResponse&& response);
+  // Why Host/Origin refuse the request (RFC 9112 §3.2, DNS rebinding), or null.
+  const char* RefusedHost(const HttpRequest& request, std::string_view authority) const;
 
   TokenBroker* broker_;
   const Clock* clock_;
   TokenApiOptions options_;
+  HostAllowList allowed_hosts_;  // built from options_
   RequestCounters counters_;
 };
 

@@ -95,29 +95,16 @@ void HostAllowList::Add(std::string_view host) {
 }
 
 bool HostAllowList::Allows(std::string_view authority) const {
-  // Split off ":port": after "]" for an IPv6 literal, else at the only colon.
+  // Split off ":port" (1 to 5 digits), scanning back from the end. Whatever is
+  // left must equal an entry, so "::1", "[::1" or "a:b:80" never match.
   std::string_view host = authority;
-  size_t colon = std::string_view::npos;
-  if (!authority.empty() && authority.front() == '[') {
-    size_t close = authority.find(']');
-    if (close == std::string_view::npos) return false;
-    if (close + 1 < authority.size()) {
-      if (authority[close + 1] != ':') return false;
-      colon = close + 1;
-    }
-  } else {
-    colon = authority.find(':');
+  size_t digits = 0;
+  while (digits < host.size() && host[host.size() - 1 - digits] >= '0' && host[host.size() - 1 - digits] <= '9') {
+    ++digits;
   }
-  if (colon != std::string_view::npos) {
-    std::string_view port = authority.substr(colon + 1);
-    if (port.empty() || port.size() > 5) return false;
-    unsigned value = 0;
-    for (char c : port) {
-      if (c < '0' || c > '9') return false;
-      value = value * 10 + static_cast<unsigned>(c - '0');
-    }
-    if (value > 65535) return false;
-    host = authority.substr(0, colon);
+  if (digits < host.size() && host[host.size() - 1 - digits] == ':') {
+    if (digits == 0 || digits > 5) return false;
+    host.remove_suffix(digits + 1);
   }
   for (const auto& allowed : hosts_) {
     if (allowed.size() != host.size()) continue;

@@ -31,11 +31,12 @@ Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_vi
 class HostAllowList {
  public:
   HostAllowList();
-  // `host` has no port; an IPv6 literal is bracketed ("[fd00::4]"). Kept lower-cased.
+  // REQUIRES: `host` is a host name, an IPv4 address or a bracketed IPv6
+  // address ("[fd00::4]"), without a port. Kept lower-cased.
   void Add(std::string_view host);
-  // `authority` is "host" or "host:port" (1 to 5 digits, at most 65535); the
-  // host compares case-insensitively. Anything else (empty, bad port, userinfo,
-  // a bare IPv6 literal) is refused. Allocates nothing.
+  // `authority` is "host" or "host:port" (1 to 5 digits); the host compares
+  // case-insensitively. Anything else (empty, bad port, userinfo, a bare IPv6
+  // literal) is refused. Allocates nothing.
   bool Allows(std::string_view authority) const;
 
  private:

@@ -50,8 +50,10 @@ class TokenApi : public HttpHandler {
 
  private:
   void Reply(Route route, Responder& responder, HttpResponse&& response);
+  struct CheckedHeaders;
   // Why Host/Origin refuse the request (RFC 9112 §3.2, DNS rebinding), or null.
-  const char* RefusedHost(const HttpRequest& request, std::string_view authority) const;
+  const char* RefusedHost(const HttpRequest& request, const CheckedHeaders& headers,
+                          std::string_view authority) const;
 
   TokenBroker* broker_;
   const Clock* clock_;

@@ -3,6 +3,12 @@
 // (/oauth2/token, GET and POST form) and the IMDS-shaped endpoint
 // (/metadata/identity/oauth2/token). Validates, asks the TokenBroker, and maps
 // its answer to HTTP (SPEC §3 error table). Loop thread only.
+//
+// Against DNS rebinding (a web page whose name now resolves to 127.0.0.1 is
+// same-origin with us), before anything else but the peer check: a request
+// with an Origin header, several Host headers, no Host in HTTP/1.1, or a Host
+// (absolute-form: the target's authority) outside HostAllowList gets 400
+// invalid_request.
 
 #include <array>
 #include <cstdint>

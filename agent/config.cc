@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include <nlohmann/json.hpp>
+#include <uv.h>
 
 #include "agent/platform.h"
 #include "agent/text.h"
@@ -140,6 +141,48 @@ bool ParseHostPort(const std::string& text, ListenAddress* out) {
   return true;
 }
 
+// A Host name as allowed_hosts takes it: DNS labels (letters, digits, inner
+// hyphens; an IPv4 address is one too) or a bracketed IPv6 address. No port.
+bool ValidAllowedHost(const std::string& host) {
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']' && host.find('%') == std::string::npos) {
+    char buf[16];
+    return uv_inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), buf) == 0;
+  }
+  if (host.empty() || host.size() > 253) return false;
+  size_t label = 0;  // length of the current label
+  for (size_t i = 0; i <= host.size(); ++i) {
+    const char c = i < host.size() ? host[i] : '.';
+    if (c == '.') {
+      if (label == 0 || label > 63 || host[i - 1] == '-') return false;
+      label = 0;
+    } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c == '-' && label > 0)) {
+      ++label;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+void ParseAllowedHosts(Reader& r, std::string* error, std::vector<std::string>* out) {
+  const json* list = r.Array("allowed_hosts");
+  if (list == nullptr) return;
+  std::vector<std::string> hosts;
+  for (size_t i = 0; i < list->size(); ++i) {
+    const json& item = (*list)[i];
+    if (!item.is_string() || !ValidAllowedHost(item.get_ref<const std::string&>())) {
+      if (error->empty()) {
+        *error = "allowed_hosts[" + std::to_string(i) +
+                 "]: expected a host name or IP address without a port, such as \"myvm.internal\", "
+                 "\"10.0.0.4\" or \"[fd00::4]\"";
+      }
+      return;
+    }
+    hosts.push_back(item.get<std::string>());
+  }
+  *out = std::move(hosts);
+}
+
 void ParsePrefetch(Reader& r, std::string* error, std::vector<TokenKey>* out) {
   const json* list = r.Array("prefetch");
   if (list == nullptr) return;
@@ -226,6 +269,7 @@ Status ParseConfig(const std::string& text, Config* out) {
   }
   r.Bool("allow_remote", &c.allow_remote);
   r.Bool("absolute_form", &c.absolute_form);
+  ParseAllowedHosts(r, &error, &c.allowed_hosts);
 
   if (const json* o = r.Object("imds")) {
     Reader s(*o, "imds", &error);

@@ -25,6 +25,10 @@ struct Config {
   std::vector<std::string> listen = {"127.0.0.1", "::1"};  // "listen": addresses to bind
   bool allow_remote = false;        // "allow_remote": serve non-loopback peers (never by default)
   bool absolute_form = false;       // "absolute_form": accept "GET http://169.254.169.254/..." targets
+  // "allowed_hosts": Host names served besides localhost, 127.0.0.1, [::1], the
+  // listen addresses (and 169.254.169.254 with absolute_form): host names or IP
+  // addresses without a port, IPv6 in brackets ("[fd00::4]"). Others get 400.
+  std::vector<std::string> allowed_hosts;
 
   // --- Upstream (IMDS) ------------------------------------------------------
   struct Imds {

@@ -871,6 +871,13 @@ int Connection::OnHeaderValue(const char* at, size_t len) {
 }
 
 int Connection::OnHeaderValueComplete() {
+  if (!in_head_) {
+    // A chunked trailer field: a header check must never see it (a trailer
+    // "Metadata: true" would pass it). Its bytes were counted in HeadSpan.
+    field_.clear();
+    value_.clear();
+    return 0;
+  }
   for (char& ch : field_) ch = AsciiLower(ch);
   size_t begin = 0;
   size_t end = value_.size();
@@ -888,7 +895,8 @@ int Connection::OnHeadersComplete() {
   in_head_ = false;
   if (head_bytes_ > limits().max_header_bytes) return Fail(431, "request headers too large");
   if (llhttp_get_http_major(&parser_) != 1) return Fail(505, "HTTP version not supported");
-  http10_ = llhttp_get_http_minor(&parser_) == 0;
+  request_.http_minor = llhttp_get_http_minor(&parser_);
+  http10_ = request_.http_minor == 0;
   request_.method = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_get_method(&parser_)));
   request_.keep_alive = llhttp_should_keep_alive(&parser_) != 0 && llhttp_get_upgrade(&parser_) == 0;
   const bool chunked = (parser_.flags & F_CHUNKED) != 0;

@@ -55,8 +55,10 @@ struct ServerLimits {
 struct HttpRequest {
   std::string method;  // "GET", "POST", ... as sent
   std::string target;  // request target as sent ("/oauth2/token?resource=...")
+  int http_minor = 1;  // HTTP/1.<http_minor> (other major versions are answered 505)
   // Header names lower-cased, values with surrounding whitespace trimmed, in
-  // arrival order, duplicates kept.
+  // arrival order, duplicates kept. Never the fields of a chunked trailer: those
+  // count against max_header_bytes and are dropped.
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;  // de-chunked
   bool keep_alive = true;

@@ -10,6 +10,8 @@ namespace {
 constexpr std::string_view kLegacyPath = "/oauth2/token";
 constexpr std::string_view kImdsPath = "/metadata/identity/oauth2/token";
 
+char AsciiLower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
 enum Field { kResource, kClientId, kObjectId, kMiResId, kMsiResId, kApiVersion, kFieldCount };
 
 int FieldOf(std::string_view name) {
@@ -58,11 +60,17 @@ const char* RouteName(Route route) {
   return "other";
 }
 
-Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_view* query) {
+Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_view* query,
+                     std::string_view* authority) {
   *query = std::string_view();
-  if (absolute_form && target.size() > 7 && target.substr(0, 7) == "http://") {
-    size_t slash = target.find('/', 7);
-    target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+  if (authority != nullptr) *authority = std::string_view();
+  // "http://" with an empty authority is no absolute form: it stays an unknown path.
+  const size_t end = absolute_form && target.size() > 7 && target.substr(0, 7) == "http://"
+                         ? target.find_first_of("/?#", 7)
+                         : 0;
+  if (end > 7) {
+    if (authority != nullptr) *authority = target.substr(7, end - 7);  // npos: to the end
+    target = end == std::string_view::npos ? std::string_view("/") : target.substr(end);
   }
   size_t q = target.find('?');
   std::string_view path = target.substr(0, q);
@@ -72,6 +80,39 @@ Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_vi
   if (path == kLegacyPath) return Route::kLegacy;
   if (path == kImdsPath) return Route::kImds;
   return Route::kUnknown;
+}
+
+HostAllowList::HostAllowList() : hosts_{"localhost", "127.0.0.1", "[::1]"} {}
+
+void HostAllowList::Add(std::string_view host) {
+  if (host.empty()) return;  // would allow "Host:" with no value
+  std::string lower(host);
+  for (char& c : lower) c = AsciiLower(c);
+  for (const auto& h : hosts_) {
+    if (h == lower) return;
+  }
+  hosts_.push_back(std::move(lower));
+}
+
+bool HostAllowList::Allows(std::string_view authority) const {
+  // Split off ":port" (1 to 5 digits), scanning back from the end. Whatever is
+  // left must equal an entry, so "::1", "[::1" or "a:b:80" never match.
+  std::string_view host = authority;
+  size_t digits = 0;
+  while (digits < host.size() && host[host.size() - 1 - digits] >= '0' && host[host.size() - 1 - digits] <= '9') {
+    ++digits;
+  }
+  if (digits < host.size() && host[host.size() - 1 - digits] == ':') {
+    if (digits == 0 || digits > 5) return false;
+    host.remove_suffix(digits + 1);
+  }
+  for (const auto& allowed : hosts_) {
+    if (allowed.size() != host.size()) continue;
+    size_t i = 0;
+    while (i < host.size() && AsciiLower(host[i]) == allowed[i]) ++i;
+    if (i == host.size()) return true;
+  }
+  return false;
 }
 
 std::string ParseTokenParams(std::string_view query, std::string_view form_body, ParsedParams* out) {

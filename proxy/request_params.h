@@ -6,6 +6,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "agent/token.h"
 
@@ -18,8 +19,29 @@ const char* RouteName(Route route);
 // Path of a request target without the query, normalised: a doubled leading
 // slash collapses, one trailing slash is dropped. `absolute_form` also accepts
 // "http://host[:port]/path" targets. Returns the route and sets *query to the
-// raw query string (without '?').
-Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_view* query);
+// raw query string (without '?'), and *authority (when given) to the
+// "host[:port]" of an absolute-form target, empty for any other target.
+Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_view* query,
+                     std::string_view* authority = nullptr);
+
+// The host names a request may give in `Host` (or in an absolute-form target)
+// on the token listener: the defence against DNS rebinding, where a web page
+// whose name now resolves to 127.0.0.1 sends "Host: attacker.example".
+// Always holds localhost, 127.0.0.1 and [::1]; Add() appends more.
+class HostAllowList {
+ public:
+  HostAllowList();
+  // REQUIRES: `host` is a host name, an IPv4 address or a bracketed IPv6
+  // address ("[fd00::4]"), without a port. Kept lower-cased.
+  void Add(std::string_view host);
+  // `authority` is "host" or "host:port" (1 to 5 digits); the host compares
+  // case-insensitively. Anything else (empty, bad port, userinfo, a bare IPv6
+  // literal) is refused. Allocates nothing.
+  bool Allows(std::string_view authority) const;
+
+ private:
+  std::vector<std::string> hosts_;
+};
 
 struct ParsedParams {
   TokenKey key;

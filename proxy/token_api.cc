@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <memory>
+#include <utility>
 
 namespace mi::proxy {
 namespace {
@@ -28,8 +29,72 @@ bool IsFormContentType(const std::string* value) {
 
 }  // namespace
 
+// The headers the API looks at, found in one pass (header names are lower-cased).
+struct TokenApi::CheckedHeaders {
+  const std::string* host = nullptr;  // the first of each
+  const std::string* metadata = nullptr;
+  const std::string* content_type = nullptr;
+  size_t hosts = 0;
+  size_t metadatas = 0;
+  bool origin = false;
+  bool forwarded_for = false;
+
+  explicit CheckedHeaders(const HttpRequest& request) {
+    for (const auto& [name, value] : request.headers) {
+      switch (name.size()) {  // one comparison per header at most
+        case 4:
+          if (std::string_view(name) == "host" && hosts++ == 0) host = &value;
+          break;
+        case 6:
+          origin = origin || std::string_view(name) == "origin";
+          break;
+        case 8:
+          if (std::string_view(name) == "metadata" && metadatas++ == 0) metadata = &value;
+          break;
+        case 12:
+          if (std::string_view(name) == "content-type" && content_type == nullptr) content_type = &value;
+          break;
+        case 15:
+          forwarded_for = forwarded_for || std::string_view(name) == "x-forwarded-for";
+          break;
+        default:
+          break;
+      }
+    }
+  }
+};
+
 TokenApi::TokenApi(TokenBroker* broker, const Clock* clock, TokenApiOptions options)
-    : broker_(broker), clock_(clock), options_(options) {}
+    : broker_(broker), clock_(clock) {
+  set_options(std::move(options));
+}
+
+void TokenApi::set_options(TokenApiOptions options) {
+  options_ = std::move(options);
+  allowed_hosts_ = HostAllowList();
+  if (options_.absolute_form) allowed_hosts_.Add("169.254.169.254");
+  for (const std::string& host : options_.listen_hosts) {
+    const bool bare_ipv6 = host.find(':') != std::string::npos && host.front() != '[';
+    allowed_hosts_.Add(bare_ipv6 ? "[" + host + "]" : host);
+  }
+  for (const std::string& host : options_.allowed_hosts) allowed_hosts_.Add(host);
+}
+
+const char* TokenApi::RefusedHost(const HttpRequest& request, const CheckedHeaders& headers,
+                                  std::string_view authority) const {
+  // No client of this API is a browser; a page that reaches us is an attack.
+  if (headers.origin) return "requests with an Origin header are refused";
+  if (headers.hosts > 1) return "several Host headers";
+  if (headers.hosts == 0 && request.http_minor != 0) return "the Host header is missing";
+  // An absolute-form target's authority stands in for Host (RFC 9112 §3.2.2).
+  if (!authority.empty()) {
+    return allowed_hosts_.Allows(authority) ? nullptr : "the request target names a host this agent does not serve";
+  }
+  if (headers.host != nullptr && !allowed_hosts_.Allows(*headers.host)) {
+    return "the Host header names a host this agent does not serve";
+  }
+  return nullptr;
+}
 
 void TokenApi::Reply(Route route, Responder& responder, HttpResponse&& response) {
   counters_.Count(route, response.status);
@@ -65,32 +130,37 @@ HttpResponse TokenApi::MapResult(const TokenResult& result, TimePoint now) {
 
 void TokenApi::OnRequest(HttpRequest& request, Responder responder) {
   std::string_view query;
-  const Route route = ClassifyTarget(request.target, options_.absolute_form, &query);
+  std::string_view authority;
+  const Route route = ClassifyTarget(request.target, options_.absolute_form, &query, &authority);
 
   if (!request.peer_is_loopback && !options_.allow_remote) {
     return Reply(route, responder, Error(401, "unauthorized_client", "only local callers are served"));
   }
-  if (request.Header("x-forwarded-for") != nullptr) {
+  const CheckedHeaders headers(request);
+  if (const char* why = RefusedHost(request, headers, authority)) {
+    return Reply(route, responder, Error(400, "invalid_request", why));
+  }
+  if (headers.forwarded_for) {
     return Reply(route, responder,
                  Error(400, "invalid_request", "requests with X-Forwarded-For are refused"));
   }
   if (route == Route::kUnknown) {
     return Reply(route, responder, Error(401, "unknown_source", "Unknown Source " + request.target));
   }
-  const bool post = request.method == "POST";
-  if (request.method != "GET" && !(post && route == Route::kLegacy)) {
+  const std::string_view method = request.method;  // string_view: compared inline
+  const bool post = method == "POST";
+  if (method != "GET" && !(post && route == Route::kLegacy)) {
     HttpResponse r = Error(405, "invalid_request", "method " + request.method + " is not allowed");
     r.headers.emplace_back("Allow", route == Route::kLegacy ? "GET, POST" : "GET");
     return Reply(route, responder, std::move(r));
   }
-  const std::string* metadata = request.Header("metadata");
-  if (metadata == nullptr || *metadata != "true" || request.HeaderCount("metadata") != 1) {
+  if (headers.metadatas != 1 || std::string_view(*headers.metadata) != "true") {
     return Reply(route, responder,
                  Error(400, "bad_request_102", "Required metadata header not specified"));
   }
   std::string_view form;
   if (post && !request.body.empty()) {
-    if (!IsFormContentType(request.Header("content-type"))) {
+    if (!IsFormContentType(headers.content_type)) {
       return Reply(route, responder,
                    Error(400, "invalid_request", "the body must be application/x-www-form-urlencoded"));
     }

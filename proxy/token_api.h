@@ -3,9 +3,17 @@
 // (/oauth2/token, GET and POST form) and the IMDS-shaped endpoint
 // (/metadata/identity/oauth2/token). Validates, asks the TokenBroker, and maps
 // its answer to HTTP (SPEC §3 error table). Loop thread only.
+//
+// Against DNS rebinding (a web page whose name now resolves to 127.0.0.1 is
+// same-origin with us), before anything else but the peer check: a request
+// with an Origin header, several Host headers, no Host in HTTP/1.1, or a Host
+// (absolute-form: the target's authority) outside HostAllowList gets 400
+// invalid_request.
 
 #include <array>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "agent/clock.h"
 #include "agent/token_broker.h"
@@ -17,6 +25,10 @@ namespace mi::proxy {
 struct TokenApiOptions {
   bool allow_remote = false;   // serve non-loopback peers
   bool absolute_form = false;  // accept "GET http://169.254.169.254/..." targets
+  // Host values served besides localhost, 127.0.0.1 and [::1] (and
+  // 169.254.169.254 with absolute_form), without a port:
+  std::vector<std::string> listen_hosts;   // the listener's addresses ("10.0.0.4", "::1" or "[::1]")
+  std::vector<std::string> allowed_hosts;  // config "allowed_hosts" ("myvm.internal", "[fd00::4]")
 };
 
 // Requests answered, by route and status code (for metrics).
@@ -36,7 +48,7 @@ class TokenApi : public HttpHandler {
   TokenApi(TokenBroker* broker, const Clock* clock, TokenApiOptions options);
 
   void OnRequest(HttpRequest& request, Responder responder) override;
-  void set_options(TokenApiOptions options) { options_ = options; }
+  void set_options(TokenApiOptions options);
   const RequestCounters& counters() const { return counters_; }
 
   // The HTTP answer for a broker result (exposed for tests).
@@ -44,10 +56,15 @@ class TokenApi : public HttpHandler {
 
  private:
   void Reply(Route route, Responder& responder, HttpResponse&& response);
+  struct CheckedHeaders;
+  // Why Host/Origin refuse the request (RFC 9112 §3.2, DNS rebinding), or null.
+  const char* RefusedHost(const HttpRequest& request, const CheckedHeaders& headers,
+                          std::string_view authority) const;
 
   TokenBroker* broker_;
   const Clock* clock_;
   TokenApiOptions options_;
+  HostAllowList allowed_hosts_;  // built from options_
   RequestCounters counters_;
 };
 

@@ -37,6 +37,17 @@ proxy::ServerLimits HealthLimits(const Config& c) {
   return l;
 }
 
+// `listen_hosts`: the token listener's bound addresses without their ports
+// (these include sockets adopted from the service manager).
+proxy::TokenApiOptions ApiOptions(const Config& c, std::vector<std::string> listen_hosts) {
+  proxy::TokenApiOptions o;
+  o.allow_remote = c.allow_remote;
+  o.absolute_form = c.absolute_form;
+  o.listen_hosts = std::move(listen_hosts);
+  o.allowed_hosts = c.allowed_hosts;
+  return o;
+}
+
 std::string Digest(const Config& c) {
   // A stable short hash of the settings that matter, so a fleet can spot drift.
   nlohmann::json j;
@@ -72,7 +83,7 @@ struct Daemon::Impl {
         : upstream(d->loop.uv(), d->config.imds, &d->logger),
           scheduler(d->config.budget, d->loop, d->loop),
           cache(d->config, &d->loop, &d->loop, &d->random, &upstream, &scheduler),
-          api(&cache, &d->loop, proxy::TokenApiOptions{d->config.allow_remote, d->config.absolute_form}),
+          api(&cache, &d->loop, ApiOptions(d->config, {})),
           server(d->loop.uv(), TokenLimits(d->config), &api, &d->logger),
           health_api(proxy::HealthSources{}),
           health_server(d->loop.uv(), HealthLimits(d->config), &health_api, &d->logger),
@@ -107,6 +118,7 @@ struct Daemon::Impl {
   SystemRandom random;
   NullNotifier null_notifier;
   std::unique_ptr<Parts> parts;
+  std::vector<std::string> listen_hosts;  // Host values naming our token listeners
   bool listening = false;
   bool ready = false;
   bool stopping = false;
@@ -177,7 +189,11 @@ Status Daemon::Impl::Start() {
     if (!s.ok()) return s;
   }
   std::string where;
-  for (const auto& a : p.server.BoundAddresses()) where += (where.empty() ? "" : ", ") + a;
+  for (const auto& a : p.server.BoundAddresses()) {
+    where += (where.empty() ? "" : ", ") + a;
+    listen_hosts.push_back(a.substr(0, a.rfind(':')));  // "[::1]:50342" -> "[::1]"
+  }
+  p.api.set_options(ApiOptions(config, listen_hosts));
   logger.Info("serving tokens on " + where);
   for (const auto& a : p.health_server.BoundAddresses()) logger.Info("health endpoint on " + a);
   listening = true;
@@ -350,7 +366,7 @@ void Daemon::Impl::Reload() {
   p.upstream.set_config(config.imds);
   p.scheduler.set_config(config.budget);
   p.cache.Reconfigure(config);
-  p.api.set_options(proxy::TokenApiOptions{config.allow_remote, config.absolute_form});
+  p.api.set_options(ApiOptions(config, listen_hosts));
   p.server.set_limits(TokenLimits(config));
   p.health_api.sources().config_digest = Digest(config);
   p.health_api.sources().imds_endpoint = config.imds.endpoint;

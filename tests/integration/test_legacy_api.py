@@ -3,12 +3,14 @@ SPEC §3 against the real agent and the real emulator, on 127.0.0.1 and ::1."""
 
 import base64
 import json
+import os
+import signal
 import socket
 
 import pytest
 
 from conftest import (ARM, UA_CLIENT_ID, UA_OBJECT_ID, UA_RES_ID, Agent, Emulator, free_port, request,
-                      token_request)
+                      token_request, wait_for)
 
 ENC_ARM = "https%3A%2F%2Fmanagement.azure.com%2F"
 
@@ -120,7 +122,7 @@ def test_content_type_on_a_bodyless_get_lowercase_headers_no_user_agent(env):
 def test_keep_alive_and_pipelining_answer_in_order(env):
     _, agent = env
     resources = ["https://a.example/", "https://b.example/", "https://c.example/"]
-    data = b"".join(("GET /oauth2/token?resource=" + r + " HTTP/1.1\r\nHost: x\r\nMetadata: true\r\n"
+    data = b"".join(("GET /oauth2/token?resource=" + r + " HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n"
                      "Connection: keep-alive\r\n\r\n").encode() for r in resources)
     answer = raw(agent.port, data, read_responses=3)
     bodies = [part.split("\r\n\r\n", 1)[1] for part in answer.split("HTTP/1.1 ")[1:]]
@@ -220,6 +222,114 @@ def test_x_forwarded_for_is_refused(env):
     _, agent = env
     expect_error(request(agent.port, "GET", "/oauth2/token?resource=" + ENC_ARM,
                          {"Metadata": "true", "X-Forwarded-For": "10.0.0.1"}), 400, "invalid_request")
+
+
+def raw_status_error(answer):
+    """(status, error) of one raw answer."""
+    status = int(answer.split(" ", 2)[1]) if answer.startswith("HTTP/1.") else 0
+    body = answer.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in answer else ""
+    try:
+        return status, json.loads(body).get("error")
+    except ValueError:
+        return status, None
+
+
+TOKEN_TARGET = "/oauth2/token?resource=" + ENC_ARM
+
+
+def get(head, target=TOKEN_TARGET, version="HTTP/1.1"):
+    return (f"GET {target} {version}\r\n{head}Metadata: true\r\nConnection: close\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("head", [
+    "Host: attacker.example:50342\r\n",                     # DNS rebinding: the page's own name
+    "Host: attacker.example\r\n",
+    "Host: localhost.attacker.example\r\n",
+    "Host: localhost:http\r\n",                             # malformed port
+    "Host: \r\n",
+    "",                                                      # HTTP/1.1 without Host
+    "Host: localhost\r\nHost: localhost\r\n",              # several Host headers
+    "Host: localhost\r\nOrigin: http://attacker.example\r\n",
+    "Host: localhost\r\nOrigin: null\r\n",
+])
+def test_foreign_missing_or_doubled_host_and_origin_are_refused(env, head):
+    emulator, agent = env
+    before = emulator.count()
+    assert raw_status_error(raw(agent.port, get(head))) == (400, "invalid_request")
+    assert raw_status_error(raw(agent.port, get(head, "/no/such/path"))) == (400, "invalid_request")
+    assert emulator.count() == before
+
+
+@pytest.mark.parametrize("host,head", [
+    ("127.0.0.1", "Host: localhost\r\n"),
+    ("127.0.0.1", "Host: LOCALHOST:50342\r\n"),
+    ("127.0.0.1", "Host: 127.0.0.1:1\r\n"),
+    ("::1", "Host: [::1]:50342\r\n"),
+    ("::1", "Host: [::1]\r\n"),
+])
+def test_loopback_host_names_are_served_on_any_port(env, host, head):
+    _, agent = env
+    answer = raw(agent.port, get(head), host=host)
+    assert answer.startswith("HTTP/1.1 200"), answer
+
+
+def test_http10_without_host_is_served(env):
+    _, agent = env
+    answer = raw(agent.port, get("", version="HTTP/1.0"))
+    assert answer.startswith("HTTP/1.1 200"), answer
+    assert_token(200, answer.split("\r\n\r\n", 1)[1])
+
+
+def test_metadata_only_in_a_chunked_trailer_does_not_pass(env):
+    emulator, agent = env
+    body = ("resource=" + ENC_ARM).encode()
+    data = (b"POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\nMetadata: true\r\n\r\n")
+    before = emulator.count()
+    answer = raw(agent.port, data)
+    assert raw_status_error(answer) == (400, "bad_request_102"), answer
+    assert emulator.count() == before
+
+
+def test_allowed_hosts_and_absolute_form_authority(agent_factory, emulator):
+    agent = agent_factory(emulator, config={"allowed_hosts": ["MyVM.internal", "[fd00::4]"], "absolute_form": True})
+    for head in ("Host: myvm.internal:50342\r\n", "Host: MYVM.INTERNAL\r\n", "Host: [fd00::4]:80\r\n",
+                 "Host: 169.254.169.254\r\n"):
+        answer = raw(agent.port, get(head))
+        assert answer.startswith("HTTP/1.1 200"), (head, answer)
+    imds = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=" + ENC_ARM
+    answer = raw(agent.port, get("Host: 169.254.169.254\r\n", "http://169.254.169.254" + imds))
+    assert answer.startswith("HTTP/1.1 200"), answer
+    answer = raw(agent.port, get("Host: localhost\r\n", "http://myvm.internal:50342" + imds))
+    assert answer.startswith("HTTP/1.1 200"), answer
+    for target in ("http://attacker.example" + imds, "http://attacker.example:80" + imds,
+                   "http://user@169.254.169.254" + imds):
+        for head in ("Host: localhost\r\n", "Host: attacker.example\r\n"):
+            assert raw_status_error(raw(agent.port, get(head, target))) == (400, "invalid_request"), (target, head)
+    assert raw_status_error(raw(agent.port, get("Host: othervm.internal\r\n"))) == (400, "invalid_request")
+
+
+def test_allowed_hosts_apply_on_reload(agent_factory, emulator):
+    agent = agent_factory(emulator)
+    assert raw_status_error(raw(agent.port, get("Host: myvm.internal\r\n"))) == (400, "invalid_request")
+    cfg = dict(agent.config, allowed_hosts=["myvm.internal"])
+    agent.write_config(cfg)
+    agent.send_signal(signal.SIGHUP)
+    wait_for(lambda: raw(agent.port, get("Host: myvm.internal\r\n")).startswith("HTTP/1.1 200"),
+             what="allowed_hosts applied on reload")
+    # The defaults stay: the CLI and the SDKs name 127.0.0.1 / localhost.
+    assert raw(agent.port, get("Host: localhost\r\n")).startswith("HTTP/1.1 200")
+
+
+def test_invalid_allowed_hosts_fail_start_up_with_the_key_path():
+    agent = Agent(config={"allowed_hosts": ["myvm.internal", "bad host"]}, wait_ready=False)
+    try:
+        assert agent.wait() != 0
+        assert "allowed_hosts[1]" in agent.output(), agent.output()
+    finally:
+        agent.stop()
+        os.unlink(agent.config_path)
 
 
 def test_options_and_unknown_methods_are_refused(env):

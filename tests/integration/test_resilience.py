@@ -218,7 +218,7 @@ def test_load_with_slow_loris(agent_factory, emulator):
         s = socket.create_connection(("127.0.0.1", agent.port))
         s.setblocking(False)
         loris.append(s)
-    request_bytes = b"GET /oauth2/token?resource=" + ENC.encode() + b" HTTP/1.1\r\nHost: x\r\nMetadata: true\r\n\r\n"
+    request_bytes = b"GET /oauth2/token?resource=" + ENC.encode() + b" HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n\r\n"
     # 2,000 well-behaved keep-alive connections.
     good = [socket.create_connection(("127.0.0.1", agent.port)) for _ in range(2000)]
     ok = 0

@@ -119,6 +119,60 @@ TEST(ConfigTest, CommandLineStringsMustBeUtf8) {
   EXPECT_EQ(ApplyOverrides({"--imds-endpoint", "http://127.0.0.1:9/caf\xc3\xa9"}, &c), "");
 }
 
+TEST(ConfigTest, AllowedHostsDefaultsToNone) {
+  Config c;
+  ASSERT_TRUE(Parse("{}", &c).ok());
+  EXPECT_TRUE(c.allowed_hosts.empty());
+}
+
+TEST(ConfigTest, AllowedHostsTakesNamesAndAddresses) {
+  Config c;
+  Status s = Parse(R"({"allowed_hosts": ["myvm.internal", "MyVM", "10.0.0.4", "[fd00::4]", "[::1]", "a-b.c-d.e",
+                                         "x1"]})",
+                   &c);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(c.allowed_hosts, (std::vector<std::string>{"myvm.internal", "MyVM", "10.0.0.4", "[fd00::4]", "[::1]",
+                                                       "a-b.c-d.e", "x1"}));
+}
+
+TEST(ConfigTest, AllowedHostsEntriesAreValidated) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"allowed_hosts": "myvm"})", "allowed_hosts: expected an array"},
+      {R"({"allowed_hosts": [""]})", "allowed_hosts[0]: expected a host name or IP address"},
+      {R"({"allowed_hosts": ["ok", 7]})", "allowed_hosts[1]: expected a host name or IP address"},
+      {R"({"allowed_hosts": ["my vm"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": [" myvm"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["myvm\t"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["my\u0000vm"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["myvm:50342"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["fd00::4"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["[fd00::4]:80"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["[not-ipv6]"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["[fe80::1%eth0]"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["*"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["*.example"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["user@myvm"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["myvm."]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": [".myvm"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["a..b"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["-myvm"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["myvm-"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["my_vm"]})", "allowed_hosts[0]:"},
+      {R"({"allowed_hosts": ["http://myvm"]})", "allowed_hosts[0]:"},
+  };
+  for (const auto& [text, expected] : cases) {
+    Config c;
+    c.allowed_hosts = {"kept"};
+    Status s = Parse(text, &c);
+    EXPECT_FALSE(s.ok()) << text;
+    EXPECT_EQ(s.message().rfind(expected, 0), 0u) << text << " -> " << s.message();
+    EXPECT_EQ(c.allowed_hosts, std::vector<std::string>{"kept"}) << text;
+  }
+  Config c;
+  EXPECT_FALSE(Parse(R"({"allowed_hosts": [")" + std::string(64, 'a') + R"("]})", &c).ok()) << "label > 63";
+  EXPECT_FALSE(Parse(R"({"allowed_hosts": [")" + std::string(254, 'a') + R"("]})", &c).ok());
+}
+
 TEST(ConfigTest, MissingFileIsDefaultsOnlyWhenAllowed) {
   Config c;
   EXPECT_TRUE(LoadConfigFile("/nonexistent/mi-agent.json", true, &c).ok());

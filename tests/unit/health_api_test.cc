@@ -93,6 +93,7 @@ class HealthApiTest : public ::testing::Test {
     r.method = "GET";
     r.target = "/oauth2/token?" + query;
     r.peer_is_loopback = true;
+    r.headers.emplace_back("host", "localhost");
     if (metadata) r.headers.emplace_back("metadata", "true");
     api_->OnRequest(r, Responder());
   }

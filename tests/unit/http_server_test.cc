@@ -396,6 +396,45 @@ TEST_F(HttpServerTest, ChunkedBodyIsAssembled) {
   EXPECT_EQ(handler_.requests[0].body, "hello world");
 }
 
+TEST_F(HttpServerTest, ChunkedTrailerFieldsNeverBecomeHeaders) {
+  StartServer();
+  auto c = Connect();
+  // A header check (Metadata, Host) must not be satisfied from the trailer.
+  c->Write("POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+           "0\r\nMetadata: true\r\nHost: other\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
+  ASSERT_EQ(handler_.requests.size(), 1u);
+  const HttpRequest& req = handler_.requests[0];
+  EXPECT_EQ(req.body, "hello");
+  std::vector<std::pair<std::string, std::string>> want = {{"host", "x"}, {"transfer-encoding", "chunked"}};
+  EXPECT_EQ(req.headers, want);
+  EXPECT_EQ(req.Header("metadata"), nullptr);
+}
+
+TEST_F(HttpServerTest, ChunkedTrailerCountsTowardsTheHeaderLimit) {
+  ServerLimits limits;
+  limits.max_header_bytes = 1024;
+  StartServer(limits);
+  auto c = Connect();
+  c->Write("POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+           "0\r\nX-Big: " + std::string(2000, 'a') + "\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return c->eof(); }));
+  auto rs = c->responses();
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0].status, 431);
+  EXPECT_TRUE(handler_.requests.empty());
+}
+
+TEST_F(HttpServerTest, RequestCarriesItsHttpVersion) {
+  StartServer();
+  auto c = Connect();
+  c->Write("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.0\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 2; }));
+  ASSERT_EQ(handler_.requests.size(), 2u);
+  EXPECT_EQ(handler_.requests[0].http_minor, 1);
+  EXPECT_EQ(handler_.requests[1].http_minor, 0);
+}
+
 TEST_F(HttpServerTest, RequestSplitAcrossReads) {
   StartServer();
   auto c = Connect();

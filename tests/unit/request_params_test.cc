@@ -34,6 +34,92 @@ TEST(ClassifyTargetTest, AbsoluteFormOnlyWhenEnabled) {
   EXPECT_EQ(q, "api-version=1&resource=x");
 }
 
+TEST(ClassifyTargetTest, AbsoluteFormAuthorityIsSplitOff) {
+  std::string_view q;
+  std::string_view authority = "stale";
+  EXPECT_EQ(ClassifyTarget("http://169.254.169.254:80/oauth2/token?resource=x", true, &q, &authority), Route::kLegacy);
+  EXPECT_EQ(authority, "169.254.169.254:80");
+  EXPECT_EQ(q, "resource=x");
+  EXPECT_EQ(ClassifyTarget("http://Attacker.Example", true, &q, &authority), Route::kUnknown);
+  EXPECT_EQ(authority, "Attacker.Example");
+  ClassifyTarget("http://h?resource=x", true, &q, &authority);
+  EXPECT_EQ(authority, "h");
+  // Origin form, absolute form switched off, and an empty authority: no authority.
+  for (std::string_view target : {"/oauth2/token", "http:///oauth2/token", "http://"}) {
+    authority = "stale";
+    ClassifyTarget(target, true, &q, &authority);
+    EXPECT_TRUE(authority.empty()) << target;
+  }
+  authority = "stale";
+  ClassifyTarget("http://169.254.169.254/oauth2/token", false, &q, &authority);
+  EXPECT_TRUE(authority.empty());
+}
+
+TEST(HostAllowListTest, LoopbackNamesAnyPortAnyCase) {
+  HostAllowList allow;
+  allow.Add("MyVM.Internal");
+  allow.Add("[FD00::4]");
+  allow.Add("10.0.0.4");
+  struct Case {
+    const char* authority;
+    bool allowed;
+  };
+  const Case cases[] = {
+      {"localhost", true},
+      {"localhost:50342", true},
+      {"LocalHost:1", true},
+      {"127.0.0.1", true},
+      {"127.0.0.1:50342", true},
+      {"127.0.0.1:65535", true},
+      {"[::1]", true},
+      {"[::1]:50342", true},
+      {"myvm.internal:80", true},
+      {"MYVM.INTERNAL", true},
+      {"[fd00::4]:50342", true},
+      {"10.0.0.4", true},
+      // Foreign names, and near misses of allowed ones.
+      {"attacker.example", false},
+      {"attacker.example:50342", false},
+      {"localhost.attacker.example", false},
+      {"localhost.", false},
+      {"127.0.0.2", false},
+      {"127.1", false},
+      {"169.254.169.254", false},  // only with absolute_form (the API adds it)
+      {"user@localhost", false},
+      {"local host", false},
+      {" localhost", false},
+      // Malformed ports and brackets.
+      {"localhost:", false},
+      {"localhost:http", false},
+      {"localhost:50342x", false},
+      {"localhost:-1", false},
+      {"localhost:+80", false},
+      {"localhost:123456", false},
+      {"localhost:000080", false},
+      {"localhost:80:80", false},
+      {"::1", false},
+      {"::1:50342", false},
+      {"[::1", false},
+      {"[::1]50342", false},
+      {"[::1]:", false},
+      {"[::1]:x", false},
+      {"::1]", false},
+      {"[]", false},
+      {"", false},
+      {":50342", false},
+  };
+  for (const Case& c : cases) EXPECT_EQ(allow.Allows(c.authority), c.allowed) << '"' << c.authority << '"';
+}
+
+TEST(HostAllowListTest, OnlyTheDefaultsUntilAdded) {
+  HostAllowList allow;
+  EXPECT_TRUE(allow.Allows("localhost:50342"));
+  EXPECT_FALSE(allow.Allows("myvm.internal"));
+  allow.Add("");  // an empty Host never becomes allowed
+  EXPECT_FALSE(allow.Allows(""));
+  EXPECT_FALSE(allow.Allows(":80"));
+}
+
 TEST(ClassifyTargetTest, QueryIsSplitOff) {
   std::string_view q;
   ClassifyTarget("/oauth2/token?resource=a&b=c", false, &q);

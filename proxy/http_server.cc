@@ -54,6 +54,9 @@ constexpr int kBacklog = 1024;
 constexpr size_t kReadBufferSize = 64 * 1024;
 // Stop reading a connection whose client does not read its answers.
 constexpr size_t kMaxBufferedOutput = 256 * 1024;
+// Rounds of "parse until the output is full, write it" one connection gets per
+// loop turn (about this many times kMaxBufferedOutput of answers).
+constexpr int kParseRoundsPerTurn = 4;
 // After the final response: half-close, then read and discard for at most this
 // long so unread request bytes do not turn our close into a reset that destroys
 // the response at the client.
@@ -374,6 +377,8 @@ class Connection {
     return fifo_.size() < std::max<size_t>(1, limits().max_pipelined) &&
            out_.size() + writing_.size() < kMaxBufferedOutput;
   }
+  // Parsing stopped for back-pressure and may go on now.
+  bool CanResumeParse() const { return parse_paused_ && !stop_parsing_ && !draining_ && HasRoom(); }
   void Schedule() {
     if (server_ != nullptr && !closed_) server_->Schedule(this);
   }
@@ -615,13 +620,25 @@ void Connection::Service() {
     return;
   }
   if (closed_ || lingering_) return;
-  if (parse_paused_ && !stop_parsing_ && !draining_ && HasRoom()) {
-    parse_paused_ = false;
-    if (!pending_in_.empty()) ParsePending();
+  // Parse the buffered requests while their answers fit, writing between
+  // rounds: a write the socket takes at once (uv_try_write) makes room without
+  // any later event, so the next round must follow here. After
+  // kParseRoundsPerTurn rounds the connection yields to the others and carries
+  // on next turn.
+  for (int round = 0;; ++round) {
+    if (CanResumeParse()) {
+      if (round == kParseRoundsPerTurn) {
+        Schedule();
+        break;
+      }
+      parse_paused_ = false;
+      if (!pending_in_.empty()) ParsePending();
+      if (closed_) return;
+    }
+    Flush();
     if (closed_) return;
+    if (!CanResumeParse()) break;
   }
-  Flush();
-  if (closed_) return;
   if (!write_in_flight_ && out_.empty()) {
     if (close_after_write_) {
       BeginLinger();

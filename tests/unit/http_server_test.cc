@@ -610,6 +610,37 @@ TEST_F(HttpServerTest, ManyPipelinedRequestsAnsweredSynchronously) {
   EXPECT_FALSE(c->eof());
 }
 
+// Far more answers than the output buffer holds, all in one write, with the
+// client reading as they come: the parse resumes whether the socket took the
+// output at once (uv_try_write) or later (uv_write completion).
+TEST_F(HttpServerTest, TenThousandPipelinedRequestsAreAllAnswered) {
+  StartServer();
+  constexpr int kRequests = 10000;
+  const std::string padding(1000, 'p');  // about a cached token's size
+  handler_.on_request = [&](HttpRequest& req, Responder r) { r.Send(TextResponse(req.target + padding)); };
+  auto c = Connect();
+  std::string batch;
+  for (int i = 0; i < kRequests; ++i) {
+    char target[16];
+    std::snprintf(target, sizeof target, "/%05d", i);  // same length each: answers of one size
+    batch += std::string("GET ") + target + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  }
+  c->Write(batch);
+  ASSERT_TRUE(RunUntil([&] { return c->received().find("\r\n\r\n") != std::string::npos; }));
+  const size_t answer_size = c->received().find("\r\n\r\n") + 4 + std::strlen("/00000") + padding.size();
+  ASSERT_TRUE(RunUntil([&] { return c->received().size() >= answer_size * kRequests || c->eof(); }))
+      << "answers received: " << c->received().size() / answer_size;
+  auto rs = c->responses();
+  ASSERT_EQ(rs.size(), static_cast<size_t>(kRequests));
+  for (int i = 0; i < kRequests; ++i) {
+    char target[16];
+    std::snprintf(target, sizeof target, "/%05d", i);
+    ASSERT_EQ(rs[i].body, target + padding) << "answer " << i;
+  }
+  EXPECT_EQ(server_->stats().requests, static_cast<uint64_t>(kRequests));
+  EXPECT_FALSE(c->eof());
+}
+
 TEST_F(HttpServerTest, MaxConnectionsAnswers503WithRetryAfter) {
   ServerLimits limits;
   limits.max_connections = 1;

@@ -32,8 +32,8 @@
 //  Responder holding the only reference to an Exchange, which points back at
 //  the connection and the slot while both are alive. Destroying an unanswered
 //  Exchange (Responder dropped, or overwritten by move-assignment) answers 500.
-//  Closing or abandoning the connection detaches every Exchange first, so a
-//  late Send() is a no-op.
+//  Closing or abandoning the connection, or answering 503 at the shutdown
+//  deadline, detaches the Exchange first, so a late Send() is a no-op.
 //
 //  Output: answered slots at the head of the FIFO are serialized into out_;
 //  the turn flushes out_ with one write per connection (uv_try_write first,
@@ -314,6 +314,7 @@ class ServerCore {
   void StartTurn();
   void StopTurn();
   void OnTurn();
+  void StartDeadlineTimer(Duration delay);
   void OnDeadline();
   void MaybeFinishShutdown();
 
@@ -326,6 +327,7 @@ class ServerCore {
   bool turn_active_ = false;
   UvHandle<uv_timer_t> deadline_timer_;
   bool shutting_down_ = false;
+  bool deadline_passed_ = false;  // the 503s are out; the timer now bounds the grace
   bool done_pending_ = false;
   std::function<void()> shutdown_done_;
   // Warnings that a flood could repeat are logged at most once per interval.
@@ -350,6 +352,10 @@ class Connection {
   void Start();
   void Reject();
   void Drain();
+  // The drain deadline: answers 503 to every request still waiting (answers
+  // already given go out first, in order) and closes after the last. Returns
+  // how many requests it answered.
+  size_t RefuseWaiting();
   // Starts closing; the object is deleted in the tcp close callback. With
   // `reset`, the peer sees a TCP reset instead of an orderly close.
   // REQUIRES: InitTcp() succeeded.
@@ -587,6 +593,28 @@ void Connection::Drain() {
   if (closed_) return;
   draining_ = true;
   Schedule();
+}
+
+size_t Connection::RefuseWaiting() {
+  if (closed_ || close_after_write_) return 0;
+  size_t refused = 0;
+  for (Slot& slot : fifo_) {
+    if (slot.exchange == nullptr) continue;  // answered, or not a handler's request
+    // The handler's late Send() becomes a no-op.
+    slot.exchange->conn = nullptr;
+    slot.exchange->slot = nullptr;
+    slot.exchange = nullptr;
+    slot.answered = true;
+    HttpResponse& r = slot.response.emplace();
+    r.status = 503;
+    r.body = ErrorBody("temporarily_unavailable", "the server is shutting down");
+    r.headers.emplace_back("Retry-After", "1");
+    ++refused;
+  }
+  // draining_ puts "Connection: close" on the last answer.
+  MoveReady();
+  Schedule();
+  return refused;
 }
 
 void Connection::Abort() {
@@ -1345,6 +1373,7 @@ void ServerCore::OnTurn() {
   if (dirty_.empty()) StopTurn();
   if (done_pending_ && connections_.empty()) {
     done_pending_ = false;
+    MustUv(uv_timer_stop(deadline_timer_.get()), "uv_timer_stop");
     std::function<void()> done = std::move(shutdown_done_);
     shutdown_done_ = nullptr;
     // Last statement: `done` may destroy the server.
@@ -1381,8 +1410,14 @@ void ServerCore::Shutdown(Duration deadline, std::function<void()> done) {
   shutting_down_ = true;
   shutdown_done_ = std::move(done);
   done_pending_ = false;
+  deadline_passed_ = false;
   for (Connection* c : connections_) c->Drain();
-  const uint64_t ms = deadline.count() > 0 ? static_cast<uint64_t>(deadline.count()) : 0;
+  StartDeadlineTimer(deadline);
+  MaybeFinishShutdown();
+}
+
+void ServerCore::StartDeadlineTimer(Duration delay) {
+  const uint64_t ms = delay.count() > 0 ? static_cast<uint64_t>(delay.count()) : 0;
   MustUv(uv_timer_start(
              deadline_timer_.get(),
              [](uv_timer_t* h) {
@@ -1390,15 +1425,27 @@ void ServerCore::Shutdown(Duration deadline, std::function<void()> done) {
              },
              ms, 0),
          "uv_timer_start");
-  MaybeFinishShutdown();
 }
 
+// First the deadline: whoever still waits is told 503 and the connections
+// close after their answers. Then, after a short grace, whatever did not get
+// there (a client not reading) is closed.
 void ServerCore::OnDeadline() {
-  if (!connections_.empty()) {
-    Log(LogLevel::kInfo, "http: shutdown deadline reached, closing " + std::to_string(connections_.size()) +
-                             " connection(s)");
-  }
   std::vector<Connection*> open(connections_.begin(), connections_.end());
+  if (!deadline_passed_) {
+    deadline_passed_ = true;
+    size_t refused = 0;
+    for (Connection* c : open) refused += c->RefuseWaiting();
+    if (refused > 0) {
+      Log(LogLevel::kInfo, "http: shutdown deadline reached, answering 503 to " + std::to_string(refused) +
+                               " request(s) still waiting");
+    }
+    if (!open.empty()) StartDeadlineTimer(limits_.drain_grace);
+    return;
+  }
+  if (!open.empty()) {
+    Log(LogLevel::kInfo, "http: shutdown grace over, closing " + std::to_string(open.size()) + " connection(s)");
+  }
   for (Connection* c : open) c->Close();
   MaybeFinishShutdown();
 }

@@ -50,6 +50,9 @@ struct ServerLimits {
   Duration header_timeout = Duration(10000);
   Duration idle_timeout = Duration(60000);    // no request in progress and nothing to write
   size_t max_pipelined = 32;
+  // Shutdown(): after the deadline's 503s, this long for them to be written
+  // before whatever is left is closed (a client that does not read).
+  Duration drain_grace = Duration(2000);
 };
 
 struct HttpRequest {
@@ -143,7 +146,11 @@ class HttpServer {
   void StopAccepting();
   // Graceful stop: stop accepting, let requests in flight finish and their
   // answers be written, close idle connections at once, then call `done`.
-  // After `deadline`, closes whatever is left and calls `done`.
+  // At `deadline`, every request still unanswered is answered 503
+  // {"error":"temporarily_unavailable",...} with Retry-After (after the answers
+  // owed before it, in order; the last answer on a connection carries
+  // "Connection: close") and the handler's later Send() is a no-op; after
+  // limits.drain_grace, whatever is still open is closed and `done` is called.
   void Shutdown(Duration deadline, std::function<void()> done);
 
  private:

@@ -837,20 +837,86 @@ TEST_F(HttpServerTest, ShutdownDrainsInFlightRequestThenCallsDone) {
   EXPECT_EQ(server_->stats().open_connections, 0u);
 }
 
-TEST_F(HttpServerTest, ShutdownDeadlineClosesEverything) {
+void ExpectShutdown503(const ParsedResponse& r) {
+  EXPECT_EQ(r.status, 503);
+  ASSERT_NE(r.Header("retry-after"), nullptr);
+  EXPECT_EQ(*r.Header("retry-after"), "1");
+  auto body = nlohmann::json::parse(r.body, nullptr, false);
+  ASSERT_FALSE(body.is_discarded()) << r.body;
+  EXPECT_EQ(body["error"], "temporarily_unavailable");
+  EXPECT_TRUE(body["error_description"].is_string());
+}
+
+TEST_F(HttpServerTest, ShutdownDeadlineAnswers503ToWaitingRequests) {
   StartServer();
   HoldRequests();
-  auto c = Connect();
-  c->Write("GET /never HTTP/1.1\r\nHost: x\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return held_.size() == 1; }));
+  auto one = Connect();
+  one->Write("GET /never HTTP/1.1\r\nHost: x\r\n\r\n");
+  // Pipelined: /b is answered but waits behind /a; /a and /c never are.
+  auto three = Connect();
+  three->Write("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+               "GET /c HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return held_.size() == 4; }));
+  held_[2].Send(TextResponse("b"));  // held_: /never, /a, /b, /c
   bool done = false;
   server_->Shutdown(Duration(50), [&] { done = true; });
   ASSERT_TRUE(RunUntil([&] { return done; }));
-  EXPECT_FALSE(held_[0].connected());
+  for (const Responder& r : held_) EXPECT_FALSE(r.connected());
+  // The handlers' late answers change nothing.
   held_[0].Send(TextResponse("too late"));
-  ASSERT_TRUE(RunUntil([&] { return c->eof(); }));
-  EXPECT_TRUE(c->responses().empty());
+  held_[1].Send(TextResponse("too late"));
+  held_.clear();  // and dropping a Responder answers no 500 now
+  ASSERT_TRUE(RunUntil([&] { return one->eof() && three->eof(); }));
+
+  auto rs = one->responses();
+  ASSERT_EQ(rs.size(), 1u);
+  ExpectShutdown503(rs[0]);
+  ASSERT_NE(rs[0].Header("connection"), nullptr);
+  EXPECT_EQ(*rs[0].Header("connection"), "close");
+
+  rs = three->responses();
+  ASSERT_EQ(rs.size(), 3u) << three->received();
+  ExpectShutdown503(rs[0]);
+  EXPECT_EQ(rs[0].Header("connection"), nullptr) << "more answers follow on this connection";
+  EXPECT_EQ(rs[1].status, 200);
+  EXPECT_EQ(rs[1].body, "b");
+  ExpectShutdown503(rs[2]);
+  ASSERT_NE(rs[2].Header("connection"), nullptr);
+  EXPECT_EQ(*rs[2].Header("connection"), "close");
+  EXPECT_EQ(server_->stats().open_connections, 0u);
 }
+
+#ifndef _WIN32
+// A client that never reads cannot hold the shutdown past the deadline's grace.
+TEST_F(HttpServerTest, ShutdownGraceClosesAClientThatDoesNotRead) {
+  ServerLimits limits;
+  limits.drain_grace = Duration(50);
+  StartServer(limits);
+  const std::string big(8 * 1024 * 1024, 'x');
+  handler_.on_request = [&](HttpRequest& req, Responder r) {
+    if (req.target == "/big") r.Send(TextResponse(big));
+    else held_.push_back(std::move(r));
+  };
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr;
+  std::memset(&addr, 0, sizeof addr);
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port_);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  // /big's 8 MiB answer waits behind /wait; after the 503 it fills the socket.
+  const std::string requests = "GET /wait HTTP/1.1\r\nHost: x\r\n\r\nGET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::send(fd, requests.data(), requests.size(), 0), static_cast<ssize_t>(requests.size()));
+  ASSERT_TRUE(RunUntil([&] { return handler_.requests.size() == 2; }));
+  bool done = false;
+  server_->Shutdown(Duration(20), [&] { done = true; });
+  ASSERT_TRUE(RunUntil([&] { return done; }));
+  EXPECT_FALSE(held_[0].connected());
+  EXPECT_EQ(server_->stats().open_connections, 0u);
+  ::close(fd);
+}
+#endif
 
 TEST_F(HttpServerTest, ShutdownWithoutConnectionsCallsDoneLater) {
   StartServer();

@@ -292,6 +292,10 @@ class ServerCore {
   // For connections.
   void Schedule(Connection* c);
   void OnConnectionClosing(Connection* c);  // Close() started
+  // The idle list: connections that owe their client nothing, the one quiet
+  // longest first. Relisting moves a connection to the back.
+  void ListIdle(Connection* c);
+  void UnlistIdle(Connection* c);
   void Forget(Connection* c);               // about to be deleted
   void NoteOverLimit();
   bool LogOn(LogLevel level) const { return logger_ != nullptr && logger_->Enabled(level); }
@@ -317,11 +321,16 @@ class ServerCore {
   void StartDeadlineTimer(Duration delay);
   void OnDeadline();
   void MaybeFinishShutdown();
+  // evict_idle_at_limit: closes the first idle-listed connection that still
+  // owes nothing; false if there is none.
+  bool EvictIdlest();
 
   std::vector<std::unique_ptr<UvHandle<uv_tcp_t>>> listeners_;
   std::unordered_set<Connection*> connections_;  // every Connection not yet deleted
   std::vector<Connection*> dirty_;
   std::vector<Connection*> servicing_;
+  Connection* idle_head_ = nullptr;
+  Connection* idle_tail_ = nullptr;
   UvHandle<uv_check_t> check_;
   UvHandle<uv_idle_t> idle_;
   bool turn_active_ = false;
@@ -337,6 +346,7 @@ class ServerCore {
   };
   bool ShouldLog(Throttle* t);
   Throttle over_limit_log_;
+  Throttle evict_log_;
   Throttle accept_error_log_;
 };
 
@@ -371,7 +381,18 @@ class Connection {
   bool peer_closed() const { return peer_eof_; }
   bool counted() const { return counted_; }
   bool rejecting() const { return rejecting_; }
+  // Nothing owed to the client: no request handed to the handler is waiting
+  // for its answer and nothing is left to write (a request still arriving has
+  // not been handed over). Closing it loses no answer.
+  bool OwesNothing() const {
+    return counted_ && !closed_ && !rejecting_ && !lingering_ && !close_after_write_ && !write_in_flight_ &&
+           fifo_.empty() && out_.empty();
+  }
   bool dirty = false;
+  // ServerCore's idle list.
+  bool idle_listed = false;
+  Connection* idle_prev = nullptr;
+  Connection* idle_next = nullptr;
 
  private:
   enum class TimerMode : uint8_t { kNone, kIdle, kRequest, kLinger };
@@ -579,6 +600,7 @@ void Connection::Start() {
   }
   if (!StartReading()) return;
   UpdateTimer();
+  server_->ListIdle(this);
 }
 
 void Connection::Reject() {
@@ -685,6 +707,13 @@ void Connection::Service() {
     StopReading();
   }
   UpdateTimer();
+  // Serviced means active: an idle connection goes to the back of the list.
+  if (server_ == nullptr) return;
+  if (OwesNothing()) {
+    server_->ListIdle(this);
+  } else {
+    server_->UnlistIdle(this);
+  }
 }
 
 // --- reading ---------------------------------------------------------------
@@ -1205,6 +1234,7 @@ ServerCore::~ServerCore() {
   }
   connections_.clear();
   dirty_.clear();
+  idle_head_ = idle_tail_ = nullptr;
   shutdown_done_ = nullptr;
   // listeners_, check_, idle_ and deadline_timer_ close in their destructors.
 }
@@ -1310,7 +1340,7 @@ void ServerCore::OnConnection(uv_stream_t* listener, int status) {
     c->Close();
     return;
   }
-  if (stats_.open_connections >= limits_.max_connections) {
+  if (stats_.open_connections >= limits_.max_connections && !(limits_.evict_idle_at_limit && EvictIdlest())) {
     if (rejecting_ >= kMaxRejecting) {
       ++stats_.rejected_over_limit;
       c->Close();
@@ -1381,7 +1411,44 @@ void ServerCore::OnTurn() {
   }
 }
 
+void ServerCore::ListIdle(Connection* c) {
+  UnlistIdle(c);
+  c->idle_listed = true;
+  c->idle_prev = idle_tail_;
+  c->idle_next = nullptr;
+  if (idle_tail_ != nullptr) idle_tail_->idle_next = c;
+  else idle_head_ = c;
+  idle_tail_ = c;
+}
+
+void ServerCore::UnlistIdle(Connection* c) {
+  if (!c->idle_listed) return;
+  if (c->idle_prev != nullptr) c->idle_prev->idle_next = c->idle_next;
+  else idle_head_ = c->idle_next;
+  if (c->idle_next != nullptr) c->idle_next->idle_prev = c->idle_prev;
+  else idle_tail_ = c->idle_prev;
+  c->idle_listed = false;
+  c->idle_prev = c->idle_next = nullptr;
+}
+
+bool ServerCore::EvictIdlest() {
+  // The list is refreshed when connections are serviced; one may have taken a
+  // request since (read, not yet serviced), so check each candidate afresh.
+  for (Connection* c = idle_head_; c != nullptr; c = c->idle_next) {
+    if (!c->OwesNothing()) continue;
+    ++stats_.evicted_idle;
+    if (ShouldLog(&evict_log_)) {
+      Log(LogLevel::kWarning, "http: max_connections (" + std::to_string(limits_.max_connections) +
+                                  ") reached, closing the connection idle longest to admit a new one");
+    }
+    c->Close();
+    return true;
+  }
+  return false;
+}
+
 void ServerCore::OnConnectionClosing(Connection* c) {
+  UnlistIdle(c);
   if (c->counted()) --stats_.open_connections;
   if (c->rejecting()) --rejecting_;
 }

@@ -682,6 +682,66 @@ TEST_F(HttpServerTest, MaxConnectionsAnswers503WithRetryAfter) {
   EXPECT_EQ(third->responses()[0].status, 200);
 }
 
+TEST_F(HttpServerTest, AtTheLimitEvictIdleClosesTheConnectionQuietLongest) {
+  ServerLimits limits;
+  limits.max_connections = 2;
+  limits.evict_idle_at_limit = true;
+  StartServer(limits);
+  auto a = Connect();
+  auto b = Connect();
+  ASSERT_TRUE(RunUntil([&] { return server_->stats().open_connections == 2; }));
+  a->Write("GET /a HTTP/1.1\r\nHost: x\r\n\r\n");  // a was used since b came
+  ASSERT_TRUE(RunUntil([&] { return a->responses().size() == 1; }));
+
+  auto c = Connect();
+  c->Write("GET /c HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
+  EXPECT_EQ(c->responses()[0].status, 200);
+  ASSERT_TRUE(RunUntil([&] { return b->eof(); }));
+  EXPECT_TRUE(b->received().empty()) << "closed silently, like an idle timeout";
+  EXPECT_FALSE(a->eof());
+  EXPECT_EQ(server_->stats().evicted_idle, 1u);
+  EXPECT_EQ(server_->stats().rejected_over_limit, 0u);
+  EXPECT_EQ(server_->stats().open_connections, 2u);
+  size_t warnings = 0;
+  for (const auto& line : log_) warnings += line.find("max_connections (2) reached") != std::string::npos;
+  EXPECT_EQ(warnings, 1u);
+
+  // A request that has not fully arrived is owed nothing either.
+  c->Write("GET /partial HTTP/1.1\r\nHo");
+  RunTurns(3);
+  auto d = Connect();
+  d->Write("GET /d HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return d->responses().size() == 1; }));
+  EXPECT_EQ(d->responses()[0].status, 200);
+  ASSERT_TRUE(RunUntil([&] { return a->eof() || c->eof(); }));
+  EXPECT_TRUE(a->eof()) << "a was quiet longer than c";
+  EXPECT_FALSE(c->eof());
+  EXPECT_EQ(server_->stats().evicted_idle, 2u);
+}
+
+TEST_F(HttpServerTest, EvictIdleNeverClosesAConnectionOwedAnAnswer) {
+  ServerLimits limits;
+  limits.max_connections = 1;
+  limits.evict_idle_at_limit = true;
+  StartServer(limits);
+  HoldRequests();
+  auto busy = Connect();
+  busy->Write("GET /wait HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return held_.size() == 1; }));
+
+  auto late = Connect();
+  ASSERT_TRUE(RunUntil([&] { return late->eof(); }));
+  ASSERT_EQ(late->responses().size(), 1u);
+  EXPECT_EQ(late->responses()[0].status, 503);
+  EXPECT_EQ(server_->stats().rejected_over_limit, 1u);
+  EXPECT_EQ(server_->stats().evicted_idle, 0u);
+  EXPECT_TRUE(held_[0].connected());
+  held_[0].Send(TextResponse("still delivered"));
+  ASSERT_TRUE(RunUntil([&] { return busy->responses().size() == 1; }));
+  EXPECT_EQ(busy->responses()[0].body, "still delivered");
+}
+
 TEST_F(HttpServerTest, ConnectionCloseIsHonoured) {
   StartServer();
   auto c = Connect();

@@ -19,7 +19,9 @@
 //
 //  ServerCore (== HttpServer::Impl) owns the listeners, a uv_check + uv_idle
 //  pair that runs one "turn" per loop iteration while some connection has work,
-//  the shutdown deadline timer, and the set of every Connection not yet deleted.
+//  the shutdown deadline timer, the set of every Connection not yet deleted,
+//  and the idle list (connections owing their client nothing, quiet longest
+//  first: whom evict_idle_at_limit closes).
 //
 //  Connection is heap-allocated and owns its uv_tcp_t inline; it is deleted in
 //  the tcp handle's close callback, which libuv runs after every write/shutdown

@@ -337,6 +337,12 @@ Status ParseConfig(const std::string& text, Config* out) {
     }
     c.health = std::move(addrs);
   }
+  if (const json* o = r.Object("health_limits")) {
+    Reader s(*o, "health_limits", &error);
+    s.Integer("max_connections", &c.health_limits.max_connections, 1, 10000);
+    s.Seconds("idle_timeout_seconds", &c.health_limits.idle_timeout, 0.001, 3600);
+    s.Finish();
+  }
   ParsePrefetch(r, &error, &c.prefetch);
   r.Bool("ready_waits_for_prefetch", &c.ready_waits_for_prefetch);
   if (const json* o = r.Object("log")) {

@@ -83,6 +83,14 @@ struct Config {
 
   // --- Health listener --------------------------------------------------------------
   std::vector<ListenAddress> health = {{"127.0.0.1", 50343}};  // "health": ["127.0.0.1:50343"], [] = off
+  // "health_limits": the rest (header and body limits, header timeout) are
+  // those of "limits".
+  struct HealthLimits {
+    // "max_connections": beyond, the connection idle longest is closed to admit
+    // the new one (503 only if every connection is waiting for an answer).
+    size_t max_connections = 64;
+    Duration idle_timeout = Duration(5000);  // "idle_timeout_seconds"
+  } health_limits;
 
   // --- Prefetch -----------------------------------------------------------------
   std::vector<TokenKey> prefetch;  // "prefetch": [{"resource": "...", "client_id": "..."}]

@@ -19,7 +19,9 @@
 //
 //  ServerCore (== HttpServer::Impl) owns the listeners, a uv_check + uv_idle
 //  pair that runs one "turn" per loop iteration while some connection has work,
-//  the shutdown deadline timer, and the set of every Connection not yet deleted.
+//  the shutdown deadline timer, the set of every Connection not yet deleted,
+//  and the idle list (connections owing their client nothing, quiet longest
+//  first: whom evict_idle_at_limit closes).
 //
 //  Connection is heap-allocated and owns its uv_tcp_t inline; it is deleted in
 //  the tcp handle's close callback, which libuv runs after every write/shutdown
@@ -32,8 +34,8 @@
 //  Responder holding the only reference to an Exchange, which points back at
 //  the connection and the slot while both are alive. Destroying an unanswered
 //  Exchange (Responder dropped, or overwritten by move-assignment) answers 500.
-//  Closing or abandoning the connection detaches every Exchange first, so a
-//  late Send() is a no-op.
+//  Closing or abandoning the connection, or answering 503 at the shutdown
+//  deadline, detaches the Exchange first, so a late Send() is a no-op.
 //
 //  Output: answered slots at the head of the FIFO are serialized into out_;
 //  the turn flushes out_ with one write per connection (uv_try_write first,
@@ -54,6 +56,9 @@ constexpr int kBacklog = 1024;
 constexpr size_t kReadBufferSize = 64 * 1024;
 // Stop reading a connection whose client does not read its answers.
 constexpr size_t kMaxBufferedOutput = 256 * 1024;
+// Rounds of "parse until the output is full, write it" one connection gets per
+// loop turn (about this many times kMaxBufferedOutput of answers).
+constexpr int kParseRoundsPerTurn = 4;
 // After the final response: half-close, then read and discard for at most this
 // long so unread request bytes do not turn our close into a reset that destroys
 // the response at the client.
@@ -289,6 +294,10 @@ class ServerCore {
   // For connections.
   void Schedule(Connection* c);
   void OnConnectionClosing(Connection* c);  // Close() started
+  // The idle list: connections that owe their client nothing, the one quiet
+  // longest first. Relisting moves a connection to the back.
+  void ListIdle(Connection* c);
+  void UnlistIdle(Connection* c);
   void Forget(Connection* c);               // about to be deleted
   void NoteOverLimit();
   bool LogOn(LogLevel level) const { return logger_ != nullptr && logger_->Enabled(level); }
@@ -311,18 +320,25 @@ class ServerCore {
   void StartTurn();
   void StopTurn();
   void OnTurn();
+  void StartDeadlineTimer(Duration delay);
   void OnDeadline();
   void MaybeFinishShutdown();
+  // evict_idle_at_limit: closes the first idle-listed connection that still
+  // owes nothing; false if there is none.
+  bool EvictIdlest();
 
   std::vector<std::unique_ptr<UvHandle<uv_tcp_t>>> listeners_;
   std::unordered_set<Connection*> connections_;  // every Connection not yet deleted
   std::vector<Connection*> dirty_;
   std::vector<Connection*> servicing_;
+  Connection* idle_head_ = nullptr;
+  Connection* idle_tail_ = nullptr;
   UvHandle<uv_check_t> check_;
   UvHandle<uv_idle_t> idle_;
   bool turn_active_ = false;
   UvHandle<uv_timer_t> deadline_timer_;
   bool shutting_down_ = false;
+  bool deadline_passed_ = false;  // the 503s are out; the timer now bounds the grace
   bool done_pending_ = false;
   std::function<void()> shutdown_done_;
   // Warnings that a flood could repeat are logged at most once per interval.
@@ -332,6 +348,7 @@ class ServerCore {
   };
   bool ShouldLog(Throttle* t);
   Throttle over_limit_log_;
+  Throttle evict_log_;
   Throttle accept_error_log_;
 };
 
@@ -347,6 +364,10 @@ class Connection {
   void Start();
   void Reject();
   void Drain();
+  // The drain deadline: answers 503 to every request still waiting (answers
+  // already given go out first, in order) and closes after the last. Returns
+  // how many requests it answered.
+  size_t RefuseWaiting();
   // Starts closing; the object is deleted in the tcp close callback. With
   // `reset`, the peer sees a TCP reset instead of an orderly close.
   // REQUIRES: InitTcp() succeeded.
@@ -362,7 +383,18 @@ class Connection {
   bool peer_closed() const { return peer_eof_; }
   bool counted() const { return counted_; }
   bool rejecting() const { return rejecting_; }
+  // Nothing owed to the client: no request handed to the handler is waiting
+  // for its answer and nothing is left to write (a request still arriving has
+  // not been handed over). Closing it loses no answer.
+  bool OwesNothing() const {
+    return counted_ && !closed_ && !rejecting_ && !lingering_ && !close_after_write_ && !write_in_flight_ &&
+           fifo_.empty() && out_.empty();
+  }
   bool dirty = false;
+  // ServerCore's idle list.
+  bool idle_listed = false;
+  Connection* idle_prev = nullptr;
+  Connection* idle_next = nullptr;
 
  private:
   enum class TimerMode : uint8_t { kNone, kIdle, kRequest, kLinger };
@@ -374,6 +406,8 @@ class Connection {
     return fifo_.size() < std::max<size_t>(1, limits().max_pipelined) &&
            out_.size() + writing_.size() < kMaxBufferedOutput;
   }
+  // Parsing stopped for back-pressure and may go on now.
+  bool CanResumeParse() const { return parse_paused_ && !stop_parsing_ && !draining_ && HasRoom(); }
   void Schedule() {
     if (server_ != nullptr && !closed_) server_->Schedule(this);
   }
@@ -568,6 +602,7 @@ void Connection::Start() {
   }
   if (!StartReading()) return;
   UpdateTimer();
+  server_->ListIdle(this);
 }
 
 void Connection::Reject() {
@@ -582,6 +617,28 @@ void Connection::Drain() {
   if (closed_) return;
   draining_ = true;
   Schedule();
+}
+
+size_t Connection::RefuseWaiting() {
+  if (closed_ || close_after_write_) return 0;
+  size_t refused = 0;
+  for (Slot& slot : fifo_) {
+    if (slot.exchange == nullptr) continue;  // answered, or not a handler's request
+    // The handler's late Send() becomes a no-op.
+    slot.exchange->conn = nullptr;
+    slot.exchange->slot = nullptr;
+    slot.exchange = nullptr;
+    slot.answered = true;
+    HttpResponse& r = slot.response.emplace();
+    r.status = 503;
+    r.body = ErrorBody("temporarily_unavailable", "the server is shutting down");
+    r.headers.emplace_back("Retry-After", "1");
+    ++refused;
+  }
+  // draining_ puts "Connection: close" on the last answer.
+  MoveReady();
+  Schedule();
+  return refused;
 }
 
 void Connection::Abort() {
@@ -615,13 +672,25 @@ void Connection::Service() {
     return;
   }
   if (closed_ || lingering_) return;
-  if (parse_paused_ && !stop_parsing_ && !draining_ && HasRoom()) {
-    parse_paused_ = false;
-    if (!pending_in_.empty()) ParsePending();
+  // Parse the buffered requests while their answers fit, writing between
+  // rounds: a write the socket takes at once (uv_try_write) makes room without
+  // any later event, so the next round must follow here. After
+  // kParseRoundsPerTurn rounds the connection yields to the others and carries
+  // on next turn.
+  for (int round = 0;; ++round) {
+    if (CanResumeParse()) {
+      if (round == kParseRoundsPerTurn) {
+        Schedule();
+        break;
+      }
+      parse_paused_ = false;
+      if (!pending_in_.empty()) ParsePending();
+      if (closed_) return;
+    }
+    Flush();
     if (closed_) return;
+    if (!CanResumeParse()) break;
   }
-  Flush();
-  if (closed_) return;
   if (!write_in_flight_ && out_.empty()) {
     if (close_after_write_) {
       BeginLinger();
@@ -640,6 +709,13 @@ void Connection::Service() {
     StopReading();
   }
   UpdateTimer();
+  // Serviced means active: an idle connection goes to the back of the list.
+  if (server_ == nullptr) return;
+  if (OwesNothing()) {
+    server_->ListIdle(this);
+  } else {
+    server_->UnlistIdle(this);
+  }
 }
 
 // --- reading ---------------------------------------------------------------
@@ -1168,6 +1244,7 @@ ServerCore::~ServerCore() {
   }
   connections_.clear();
   dirty_.clear();
+  idle_head_ = idle_tail_ = nullptr;
   shutdown_done_ = nullptr;
   // listeners_, check_, idle_ and deadline_timer_ close in their destructors.
 }
@@ -1273,7 +1350,7 @@ void ServerCore::OnConnection(uv_stream_t* listener, int status) {
     c->Close();
     return;
   }
-  if (stats_.open_connections >= limits_.max_connections) {
+  if (stats_.open_connections >= limits_.max_connections && !(limits_.evict_idle_at_limit && EvictIdlest())) {
     if (rejecting_ >= kMaxRejecting) {
       ++stats_.rejected_over_limit;
       c->Close();
@@ -1336,6 +1413,7 @@ void ServerCore::OnTurn() {
   if (dirty_.empty()) StopTurn();
   if (done_pending_ && connections_.empty()) {
     done_pending_ = false;
+    MustUv(uv_timer_stop(deadline_timer_.get()), "uv_timer_stop");
     std::function<void()> done = std::move(shutdown_done_);
     shutdown_done_ = nullptr;
     // Last statement: `done` may destroy the server.
@@ -1343,7 +1421,44 @@ void ServerCore::OnTurn() {
   }
 }
 
+void ServerCore::ListIdle(Connection* c) {
+  UnlistIdle(c);
+  c->idle_listed = true;
+  c->idle_prev = idle_tail_;
+  c->idle_next = nullptr;
+  if (idle_tail_ != nullptr) idle_tail_->idle_next = c;
+  else idle_head_ = c;
+  idle_tail_ = c;
+}
+
+void ServerCore::UnlistIdle(Connection* c) {
+  if (!c->idle_listed) return;
+  if (c->idle_prev != nullptr) c->idle_prev->idle_next = c->idle_next;
+  else idle_head_ = c->idle_next;
+  if (c->idle_next != nullptr) c->idle_next->idle_prev = c->idle_prev;
+  else idle_tail_ = c->idle_prev;
+  c->idle_listed = false;
+  c->idle_prev = c->idle_next = nullptr;
+}
+
+bool ServerCore::EvictIdlest() {
+  // The list is refreshed when connections are serviced; one may have taken a
+  // request since (read, not yet serviced), so check each candidate afresh.
+  for (Connection* c = idle_head_; c != nullptr; c = c->idle_next) {
+    if (!c->OwesNothing()) continue;
+    ++stats_.evicted_idle;
+    if (ShouldLog(&evict_log_)) {
+      Log(LogLevel::kWarning, "http: max_connections (" + std::to_string(limits_.max_connections) +
+                                  ") reached, closing the connection idle longest to admit a new one");
+    }
+    c->Close();
+    return true;
+  }
+  return false;
+}
+
 void ServerCore::OnConnectionClosing(Connection* c) {
+  UnlistIdle(c);
   if (c->counted()) --stats_.open_connections;
   if (c->rejecting()) --rejecting_;
 }
@@ -1372,8 +1487,14 @@ void ServerCore::Shutdown(Duration deadline, std::function<void()> done) {
   shutting_down_ = true;
   shutdown_done_ = std::move(done);
   done_pending_ = false;
+  deadline_passed_ = false;
   for (Connection* c : connections_) c->Drain();
-  const uint64_t ms = deadline.count() > 0 ? static_cast<uint64_t>(deadline.count()) : 0;
+  StartDeadlineTimer(deadline);
+  MaybeFinishShutdown();
+}
+
+void ServerCore::StartDeadlineTimer(Duration delay) {
+  const uint64_t ms = delay.count() > 0 ? static_cast<uint64_t>(delay.count()) : 0;
   MustUv(uv_timer_start(
              deadline_timer_.get(),
              [](uv_timer_t* h) {
@@ -1381,15 +1502,27 @@ void ServerCore::Shutdown(Duration deadline, std::function<void()> done) {
              },
              ms, 0),
          "uv_timer_start");
-  MaybeFinishShutdown();
 }
 
+// First the deadline: whoever still waits is told 503 and the connections
+// close after their answers. Then, after a short grace, whatever did not get
+// there (a client not reading) is closed.
 void ServerCore::OnDeadline() {
-  if (!connections_.empty()) {
-    Log(LogLevel::kInfo, "http: shutdown deadline reached, closing " + std::to_string(connections_.size()) +
-                             " connection(s)");
-  }
   std::vector<Connection*> open(connections_.begin(), connections_.end());
+  if (!deadline_passed_) {
+    deadline_passed_ = true;
+    size_t refused = 0;
+    for (Connection* c : open) refused += c->RefuseWaiting();
+    if (refused > 0) {
+      Log(LogLevel::kInfo, "http: shutdown deadline reached, answering 503 to " + std::to_string(refused) +
+                               " request(s) still waiting");
+    }
+    if (!open.empty()) StartDeadlineTimer(limits_.drain_grace);
+    return;
+  }
+  if (!open.empty()) {
+    Log(LogLevel::kInfo, "http: shutdown grace over, closing " + std::to_string(open.size()) + " connection(s)");
+  }
   for (Connection* c : open) c->Close();
   MaybeFinishShutdown();
 }

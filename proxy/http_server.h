@@ -16,7 +16,8 @@
 //    {"error":"bad_request","error_description":"..."} and closes:
 //      400 malformed request, 413 body too large, 431 headers too large,
 //      408 header-read timeout (slow-loris), 505 bad version,
-//      503 + Retry-After when max_connections is reached.
+//      503 + Retry-After when max_connections is reached (unless
+//      evict_idle_at_limit makes room by closing an idle connection).
 //  * Idle keep-alive connections are closed after idle_timeout.
 //  * Responses carry Content-Length, Content-Type, and "Connection: close" when
 //    the server will close after them; writes are batched per connection per
@@ -50,6 +51,15 @@ struct ServerLimits {
   Duration header_timeout = Duration(10000);
   Duration idle_timeout = Duration(60000);    // no request in progress and nothing to write
   size_t max_pipelined = 32;
+  // At max_connections: false answers the new connection 503; true closes the
+  // connection quiet longest among those that owe their client nothing (no
+  // request waiting for the handler's answer, nothing left to write) to admit
+  // it, and answers 503 only when none does. For listeners where a pile of
+  // idle sockets must not lock out new clients (the health listener).
+  bool evict_idle_at_limit = false;
+  // Shutdown(): after the deadline's 503s, this long for them to be written
+  // before whatever is left is closed (a client that does not read).
+  Duration drain_grace = Duration(2000);
 };
 
 struct HttpRequest {
@@ -119,6 +129,7 @@ struct ServerStats {
   uint64_t accepted = 0;             // connections admitted (not counting 503 rejects)
   uint64_t requests = 0;             // requests handed to the handler
   uint64_t rejected_over_limit = 0;  // 503 at max_connections
+  uint64_t evicted_idle = 0;         // closed to admit another (evict_idle_at_limit)
   uint64_t timed_out = 0;            // header-read (408) and idle closes
   uint64_t protocol_errors = 0;      // 400/413/431/505
 };
@@ -145,7 +156,11 @@ class HttpServer {
   void StopAccepting();
   // Graceful stop: stop accepting, let requests in flight finish and their
   // answers be written, close idle connections at once, then call `done`.
-  // After `deadline`, closes whatever is left and calls `done`.
+  // At `deadline`, every request still unanswered is answered 503
+  // {"error":"temporarily_unavailable",...} with Retry-After (after the answers
+  // owed before it, in order; the last answer on a connection carries
+  // "Connection: close") and the handler's later Send() is a no-op; after
+  // limits.drain_grace, whatever is still open is closed and `done` is called.
   void Shutdown(Duration deadline, std::function<void()> done);
 
  private:

@@ -30,10 +30,14 @@ proxy::ServerLimits TokenLimits(const Config& c) {
   return l;
 }
 
-// The health listener is small and local: modest fixed limits.
+// The health listener is small and local: few connections, short idle
+// keep-alive, and idle sockets (anyone's) make way for a probe instead of
+// locking it out with 503.
 proxy::ServerLimits HealthLimits(const Config& c) {
   proxy::ServerLimits l = TokenLimits(c);
-  l.max_connections = 64;
+  l.max_connections = c.health_limits.max_connections;
+  l.idle_timeout = c.health_limits.idle_timeout;
+  l.evict_idle_at_limit = true;
   return l;
 }
 
@@ -368,6 +372,7 @@ void Daemon::Impl::Reload() {
   p.cache.Reconfigure(config);
   p.api.set_options(ApiOptions(config, listen_hosts));
   p.server.set_limits(TokenLimits(config));
+  p.health_server.set_limits(HealthLimits(config));
   p.health_api.sources().config_digest = Digest(config);
   p.health_api.sources().imds_endpoint = config.imds.endpoint;
   p.health_api.sources().max_concurrent = config.budget.max_concurrent;

@@ -8,6 +8,7 @@ refresh attempt comes within seconds and a token outlives an outage by ~25 s."""
 
 import json
 import re
+import socket
 import time
 
 import pytest
@@ -226,3 +227,47 @@ def test_readyz_waits_for_prefetch_and_routes(emulator, agent_factory):
     # The health listener never serves tokens.
     code, _, body = request(agent.health_port, "GET", "/oauth2/token?resource=" + ARM, {"Metadata": "true"})
     assert code == 404 and "access_token" not in body
+
+
+def open_idle_sockets(port, count):
+    socks = []
+    for _ in range(count):
+        socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+    return socks
+
+
+def test_idle_sockets_at_the_cap_do_not_lock_out_healthz(agent_factory, emulator):
+    """Anyone local may hold the health listener's connections; at the cap (64
+    by default) the connection idle longest makes way for the probe."""
+    agent = agent_factory(emulator)
+    socks = open_idle_sockets(agent.health_port, 64 + 4)
+    try:
+        for _ in range(3):
+            code, _, body = agent.health("/healthz")
+            assert code == 200, body
+        # The oldest idle sockets were closed for the newcomers.
+        socks[0].settimeout(10)
+        assert socks[0].recv(1) == b"", "the longest-idle connection was kept"
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_health_limits_cap_and_idle_timeout_are_configurable(agent_factory, emulator):
+    agent = agent_factory(emulator, config={"health_limits": {"max_connections": 4, "idle_timeout_seconds": 0.5}})
+    socks = open_idle_sockets(agent.health_port, 4)
+    try:
+        code, _, body = agent.health("/healthz")
+        assert code == 200, body
+        # Idle health connections are closed after idle_timeout_seconds.
+        for s in socks:
+            s.settimeout(10)
+            assert s.recv(1) == b""
+    finally:
+        for s in socks:
+            s.close()
+    # The token listener keeps its own limits: a connection there stays open.
+    with socket.create_connection(("127.0.0.1", agent.port), timeout=10) as s:
+        s.settimeout(1.5)
+        with pytest.raises(socket.timeout):
+            s.recv(1)  # b"" would mean the token listener closed it

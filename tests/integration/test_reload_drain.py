@@ -1,7 +1,7 @@
 """SIGHUP reloads the configuration file without losing the cache or the
 listeners; an invalid file keeps the running configuration. SIGTERM drains:
 a request in flight completes, new connections are refused, and the drain is
-bounded by limits.drain_seconds.
+bounded by limits.drain_seconds, at which callers still waiting get 503.
 """
 
 import base64
@@ -10,10 +10,11 @@ import json
 import signal
 import threading
 import time
+import urllib.parse
 
 import pytest
 
-from conftest import Emulator, port_accepts, wait_for
+from conftest import Emulator, port_accepts, token_request, wait_for
 import svc_helpers as h
 
 ARM = "https://management.azure.com/"
@@ -174,16 +175,18 @@ def test_sigterm_drains_the_request_in_flight(tmp_path, slow_imds):
         caller.join(timeout=5)
 
 
-def test_drain_is_bounded(tmp_path, slow_imds):
-    """IMDS never answers: the agent still exits about drain_seconds after SIGTERM."""
+def test_drain_is_bounded_and_answers_503_to_callers_still_waiting(tmp_path, slow_imds):
+    """IMDS never answers: at drain_seconds after SIGTERM the waiting caller is
+    told 503 + Retry-After + Connection: close, and the agent exits soon after."""
     config = h.write_config(tmp_path / "config.json", limits={"drain_seconds": 1})
     agent = h.Agent(tmp_path, slow_imds.url, config_path=config)
+    result = {}
 
     def client():
         try:
-            h.get_token(agent.port, ARM, timeout=60)
-        except OSError:
-            pass  # cut off at the end of the drain: expected here
+            result["answer"] = token_request(agent.port, urllib.parse.urlencode({"resource": ARM}), timeout=60)
+        except OSError as e:
+            result["error"] = e
 
     caller = threading.Thread(target=client, daemon=True)
     caller.start()
@@ -191,7 +194,14 @@ def test_drain_is_bounded(tmp_path, slow_imds):
         assert slow_imds.arrived.wait(timeout=20), "the agent never asked IMDS"
         started = time.monotonic()
         agent.send_signal(signal.SIGTERM)
-        agent.wait(timeout=15)
+        assert agent.wait(timeout=15) == 0, agent.output()
         assert time.monotonic() - started < 8, "the drain outlived drain_seconds by far"
+        caller.join(timeout=10)
+        assert "answer" in result, f"the waiting caller got no answer: {result.get('error')}"
+        status, headers, body = result["answer"]
+        assert status == 503, (status, body)
+        assert headers.get("retry-after", "").isdigit(), headers
+        assert headers.get("connection") == "close", headers
+        assert json.loads(body)["error"] == "temporarily_unavailable", body
     finally:
         agent.stop()

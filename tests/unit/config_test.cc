@@ -29,6 +29,8 @@ TEST(ConfigTest, EmptyObjectMeansDefaults) {
   EXPECT_EQ(c.budget.max_queue, 1024u);
   EXPECT_EQ(c.budget.max_background_queue, 256u);
   EXPECT_EQ(c.retry.max_attempts, 5);
+  EXPECT_EQ(c.health_limits.max_connections, 64u);
+  EXPECT_EQ(c.health_limits.idle_timeout, Duration(5000));
 }
 
 TEST(ConfigTest, FullDocument) {
@@ -43,6 +45,7 @@ TEST(ConfigTest, FullDocument) {
                "max_background_queue": 7},
     "limits": {"max_connections": 100, "caller_deadline_seconds": 3},
     "health": ["127.0.0.1:9000", "[::1]:9001"],
+    "health_limits": {"max_connections": 8, "idle_timeout_seconds": 0.5},
     "prefetch": [{"resource": "https://vault.azure.net"},
                  {"resource": "r", "msi_res_id": "/subscriptions/s/resourceGroups/g/providers/p/t/n"}],
     "log": {"level": "debug", "format": "json"}
@@ -59,6 +62,8 @@ TEST(ConfigTest, FullDocument) {
   ASSERT_EQ(c.health.size(), 2u);
   EXPECT_EQ(c.health[1].host, "::1");
   EXPECT_EQ(c.health[1].port, 9001);
+  EXPECT_EQ(c.health_limits.max_connections, 8u);
+  EXPECT_EQ(c.health_limits.idle_timeout, Duration(500));
   ASSERT_EQ(c.prefetch.size(), 2u);
   EXPECT_EQ(c.prefetch[1].kind, SelectorKind::kResourceId);
   EXPECT_EQ(c.log_level, LogLevel::kDebug);
@@ -76,6 +81,10 @@ TEST(ConfigTest, ErrorsNameTheOffendingKeyAndChangeNothing) {
       {R"({"imds": []})", "imds: expected an object"},
       {R"({"budget": {"max_background_queue": 0}})", "budget.max_background_queue: expected an integer"},
       {R"({"health": ["localhost"]})", "health: expected"},
+      {R"({"health_limits": {"max_connections": 0}})", "health_limits.max_connections: expected an integer from 1"},
+      {R"({"health_limits": {"idle_timeout_seconds": 0}})", "health_limits.idle_timeout_seconds: expected a number"},
+      {R"({"health_limits": {"idle_seconds": 5}})", "health_limits.idle_seconds: unknown key"},
+      {R"({"health_limits": 64})", "health_limits: expected an object"},
       {R"({"prefetch": [{"client_id": "0d1e2f30-aaaa-4bbb-8ccc-123456789abc"}]})", "prefetch[0].resource"},
       {R"({"prefetch": [{"resource": "r", "client_id": "nope"}]})", "prefetch[0]: client_id is not a GUID"},
       {R"({"prefetch": [{"resource": "r", "colour": "x"}]})", "prefetch[0].colour: unknown key"},

@@ -649,6 +649,37 @@ TEST_F(HttpServerTest, ManyPipelinedRequestsAnsweredSynchronously) {
   EXPECT_FALSE(c->eof());
 }
 
+// Far more answers than the output buffer holds, all in one write, with the
+// client reading as they come: the parse resumes whether the socket took the
+// output at once (uv_try_write) or later (uv_write completion).
+TEST_F(HttpServerTest, TenThousandPipelinedRequestsAreAllAnswered) {
+  StartServer();
+  constexpr int kRequests = 10000;
+  const std::string padding(1000, 'p');  // about a cached token's size
+  handler_.on_request = [&](HttpRequest& req, Responder r) { r.Send(TextResponse(req.target + padding)); };
+  auto c = Connect();
+  std::string batch;
+  for (int i = 0; i < kRequests; ++i) {
+    char target[16];
+    std::snprintf(target, sizeof target, "/%05d", i);  // same length each: answers of one size
+    batch += std::string("GET ") + target + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  }
+  c->Write(batch);
+  ASSERT_TRUE(RunUntil([&] { return c->received().find("\r\n\r\n") != std::string::npos; }));
+  const size_t answer_size = c->received().find("\r\n\r\n") + 4 + std::strlen("/00000") + padding.size();
+  ASSERT_TRUE(RunUntil([&] { return c->received().size() >= answer_size * kRequests || c->eof(); }))
+      << "answers received: " << c->received().size() / answer_size;
+  auto rs = c->responses();
+  ASSERT_EQ(rs.size(), static_cast<size_t>(kRequests));
+  for (int i = 0; i < kRequests; ++i) {
+    char target[16];
+    std::snprintf(target, sizeof target, "/%05d", i);
+    ASSERT_EQ(rs[i].body, target + padding) << "answer " << i;
+  }
+  EXPECT_EQ(server_->stats().requests, static_cast<uint64_t>(kRequests));
+  EXPECT_FALSE(c->eof());
+}
+
 TEST_F(HttpServerTest, MaxConnectionsAnswers503WithRetryAfter) {
   ServerLimits limits;
   limits.max_connections = 1;
@@ -688,6 +719,66 @@ TEST_F(HttpServerTest, MaxConnectionsAnswers503WithRetryAfter) {
   third->Write("GET /d HTTP/1.1\r\nHost: x\r\n\r\n");
   ASSERT_TRUE(RunUntil([&] { return third->responses().size() == 1; }));
   EXPECT_EQ(third->responses()[0].status, 200);
+}
+
+TEST_F(HttpServerTest, AtTheLimitEvictIdleClosesTheConnectionQuietLongest) {
+  ServerLimits limits;
+  limits.max_connections = 2;
+  limits.evict_idle_at_limit = true;
+  StartServer(limits);
+  auto a = Connect();
+  auto b = Connect();
+  ASSERT_TRUE(RunUntil([&] { return server_->stats().open_connections == 2; }));
+  a->Write("GET /a HTTP/1.1\r\nHost: x\r\n\r\n");  // a was used since b came
+  ASSERT_TRUE(RunUntil([&] { return a->responses().size() == 1; }));
+
+  auto c = Connect();
+  c->Write("GET /c HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
+  EXPECT_EQ(c->responses()[0].status, 200);
+  ASSERT_TRUE(RunUntil([&] { return b->eof(); }));
+  EXPECT_TRUE(b->received().empty()) << "closed silently, like an idle timeout";
+  EXPECT_FALSE(a->eof());
+  EXPECT_EQ(server_->stats().evicted_idle, 1u);
+  EXPECT_EQ(server_->stats().rejected_over_limit, 0u);
+  EXPECT_EQ(server_->stats().open_connections, 2u);
+  size_t warnings = 0;
+  for (const auto& line : log_) warnings += line.find("max_connections (2) reached") != std::string::npos;
+  EXPECT_EQ(warnings, 1u);
+
+  // A request that has not fully arrived is owed nothing either.
+  c->Write("GET /partial HTTP/1.1\r\nHo");
+  RunTurns(3);
+  auto d = Connect();
+  d->Write("GET /d HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return d->responses().size() == 1; }));
+  EXPECT_EQ(d->responses()[0].status, 200);
+  ASSERT_TRUE(RunUntil([&] { return a->eof() || c->eof(); }));
+  EXPECT_TRUE(a->eof()) << "a was quiet longer than c";
+  EXPECT_FALSE(c->eof());
+  EXPECT_EQ(server_->stats().evicted_idle, 2u);
+}
+
+TEST_F(HttpServerTest, EvictIdleNeverClosesAConnectionOwedAnAnswer) {
+  ServerLimits limits;
+  limits.max_connections = 1;
+  limits.evict_idle_at_limit = true;
+  StartServer(limits);
+  HoldRequests();
+  auto busy = Connect();
+  busy->Write("GET /wait HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return held_.size() == 1; }));
+
+  auto late = Connect();
+  ASSERT_TRUE(RunUntil([&] { return late->eof(); }));
+  ASSERT_EQ(late->responses().size(), 1u);
+  EXPECT_EQ(late->responses()[0].status, 503);
+  EXPECT_EQ(server_->stats().rejected_over_limit, 1u);
+  EXPECT_EQ(server_->stats().evicted_idle, 0u);
+  EXPECT_TRUE(held_[0].connected());
+  held_[0].Send(TextResponse("still delivered"));
+  ASSERT_TRUE(RunUntil([&] { return busy->responses().size() == 1; }));
+  EXPECT_EQ(busy->responses()[0].body, "still delivered");
 }
 
 TEST_F(HttpServerTest, ConnectionCloseIsHonoured) {
@@ -845,20 +936,86 @@ TEST_F(HttpServerTest, ShutdownDrainsInFlightRequestThenCallsDone) {
   EXPECT_EQ(server_->stats().open_connections, 0u);
 }
 
-TEST_F(HttpServerTest, ShutdownDeadlineClosesEverything) {
+void ExpectShutdown503(const ParsedResponse& r) {
+  EXPECT_EQ(r.status, 503);
+  ASSERT_NE(r.Header("retry-after"), nullptr);
+  EXPECT_EQ(*r.Header("retry-after"), "1");
+  auto body = nlohmann::json::parse(r.body, nullptr, false);
+  ASSERT_FALSE(body.is_discarded()) << r.body;
+  EXPECT_EQ(body["error"], "temporarily_unavailable");
+  EXPECT_TRUE(body["error_description"].is_string());
+}
+
+TEST_F(HttpServerTest, ShutdownDeadlineAnswers503ToWaitingRequests) {
   StartServer();
   HoldRequests();
-  auto c = Connect();
-  c->Write("GET /never HTTP/1.1\r\nHost: x\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return held_.size() == 1; }));
+  auto one = Connect();
+  one->Write("GET /never HTTP/1.1\r\nHost: x\r\n\r\n");
+  // Pipelined: /b is answered but waits behind /a; /a and /c never are.
+  auto three = Connect();
+  three->Write("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+               "GET /c HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return held_.size() == 4; }));
+  held_[2].Send(TextResponse("b"));  // held_: /never, /a, /b, /c
   bool done = false;
   server_->Shutdown(Duration(50), [&] { done = true; });
   ASSERT_TRUE(RunUntil([&] { return done; }));
-  EXPECT_FALSE(held_[0].connected());
+  for (const Responder& r : held_) EXPECT_FALSE(r.connected());
+  // The handlers' late answers change nothing.
   held_[0].Send(TextResponse("too late"));
-  ASSERT_TRUE(RunUntil([&] { return c->eof(); }));
-  EXPECT_TRUE(c->responses().empty());
+  held_[1].Send(TextResponse("too late"));
+  held_.clear();  // and dropping a Responder answers no 500 now
+  ASSERT_TRUE(RunUntil([&] { return one->eof() && three->eof(); }));
+
+  auto rs = one->responses();
+  ASSERT_EQ(rs.size(), 1u);
+  ExpectShutdown503(rs[0]);
+  ASSERT_NE(rs[0].Header("connection"), nullptr);
+  EXPECT_EQ(*rs[0].Header("connection"), "close");
+
+  rs = three->responses();
+  ASSERT_EQ(rs.size(), 3u) << three->received();
+  ExpectShutdown503(rs[0]);
+  EXPECT_EQ(rs[0].Header("connection"), nullptr) << "more answers follow on this connection";
+  EXPECT_EQ(rs[1].status, 200);
+  EXPECT_EQ(rs[1].body, "b");
+  ExpectShutdown503(rs[2]);
+  ASSERT_NE(rs[2].Header("connection"), nullptr);
+  EXPECT_EQ(*rs[2].Header("connection"), "close");
+  EXPECT_EQ(server_->stats().open_connections, 0u);
 }
+
+#ifndef _WIN32
+// A client that never reads cannot hold the shutdown past the deadline's grace.
+TEST_F(HttpServerTest, ShutdownGraceClosesAClientThatDoesNotRead) {
+  ServerLimits limits;
+  limits.drain_grace = Duration(50);
+  StartServer(limits);
+  const std::string big(8 * 1024 * 1024, 'x');
+  handler_.on_request = [&](HttpRequest& req, Responder r) {
+    if (req.target == "/big") r.Send(TextResponse(big));
+    else held_.push_back(std::move(r));
+  };
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr;
+  std::memset(&addr, 0, sizeof addr);
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port_);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  // /big's 8 MiB answer waits behind /wait; after the 503 it fills the socket.
+  const std::string requests = "GET /wait HTTP/1.1\r\nHost: x\r\n\r\nGET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::send(fd, requests.data(), requests.size(), 0), static_cast<ssize_t>(requests.size()));
+  ASSERT_TRUE(RunUntil([&] { return handler_.requests.size() == 2; }));
+  bool done = false;
+  server_->Shutdown(Duration(20), [&] { done = true; });
+  ASSERT_TRUE(RunUntil([&] { return done; }));
+  EXPECT_FALSE(held_[0].connected());
+  EXPECT_EQ(server_->stats().open_connections, 0u);
+  ::close(fd);
+}
+#endif
 
 TEST_F(HttpServerTest, ShutdownWithoutConnectionsCallsDoneLater) {
   StartServer();

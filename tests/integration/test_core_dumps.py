@@ -6,8 +6,10 @@ the emulator:
   to root, the same user can neither read its /proc/<pid>/environ nor gcore it,
   and a crash leaves no core file;
 * --allow-core-dumps keeps it dumpable (the same user may gcore it, a crash
-  writes a core), and the cached token lives in memory marked "dd" (never
-  dumped): root's gcore and the kernel's core file leave that memory out.
+  writes a core);
+* either way the cached token lives in memory marked "dd" (never dumped):
+  root's gcore and the kernel's core file leave that memory out. Other copies
+  (an answer on its way to a caller) may be in a core: not asserted here.
 """
 
 import json
@@ -247,7 +249,7 @@ def test_allow_core_dumps_keeps_the_process_dumpable(start, user, workdir):
     r = user.run("cat", f"/proc/{agent.pid}/environ")
     assert r.returncode == 0, r
     assert core_limit(agent.pid)[1] == core_limit(os.getpid())[1]  # the hard limit was left alone
-    if shutil.which("gcore") and yama_allows_same_user_ptrace():
+    if shutil.which("gcore") and yama_allows_same_user_ptrace() and not ASAN:
         out = os.path.join(workdir, "gcore")
         r = user.run("gcore", "-o", out, str(agent.pid))
         assert r.returncode == 0, r.stdout + r.stderr
@@ -256,13 +258,16 @@ def test_allow_core_dumps_keeps_the_process_dumpable(start, user, workdir):
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not has_capability(CAP_SYS_PTRACE), reason="needs root with CAP_SYS_PTRACE")
-@pytest.mark.skipif(not shutil.which("gcore"), reason="needs gdb's gcore")
 def test_cached_token_is_in_memory_that_roots_gcore_leaves_out(start, workdir):
     agent = start()
     token = fetch_token(agent)
     excluded = dump_excluded_ranges(agent.pid)
     holding = find_in_ranges(agent.pid, excluded, token)
     assert holding, "the cached token is in no dump-excluded mapping"
+    if not shutil.which("gcore") or ASAN:
+        # gdb would write out the sanitizers' terabytes of reserved memory.
+        assert agent.stop() == 0
+        return
 
     out = os.path.join(workdir, "root-gcore")
     r = subprocess.run(["gcore", "-o", out, str(agent.pid)], capture_output=True, text=True, timeout=300,

@@ -118,8 +118,7 @@ Status ForbidCoreDumps() {
     failed = std::string("prctl(PR_SET_DUMPABLE, 0): ") + std::strerror(errno);
   }
 #endif
-  // Left alone when already 0: systemd's LimitCORE=0 does it, and the unit's
-  // system call filter denies setrlimit.
+  // Already 0 under the systemd unit (LimitCORE=0).
   rlimit limit{};
   if (getrlimit(RLIMIT_CORE, &limit) != 0 || limit.rlim_cur != 0 || limit.rlim_max != 0) {
     const rlimit zero{0, 0};

@@ -18,10 +18,12 @@
 //    Manager. SecureString is std::string on that arena; Token keeps its
 //    serialized body (which holds the access token) in two of them.
 //
-// What is not covered: the short-lived copies made while a token passes
-// through (libcurl's receive buffer, the JSON parser's strings, each HTTP
-// answer while it is written to the socket). They are freed, not wiped; the
-// first layer is what keeps them out of dumps.
+// IMDS's answer is wiped too once parsed (it grows in a SecureString in
+// CurlUpstreamClient; ~UpstreamResponse wipes the copy handed on). Not covered:
+// the other short-lived copies made while a token passes through (libcurl's
+// receive buffer, the JSON parser's strings, each HTTP answer while it is
+// written to a caller). They are freed, not wiped; the first layer is what
+// keeps them out of dumps.
 
 #include <cstddef>
 #include <mutex>
@@ -32,9 +34,10 @@
 
 namespace mi {
 
-// Linux: PR_SET_DUMPABLE 0 and RLIMIT_CORE {0, 0} (left alone when already 0,
-// e.g. LimitCORE=0 under systemd). Windows: nothing. Returns what failed; the
-// caller decides whether that is fatal. Irreversible for the process.
+// Linux: PR_SET_DUMPABLE 0 and RLIMIT_CORE {0, 0} (left alone when already
+// {0, 0}, as under the systemd unit's LimitCORE=0). Windows: nothing. Returns
+// what failed; the caller decides whether that is fatal. Not undone: with the
+// hard limit at 0, only root could raise the core limit again.
 Status ForbidCoreDumps();
 
 // Zeroes `n` bytes at `p` in a way the compiler may not drop as a dead store.

@@ -194,7 +194,9 @@ def core_loads(path):
 
 
 def assert_left_out_of_core(core, ranges):
-    for vaddr, memsz, filesz in core_loads(core):
+    loads = core_loads(core)
+    assert any(filesz > 0 for _, _, filesz in loads), "the core holds no memory at all"
+    for vaddr, memsz, filesz in loads:
         for lo, hi in ranges:
             if vaddr < hi and lo < vaddr + memsz:
                 assert filesz == 0, f"core holds {filesz} bytes of dump-excluded memory at {lo:#x}"

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <utility>
 
+#include "agent/secure_memory.h"
 #include "agent/url.h"
 
 namespace mi {
@@ -59,7 +60,8 @@ struct CurlUpstreamClient::Transfer {
   CURL* easy = nullptr;
   curl_slist* headers = nullptr;
   Callback callback;
-  std::string body;
+  // On the secure arena: the copies left behind as it grows are wiped too.
+  SecureString body;
   std::string retry_after;
   size_t max_bytes = 0;
   bool too_large = false;
@@ -344,7 +346,7 @@ void CurlUpstreamClient::ProcessDone() {
       r.error = t->error[0] != '\0' ? t->error : curl_easy_strerror(result);
     } else {
       r.outcome = Outcome::kHttp;
-      r.body = std::move(t->body);
+      r.body.assign(t->body.data(), t->body.size());  // one exact copy, wiped by ~UpstreamResponse
     }
     if (r.outcome != Outcome::kHttp) Debug("imds: request failed: " + r.error);
     Callback callback = std::move(t->callback);

@@ -125,7 +125,7 @@ std::shared_ptr<const Token> Token::FromImdsBody(std::string_view body, std::str
     return it != doc.end() && it->is_string() ? it->get<std::string>() : std::string(fallback);
   };
   // The legacy extension's field order, then whatever else IMDS sent.
-  std::string& head = token->head_;
+  SecureString& head = token->head_;
   head.reserve(access.size() + 64);
   head += "{\"access_token\":";
   head += Quote(access);
@@ -133,7 +133,7 @@ std::shared_ptr<const Token> Token::FromImdsBody(std::string_view body, std::str
   head += Quote(string_or("refresh_token", ""));
   head += ",\"expires_in\":\"";
 
-  std::string& tail = token->tail_;
+  SecureString& tail = token->tail_;
   tail += "\",\"expires_on\":\"";
   tail += std::to_string(token->expires_on_);
   tail += "\"";

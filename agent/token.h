@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "agent/clock.h"
+#include "agent/secure_memory.h"
 
 namespace mi {
 
@@ -72,8 +73,10 @@ class Token {
   int64_t expires_on_ = 0;
   int64_t not_before_ = 0;
   uint64_t fingerprint_ = 0;
-  std::string head_;  // ... "expires_in":"
-  std::string tail_;  // ","expires_on":"..." ... }
+  // The body around expires_in. On the secure arena: out of core dumps, wiped
+  // when the token is dropped (agent/secure_memory.h).
+  SecureString head_;  // ... "expires_in":"
+  SecureString tail_;  // ","expires_on":"..." ... }
 };
 
 // The IMDS "error" code of an error body, escaped (agent/text.h) and at most

@@ -5,6 +5,7 @@
 #include <functional>
 #include <string>
 
+#include "agent/secure_memory.h"
 #include "agent/token.h"
 
 namespace mi {
@@ -16,6 +17,14 @@ struct UpstreamResponse {
     kConnectError,  // refused, reset, DNS, ...
     kTooLarge,      // body over the configured cap
   };
+  UpstreamResponse() = default;
+  UpstreamResponse(const UpstreamResponse&) = default;
+  UpstreamResponse(UpstreamResponse&&) noexcept = default;
+  UpstreamResponse& operator=(const UpstreamResponse&) = default;
+  UpstreamResponse& operator=(UpstreamResponse&&) noexcept = default;
+  // A 200 body holds a token: wiped, not just freed, whoever drops it last.
+  ~UpstreamResponse() { WipeString(&body); }
+
   Outcome outcome = Outcome::kConnectError;
   int status = 0;
   std::string body;

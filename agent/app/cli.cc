@@ -5,6 +5,7 @@
 
 #include "agent/app/daemon.h"
 #include "agent/platform.h"
+#include "agent/secure_memory.h"
 #include "agent/text.h"
 #ifdef _WIN32
 #include "windows-service/windows_service.h"
@@ -36,6 +37,9 @@ Options:
   --log-level LEVEL      debug, info, warning, error (default info)
   --log-format FORMAT    auto, text, journal, json (default auto: journal under systemd)
   --check-config PATH    validate PATH and exit (0 valid, 1 invalid)
+  --allow-core-dumps     for debugging only (Linux): keep the process dumpable.
+                         By default it is not: no core file on a crash, and no
+                         debugger or gcore but root's
   --help, --version
 )";
 
@@ -100,7 +104,11 @@ int RunCli(int argc, char** argv) {
     const std::string& cmd = args[0];
     std::vector<std::string> rest(args.begin() + 1, args.end());
     if (cmd == "status") return RunStatusCommand(rest);
-    if (cmd == "token") return RunTokenCommand(rest);
+    if (cmd == "token") {
+      // It holds a token too (and prints it with --show-token). Best effort.
+      (void)ForbidCoreDumps();
+      return RunTokenCommand(rest);
+    }
 #ifdef _WIN32
     if (cmd == "service" || cmd == "install" || cmd == "uninstall") return RunWindowsCommand(cmd, rest);
 #endif
@@ -108,6 +116,7 @@ int RunCli(int argc, char** argv) {
 
   CliOptions cli;
   cli.config_path = DefaultConfigPath();
+  bool allow_core_dumps = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
@@ -142,6 +151,10 @@ int RunCli(int argc, char** argv) {
       cli.config_path_given = true;
       continue;
     }
+    if (a == "--allow-core-dumps") {
+      allow_core_dumps = true;  // a start-up choice, not an override a reload re-applies
+      continue;
+    }
     cli.args.push_back(a);
   }
 
@@ -163,6 +176,7 @@ int RunCli(int argc, char** argv) {
   options.config_path = cli.config_path;
   options.overrides = [args = cli.args](Config* c) { ApplyOverrides(args, c); };
   options.notifier = notifier.get();
+  options.allow_core_dumps = allow_core_dumps;
   Daemon daemon(std::move(options));
   return daemon.Run();
 }

@@ -9,6 +9,7 @@
 #include "agent/curl_upstream.h"
 #include "agent/event_loop.h"
 #include "agent/platform.h"
+#include "agent/secure_memory.h"
 #include "agent/token_cache.h"
 #include "agent/upstream_metrics.h"
 #include "agent/upstream_scheduler.h"
@@ -150,6 +151,15 @@ void Daemon::RequestReload() {
 int Daemon::Impl::Run() {
   logger.set_level(config.log_level);
   logger.set_format(config.log_format);
+  // Before the first token: a core file or a debugger must not see one.
+  if (options.allow_core_dumps) {
+    logger.Warning(
+        "core dumps allowed (--allow-core-dumps, for debugging only): a crash or a debugger can write this "
+        "process's memory to disk; cached tokens stay excluded, copies in transit may not");
+  } else {
+    Status dumps = ForbidCoreDumps();
+    if (!dumps.ok()) logger.Warning("cannot disable core dumps, continuing: " + dumps.message());
+  }
   Status s = Start();
   if (!s.ok()) {
     logger.Error("start-up failed: " + s.message());

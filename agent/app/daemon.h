@@ -19,6 +19,10 @@ struct DaemonOptions {
   // Command-line overrides re-applied on top of a reloaded file.
   std::function<void(Config*)> overrides;
   ServiceNotifier* notifier = nullptr;  // not owned; null = NullNotifier
+  // Run() first forbids core dumps (ForbidCoreDumps, agent/secure_memory.h);
+  // true keeps the process dumpable (--allow-core-dumps: debugging only,
+  // logged as a warning). Cached tokens stay excluded from dumps either way.
+  bool allow_core_dumps = false;
   // POSIX: handle SIGTERM/SIGINT (drain) and SIGHUP (reload) on the loop.
   bool handle_signals = true;
   // Where log lines go (Logger::set_sink); null = stderr. The Windows service

@@ -202,7 +202,8 @@ void AppendCallerString(std::string* out, std::string_view name, std::string_vie
 }
 
 // One /status document. The constructor takes everything at one instant: the
-// sources' state (rendered at once as the head) and a snapshot of the cache. Each
+// sources' state (rendered at once as the head) and a snapshot of the cache (the
+// default view: of the kDefaultEntries worst keys). Each
 // step may run on its own loop turn: Order() sorts the snapshot, then Write()
 // renders entries, as many per call as the caller allows. Loop thread only.
 class StatusDoc {
@@ -219,7 +220,8 @@ class StatusDoc {
   void Entry(const EntrySnapshot& e);
 
   const bool full_;
-  size_t shown_ = 0;
+  size_t total_ = 0;          // keys in the cache
+  size_t by_state_[4] = {};   // of them, by EntryState
   int64_t now_s_ = 0;
   std::vector<EntrySnapshot> entries_;
   std::vector<uint32_t> order_;  // indices into entries_, as written
@@ -229,26 +231,39 @@ class StatusDoc {
   std::string out_;
 };
 
+// Worst first; then by identity and resource, a stable order.
+bool Worse(EntryState sa, const TokenKey& a, EntryState sb, const TokenKey& b) {
+  if (Rank(sa) != Rank(sb)) return Rank(sa) < Rank(sb);
+  if (a.kind != b.kind) return a.kind < b.kind;
+  if (a.id != b.id) return a.id < b.id;
+  return a.resource < b.resource;
+}
+
 StatusDoc::StatusDoc(const HealthSources& s, bool full) : full_(full) {
-  if (s.cache != nullptr) entries_ = s.cache->Snapshot();
-  shown_ = full ? entries_.size() : std::min(entries_.size(), HealthApi::kDefaultEntries);
+  if (s.cache != nullptr && full) {
+    entries_ = s.cache->Snapshot();
+    total_ = entries_.size();
+    for (const EntrySnapshot& e : entries_) ++by_state_[static_cast<int>(e.state)];
+  } else if (s.cache != nullptr) {
+    // Copy only the keys shown.
+    auto states = s.cache->States();
+    total_ = states.size();
+    for (const auto& [key, state] : states) ++by_state_[static_cast<int>(state)];
+    const size_t shown = std::min(states.size(), HealthApi::kDefaultEntries);
+    std::partial_sort(states.begin(), states.begin() + static_cast<ptrdiff_t>(shown), states.end(),
+                      [](const auto& a, const auto& b) { return Worse(a.second, *a.first, b.second, *b.first); });
+    entries_.resize(shown);
+    for (size_t i = 0; i < shown; ++i) s.cache->SnapshotKey(*states[i].first, &entries_[i]);
+  }
   Head(s);
 }
 
 void StatusDoc::Order() {
-  // Worst first; then by identity and resource, a stable order.
   order_.resize(entries_.size());
   for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<uint32_t>(i);
-  auto worse = [this](uint32_t ia, uint32_t ib) {
-    const EntrySnapshot& a = entries_[ia];
-    const EntrySnapshot& b = entries_[ib];
-    if (Rank(a.state) != Rank(b.state)) return Rank(a.state) < Rank(b.state);
-    if (a.key.kind != b.key.kind) return a.key.kind < b.key.kind;
-    if (a.key.id != b.key.id) return a.key.id < b.key.id;
-    return a.key.resource < b.key.resource;
-  };
-  std::partial_sort(order_.begin(), order_.begin() + static_cast<ptrdiff_t>(shown_), order_.end(), worse);
-  order_.resize(shown_);
+  std::sort(order_.begin(), order_.end(), [this](uint32_t a, uint32_t b) {
+    return Worse(entries_[a].state, entries_[a].key, entries_[b].state, entries_[b].key);
+  });
   // Each identity once, where its worst key put it; its keys worst first.
   std::map<std::pair<SelectorKind, std::string_view>, size_t> group_of;
   std::vector<std::pair<size_t, uint32_t>> grouped;
@@ -343,14 +358,12 @@ void StatusDoc::Head(const HealthSources& s) {
     cache["shed"] = cs.shed;
     j["cache"] = std::move(cache);
   }
-  size_t by_state[4] = {};
-  for (const EntrySnapshot& e : entries_) ++by_state[static_cast<int>(e.state)];
   ojson summary;
-  for (int i = 0; i < 4; ++i) summary[kStates[i]] = by_state[i];
+  for (int i = 0; i < 4; ++i) summary[kStates[i]] = by_state_[i];
   j["summary"] = std::move(summary);
-  j["entries_total"] = entries_.size();
-  j["entries_shown"] = shown_;
-  j["truncated"] = shown_ < entries_.size();
+  j["entries_total"] = total_;
+  j["entries_shown"] = entries_.size();
+  j["truncated"] = entries_.size() < total_;
   // Where the rest is (and the exact values of shortened strings).
   if (!full_) j["full_view"] = "/status?entries=all";
 
@@ -367,6 +380,10 @@ bool StatusDoc::Write(size_t budget) {
     if (identity_ != nullptr) out_ += "]}";
     out_ += "]}";
     finished_ = true;
+    // The snapshot's memory goes before the body is handed on (and copied).
+    identity_ = nullptr;
+    entries_ = std::vector<EntrySnapshot>();
+    order_ = std::vector<uint32_t>();
   }
   return true;
 }

@@ -440,6 +440,7 @@ void StatusDoc::Entry(const EntrySnapshot& e) {
 }
 
 }  // namespace
+
 class HealthApi::FullStatus {
  public:
   explicit FullStatus(const HealthSources& s) : doc(s, /*full=*/true) {}

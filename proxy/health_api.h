@@ -10,7 +10,9 @@
 //                 refreshing, ok). Times are ISO-8601 UTC strings ("..._epoch": seconds).
 //                 The default view stays small: at most kDefaultEntries keys, and
 //                 callers' strings (resources, ids) longer than kShortString bytes
-//                 shortened ("entries_total", "truncated" tell what was left out).
+//                 shortened ("entries_total", "entries_shown", "truncated" and
+//                 "full_view" tell what was left out; "<name>_bytes" a cut string's
+//                 length). Compact JSON.
 //   GET /status?entries=all
 //                 Every key, values exact. Built from one snapshot in slices across
 //                 loop turns (BuildFullStatus), so the loop keeps serving tokens; one
@@ -71,8 +73,8 @@ class HealthApi : public HttpHandler {
 
   // The whole /status document at once: the default view, or (full) every key.
   std::string StatusJson(bool full = false) const;
-  // Starts the full view: a snapshot now, then about kSliceBytes of JSON per loop
-  // turn; `done` gets the body on the last turn (never inside this call when
+  // Starts the full view: a snapshot now, the sort on the next turn, then about
+  // kSliceBytes of JSON per loop turn; `done` gets the body on the last turn (never inside this call when
   // sources().timers is set). Returns false, and never calls `done`, while another
   // is being built. Destroying the HealthApi drops a build under way.
   bool BuildFullStatus(std::function<void(std::string body)> done);

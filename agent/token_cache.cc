@@ -576,11 +576,7 @@ void TokenCache::UpdateState(Entry* e) {
 EntrySnapshot TokenCache::SnapshotOf(const Entry* e) const {
   EntrySnapshot s;
   s.key = e->key;
-  s.state = e->state;
-  const TimePoint now = clock_->Now();
-  if (e->token && FromEpochSeconds(e->token->expires_on()) <= now) {
-    s.state = e->fetching && e->consecutive_failures == 0 ? EntryState::kRefreshing : EntryState::kFailing;
-  }
+  s.state = ShownState(e, clock_->Now());
   s.prefetch = e->prefetch;
   s.expires_on = e->token ? e->token->expires_on() : 0;
   s.last_refresh = e->last_refresh;
@@ -594,11 +590,34 @@ EntrySnapshot TokenCache::SnapshotOf(const Entry* e) const {
   return s;
 }
 
+// A token that expired since the state was last updated no longer counts.
+EntryState TokenCache::ShownState(const Entry* e, TimePoint now) const {
+  if (e->token && FromEpochSeconds(e->token->expires_on()) <= now) {
+    return e->fetching && e->consecutive_failures == 0 ? EntryState::kRefreshing : EntryState::kFailing;
+  }
+  return e->state;
+}
+
 std::vector<EntrySnapshot> TokenCache::Snapshot() const {
   std::vector<EntrySnapshot> out;
   out.reserve(entries_.size());
   for (const auto& [key, e] : entries_) out.push_back(SnapshotOf(e.get()));
   return out;
+}
+
+std::vector<std::pair<const TokenKey*, EntryState>> TokenCache::States() const {
+  std::vector<std::pair<const TokenKey*, EntryState>> out;
+  out.reserve(entries_.size());
+  const TimePoint now = clock_->Now();
+  for (const auto& [key, e] : entries_) out.emplace_back(&e->key, ShownState(e.get(), now));
+  return out;
+}
+
+bool TokenCache::SnapshotKey(const TokenKey& key, EntrySnapshot* out) const {
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return false;
+  *out = SnapshotOf(it->second.get());
+  return true;
 }
 
 Duration TokenCache::Jitter(Duration span) {

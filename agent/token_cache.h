@@ -32,6 +32,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "agent/clock.h"
@@ -115,6 +116,12 @@ class TokenCache : public TokenBroker {
   bool prefetch_round_done() const { return prefetch_pending_ == 0; }
 
   std::vector<EntrySnapshot> Snapshot() const;
+  // For a look at a few keys among many without copying all: each key with its
+  // state as Snapshot() shows it. The pointers are valid until the cache next
+  // changes: use them at once.
+  std::vector<std::pair<const TokenKey*, EntryState>> States() const;
+  // The snapshot of one key; false when it is not in the cache.
+  bool SnapshotKey(const TokenKey& key, EntrySnapshot* out) const;
   const CacheStats& stats() const { return stats_; }
   const UpstreamHealth& upstream_health() const { return upstream_health_; }
   void set_upstream_observer(UpstreamObserver observer) { observer_ = std::move(observer); }
@@ -194,6 +201,7 @@ class TokenCache : public TokenBroker {
   void OnDeadline(const TokenKey& key);
   void UpdateState(Entry* e);
   EntrySnapshot SnapshotOf(const Entry* e) const;
+  EntryState ShownState(const Entry* e, TimePoint now) const;
   Duration Jitter(Duration span);
 
   Config config_;

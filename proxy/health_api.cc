@@ -131,53 +131,164 @@ HttpResponse Json(int status, std::string body) {
   return r;
 }
 
-}  // namespace
+// --- /status -----------------------------------------------------------------------
 
-HealthApi::HealthApi(HealthSources sources) : sources_(std::move(sources)) {}
+// Output order: the worst first.
+int Rank(EntryState state) {
+  switch (state) {
+    case EntryState::kFailing: return 0;
+    case EntryState::kDegraded: return 1;
+    case EntryState::kRefreshing: return 2;
+    case EntryState::kOk: return 3;
+  }
+  return 3;
+}
 
-void HealthApi::OnRequest(HttpRequest& request, Responder responder) {
-  std::string_view path = request.target;
-  path = path.substr(0, path.find('?'));
-  const bool known = path == "/healthz" || path == "/readyz" || path == "/status" || path == "/metrics";
-  if (!known) {
-    responder.Send(Json(404, ErrorBody("not_found", "unknown path; try /healthz, /readyz, /status, /metrics")));
-    return;
-  }
-  if (request.method != "GET") {
-    HttpResponse r = Json(405, ErrorBody("method_not_allowed", "only GET is served here"));
-    r.headers.emplace_back("Allow", "GET");
-    responder.Send(std::move(r));
-    return;
-  }
-  if (path == "/healthz") {
-    // Answered by the loop itself: a wedged loop answers nothing.
-    ojson j;
-    j["status"] = "ok";
-    if (sources_.clock != nullptr && IsSet(sources_.start_time)) {
-      j["uptime_seconds"] = ToEpochSeconds(sources_.clock->Now()) - ToEpochSeconds(sources_.start_time);
-    }
-    responder.Send(Json(200, j.dump()));
-  } else if (path == "/readyz") {
-    std::string reason;
-    if (sources_.ready && sources_.ready(&reason)) {
-      responder.Send(Json(200, "{\"status\":\"ready\"}"));
-    } else {
-      HttpResponse r = Json(503, ErrorBody("not_ready", reason.empty() ? "not ready" : reason));
-      r.headers.emplace_back("Retry-After", "1");
-      responder.Send(std::move(r));
-    }
-  } else if (path == "/status") {
-    responder.Send(Json(200, StatusJson()));
+// A JSON string. Resources and ids come from callers: odd bytes (invalid UTF-8)
+// are replaced, never thrown about on the loop.
+void AppendString(std::string* out, std::string_view s) {
+  const bool plain = std::all_of(s.begin(), s.end(), [](char c) {
+    return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+  });
+  if (plain) {
+    *out += '"';
+    *out += s;
+    *out += '"';
   } else {
-    HttpResponse r = Json(200, MetricsText());
-    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    responder.Send(std::move(r));
+    *out += ojson(std::string(s)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
 }
 
-std::string HealthApi::StatusJson() const {
-  const HealthSources& s = sources_;
+void AppendKey(std::string* out, std::string_view name) {
+  *out += ",\"";
+  *out += name;
+  *out += "\":";
+}
+
+void AppendNumber(std::string* out, std::string_view name, int64_t v) {
+  AppendKey(out, name);
+  *out += std::to_string(v);
+}
+
+// Like PutTime: "name" (ISO) and "name_epoch" (seconds), or nulls for "never".
+void AppendTime(std::string* out, const std::string& name, TimePoint t) {
+  AppendKey(out, name);
+  if (IsSet(t)) {
+    AppendString(out, IsoUtc(t));
+    AppendNumber(out, name + "_epoch", ToEpochSeconds(t));
+  } else {
+    *out += "null";
+    AppendKey(out, name + "_epoch");
+    *out += "null";
+  }
+}
+
+// A caller's string. In the default view one longer than kShortString is cut (at a
+// UTF-8 boundary) and marked with "…", and "<name>_bytes" follows with its length.
+void AppendCallerValue(std::string* out, std::string_view name, std::string_view value, bool shorten) {
+  if (!shorten || value.size() <= HealthApi::kShortString) {
+    AppendString(out, value);
+    return;
+  }
+  size_t cut = HealthApi::kShortString;
+  while (cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80) --cut;
+  AppendString(out, std::string(value.substr(0, cut)) + "\xE2\x80\xA6");
+  AppendNumber(out, std::string(name) + "_bytes", static_cast<int64_t>(value.size()));
+}
+
+void AppendCallerString(std::string* out, std::string_view name, std::string_view value, bool shorten) {
+  AppendKey(out, name);
+  AppendCallerValue(out, name, value, shorten);
+}
+
+// One /status document. The constructor takes everything at one instant: the
+// sources' state (rendered at once as the head) and a snapshot of the cache (the
+// default view: of the kDefaultEntries worst keys). Each
+// step may run on its own loop turn: Order() sorts the snapshot, then Write()
+// renders entries, as many per call as the caller allows. Loop thread only.
+class StatusDoc {
+ public:
+  StatusDoc(const HealthSources& s, bool full);
+  void Order();
+  // REQUIRES: Order() ran. Appends entries until about `budget` more bytes are
+  // written or none are left. Returns true once the document is complete.
+  bool Write(size_t budget);
+  std::string Take() { return std::move(out_); }
+
+ private:
+  void Head(const HealthSources& s);
+  void Entry(const EntrySnapshot& e);
+
+  const bool full_;
+  size_t total_ = 0;          // keys in the cache
+  size_t by_state_[4] = {};   // of them, by EntryState
+  int64_t now_s_ = 0;
+  std::vector<EntrySnapshot> entries_;
+  std::vector<uint32_t> order_;  // indices into entries_, as written
+  size_t next_ = 0;              // into order_
+  const EntrySnapshot* identity_ = nullptr;  // the identity being written
+  bool finished_ = false;
+  std::string out_;
+};
+
+// Worst first; then by identity and resource, a stable order.
+bool Worse(EntryState sa, const TokenKey& a, EntryState sb, const TokenKey& b) {
+  if (Rank(sa) != Rank(sb)) return Rank(sa) < Rank(sb);
+  if (a.kind != b.kind) return a.kind < b.kind;
+  if (a.id != b.id) return a.id < b.id;
+  return a.resource < b.resource;
+}
+
+StatusDoc::StatusDoc(const HealthSources& s, bool full) : full_(full) {
+  if (s.cache != nullptr && full) {
+    entries_ = s.cache->Snapshot();
+    total_ = entries_.size();
+    for (const EntrySnapshot& e : entries_) ++by_state_[static_cast<int>(e.state)];
+  } else if (s.cache != nullptr) {
+    // Copy only the keys shown.
+    auto states = s.cache->States();
+    total_ = states.size();
+    for (const auto& [key, state] : states) ++by_state_[static_cast<int>(state)];
+    const size_t shown = std::min(states.size(), HealthApi::kDefaultEntries);
+    std::partial_sort(states.begin(), states.begin() + static_cast<ptrdiff_t>(shown), states.end(),
+                      [](const auto& a, const auto& b) { return Worse(a.second, *a.first, b.second, *b.first); });
+    entries_.resize(shown);
+    for (size_t i = 0; i < shown; ++i) s.cache->SnapshotKey(*states[i].first, &entries_[i]);
+  }
+  Head(s);
+}
+
+void StatusDoc::Order() {
+  order_.resize(entries_.size());
+  for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<uint32_t>(i);
+  std::sort(order_.begin(), order_.end(), [this](uint32_t a, uint32_t b) {
+    return Worse(entries_[a].state, entries_[a].key, entries_[b].state, entries_[b].key);
+  });
+  // Each identity once, where its worst key put it; its keys worst first.
+  std::map<std::pair<SelectorKind, std::string_view>, size_t> group_of;
+  std::vector<std::pair<size_t, uint32_t>> grouped;
+  grouped.reserve(order_.size());
+  for (uint32_t i : order_) {
+    const TokenKey& k = entries_[i].key;
+    const size_t group = group_of.emplace(std::make_pair(k.kind, std::string_view(k.id)), group_of.size()).first->second;
+    grouped.emplace_back(group, i);
+  }
+  std::stable_sort(grouped.begin(), grouped.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (size_t i = 0; i < grouped.size(); ++i) order_[i] = grouped[i].second;
+
+  if (full_) {
+    // One allocation up front rather than a doubling copy of megabytes on some turn.
+    size_t estimate = out_.size();
+    for (const EntrySnapshot& e : entries_) {
+      estimate += 640 + e.key.resource.size() + 2 * e.key.id.size() + e.last_error.size();
+    }
+    out_.reserve(estimate);
+  }
+}
+
+void StatusDoc::Head(const HealthSources& s) {
   const TimePoint now = s.clock != nullptr ? s.clock->Now() : s.start_time;
+  now_s_ = ToEpochSeconds(now);
   ojson j;
   j["version"] = s.version;
   j["now"] = IsoUtc(now);
@@ -236,10 +347,6 @@ std::string HealthApi::StatusJson() const {
   }
   j["upstream"] = std::move(up);
 
-  // Identities: grouped by selector, then by resource, in a stable order.
-  ojson summary;
-  for (const char* name : kStates) summary[name] = 0;
-  ojson identities = ojson::array();
   if (s.cache != nullptr) {
     const CacheStats& cs = s.cache->stats();
     ojson cache;
@@ -250,60 +357,189 @@ std::string HealthApi::StatusJson() const {
     cache["waiters"] = cs.waiters;
     cache["shed"] = cs.shed;
     j["cache"] = std::move(cache);
-
-    std::vector<EntrySnapshot> entries = s.cache->Snapshot();
-    std::sort(entries.begin(), entries.end(), [](const EntrySnapshot& a, const EntrySnapshot& b) {
-      if (a.key.kind != b.key.kind) return a.key.kind < b.key.kind;
-      if (a.key.id != b.key.id) return a.key.id < b.key.id;
-      return a.key.resource < b.key.resource;
-    });
-    for (size_t i = 0; i < entries.size();) {
-      const TokenKey& key = entries[i].key;
-      ojson id;
-      id["identity"] = key.Describe();
-      id["selector"] = key.kind == SelectorKind::kDefault ? "default" : SelectorParam(key.kind);
-      id["id"] = key.id;
-      ojson resources = ojson::array();
-      for (; i < entries.size() && entries[i].key.kind == key.kind && entries[i].key.id == key.id; ++i) {
-        const EntrySnapshot& e = entries[i];
-        ojson r;
-        r["resource"] = e.key.resource;
-        r["state"] = EntryStateName(e.state);
-        summary[EntryStateName(e.state)] = summary[EntryStateName(e.state)].get<int>() + 1;
-        r["prefetch"] = e.prefetch;
-        if (e.expires_on > 0) {
-          r["expires_on"] = e.expires_on;
-          r["expires_at"] = IsoUtc(FromEpochSeconds(e.expires_on));
-          r["expires_in_seconds"] = std::max<int64_t>(0, e.expires_on - ToEpochSeconds(now));
-        } else {
-          r["expires_on"] = nullptr;
-          r["expires_at"] = nullptr;
-          r["expires_in_seconds"] = nullptr;
-        }
-        PutTime(r, "last_refresh", e.last_refresh);
-        PutTime(r, "next_refresh", e.next_refresh);
-        PutTime(r, "last_used", e.last_used);
-        if (!e.last_error.empty()) {
-          ojson err;
-          err["status"] = e.last_error_status;
-          err["error"] = e.last_error;
-          r["last_error"] = std::move(err);
-        } else {
-          r["last_error"] = nullptr;
-        }
-        r["consecutive_failures"] = e.consecutive_failures;
-        r["hits"] = e.hits;
-        r["misses"] = e.misses;
-        resources.push_back(std::move(r));
-      }
-      id["resources"] = std::move(resources);
-      identities.push_back(std::move(id));
-    }
   }
+  ojson summary;
+  for (int i = 0; i < 4; ++i) summary[kStates[i]] = by_state_[i];
   j["summary"] = std::move(summary);
-  j["identities"] = std::move(identities);
-  // Resources and ids come from callers: never let odd bytes throw on the loop.
-  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+  j["entries_total"] = total_;
+  j["entries_shown"] = entries_.size();
+  j["truncated"] = entries_.size() < total_;
+  // Where the rest is (and the exact values of shortened strings).
+  if (!full_) j["full_view"] = "/status?entries=all";
+
+  out_ += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  out_.pop_back();  // '}': "identities" follows
+  out_ += ",\"identities\":[";
+}
+
+bool StatusDoc::Write(size_t budget) {
+  const size_t stop = out_.size() + std::min(budget, out_.max_size() - out_.size());
+  while (next_ < order_.size() && out_.size() < stop) Entry(entries_[order_[next_++]]);
+  if (next_ < order_.size()) return false;
+  if (!finished_) {
+    if (identity_ != nullptr) out_ += "]}";
+    out_ += "]}";
+    finished_ = true;
+    // The snapshot's memory goes before the body is handed on (and copied).
+    identity_ = nullptr;
+    entries_ = std::vector<EntrySnapshot>();
+    order_ = std::vector<uint32_t>();
+  }
+  return true;
+}
+
+// Keys of one identity come together (the constructor grouped them): a new
+// identity closes the previous one's "resources".
+void StatusDoc::Entry(const EntrySnapshot& e) {
+  const bool shorten = !full_;
+  const TokenKey& key = e.key;
+  if (identity_ == nullptr || identity_->key.kind != key.kind || identity_->key.id != key.id) {
+    if (identity_ != nullptr) out_ += "]},";
+    identity_ = &e;
+    out_ += "{\"identity\":";
+    AppendCallerValue(&out_, "identity", key.Describe(), shorten);
+    AppendKey(&out_, "selector");
+    AppendString(&out_, key.kind == SelectorKind::kDefault ? "default" : SelectorParam(key.kind));
+    AppendCallerString(&out_, "id", key.id, shorten);
+    out_ += ",\"resources\":[";
+  } else {
+    out_ += ',';
+  }
+  out_ += "{\"resource\":";
+  AppendCallerValue(&out_, "resource", key.resource, shorten);
+  AppendKey(&out_, "state");
+  AppendString(&out_, EntryStateName(e.state));
+  AppendKey(&out_, "prefetch");
+  out_ += e.prefetch ? "true" : "false";
+  if (e.expires_on > 0) {
+    AppendNumber(&out_, "expires_on", e.expires_on);
+    AppendKey(&out_, "expires_at");
+    AppendString(&out_, IsoUtc(FromEpochSeconds(e.expires_on)));
+    AppendNumber(&out_, "expires_in_seconds", std::max<int64_t>(0, e.expires_on - now_s_));
+  } else {
+    out_ += ",\"expires_on\":null,\"expires_at\":null,\"expires_in_seconds\":null";
+  }
+  AppendTime(&out_, "last_refresh", e.last_refresh);
+  AppendTime(&out_, "next_refresh", e.next_refresh);
+  AppendTime(&out_, "last_used", e.last_used);
+  AppendKey(&out_, "last_error");
+  if (!e.last_error.empty()) {
+    out_ += "{\"status\":";
+    out_ += std::to_string(e.last_error_status);
+    AppendCallerString(&out_, "error", e.last_error, shorten);
+    out_ += '}';
+  } else {
+    out_ += "null";
+  }
+  AppendNumber(&out_, "consecutive_failures", e.consecutive_failures);
+  AppendKey(&out_, "hits");
+  out_ += std::to_string(e.hits);
+  AppendKey(&out_, "misses");
+  out_ += std::to_string(e.misses);
+  out_ += '}';
+}
+
+}  // namespace
+
+class HealthApi::FullStatus {
+ public:
+  explicit FullStatus(const HealthSources& s) : doc(s, /*full=*/true) {}
+  StatusDoc doc;
+  std::unique_ptr<Timer> timer;
+  std::function<void(std::string)> done;
+};
+
+HealthApi::HealthApi(HealthSources sources) : sources_(std::move(sources)) {}
+HealthApi::~HealthApi() = default;
+
+void HealthApi::OnRequest(HttpRequest& request, Responder responder) {
+  std::string_view path = request.target;
+  const size_t question = path.find('?');
+  const std::string_view query = question == std::string_view::npos ? std::string_view() : path.substr(question + 1);
+  path = path.substr(0, question);
+  const bool known = path == "/healthz" || path == "/readyz" || path == "/status" || path == "/metrics";
+  if (!known) {
+    responder.Send(Json(404, ErrorBody("not_found", "unknown path; try /healthz, /readyz, /status, /metrics")));
+    return;
+  }
+  if (request.method != "GET") {
+    HttpResponse r = Json(405, ErrorBody("method_not_allowed", "only GET is served here"));
+    r.headers.emplace_back("Allow", "GET");
+    responder.Send(std::move(r));
+    return;
+  }
+  if (path == "/healthz") {
+    // Answered by the loop itself: a wedged loop answers nothing.
+    ojson j;
+    j["status"] = "ok";
+    if (sources_.clock != nullptr && IsSet(sources_.start_time)) {
+      j["uptime_seconds"] = ToEpochSeconds(sources_.clock->Now()) - ToEpochSeconds(sources_.start_time);
+    }
+    responder.Send(Json(200, j.dump()));
+  } else if (path == "/readyz") {
+    std::string reason;
+    if (sources_.ready && sources_.ready(&reason)) {
+      responder.Send(Json(200, "{\"status\":\"ready\"}"));
+    } else {
+      HttpResponse r = Json(503, ErrorBody("not_ready", reason.empty() ? "not ready" : reason));
+      r.headers.emplace_back("Retry-After", "1");
+      responder.Send(std::move(r));
+    }
+  } else if (path == "/status") {
+    if (query.empty()) {
+      responder.Send(Json(200, StatusJson()));
+    } else if (query == "entries=all") {
+      auto shared = std::make_shared<Responder>(std::move(responder));
+      const bool started =
+          BuildFullStatus([shared](std::string body) { shared->Send(Json(200, std::move(body))); });
+      if (!started) {
+        HttpResponse r = Json(503, ErrorBody("busy", "a full /status is being built; retry in a moment"));
+        r.headers.emplace_back("Retry-After", "1");
+        shared->Send(std::move(r));
+      }
+    } else {
+      responder.Send(Json(400, ErrorBody("bad_request", "/status takes no query but entries=all (every key)")));
+    }
+  } else {
+    HttpResponse r = Json(200, MetricsText());
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    responder.Send(std::move(r));
+  }
+}
+
+std::string HealthApi::StatusJson(bool full) const {
+  StatusDoc doc(sources_, full);
+  doc.Order();
+  doc.Write(std::string::npos);
+  return doc.Take();
+}
+
+bool HealthApi::BuildFullStatus(std::function<void(std::string body)> done) {
+  if (full_ != nullptr) return false;
+  if (sources_.timers == nullptr) {
+    done(StatusJson(/*full=*/true));
+    return true;
+  }
+  // The snapshot and the head on this turn, the sort on the next, then the entries.
+  full_ = std::make_unique<FullStatus>(sources_);
+  full_->timer = sources_.timers->NewTimer();
+  full_->done = std::move(done);
+  full_->timer->Arm(kSliceGap, [this] {
+    full_->doc.Order();
+    full_->timer->Arm(kSliceGap, [this] { ContinueFullStatus(); });
+  });
+  return true;
+}
+
+void HealthApi::ContinueFullStatus() {
+  if (!full_->doc.Write(kSliceBytes)) {
+    full_->timer->Arm(kSliceGap, [this] { ContinueFullStatus(); });
+    return;
+  }
+  // Cleared before `done` runs, so that it may start the next one. The timer goes
+  // from inside its own callback, which Timer allows.
+  std::unique_ptr<FullStatus> finished = std::move(full_);
+  finished->done(finished->doc.Take());
 }
 
 std::string HealthApi::MetricsText() const {

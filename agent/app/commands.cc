@@ -2,9 +2,11 @@
 // command line tool, not the daemon: blocking libcurl easy calls are fine here.
 //
 //   mi-agent status [--health HOST:PORT|URL] [--json]
-//     GET /status from the health listener (default 127.0.0.1:50343) and print a
-//     table (or the JSON). Exit 0: every key ok (or refreshing with a valid token);
-//     1: any key degraded, failing or without a token; 2: agent unreachable.
+//     GET /status?entries=all (every key, exact) from the health listener (default
+//     127.0.0.1:50343) and print a table (or the JSON). While the agent is busy
+//     with another full view (503) it asks again, once a second, a few times.
+//     Exit 0: every key ok (or refreshing with a valid token); 1: any key
+//     degraded, failing or without a token; 2: agent unreachable.
 //
 //   mi-agent token --resource R [--client-id ID|--object-id ID|--mi-res-id ID]
 //                  [--host H] [--port N] [--show-token]
@@ -14,10 +16,12 @@
 #include <curl/curl.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -29,6 +33,9 @@ namespace mi {
 namespace {
 
 using ojson = nlohmann::ordered_json;
+
+// A full /status of 4,096 keys with 2 KB resources is about 10 MB.
+constexpr size_t kMaxStatusBytes = 256u << 20;
 
 constexpr const char* kStatusUsage =
     "Usage: mi-agent status [--health HOST:PORT] [--json]\n"
@@ -60,18 +67,25 @@ struct HttpResult {
   long status = 0;
   std::string body;
   std::string error;  // when not reached
+  size_t max_body = 0;
+  bool too_big = false;  // the answer passed max_body: abandoned
 };
 
 size_t Collect(char* data, size_t size, size_t n, void* user) {
-  auto* body = static_cast<std::string*>(user);
+  auto* out = static_cast<HttpResult*>(user);
   const size_t len = size * n;
-  if (body->size() + len > 4 * 1024 * 1024) return 0;  // abort: not an agent answer
-  body->append(data, len);
+  if (out->body.size() + len > out->max_body) {
+    out->too_big = true;
+    return 0;  // abort: not an agent answer
+  }
+  out->body.append(data, len);
   return len;
 }
 
-HttpResult HttpGet(const std::string& url, const std::vector<std::string>& headers, long timeout_seconds) {
+HttpResult HttpGet(const std::string& url, const std::vector<std::string>& headers, long timeout_seconds,
+                   size_t max_body) {
   HttpResult out;
+  out.max_body = max_body;
   std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
   if (!curl) {
     out.error = "cannot initialise libcurl";
@@ -98,11 +112,12 @@ HttpResult HttpGet(const std::string& url, const std::vector<std::string>& heade
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, list.get());
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, Collect);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &out.body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
   const CURLcode rc = curl_easy_perform(c);
   if (rc != CURLE_OK) {
     out.error = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc);
+    if (out.too_big) out.error = "the answer is larger than " + std::to_string(out.max_body >> 20) + " MiB";
     return out;
   }
   out.reached = true;
@@ -188,8 +203,16 @@ int RunStatusCommand(const std::vector<std::string>& args) {
   std::string url = health.rfind("http://", 0) == 0 || health.rfind("https://", 0) == 0 ? health : "http://" + health;
   while (!url.empty() && url.back() == '/') url.pop_back();
   if (url.size() < 7 || url.compare(url.size() - 7, 7, "/status") != 0) url += "/status";
+  // Every key: the default view is capped and shortens long resources.
+  url += "?entries=all";
 
-  const HttpResult r = HttpGet(url, {}, 10);
+  // One full view at a time per agent: another one under way is a 503, soon over.
+  HttpResult r;
+  for (int attempt = 0;; ++attempt) {
+    r = HttpGet(url, {}, 60, kMaxStatusBytes);
+    if (!r.reached || r.status != 503 || attempt == 9) break;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
   if (!r.reached) {
     std::fprintf(stderr, "mi-agent status: cannot reach the agent at %s: %s\n", url.c_str(), r.error.c_str());
     return 2;
@@ -310,7 +333,7 @@ int RunTokenCommand(const std::vector<std::string>& args) {
   if (!selector.empty()) url += "&" + selector + "=" + Escape(selector_value);
 
   // A miss waits for IMDS; the agent answers by its caller deadline (25 s by default).
-  const HttpResult r = HttpGet(url, {"Metadata: true"}, 90);
+  const HttpResult r = HttpGet(url, {"Metadata: true"}, 90, 4u << 20);
   if (!r.reached) {
     std::fprintf(stderr, "mi-agent token: cannot reach the agent at %s: %s\n", authority.c_str(), r.error.c_str());
     return 2;

@@ -226,6 +226,7 @@ Status Daemon::Impl::Start() {
   hs.token_server = &p.server;
   hs.health_server = &p.health_server;
   hs.token_api = &p.api;
+  hs.timers = &loop;
   hs.ready = [this](std::string* reason) {
     if (!listening) *reason = "listeners are not up";
     else if (!ready) *reason = "the first prefetch round has not finished";

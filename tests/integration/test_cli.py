@@ -105,3 +105,24 @@ def test_invalid_utf8_option_is_refused_at_start():
                        capture_output=True, timeout=60)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert b"--imds-endpoint: the value is not valid UTF-8 (byte 9)" in r.stderr, r.stderr
+
+
+def test_status_shows_every_key_exactly(agent_factory, emulator):
+    # More keys than the default /status view holds, one with a 2 KB resource:
+    # the CLI asks for the full view and shows each, unshortened.
+    long_resource = "https://long.example/".ljust(2048, "x")
+    resources = [f"https://r{i:02}.example/" for i in range(60)] + [long_resource]
+    agent = agent_factory(emulator, config={"budget": {"rate_per_second": 1000, "burst": 1000},
+                                            "prefetch": [{"resource": r} for r in resources]})
+    health = f"127.0.0.1:{agent.health_port}"
+    code, out, err = cli("status", "--health", health)
+    assert code == 0, out + err
+    rows = [re.split(r"\s{2,}", l) for l in out.splitlines()[2:]]
+    assert sorted(r[1] for r in rows) == sorted(resources)
+    assert all(r[0] == "default" and r[2] == "ok" for r in rows), rows
+
+    code, out, _ = cli("status", "--health", health, "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["entries_total"] == 61 and doc["truncated"] is False
+    assert sorted(r["resource"] for i in doc["identities"] for r in i["resources"]) == sorted(resources)

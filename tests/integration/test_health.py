@@ -8,8 +8,10 @@ refresh attempt comes within seconds and a token outlives an outage by ~25 s."""
 
 import json
 import re
+import select
 import socket
 import time
+import urllib.parse
 
 import pytest
 
@@ -271,3 +273,105 @@ def test_health_limits_cap_and_idle_timeout_are_configurable(agent_factory, emul
         s.settimeout(1.5)
         with pytest.raises(socket.timeout):
             s.recv(1)  # b"" would mean the token listener closed it
+
+
+def read_response(sock, buf):
+    """One HTTP/1.1 response with a Content-Length from `sock`, after the bytes
+    already in `buf`. Returns (status, headers, body bytes, bytes left over)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "connection closed before the headers"
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+    length = int(headers["content-length"])
+    chunks = [rest]
+    have = len(rest)
+    while have < length:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "connection closed before the body"
+        chunks.append(chunk)
+        have += len(chunk)
+    data = b"".join(chunks)
+    return int(lines[0].split()[1]), headers, data[:length], data[length:]
+
+
+@pytest.fixture
+def day_emulator():
+    """Tokens for a day: 4,096 keys stay ok, with no refresh under way."""
+    e = Emulator()
+    yield e
+    e.stop()
+
+
+def test_status_views_with_4096_keys_and_hits_during_the_full_one(agent_factory, day_emulator):
+    emulator = day_emulator
+    n = 4096  # the cache's default cap
+    resources = [f"https://r{i}.example/".ljust(2048, "x") for i in range(n)]
+    config = {"budget": {"rate_per_second": 1000, "burst": 1000, "max_concurrent": 16, "max_queue": 2 * n},
+              "prefetch": [{"resource": r} for r in resources]}
+    agent = agent_factory(emulator, config=config, wait_ready=False)
+    agent.wait_ready(timeout=120)
+    wait_for(lambda: json.loads(agent.health("/status")[2])["summary"]["ok"] == n, timeout=120, interval=0.5,
+             what="every key to hold a token")
+
+    # The default view stays small: a summary and the first keys, strings shortened.
+    code, _, body = agent.health("/status")
+    assert code == 200
+    doc = json.loads(body)
+    assert doc["summary"] == {"ok": n, "refreshing": 0, "degraded": 0, "failing": 0}
+    assert doc["entries_total"] == n and doc["entries_shown"] == 50 and doc["truncated"] is True
+    assert doc["full_view"] == "/status?entries=all"
+    assert len(entries(doc)) == 50 and len(body) < 64 * 1024
+    for code, target in ((400, "/status?entries=10"), (400, "/status?full=1"), (400, "/status?entries=all&x=1"),
+                         (200, "/status?")):
+        assert agent.health(target)[0] == code, target
+
+    # A full view, and a second one right behind it on the same connection.
+    hit = "/oauth2/token?resource=" + urllib.parse.quote(resources[n - 1], safe="")
+    status_sock = socket.create_connection(("127.0.0.1", agent.health_port))
+    hits = socket.create_connection(("127.0.0.1", agent.port))
+    try:
+        hits.settimeout(30)
+        status_sock.settimeout(30)
+        started = time.monotonic()
+        status_sock.sendall(b"GET /status?entries=all HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                            b"GET /status?entries=all HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        # Cache hits, one after another, until the first byte of /status arrives:
+        # they are answered while the full view is being written.
+        answered, latencies, leftover = 0, [], b""
+        while answered < 5000 and time.monotonic() - started < 60:
+            if select.select([status_sock], [], [], 0)[0]:
+                break
+            sent = time.monotonic()
+            hits.sendall(f"GET {hit} HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n\r\n".encode())
+            code, _, body, leftover = read_response(hits, leftover)
+            latencies.append(time.monotonic() - sent)
+            assert code == 200 and json.loads(body)["resource"] == resources[n - 1]
+            answered += 1
+        first_byte = time.monotonic()
+        code, headers, body, rest = read_response(status_sock, b"")
+        done = time.monotonic()
+        busy_code, busy_headers, busy_body, _ = read_response(status_sock, rest)
+    finally:
+        hits.close()
+        status_sock.close()
+    print(f"full /status: {len(body)} bytes, first byte after {(first_byte - started) * 1000:.0f} ms, "
+          f"complete after {(done - started) * 1000:.0f} ms; {answered} cache hits meanwhile, "
+          f"latency max {max(latencies, default=0) * 1000:.1f} ms, "
+          f"median {sorted(latencies)[len(latencies) // 2] * 1000 if latencies else 0:.1f} ms")
+    # Built in one go, the document would hold the loop: at most a hit or two
+    # would slip in before it (the one racing the /status request).
+    assert answered >= 3, answered
+
+    assert code == 200 and headers["content-type"].startswith("application/json")
+    full = json.loads(body)
+    assert full["entries_total"] == n and full["entries_shown"] == n and full["truncated"] is False
+    e = entries(full)
+    assert sorted(r for _, r in e) == sorted(resources)  # every key, values exact
+    assert all(entry["state"] == "ok" and entry["expires_in_seconds"] > 0 for entry in e.values())
+    # One full view at a time: the second waited its turn and was told to retry.
+    assert busy_code == 503 and busy_headers["retry-after"] == "1"
+    assert json.loads(busy_body)["error"] == "busy"
+    assert agent.health("/status?entries=all")[0] == 200  # free again

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <tuple>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -373,6 +374,164 @@ TEST_F(HealthApiTest, OddResourceBytesNeverThrow) {
   ASSERT_EQ(s["identities"].size(), 1u);
   EXPECT_EQ(s["identities"][0]["resources"][0]["state"], "failing");
   Metrics();
+}
+
+// Identities and their resources as the document lists them: [(identity, resource, state)].
+std::vector<std::tuple<std::string, std::string, std::string>> Listed(const json& status) {
+  std::vector<std::tuple<std::string, std::string, std::string>> out;
+  for (const json& id : status["identities"]) {
+    for (const json& r : id["resources"]) out.emplace_back(id["identity"], r["resource"], r["state"]);
+  }
+  return out;
+}
+
+TEST_F(HealthApiTest, DefaultViewIsCappedWorstFirst) {
+  const std::string client_a = "client_id=" + std::string(kClientA);
+  // One key degraded: a 20 min token whose refresh will fail.
+  Warm(Key("https://degraded/"), minutes(20), 1);
+  // 60 ok keys of the default identity, one of identity A.
+  char name[32];
+  for (int i = 0; i < 60; ++i) {
+    std::snprintf(name, sizeof name, "https://ok%02d/", i);
+    Warm(Key(name), hours(24), 2);
+  }
+  Warm(Key("https://ok-a/", SelectorKind::kClientId, kClientA), hours(24), 3);
+  // Three keys of identity A failing: IMDS says no.
+  for (const char* r : {"https://f3/", "https://f1/", "https://f2/"}) {
+    Fetch(Key(r, SelectorKind::kClientId, kClientA), FakeUpstream::Http(400, R"({"error":"invalid_request"})"));
+  }
+  time_.Advance(minutes(10));
+  ASSERT_EQ(upstream_.pending(), 1u);
+  upstream_.Respond(FakeUpstream::Http(500, R"({"error":"internal_error"})"));
+  // One refreshing: a first fetch under way.
+  cache_->Get(Key("https://refreshing/"), [](const TokenResult&) {});
+  time_.RunPending();
+
+  json s = Status();
+  EXPECT_EQ(s["summary"], json({{"ok", 61}, {"refreshing", 1}, {"degraded", 1}, {"failing", 3}}));
+  EXPECT_EQ(s["entries_total"], 66);
+  EXPECT_EQ(s["entries_shown"], HealthApi::kDefaultEntries);
+  EXPECT_EQ(s["truncated"], true);
+  EXPECT_EQ(s["full_view"], "/status?entries=all");
+  auto listed = Listed(s);
+  ASSERT_EQ(listed.size(), HealthApi::kDefaultEntries);
+  // The worst keys are chosen over all identities; each identity is listed once,
+  // where its worst key puts it, with its keys worst first, then by resource.
+  ASSERT_EQ(s["identities"].size(), 2u);
+  EXPECT_EQ(listed[0], std::make_tuple(client_a, "https://f1/", "failing"));
+  EXPECT_EQ(listed[1], std::make_tuple(client_a, "https://f2/", "failing"));
+  EXPECT_EQ(listed[2], std::make_tuple(client_a, "https://f3/", "failing"));
+  EXPECT_EQ(listed[3], std::make_tuple(std::string("default"), "https://degraded/", "degraded"));
+  EXPECT_EQ(listed[4], std::make_tuple(std::string("default"), "https://refreshing/", "refreshing"));
+  for (size_t i = 5; i < listed.size(); ++i) {
+    std::snprintf(name, sizeof name, "https://ok%02zu/", i - 5);
+    EXPECT_EQ(listed[i], std::make_tuple(std::string("default"), name, "ok"));
+  }
+
+  // The full view: every key, identity A with its ok key after its failing ones.
+  json full = json::parse(health_->StatusJson(/*full=*/true), nullptr, false);
+  ASSERT_FALSE(full.is_discarded());
+  EXPECT_EQ(full["entries_total"], 66);
+  EXPECT_EQ(full["entries_shown"], 66);
+  EXPECT_EQ(full["truncated"], false);
+  EXPECT_FALSE(full.contains("full_view"));
+  listed = Listed(full);
+  ASSERT_EQ(listed.size(), 66u);
+  EXPECT_EQ(listed[3], std::make_tuple(client_a, "https://ok-a/", "ok"));
+  EXPECT_EQ(listed[4], std::make_tuple(std::string("default"), "https://degraded/", "degraded"));
+  EXPECT_EQ(full["summary"], s["summary"]);
+}
+
+TEST_F(HealthApiTest, DefaultViewShortensCallersStringsFullViewKeepsThem) {
+  // 2 KB, two-byte characters: the cut must not split one.
+  std::string resource = "https://x/";
+  while (resource.size() < 2048) resource += "\xC3\xA9";
+  Fetch(Key(resource), FakeUpstream::Http(400, R"({"error":"invalid_resource"})"));
+  const std::string text = health_->StatusJson();
+  EXPECT_LT(text.size(), 2048u);
+  json s = json::parse(text, nullptr, false);
+  ASSERT_FALSE(s.is_discarded()) << text;  // the parser checks the UTF-8
+  const json& r = s["identities"][0]["resources"][0];
+  const std::string shown = r["resource"];
+  EXPECT_LE(shown.size(), HealthApi::kShortString + 3);
+  EXPECT_EQ(shown.substr(shown.size() - 3), "\xE2\x80\xA6");
+  EXPECT_EQ(resource.rfind(shown.substr(0, shown.size() - 3), 0), 0u);
+  EXPECT_EQ(shown.find("\xEF\xBF\xBD"), std::string::npos);  // no replacement character
+  EXPECT_EQ(r["resource_bytes"], resource.size());
+
+  json full = json::parse(health_->StatusJson(/*full=*/true), nullptr, false);
+  ASSERT_FALSE(full.is_discarded());
+  EXPECT_EQ(full["identities"][0]["resources"][0]["resource"], resource);
+  EXPECT_FALSE(full["identities"][0]["resources"][0].contains("resource_bytes"));
+}
+
+// 4,096 keys of 2 KB resources (the cache's default cap): the full view is about
+// 10 MB. It is written a slice per loop turn from the snapshot taken when it was
+// asked for, while the loop keeps serving hits in between.
+TEST_F(HealthApiTest, FullViewIsWrittenAcrossTurnsFromOneSnapshot) {
+  ASSERT_EQ(config_.cache.max_keys, 4096u);
+  health_->sources().timers = &time_;
+  auto resource = [](int i) {
+    std::string r = "https://r" + std::to_string(i) + ".example/";
+    r.resize(2048, 'x');
+    return r;
+  };
+  for (int i = 0; i < 4096; ++i) Warm(Key(resource(i)), hours(24), 1);
+
+  std::string body;
+  int answers = 0;
+  ASSERT_TRUE(health_->BuildFullStatus([&](std::string b) {
+    body = std::move(b);
+    ++answers;
+  }));
+  EXPECT_EQ(answers, 0);
+  EXPECT_TRUE(health_->building_full_status());
+  // One at a time.
+  EXPECT_FALSE(health_->BuildFullStatus([&](std::string) { ADD_FAILURE() << "a second build ran"; }));
+
+  // A new key after the snapshot (it pushes the least recently used one out).
+  cache_->Get(Key("https://after-the-snapshot/"), [](const TokenResult&) {});
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody(Secret(2), Epoch(hours(24)))));
+  EXPECT_EQ(cache_->stats().keys, 4096u);
+  int turns = 0;
+  uint64_t hits = 0;
+  while (answers == 0 && turns < 100000) {
+    // Between slices the loop serves hits.
+    ASSERT_NE(cache_->Lookup(Key(resource(4095 - turns % 4096))), nullptr);
+    ++hits;
+    time_.Advance(HealthApi::kSliceGap);
+    ++turns;
+  }
+  ASSERT_EQ(answers, 1);
+  EXPECT_FALSE(health_->building_full_status());
+  EXPECT_GE(static_cast<size_t>(turns), body.size() / HealthApi::kSliceBytes);
+  EXPECT_EQ(cache_->stats().hits, hits);
+
+  json s = json::parse(body, nullptr, false);
+  ASSERT_FALSE(s.is_discarded());
+  EXPECT_EQ(s["entries_total"], 4096);
+  EXPECT_EQ(s["summary"]["ok"], 4096);
+  ASSERT_EQ(s["identities"].size(), 1u);
+  const json& resources = s["identities"][0]["resources"];
+  ASSERT_EQ(resources.size(), 4096u);
+  std::set<std::string> seen;
+  uint64_t hits_shown = 0;
+  for (const json& r : resources) {
+    seen.insert(r["resource"].get<std::string>());
+    hits_shown += r["hits"].get<uint64_t>();
+  }
+  for (int i = 0; i < 4096; ++i) EXPECT_EQ(seen.count(resource(i)), 1u) << i;
+  EXPECT_EQ(body.find("after-the-snapshot"), std::string::npos);
+  EXPECT_EQ(hits_shown, 0u);  // as they were at the snapshot
+  ExpectNoSecrets(body);
+
+  // Done: the next one may start.
+  EXPECT_TRUE(health_->BuildFullStatus([&](std::string) { ++answers; }));
+  health_.reset();  // dropped with the HealthApi, unanswered
+  time_.Advance(seconds(1));
+  EXPECT_EQ(answers, 1);
 }
 
 }  // namespace

@@ -275,8 +275,8 @@ void TokenCache::OnUpstream(const TokenKey& key, uint64_t generation, UpstreamRe
       auto token = Token::FromImdsBody(response.body, &why);
       if (!token) {
         OnFailure(e, response, "malformed_response", /*malformed=*/true);
-      } else if (FromEpochSeconds(token->expires_on()) - clock_->Now() <= config_.cache.hard_floor) {
-        OnUnusableToken(e, response, std::move(token));
+      } else if (FromEpochSeconds(token->expires_on()) <= clock_->Now()) {
+        OnExpiredToken(e, response);
       } else {
         OnToken(e, std::move(token));
       }
@@ -310,12 +310,17 @@ void TokenCache::OnToken(Entry* e, std::shared_ptr<const Token> token) {
   e->stalled = same || at <= now;
   if (e->stalled) {
     // IMDS handed back the token we had (it caches too), or one already inside
-    // our margin: back off, but always come back before the floor (the caller,
-    // OnUpstream, sent tokens already inside the floor to OnUnusableToken).
+    // our margin: back off, but always come back before the floor. A token
+    // already inside the floor (short-lived tokens) is asked for again at half
+    // its remaining life, never in a tight loop; one that expired went to
+    // OnExpiredToken.
     if (same) ++stats_.same_token;
     at = now + config_.cache.same_token_backoff;
     const TimePoint latest = expires - config_.cache.hard_floor;
-    if (at >= latest) at = now + std::max((latest - now) / 2, kMinRefreshDelay);
+    if (at >= latest) {
+      const TimePoint target = latest > now ? latest : expires;
+      at = now + std::max((target - now) / 2, kMinRefreshDelay);
+    }
   }
   ScheduleRefresh(e, at);
 
@@ -326,19 +331,13 @@ void TokenCache::OnToken(Entry* e, std::shared_ptr<const Token> token) {
   UpdateState(e);
 }
 
-void TokenCache::OnUnusableToken(Entry* e, const UpstreamResponse& response, std::shared_ptr<const Token> token) {
-  // IMDS handed out a token already expired or inside the hard floor: useless to
-  // the cache (it would never serve it), so the token we hold, if any, stays.
-  // Waiters get it while it is valid; then this is a failure like any other,
-  // with its backoff (asking again at once would get the same token).
+void TokenCache::OnExpiredToken(Entry* e, const UpstreamResponse& response) {
+  // IMDS handed out a token that has already expired: useless to everyone, so
+  // the token we hold, if any, stays. A failure like any other, with its
+  // backoff (asking again at once would get the same token).
   TokenResult r;
-  if (FromEpochSeconds(token->expires_on()) > clock_->Now()) {
-    r.kind = TokenResult::Kind::kToken;
-    r.token = std::move(token);
-  } else {
-    r.kind = TokenResult::Kind::kUnavailable;
-    r.description = "IMDS returned an expired token";
-  }
+  r.kind = TokenResult::Kind::kUnavailable;
+  r.description = "IMDS returned an expired token";
   AnswerWaiters(e, r);
   OnFailure(e, response, "expired_token", /*malformed=*/true);
 }

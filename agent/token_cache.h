@@ -185,7 +185,7 @@ class TokenCache : public TokenBroker {
   void Attempt(const TokenKey& key, uint64_t generation);
   void OnUpstream(const TokenKey& key, uint64_t generation, UpstreamResponse response);
   void OnToken(Entry* e, std::shared_ptr<const Token> token);
-  void OnUnusableToken(Entry* e, const UpstreamResponse& response, std::shared_ptr<const Token> token);
+  void OnExpiredToken(Entry* e, const UpstreamResponse& response);
   void OnRejected(Entry* e, const UpstreamResponse& response);
   void OnFailure(Entry* e, const UpstreamResponse& response, const std::string& why, bool malformed);
   void FinishFetch(Entry* e);

@@ -90,7 +90,8 @@ def test_metrics_pass_promtool_and_count_what_happened(agent_factory, emulator):
     values = [v for _, v in buckets]
     assert values == sorted(values) and buckets[-1][0].endswith('le="+Inf"}')
     assert values[-1] == m["mi_agent_upstream_latency_seconds_count"] == upstream_calls
-    assert 0 < m["mi_agent_upstream_latency_seconds_sum"] < 10
+    # Millisecond clock: answers of the local emulator may all round to 0.
+    assert 0 <= m["mi_agent_upstream_latency_seconds_sum"] < 10
 
 
 def test_failures_retries_and_throttling_are_counted(agent_factory, emulator):

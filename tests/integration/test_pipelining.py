@@ -47,7 +47,7 @@ def test_ten_thousand_pipelined_cache_hits_on_one_connection(agent_factory, emul
     agent = agent_factory(emulator, config={"prefetch": [{"resource": ARM}, {"resource": VAULT}]})
     fetched = emulator.count()
     resources = [ARM if i % 2 == 0 else VAULT for i in range(REQUESTS)]
-    data = b"".join(f"GET /oauth2/token?resource={r} HTTP/1.1\r\nHost: x\r\nMetadata: true\r\n\r\n".encode()
+    data = b"".join(f"GET /oauth2/token?resource={r} HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n\r\n".encode()
                     for r in resources)
     with socket.create_connection(("127.0.0.1", agent.port), timeout=30) as sock:
         # One write from another thread: the agent answers while we still send.

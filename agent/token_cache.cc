@@ -85,7 +85,7 @@ const Token* TokenCache::Lookup(const TokenKey& key) {
   return e->token.get();
 }
 
-void TokenCache::Get(const TokenKey& key, Callback callback) {
+void TokenCache::Get(const TokenKey& key, Callback callback, StillWaiting still_waiting) {
   const TimePoint now = clock_->Now();
   Entry* e = Find(key);
   if (e != nullptr && Servable(e, now)) {
@@ -119,7 +119,7 @@ void TokenCache::Get(const TokenKey& key, Callback callback) {
   ++stats_.misses;
   ++e->misses;
   Touch(e);
-  e->waiters.push_back(Waiter{now + config_.limits.caller_deadline, std::move(callback)});
+  e->waiters.push_back(Waiter{now + config_.limits.caller_deadline, std::move(callback), std::move(still_waiting)});
   ++stats_.waiters;
   if (e->waiters.size() == 1) ArmDeadline(e);
   if (!e->fetching) {
@@ -211,7 +211,12 @@ void TokenCache::Enqueue(Entry* e) {
   using Priority = UpstreamScheduler::Priority;
   const Priority priority = e->waiters.empty() ? Priority::kBackground : Priority::kCaller;
   const uint64_t generation = e->fetch_generation;
-  e->job = scheduler_->Enqueue(priority, [this, key = e->key, generation] { Attempt(key, generation); });
+  auto start = [this, key = e->key, generation] { Attempt(key, generation); };
+  e->job = scheduler_->Enqueue(priority, start);
+  // Callers who hung up may still hold places in the callers' queue.
+  if (e->job == 0 && priority == Priority::kCaller && SweepGoneCallers()) {
+    e->job = scheduler_->Enqueue(priority, std::move(start));
+  }
   if (e->job != 0) return;
   // The IMDS queue is full: the agent is the one shedding. A key the cache
   // keeps fresh tries again later; any other waits for its next caller.
@@ -507,19 +512,54 @@ void TokenCache::OnDeadline(const TokenKey& key) {
     }
     results.push_back(std::move(r));
   }
-  // The last caller left. A request already sent goes on (its answer is cheap
-  // to keep). One not sent yet goes on only as background work, for a key the
-  // cache keeps fresh; any other key has nobody left to fetch for.
-  if (e->waiters.empty() && e->fetching && !e->in_flight) {
-    if (!KeptFresh(e, now)) {
-      AbandonFetch(e);
-    } else if (e->job != 0 && !scheduler_->Demote(e->job)) {
-      FinishFetch(e);  // cancels the job: the background queue is full
-      RetryLater(e);
-      UpdateState(e);
-    }
-  }
+  if (e->waiters.empty()) OnLastCallerLeft(e);
   for (size_t i = 0; i < late.size(); ++i) late[i].callback(results[i]);
+}
+
+void TokenCache::OnLastCallerLeft(Entry* e) {
+  // A request already sent goes on (its answer is cheap to keep). One not sent
+  // yet goes on only as background work, for a key the cache keeps fresh; any
+  // other key has nobody left to fetch for.
+  if (!e->fetching || e->in_flight) return;
+  if (!KeptFresh(e, clock_->Now())) {
+    AbandonFetch(e);
+  } else if (e->job != 0 && !scheduler_->Demote(e->job)) {
+    FinishFetch(e);  // cancels the job: the background queue is full
+    RetryLater(e);
+    UpdateState(e);
+  }
+}
+
+bool TokenCache::DropGoneWaiters(Entry* e) {
+  auto keep = std::stable_partition(e->waiters.begin(), e->waiters.end(), [](const Waiter& w) { return !w.gone(); });
+  if (keep == e->waiters.end()) return false;
+  std::vector<Waiter> gone(std::make_move_iterator(keep), std::make_move_iterator(e->waiters.end()));
+  e->waiters.erase(keep, e->waiters.end());
+  stats_.waiters -= gone.size();
+  stats_.shed += gone.size();
+  ArmDeadline(e);
+  // Their connections are gone (or half-closed): the answer is a formality.
+  TokenResult r;
+  r.kind = TokenResult::Kind::kShed;
+  r.retry_after_seconds = 1;
+  for (auto& w : gone) w.callback(r);
+  return true;
+}
+
+// Only here, under pressure: a client that half-closed after its request
+// (EOF) counts as gone, yet may still read an answer, so a miss is not dropped
+// for that alone while there is room.
+bool TokenCache::SweepGoneCallers() {
+  const TimePoint now = clock_->Now();
+  if (last_gone_sweep_ != TimePoint() && now - last_gone_sweep_ < Duration(1000)) return false;
+  last_gone_sweep_ = now;
+  const size_t queued = scheduler_->stats().queued_caller;
+  for (auto& [key, owned] : entries_) {
+    Entry* e = owned.get();
+    if (e->job == 0 || e->waiters.empty() || !DropGoneWaiters(e)) continue;
+    if (e->waiters.empty()) OnLastCallerLeft(e);
+  }
+  return scheduler_->stats().queued_caller < queued;
 }
 
 // --- prefetch and reconfiguration -------------------------------------------------------

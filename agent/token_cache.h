@@ -8,17 +8,18 @@
 //    not yet expired -- cause background work (refreshes, retries with nobody
 //    waiting, tries again after a full IMDS queue). Any other key (one that
 //    never obtained a token, or whose token expired) is fetched only while a
-//    caller waits: when its last caller's deadline passes, a fetch not yet sent
-//    is dropped; a failed or shed fetch is not retried or rescheduled; its next
+//    caller waits: when its last caller leaves (its deadline passed, or it hung
+//    up: checked, at most once a second, when a new caller would find the
+//    callers' queue full), a fetch not yet sent is dropped; a failed or shed fetch is not retried or rescheduled; its next
 //    caller starts a new fetch. So a flood of misses for junk keys leaves
 //    nothing behind once its callers are gone;
 //  * when the last caller of a key kept fresh leaves, its fetch not yet sent
 //    becomes background work (UpstreamScheduler::Demote), out of the callers'
 //    queue;
 //  * keys in use are refreshed ahead of the margin, with jitter; the same token
-//    coming back again backs off instead of looping; a token that arrives
-//    already expired or inside the hard floor is a failure, with the retry
-//    policy's backoff (waiters still get it while it is valid);
+//    coming back again backs off instead of looping (a token already inside
+//    the floor is asked for again at half its remaining life); a token that
+//    arrives already expired is a failure, with the retry policy's backoff;
 //  * prefetch keys are fetched at start and kept fresh forever;
 //  * idle keys stop refreshing and are dropped; the number of keys is capped (LRU);
 //  * IMDS's definite "no" (4xx) is cached briefly;
@@ -105,7 +106,8 @@ class TokenCache : public TokenBroker {
 
   // TokenBroker.
   const Token* Lookup(const TokenKey& key) override;
-  void Get(const TokenKey& key, Callback callback) override;
+  using TokenBroker::Get;
+  void Get(const TokenKey& key, Callback callback, StillWaiting still_waiting) override;
 
   // Applies a reloaded config: margins, limits, the prefetch list (new keys are
   // fetched, removed ones become ordinary keys). Cached tokens stay.
@@ -134,6 +136,8 @@ class TokenCache : public TokenBroker {
   struct Waiter {
     TimePoint deadline;
     Callback callback;
+    StillWaiting still_waiting;  // empty: always
+    bool gone() const { return still_waiting && !still_waiting(); }
   };
   struct Entry {
     TokenKey key;
@@ -199,6 +203,14 @@ class TokenCache : public TokenBroker {
   void AnswerWaiters(Entry* e, const TokenResult& result);
   void ArmDeadline(Entry* e);
   void OnDeadline(const TokenKey& key);
+  // The last caller of `e` left: a fetch not yet sent goes on only as
+  // background work for a key kept fresh.
+  void OnLastCallerLeft(Entry* e);
+  // Answers (429) and removes e's callers that hung up; true if any.
+  bool DropGoneWaiters(Entry* e);
+  // Before refusing a caller: drops queued fetches whose callers all hung up.
+  // At most once a second; true if it freed room in the callers' queue.
+  bool SweepGoneCallers();
   void UpdateState(Entry* e);
   EntrySnapshot SnapshotOf(const Entry* e) const;
   EntryState ShownState(const Entry* e, TimePoint now) const;
@@ -215,6 +227,7 @@ class TokenCache : public TokenBroker {
   std::unordered_map<TokenKey, std::unique_ptr<Entry>, TokenKeyHash> entries_;
   std::list<Entry*> lru_;  // front: most recently used
   std::unique_ptr<Timer> sweep_timer_;
+  TimePoint last_gone_sweep_{};
   size_t prefetch_pending_ = 0;
   std::function<void()> prefetch_done_;
   CacheStats stats_;

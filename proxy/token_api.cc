@@ -181,9 +181,9 @@ void TokenApi::OnRequest(HttpRequest& request, Responder responder) {
     return Reply(route, responder, std::move(r));
   }
   auto pending = std::make_shared<Responder>(std::move(responder));
-  broker_->Get(params.key, [this, route, pending](const TokenResult& result) {
-    Reply(route, *pending, MapResult(result, clock_->Now()));
-  });
+  broker_->Get(
+      params.key, [this, route, pending](const TokenResult& result) { Reply(route, *pending, MapResult(result, clock_->Now())); },
+      [pending] { return pending->connected(); });
 }
 
 }  // namespace mi::proxy

@@ -22,7 +22,7 @@ class FakeBroker : public TokenBroker {
     lookups.push_back(key);
     return cached.get();
   }
-  void Get(const TokenKey& key, Callback callback) override {
+  void Get(const TokenKey& key, Callback callback, StillWaiting) override {
     gets.push_back(key);
     callback(next);
   }

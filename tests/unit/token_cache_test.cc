@@ -463,6 +463,49 @@ TEST_F(TokenCacheTest, DeadlineDropsAQueuedFetchForAKeyWithoutAToken) {
   EXPECT_EQ(again->at(0).kind, Kind::kToken);
 }
 
+TEST_F(TokenCacheTest, CallersWhoHungUpGiveUpTheirPlaceBeforeTheirDeadline) {
+  // A flood whose process died: its queued misses must not keep new keys out
+  // for the rest of the caller deadline.
+  config_.limits.caller_deadline = seconds(25);
+  config_.budget.max_concurrent = 1;
+  config_.budget.max_queue = 3;
+  Build();
+  auto blocker = Get(Key("https://slow/"));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  auto connected = std::make_shared<bool>(true);
+  std::vector<std::shared_ptr<std::vector<TokenResult>>> junk;
+  for (int i = 0; i < 3; ++i) {
+    auto out = std::make_shared<std::vector<TokenResult>>();
+    cache_->Get(
+        Key("https://junk-" + std::to_string(i) + "/"), [out](const TokenResult& r) { out->push_back(r); },
+        [connected] { return *connected; });
+    junk.push_back(out);
+  }
+  ASSERT_EQ(scheduler_->stats().queued_caller, 3u);
+  auto refused = Get(Key("https://new-1/"));
+  ASSERT_EQ(refused->size(), 1u);
+  EXPECT_EQ(refused->at(0).kind, Kind::kShed) << "the queue is full of callers still waiting";
+
+  *connected = false;  // the flooding process is gone
+  time_.Advance(seconds(2));
+  auto fresh = Get(Key("https://new-2/"));
+  EXPECT_TRUE(fresh->empty()) << "queued, not shed: the callers who hung up made room";
+  for (const auto& j : junk) {
+    ASSERT_EQ(j->size(), 1u);
+    EXPECT_EQ(j->at(0).kind, Kind::kShed);
+  }
+  EXPECT_EQ(scheduler_->stats().queued_caller, 1u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("s", Epoch(hours(24)))));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u) << "the new key is fetched next, no junk key before it";
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("n", Epoch(hours(24)))));
+  ASSERT_EQ(fresh->size(), 1u);
+  EXPECT_EQ(fresh->at(0).kind, Kind::kToken);
+  time_.Advance(minutes(1));
+  EXPECT_EQ(upstream_.calls(), 2u) << "no junk key was ever fetched";
+}
+
 TEST_F(TokenCacheTest, DeadlineDemotesTheQueuedFetchOfAKeyHoldingAToken) {
   config_.limits.caller_deadline = seconds(10);
   config_.budget.max_concurrent = 1;

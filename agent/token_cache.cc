@@ -251,8 +251,12 @@ void TokenCache::Attempt(const TokenKey& key, uint64_t generation) {
     return;
   }
   e->job = 0;
+  // Under pressure (other callers queued), callers who hung up are not worth
+  // an IMDS request; see SweepGoneCallers.
+  if (!e->waiters.empty() && scheduler_->stats().queued_caller > 0) DropGoneWaiters(e);
   if (e->waiters.empty() && !KeptFresh(e, clock_->Now())) {
-    // Its token expired while the refresh waited: nobody needs this request.
+    // Its callers left, or its token expired while the refresh waited: nobody
+    // needs this request.
     scheduler_->Finished();
     AbandonFetch(e);
     UpdateState(e);
@@ -546,9 +550,10 @@ bool TokenCache::DropGoneWaiters(Entry* e) {
   return true;
 }
 
-// Only here, under pressure: a client that half-closed after its request
-// (EOF) counts as gone, yet may still read an answer, so a miss is not dropped
-// for that alone while there is room.
+// Only under pressure (here, and in Attempt while other callers are queued):
+// a client that half-closed after its request (EOF) counts as gone, yet may
+// still read an answer, so its miss is not dropped for that alone while
+// nobody else waits.
 bool TokenCache::SweepGoneCallers() {
   const TimePoint now = clock_->Now();
   if (last_gone_sweep_ != TimePoint() && now - last_gone_sweep_ < Duration(1000)) return false;

@@ -9,8 +9,9 @@
 //    waiting, tries again after a full IMDS queue). Any other key (one that
 //    never obtained a token, or whose token expired) is fetched only while a
 //    caller waits: when its last caller leaves (its deadline passed, or it hung
-//    up: checked, at most once a second, when a new caller would find the
-//    callers' queue full), a fetch not yet sent is dropped; a failed or shed fetch is not retried or rescheduled; its next
+//    up: checked under pressure only -- when its fetch reaches the front while
+//    other callers are queued, and, at most once a second, when a new caller
+//    would find the callers' queue full), a fetch not yet sent is dropped; a failed or shed fetch is not retried or rescheduled; its next
 //    caller starts a new fetch. So a flood of misses for junk keys leaves
 //    nothing behind once its callers are gone;
 //  * when the last caller of a key kept fresh leaves, its fetch not yet sent

@@ -7,6 +7,7 @@ Bounded in time and count; loopback only."""
 import asyncio
 import json
 import random
+import socket
 import time
 import uuid
 
@@ -106,4 +107,32 @@ def test_flood_of_junk_keys_starves_neither_new_keys_nor_cached_ones(agent_facto
         # only thanks to that).
         assert refreshed, "no refresh of the cached key during the flood"
     finally:
+        emulator.stop()
+
+
+def test_a_flood_that_hangs_up_leaves_no_429_behind(agent_factory):
+    """The flooding process dies with its misses queued: new keys must not wait
+    out the callers' deadline (25 s by default) behind them."""
+    emulator = Emulator("--delay-ms", "2000")
+    socks = []
+    try:
+        agent = agent_factory(emulator, config={
+            "budget": {"rate_per_second": 1, "burst": 1, "max_concurrent": 1, "max_queue": 40}})
+        for i in range(60):  # more than the callers' queue holds
+            s = socket.create_connection(("127.0.0.1", agent.port), timeout=10)
+            s.sendall(f"GET /oauth2/token?resource=https%3A%2F%2Fjunk-{i}-{uuid.uuid4().hex}%2F HTTP/1.1\r\n"
+                      f"Host: localhost\r\nMetadata: true\r\n\r\n".encode())
+            socks.append(s)
+        probe, _, body = token_request(agent.port, "resource=https%3A%2F%2Fprobe.example%2F", timeout=10)
+        assert probe == 429, body  # the queue is full of callers still waiting
+        for s in socks:
+            s.close()
+        socks = []
+        time.sleep(1.5)  # the agent reads the EOFs; its sweep runs at most once a second
+        status, _, body = token_request(agent.port, "resource=" + VAULT, timeout=15)
+        assert status == 200, body
+        assert json.loads(body)["resource"] == "https://vault.azure.net"
+    finally:
+        for s in socks:
+            s.close()
         emulator.stop()

@@ -506,6 +506,39 @@ TEST_F(TokenCacheTest, CallersWhoHungUpGiveUpTheirPlaceBeforeTheirDeadline) {
   EXPECT_EQ(upstream_.calls(), 2u) << "no junk key was ever fetched";
 }
 
+TEST_F(TokenCacheTest, UnderPressureAFetchWhoseCallersHungUpIsNotSent) {
+  config_.budget.max_concurrent = 1;
+  Build();
+  auto blocker = Get(Key("https://slow/"));
+  time_.RunPending();
+  auto connected = std::make_shared<bool>(true);
+  auto out = std::make_shared<std::vector<TokenResult>>();
+  cache_->Get(Key("https://junk/"), [out](const TokenResult& r) { out->push_back(r); },
+              [connected] { return *connected; });
+  auto live = Get(Key("https://live/"));
+  *connected = false;
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("s", Epoch(hours(24)))));
+  time_.RunPending();
+  ASSERT_EQ(out->size(), 1u) << "its only caller hung up while another caller waited";
+  EXPECT_EQ(out->at(0).kind, Kind::kShed);
+  ASSERT_EQ(upstream_.pending(), 1u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("l", Epoch(hours(24)))));
+  ASSERT_EQ(live->size(), 1u);
+  EXPECT_EQ(live->at(0).kind, Kind::kToken) << "the live caller's fetch went out in the junk key's place";
+  EXPECT_EQ(upstream_.calls(), 2u);
+}
+
+TEST_F(TokenCacheTest, WithoutPressureAHalfClosedCallerStillGetsItsToken) {
+  Build();
+  auto out = std::make_shared<std::vector<TokenResult>>();
+  cache_->Get(Key("https://one/"), [out](const TokenResult& r) { out->push_back(r); }, [] { return false; });
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("t", Epoch(hours(24)))));
+  ASSERT_EQ(out->size(), 1u);
+  EXPECT_EQ(out->at(0).kind, Kind::kToken);
+}
+
 TEST_F(TokenCacheTest, DeadlineDemotesTheQueuedFetchOfAKeyHoldingAToken) {
   config_.limits.caller_deadline = seconds(10);
   config_.budget.max_concurrent = 1;

@@ -146,6 +146,12 @@ class HttpServer {
   // After `deadline`, closes whatever is left and calls `done`.
   void Shutdown(Duration deadline, std::function<void()> done);
 
+  // Serves an already-connected stream socket as if it had just been accepted
+  // (limits, timers and max_connections apply). For the fuzzer, which drives
+  // the server over socketpair(): such a peer is not loopback. On success the
+  // server owns `fd`; on error the caller still does.
+  Status AdoptConnection(uv_os_sock_t fd);
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

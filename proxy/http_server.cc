@@ -290,6 +290,7 @@ class ServerCore {
   std::vector<uint16_t> BoundPorts() const;
   void StopAccepting();
   void Shutdown(Duration deadline, std::function<void()> done);
+  Status AdoptConnection(uv_os_sock_t fd);
 
   // For connections.
   void Schedule(Connection* c);
@@ -1527,6 +1528,41 @@ void ServerCore::OnDeadline() {
   MaybeFinishShutdown();
 }
 
+// OnConnection() for a socket that needs no accept(). The socket is opened last
+// so that on every error path the caller still owns it.
+Status ServerCore::AdoptConnection(uv_os_sock_t fd) {
+  auto fail = [fd](const std::string& why) {
+    return Status::Error("adopt connected socket " + std::to_string(static_cast<long long>(fd)) + ": " + why);
+  };
+  if (shutting_down_) return fail("the server is shutting down");
+  auto* c = new Connection(this);
+  if (!c->InitTcp()) {
+    delete c;
+    return fail("cannot create a socket handle");
+  }
+  connections_.insert(c);
+  if (!c->InitTimer()) {
+    c->Close();
+    return fail("cannot create a timer");
+  }
+  int rc = uv_tcp_open(reinterpret_cast<uv_tcp_t*>(c->stream()), fd);
+  if (rc != 0) {
+    c->Close();
+    return fail(UvError(rc));
+  }
+  if (stats_.open_connections >= limits_.max_connections) {
+    if (rejecting_ >= kMaxRejecting) {
+      ++stats_.rejected_over_limit;
+      c->Close();
+      return Status::Ok();
+    }
+    c->Reject();
+    return Status::Ok();
+  }
+  c->Start();
+  return Status::Ok();
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
@@ -1583,6 +1619,7 @@ void HttpServer::StopAccepting() { impl_->StopAccepting(); }
 void HttpServer::Shutdown(Duration deadline, std::function<void()> done) {
   impl_->Shutdown(deadline, std::move(done));
 }
+Status HttpServer::AdoptConnection(uv_os_sock_t fd) { return impl_->AdoptConnection(fd); }
 
 std::string ErrorBody(std::string_view error, std::string_view description) {
   nlohmann::json j = nlohmann::json::object();

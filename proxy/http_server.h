@@ -163,6 +163,12 @@ class HttpServer {
   // limits.drain_grace, whatever is still open is closed and `done` is called.
   void Shutdown(Duration deadline, std::function<void()> done);
 
+  // Serves an already-connected stream socket as if it had just been accepted
+  // (limits, timers and max_connections apply). For the fuzzer, which drives
+  // the server over socketpair(): such a peer is not loopback. On success the
+  // server owns `fd`; on error the caller still does.
+  Status AdoptConnection(uv_os_sock_t fd);
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

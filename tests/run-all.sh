@@ -3,8 +3,10 @@
 #   1. installs the packages it needs (tests/install-deps.sh),
 #   2. builds and runs every test (unit + integration) in a plain build,
 #   3. builds and runs them again under AddressSanitizer + UBSan,
-#   4. cross-builds the Windows target and tests it under Wine.
-# Build directories: build/, build-asan/, build-windows/ (kept for fast re-runs).
+#   4. builds the libFuzzer targets with clang and runs each from its seed corpus
+#      for MI_FUZZ_SECONDS (default 60) seconds (tests/fuzz/run.sh),
+#   5. cross-builds the Windows target and tests it under Wine.
+# Build directories: build/, build-asan/, build-fuzz/, build-windows/ (kept for fast re-runs).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -28,6 +30,9 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 # The package test installs and purges the .deb on this machine: once is enough.
 run_suite build-asan "integration.test_package" -DCMAKE_BUILD_TYPE=Debug -DMI_ASAN=ON
 unset ASAN_OPTIONS UBSAN_OPTIONS
+
+# Fuzzing: a crash, sanitizer report, leak or timeout fails the run.
+"$root/tests/fuzz/run.sh"
 
 if [ -x "$root/windows-service/build-and-test.sh" ]; then
   echo "=== Windows (mingw-w64 + Wine)"

@@ -1,0 +1,69 @@
+// libFuzzer target: an IMDS success body (hostile: it comes off the network)
+// through Token::FromImdsBody, then what the cache and the token API do with a
+// parsed token: the time conversions on expires_on/not_before and the answer
+// body at several moments. The answer must be a JSON object that carries the
+// access token and expires_on unchanged.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/clock.h"
+#include "agent/token.h"
+
+namespace {
+
+[[noreturn]] void Die(const char* what, const std::string& body) {
+  std::fprintf(stderr, "imds_body_fuzz: %s:\n%s\n", what, body.c_str());
+  std::abort();
+}
+
+// The checks a caller's client makes on our answer.
+void CheckAnswer(const nlohmann::json& input, const mi::Token& token, const std::string& body) {
+  const nlohmann::json answer = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (answer.is_discarded() || !answer.is_object()) Die("the answer is not a JSON object", body);
+  auto at = answer.find("access_token");
+  if (at == answer.end() || *at != input["access_token"]) Die("the answer does not carry the access token", body);
+  auto exp = answer.find("expires_on");
+  if (exp == answer.end() || *exp != std::to_string(token.expires_on())) Die("expires_on changed", body);
+  auto type = answer.find("token_type");
+  if (type == answer.end() || !type->is_string()) Die("the answer has no token_type", body);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string_view input(reinterpret_cast<const char*>(data), size);
+  std::string why;
+  auto token = mi::Token::FromImdsBody(input, &why);
+  if (!token) {
+    if (why.empty()) Die("a rejected body without a reason", std::string(input));
+    return 0;
+  }
+
+  // As the cache does: expiry as a TimePoint, time left, valid-or-not.
+  const mi::TimePoint now = mi::FromEpochSeconds(1795373045);
+  const mi::TimePoint expires = mi::FromEpochSeconds(token->expires_on());
+  const mi::Duration left = expires - now;
+  const bool valid = expires > now;
+  if (valid != (left.count() > 0)) Die("expiry comparison and time left disagree", std::string(input));
+  if (mi::ToEpochSeconds(expires) != token->expires_on()) Die("expires_on does not round-trip", std::string(input));
+  if (token->not_before() > 0) {
+    const mi::TimePoint not_before = mi::FromEpochSeconds(token->not_before());
+    if (mi::ToEpochSeconds(not_before) != token->not_before()) Die("not_before does not round-trip", std::string(input));
+  }
+
+  // Answers now, at expiry and long after it (expires_in clamps at 0).
+  const nlohmann::json parsed = nlohmann::json::parse(input, nullptr, /*allow_exceptions=*/false);
+  for (mi::TimePoint at : {now, expires, expires + std::chrono::hours(24)}) {
+    std::string body;
+    body.reserve(token->body_size_hint());
+    token->AppendBody(at, &body);
+    CheckAnswer(parsed, *token, body);
+  }
+  return 0;
+}

@@ -11,7 +11,7 @@ import socket
 import time
 import uuid
 
-from conftest import Emulator, token_request
+from conftest import Emulator, token_request, wait_for
 
 ARM = "https%3A%2F%2Fmanagement.azure.com%2F"
 VAULT = "https%3A%2F%2Fvault.azure.net"
@@ -110,26 +110,42 @@ def test_flood_of_junk_keys_starves_neither_new_keys_nor_cached_ones(agent_facto
         emulator.stop()
 
 
+def caller_queue_depth(agent):
+    for line in agent.health("/metrics")[2].splitlines():
+        if line.startswith('mi_agent_upstream_queue_depth{priority="caller"}'):
+            return float(line.split()[-1])
+    return -1
+
+
 def test_a_flood_that_hangs_up_leaves_no_429_behind(agent_factory):
     """The flooding process dies with its misses queued: new keys must not wait
     out the callers' deadline (25 s by default) behind them."""
-    emulator = Emulator("--delay-ms", "2000")
+    emulator = Emulator()
     socks = []
     try:
         agent = agent_factory(emulator, config={
-            "budget": {"rate_per_second": 1, "burst": 1, "max_concurrent": 1, "max_queue": 40}})
+            "imds": {"timeout_seconds": 30},
+            "budget": {"rate_per_second": 5, "burst": 5, "max_concurrent": 1, "max_queue": 40}})
+        # One slow IMDS request holds the only upstream slot for 10 s, so the
+        # queue stands still while the flood fills it.
+        emulator.faults([{"match": {"resource": "https://blocker.example/"}, "delay_ms": 10000}])
+        blocker = socket.create_connection(("127.0.0.1", agent.port), timeout=30)
+        socks.append(blocker)
+        blocker.sendall(b"GET /oauth2/token?resource=https%3A%2F%2Fblocker.example%2F HTTP/1.1\r\n"
+                        b"Host: localhost\r\nMetadata: true\r\n\r\n")
+        wait_for(lambda: emulator.requests()["in_flight"] == 1, what="the blocker at IMDS")
         for i in range(60):  # more than the callers' queue holds
             s = socket.create_connection(("127.0.0.1", agent.port), timeout=10)
             s.sendall(f"GET /oauth2/token?resource=https%3A%2F%2Fjunk-{i}-{uuid.uuid4().hex}%2F HTTP/1.1\r\n"
                       f"Host: localhost\r\nMetadata: true\r\n\r\n".encode())
             socks.append(s)
+        wait_for(lambda: caller_queue_depth(agent) == 40, what="a full callers' queue")
         probe, _, body = token_request(agent.port, "resource=https%3A%2F%2Fprobe.example%2F", timeout=10)
-        assert probe == 429, body  # the queue is full of callers still waiting
-        for s in socks:
-            s.close()
-        socks = []
+        assert probe == 429, body  # full of callers still waiting
+        for s in socks[1:]:
+            s.close()  # the flood's process is gone
         time.sleep(1.5)  # the agent reads the EOFs; its sweep runs at most once a second
-        status, _, body = token_request(agent.port, "resource=" + VAULT, timeout=15)
+        status, _, body = token_request(agent.port, "resource=" + VAULT, timeout=20)
         assert status == 200, body
         assert json.loads(body)["resource"] == "https://vault.azure.net"
     finally:

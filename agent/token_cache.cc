@@ -140,14 +140,22 @@ TokenCache::Entry* TokenCache::Find(const TokenKey& key) {
 TokenCache::Entry* TokenCache::FindOrCreate(const TokenKey& key) {
   if (Entry* e = Find(key)) return e;
   if (entries_.size() >= config_.cache.max_keys) {
-    // Evict the least recently used key that nobody is waiting on.
+    // Evict the least recently used key that nobody is waiting on, preferring
+    // one the cache does not keep fresh (no token): a flood of new keys churns
+    // through its own dead keys first, not through the keys that hold tokens
+    // (whose next caller would otherwise wait on IMDS, behind the flood).
+    const TimePoint now = clock_->Now();
     Entry* victim = nullptr;
+    Entry* fallback = nullptr;
     for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
-      if (Evictable(*it)) {
+      if (!Evictable(*it)) continue;
+      if (!KeptFresh(*it, now)) {
         victim = *it;
         break;
       }
+      if (fallback == nullptr) fallback = *it;
     }
+    if (victim == nullptr) victim = fallback;
     if (victim == nullptr) return nullptr;
     ++stats_.evicted_lru;
     Erase(victim);

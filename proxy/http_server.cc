@@ -317,6 +317,7 @@ class ServerCore {
  private:
   static void OnConnectionCb(uv_stream_t* listener, int status) noexcept;
   void OnConnection(uv_stream_t* listener, int status);
+  void Admit(Connection* c);
   Status StartListener(std::unique_ptr<UvHandle<uv_tcp_t>> listener, const std::string& what);
   void StartTurn();
   void StopTurn();
@@ -1351,6 +1352,12 @@ void ServerCore::OnConnection(uv_stream_t* listener, int status) {
     c->Close();
     return;
   }
+  Admit(c);
+}
+
+// A new connection with its socket open: served, or answered 503 beyond
+// max_connections (unless an idle one can make room).
+void ServerCore::Admit(Connection* c) {
   if (stats_.open_connections >= limits_.max_connections && !(limits_.evict_idle_at_limit && EvictIdlest())) {
     if (rejecting_ >= kMaxRejecting) {
       ++stats_.rejected_over_limit;
@@ -1550,16 +1557,7 @@ Status ServerCore::AdoptConnection(uv_os_sock_t fd) {
     c->Close();
     return fail(UvError(rc));
   }
-  if (stats_.open_connections >= limits_.max_connections) {
-    if (rejecting_ >= kMaxRejecting) {
-      ++stats_.rejected_over_limit;
-      c->Close();
-      return Status::Ok();
-    }
-    c->Reject();
-    return Status::Ok();
-  }
-  c->Start();
+  Admit(c);
   return Status::Ok();
 }
 

@@ -313,9 +313,10 @@ void Daemon::Impl::ArmWatchdog() {
 void Daemon::Impl::UpdateStatusLine() {
   if (!parts) return;
   size_t ok = 0, failing = 0, degraded = 0;
-  for (const auto& e : parts->cache.Snapshot()) {
-    if (e.state == EntryState::kFailing) ++failing;
-    else if (e.state == EntryState::kDegraded) ++degraded;
+  // Runs on every key's state change: count without copying the keys.
+  for (const auto& [key, state] : parts->cache.States()) {
+    if (state == EntryState::kFailing) ++failing;
+    else if (state == EntryState::kDegraded) ++degraded;
     else ++ok;
   }
   std::ostringstream line;

@@ -665,6 +665,18 @@ std::vector<std::pair<const TokenKey*, EntryState>> TokenCache::States() const {
   return out;
 }
 
+TokenCache::Summary TokenCache::Summarize() const {
+  Summary out;
+  const TimePoint now = clock_->Now();
+  for (const auto& [key, e] : entries_) {
+    ++out.by_state[static_cast<int>(ShownState(e.get(), now))];
+    if (e->token && (out.earliest_expires_on == 0 || e->token->expires_on() < out.earliest_expires_on)) {
+      out.earliest_expires_on = e->token->expires_on();
+    }
+  }
+  return out;
+}
+
 bool TokenCache::SnapshotKey(const TokenKey& key, EntrySnapshot* out) const {
   auto it = entries_.find(key);
   if (it == entries_.end()) return false;

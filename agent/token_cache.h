@@ -123,6 +123,13 @@ class TokenCache : public TokenBroker {
   // state as Snapshot() shows it. The pointers are valid until the cache next
   // changes: use them at once.
   std::vector<std::pair<const TokenKey*, EntryState>> States() const;
+  // Keys by state and the earliest expiry, without copying any key (metrics,
+  // the service status line).
+  struct Summary {
+    size_t by_state[4] = {};    // indexed by EntryState
+    int64_t earliest_expires_on = 0;  // 0: no token
+  };
+  Summary Summarize() const;
   // The snapshot of one key; false when it is not in the cache.
   bool SnapshotKey(const TokenKey& key, EntrySnapshot* out) const;
   const CacheStats& stats() const { return stats_; }

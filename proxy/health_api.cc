@@ -606,24 +606,16 @@ std::string HealthApi::MetricsText() const {
           s.cache->upstream_health().failing ? 0 : 1);
 
     // Tokens by state and the earliest expiry.
-    uint64_t by_state[4] = {};
-    bool any = false;
-    int64_t earliest = 0;
-    for (const EntrySnapshot& e : s.cache->Snapshot()) {
-      ++by_state[static_cast<int>(e.state)];
-      if (e.expires_on > 0 && (!any || e.expires_on < earliest)) {
-        earliest = e.expires_on;
-        any = true;
-      }
-    }
+    // Counted in place: a scrape never copies the keys.
+    const TokenCache::Summary sum = s.cache->Summarize();
     w.Family("mi_agent_tokens", "gauge", "Cache keys by state (ok, refreshing, degraded, failing).");
     for (int i = 0; i < 4; ++i) {
-      w.Sample("mi_agent_tokens", std::string("state=\"") + kStates[i] + "\"", static_cast<double>(by_state[i]));
+      w.Sample("mi_agent_tokens", std::string("state=\"") + kStates[i] + "\"", static_cast<double>(sum.by_state[i]));
     }
-    if (any) {
+    if (sum.earliest_expires_on > 0) {
       w.One("mi_agent_token_earliest_expiry_seconds", "gauge",
             "Seconds until the earliest cached token expires (negative: already expired).",
-            Seconds(FromEpochSeconds(earliest) - now));
+            Seconds(FromEpochSeconds(sum.earliest_expires_on) - now));
     }
   }
 

@@ -314,11 +314,10 @@ void Daemon::Impl::UpdateStatusLine() {
   if (!parts) return;
   size_t ok = 0, failing = 0, degraded = 0;
   // Runs on every key's state change: count without copying the keys.
-  for (const auto& [key, state] : parts->cache.States()) {
-    if (state == EntryState::kFailing) ++failing;
-    else if (state == EntryState::kDegraded) ++degraded;
-    else ++ok;
-  }
+  const TokenCache::Summary sum = parts->cache.Summarize();
+  failing = sum.by_state[static_cast<int>(EntryState::kFailing)];
+  degraded = sum.by_state[static_cast<int>(EntryState::kDegraded)];
+  ok = sum.by_state[static_cast<int>(EntryState::kOk)] + sum.by_state[static_cast<int>(EntryState::kRefreshing)];
   std::ostringstream line;
   line << ok << " identities ok, " << degraded << " degraded, " << failing << " failing, IMDS "
        << (parts->cache.upstream_health().failing ? "failing" : "ok");

@@ -2,15 +2,10 @@
 
 #include <algorithm>
 
-#include <nlohmann/json.hpp>
-
 namespace mi {
 namespace {
 
 constexpr Duration kMinRefreshDelay = Duration(1000);
-
-// The IMDS "error" code from an error body, for status output (never the body).
-std::string ErrorCode(const std::string& body) { return ImdsErrorCode(body); }
 
 std::string DescribeTransport(const UpstreamResponse& r) {
   switch (r.outcome) {
@@ -300,7 +295,7 @@ void TokenCache::OnUpstream(const TokenKey& key, uint64_t generation, UpstreamRe
     } else if (IsRejection(response)) {
       OnRejected(e, response);
     } else {
-      OnFailure(e, response, http ? ErrorCode(response.body) : DescribeTransport(response), false);
+      OnFailure(e, response, http ? ImdsErrorCode(response.body) : DescribeTransport(response), false);
     }
   }
   // Last, so the observer sees the cache's upstream health already updated.
@@ -367,7 +362,7 @@ void TokenCache::OnRejected(Entry* e, const UpstreamResponse& response) {
   e->stalled = false;
   ++e->consecutive_failures;
   e->last_error_status = response.status;
-  e->last_error = ErrorCode(response.body);
+  e->last_error = ImdsErrorCode(response.body);
   std::string body = ImdsErrorBody(response.status, response.body);
   if (config_.cache.negative_ttl > Duration(0)) {
     e->negative_until = now + config_.cache.negative_ttl;

@@ -327,7 +327,11 @@ main() {
   source "$REPO/windows-service/wine-tests.sh"
   start_wine
   stage unit
-  check unit.ctest run ctest ctest --test-dir "$APP" --output-on-failure --timeout 120 -j "$JOBS"
+  # Wine now and then loses a test process before it prints a line (seen once:
+  # EmulatorTest.BrokenBodies, empty output, then 8/8 passes with the same
+  # binary). The unit tests run on a fake clock, so a real failure fails twice.
+  check unit.ctest run ctest ctest --test-dir "$APP" --output-on-failure --timeout 120 -j "$JOBS" \
+    --repeat until-pass:2
   grep -E 'tests passed|tests failed' "$LOGS/ctest.log" | sed 's/^/    /' || true
   stage integration
   integration_tests

@@ -8,7 +8,7 @@
 #include <uv.h>
 
 #include "agent/platform.h"
-#include "agent/text.h"
+#include "agent/base/text.h"
 
 namespace mi {
 namespace {

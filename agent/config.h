@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "agent/clock.h"
-#include "agent/log.h"
-#include "agent/status.h"
+#include "agent/base/clock.h"
+#include "agent/base/log.h"
+#include "agent/base/status.h"
 #include "agent/token.h"
 
 namespace mi {

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "agent/service_notifier.h"
-#include "agent/status.h"
+#include "agent/base/status.h"
 
 namespace mi::platform {
 

@@ -34,9 +34,9 @@
 #include <optional>
 #include <string_view>
 
-#include "agent/clock.h"
+#include "agent/base/clock.h"
 #include "agent/config.h"
-#include "agent/upstream.h"
+#include "agent/upstream_client.h"
 
 namespace mi {
 

@@ -5,7 +5,7 @@
 
 #include <string_view>
 
-#include "agent/clock.h"
+#include "agent/base/clock.h"
 
 namespace mi {
 

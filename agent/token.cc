@@ -4,7 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent/text.h"
+#include "agent/base/text.h"
 
 namespace mi {
 namespace {

@@ -8,8 +8,8 @@
 #include <string>
 #include <string_view>
 
-#include "agent/clock.h"
-#include "agent/secure_memory.h"
+#include "agent/base/clock.h"
+#include "agent/base/secure_memory.h"
 
 namespace mi {
 

@@ -37,11 +37,11 @@
 #include <utility>
 #include <vector>
 
-#include "agent/clock.h"
+#include "agent/base/clock.h"
 #include "agent/config.h"
 #include "agent/retry_policy.h"
 #include "agent/token_broker.h"
-#include "agent/upstream.h"
+#include "agent/upstream_client.h"
 #include "agent/upstream_scheduler.h"
 
 namespace mi {

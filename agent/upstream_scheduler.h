@@ -47,7 +47,7 @@
 #include <memory>
 #include <unordered_map>
 
-#include "agent/clock.h"
+#include "agent/base/clock.h"
 #include "agent/config.h"
 
 namespace mi {

@@ -620,13 +620,13 @@ std::string HealthApi::MetricsText() const {
   }
 
   if (s.upstream_metrics != nullptr) {
-    const UpstreamMetrics& m = *s.upstream_metrics;
+    const UpstreamLatency& m = *s.upstream_metrics;
     constexpr std::string_view kName = "mi_agent_upstream_latency_seconds";
     w.Family(kName, "histogram", "IMDS request latency in seconds.");
     uint64_t cumulative = 0;
-    for (size_t i = 0; i < UpstreamMetrics::kBuckets.size(); ++i) {
+    for (size_t i = 0; i < UpstreamLatency::kBuckets.size(); ++i) {
       cumulative += m.bucket_counts()[i];
-      w.Sample("mi_agent_upstream_latency_seconds_bucket", "le=\"" + FormatValue(UpstreamMetrics::kBuckets[i]) + "\"",
+      w.Sample("mi_agent_upstream_latency_seconds_bucket", "le=\"" + FormatValue(UpstreamLatency::kBuckets[i]) + "\"",
                static_cast<double>(cumulative));
     }
     w.Sample("mi_agent_upstream_latency_seconds_bucket", "le=\"+Inf\"", static_cast<double>(m.count()));

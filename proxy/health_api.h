@@ -27,11 +27,11 @@
 #include <string>
 #include <vector>
 
-#include "agent/clock.h"
+#include "agent/base/clock.h"
 #include "agent/token_cache.h"
-#include "agent/upstream_metrics.h"
+#include "agent/upstream_latency.h"
 #include "agent/upstream_scheduler.h"
-#include "proxy/http_server.h"
+#include "proxy/http/http_server.h"
 #include "proxy/token_api.h"
 
 namespace mi::proxy {
@@ -46,7 +46,7 @@ struct HealthSources {
   int max_concurrent = 0;              // the IMDS budget's concurrency cap
   const TokenCache* cache = nullptr;
   const UpstreamScheduler* scheduler = nullptr;
-  const UpstreamMetrics* upstream_metrics = nullptr;
+  const UpstreamLatency* upstream_metrics = nullptr;
   const HttpServer* token_server = nullptr;
   const HttpServer* health_server = nullptr;  // optional: its connections in /metrics
   const TokenApi* token_api = nullptr;

@@ -2,7 +2,7 @@
 
 #include <array>
 
-#include "agent/url.h"
+#include "agent/base/url.h"
 
 namespace mi::proxy {
 namespace {

@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "agent/clock.h"
+#include "agent/base/clock.h"
 #include "agent/token_broker.h"
-#include "proxy/http_server.h"
+#include "proxy/http/http_server.h"
 #include "proxy/request_params.h"
 
 namespace mi::proxy {

@@ -5,8 +5,8 @@
 
 #include "agent/app/daemon.h"
 #include "agent/platform.h"
-#include "agent/secure_memory.h"
-#include "agent/text.h"
+#include "agent/base/secure_memory.h"
+#include "agent/base/text.h"
 #ifdef _WIN32
 #include "windows-service/windows_service.h"
 #endif

@@ -6,15 +6,15 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent/curl_upstream.h"
-#include "agent/event_loop.h"
+#include "agent/curl_upstream_client.h"
+#include "agent/base/event_loop.h"
 #include "agent/platform.h"
-#include "agent/secure_memory.h"
+#include "agent/base/secure_memory.h"
 #include "agent/token_cache.h"
-#include "agent/upstream_metrics.h"
+#include "agent/upstream_latency.h"
 #include "agent/upstream_scheduler.h"
 #include "proxy/health_api.h"
-#include "proxy/http_server.h"
+#include "proxy/http/http_server.h"
 #include "proxy/token_api.h"
 
 namespace mi {
@@ -96,7 +96,7 @@ struct Daemon::Impl {
 
     CurlUpstreamClient upstream;
     UpstreamScheduler scheduler;
-    UpstreamMetrics upstream_metrics;
+    UpstreamLatency upstream_metrics;
     TokenCache cache;
     proxy::TokenApi api;
     proxy::HttpServer server;

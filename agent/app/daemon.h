@@ -8,7 +8,7 @@
 #include <string>
 
 #include "agent/config.h"
-#include "agent/log.h"
+#include "agent/base/log.h"
 #include "agent/service_notifier.h"
 
 namespace mi {

@@ -9,9 +9,9 @@
 #include <optional>
 #include <sstream>
 
-#include "agent/event_loop.h"
-#include "agent/uv_handle.h"
-#include "proxy/http_server.h"
+#include "agent/base/event_loop.h"
+#include "agent/base/uv_handle.h"
+#include "proxy/http/http_server.h"
 
 namespace mi::emulator {
 namespace {

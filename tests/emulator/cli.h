@@ -28,8 +28,8 @@
 #include <string>
 #include <vector>
 
-#include "agent/log.h"
-#include "agent/status.h"
+#include "agent/base/log.h"
+#include "agent/base/status.h"
 #include "tests/emulator/emulator.h"
 
 namespace mi::emulator {

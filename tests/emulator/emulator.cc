@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent/text.h"
+#include "agent/base/text.h"
 
 namespace mi::emulator {
 

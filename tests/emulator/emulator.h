@@ -125,10 +125,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "agent/clock.h"
-#include "agent/log.h"
-#include "agent/status.h"
-#include "proxy/http_server.h"
+#include "agent/base/clock.h"
+#include "agent/base/log.h"
+#include "agent/base/status.h"
+#include "proxy/http/http_server.h"
 
 namespace mi::emulator {
 

@@ -31,7 +31,7 @@
 
 #include "agent/token.h"
 #include "agent/token_broker.h"
-#include "proxy/http_server.h"
+#include "proxy/http/http_server.h"
 #include "proxy/token_api.h"
 
 namespace mi::proxy {

@@ -12,7 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent/clock.h"
+#include "agent/base/clock.h"
 #include "agent/token.h"
 
 namespace {

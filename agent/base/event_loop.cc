@@ -1,0 +1,139 @@
+#include "agent/base/event_loop.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace mi {
+namespace {
+
+void CheckUv(int rc, const char* what) {
+  if (rc != 0) {
+    // Only reachable on resource exhaustion at init: nothing sensible to do.
+    std::fprintf(stderr, "mi-agent: fatal: %s: %s\n", what, uv_strerror(rc));
+    std::abort();
+  }
+}
+
+}  // namespace
+
+EventLoop::EventLoop() {
+  CheckUv(uv_loop_init(&loop_), "uv_loop_init");
+  CheckUv(uv_async_init(&loop_, async_.get(),
+                        [](uv_async_t* h) {
+                          if (h->data) static_cast<EventLoop*>(h->data)->DrainPosted();
+                        }),
+          "uv_async_init");
+  async_.set_initialized(this);
+  // The async handle must not keep the loop alive on its own.
+  uv_unref(async_.base());
+  CheckUv(uv_idle_init(&loop_, deferred_idle_.get()), "uv_idle_init");
+  deferred_idle_.set_initialized(this);
+}
+
+EventLoop::~EventLoop() {
+  if (!closed_) Close();
+}
+
+TimePoint EventLoop::Now() const {
+  uv_timeval64_t tv;
+  if (uv_gettimeofday(&tv) != 0) return TimePoint();
+  return TimePoint(Duration(tv.tv_sec * 1000 + tv.tv_usec / 1000));
+}
+
+std::unique_ptr<Timer> EventLoop::NewTimer() { return std::make_unique<UvTimer>(&loop_); }
+
+void EventLoop::Run() { uv_run(&loop_, UV_RUN_DEFAULT); }
+void EventLoop::RunNoWait() { uv_run(&loop_, UV_RUN_NOWAIT); }
+void EventLoop::Stop() { uv_stop(&loop_); }
+
+void EventLoop::Post(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(posted_mutex_);
+    posted_.push_back(std::move(fn));
+  }
+  uv_async_send(async_.get());
+}
+
+void EventLoop::DrainPosted() {
+  std::vector<std::function<void()>> batch;
+  {
+    std::lock_guard<std::mutex> lock(posted_mutex_);
+    batch.swap(posted_);
+  }
+  for (auto& fn : batch) fn();
+}
+
+void EventLoop::DeferDelete(std::unique_ptr<DeferredDeletable> object) {
+  deferred_.push_back(std::move(object));
+  if (deferred_.size() == 1 && deferred_idle_.get() != nullptr) {
+    uv_idle_start(deferred_idle_.get(), [](uv_idle_t* h) {
+      if (h->data) static_cast<EventLoop*>(h->data)->DrainDeferred();
+    });
+  }
+}
+
+void EventLoop::DrainDeferred() {
+  // Destructors may defer more objects; loop until quiet.
+  while (!deferred_.empty()) {
+    std::vector<std::unique_ptr<DeferredDeletable>> batch;
+    batch.swap(deferred_);
+    batch.clear();
+  }
+  if (deferred_idle_.get() != nullptr) uv_idle_stop(deferred_idle_.get());
+}
+
+bool EventLoop::Close() {
+  if (closed_) return true;
+  DrainDeferred();
+  async_.Close();
+  deferred_idle_.Close();
+  // Let every pending close callback run.
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  DrainDeferred();
+  int rc = uv_loop_close(&loop_);
+  if (rc != 0) {
+    uv_walk(
+        &loop_,
+        [](uv_handle_t* h, void*) {
+          std::fprintf(stderr, "mi-agent: handle still open at loop close: %s\n",
+                       uv_handle_type_name(h->type));
+        },
+        nullptr);
+    return false;
+  }
+  closed_ = true;
+  return true;
+}
+
+UvTimer::UvTimer(uv_loop_t* loop) {
+  CheckUv(uv_timer_init(loop, timer_.get()), "uv_timer_init");
+  timer_.set_initialized(this);
+}
+
+void UvTimer::Arm(Duration delay, std::function<void()> callback) {
+  callback_ = std::move(callback);
+  uint64_t ms = delay.count() > 0 ? static_cast<uint64_t>(delay.count()) : 0;
+  // libuv counts from the loop's cached time; refresh it so a timer armed late in
+  // a busy iteration does not fire early.
+  uv_update_time(timer_.get()->loop);
+  uv_timer_start(
+      timer_.get(),
+      [](uv_timer_t* h) {
+        auto* self = static_cast<UvTimer*>(h->data);
+        if (self == nullptr) return;
+        // Move out first: the callback may re-arm or destroy this timer.
+        auto cb = std::move(self->callback_);
+        self->callback_ = nullptr;
+        if (cb) cb();
+      },
+      ms, 0);
+}
+
+void UvTimer::Disarm() {
+  uv_timer_stop(timer_.get());
+  callback_ = nullptr;
+}
+
+bool UvTimer::armed() const { return uv_is_active(reinterpret_cast<uv_handle_t*>(timer_.get())) != 0; }
+
+}  // namespace mi

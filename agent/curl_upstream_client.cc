@@ -1,0 +1,363 @@
+#include "agent/curl_upstream_client.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string_view>
+#include <utility>
+
+#include "agent/base/secure_memory.h"
+#include "agent/base/url.h"
+
+namespace mi {
+namespace {
+
+using Outcome = UpstreamResponse::Outcome;
+
+// A Retry-After longer than this is garbage anyway; keep the copy small.
+constexpr size_t kMaxRetryAfterChars = 128;
+
+[[noreturn]] void Fatal(const char* what, const char* detail) {
+  // Only reachable on resource exhaustion at init: nothing sensible to do.
+  std::fprintf(stderr, "mi-agent: fatal: %s: %s\n", what, detail);
+  std::abort();
+}
+
+void EnsureCurlGlobalInit() {
+  // Once per process; thread-safe through the static's initialisation.
+  static const CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (rc != CURLE_OK) Fatal("curl_global_init", curl_easy_strerror(rc));
+}
+
+
+bool StartsWithNoCase(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (size_t i = 0; i < prefix.size(); ++i) {
+    char a = s[i], b = prefix[i];
+    if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
+    if (b >= 'A' && b <= 'Z') b = static_cast<char>(b - 'A' + 'a');
+    if (a != b) return false;
+  }
+  return true;
+}
+
+std::string_view Trim(std::string_view s) {
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  while (!s.empty() && space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+long ToCurlMs(Duration d) {
+  // 0 means "no timeout" to curl; a configured non-positive value keeps that.
+  return d.count() > 0 ? static_cast<long>(std::min<int64_t>(d.count(), 0x7fffffff)) : 0L;
+}
+
+}  // namespace
+
+// One GET in flight. Owned by transfers_ (keyed by its easy handle).
+struct CurlUpstreamClient::Transfer {
+  CURL* easy = nullptr;
+  curl_slist* headers = nullptr;
+  Callback callback;
+  // On the secure arena: the copies left behind as it grows are wiped too.
+  SecureString body;
+  std::string retry_after;
+  size_t max_bytes = 0;
+  bool too_large = false;
+  char error[CURL_ERROR_SIZE] = {};
+
+  Transfer() = default;
+  Transfer(const Transfer&) = delete;
+  Transfer& operator=(const Transfer&) = delete;
+  // REQUIRES: `easy` is no longer in the multi handle.
+  ~Transfer() {
+    if (easy != nullptr) curl_easy_cleanup(easy);
+    if (headers != nullptr) curl_slist_free_all(headers);
+  }
+
+  static size_t OnWrite(char* data, size_t size, size_t nmemb, void* userp) noexcept {
+    auto* t = static_cast<Transfer*>(userp);
+    const size_t n = size * nmemb;
+    if (n > t->max_bytes - std::min(t->max_bytes, t->body.size())) {
+      t->too_large = true;
+      return 0;  // n > 0 here; any count but n aborts the transfer
+    }
+    t->body.append(data, n);
+    return n;
+  }
+
+  static size_t OnHeader(char* data, size_t size, size_t nitems, void* userp) noexcept {
+    auto* t = static_cast<Transfer*>(userp);
+    const size_t n = size * nitems;
+    std::string_view line(data, n);
+    if (StartsWithNoCase(line, "HTTP/")) {
+      // A new response (after a 1xx): only the final one's headers count.
+      t->retry_after.clear();
+    } else if (StartsWithNoCase(line, "retry-after:")) {
+      std::string_view value = Trim(line.substr(12));
+      t->retry_after.assign(value.substr(0, kMaxRetryAfterChars));
+    }
+    return n;
+  }
+};
+
+// One socket curl asked us to watch.
+struct CurlUpstreamClient::Socket {
+  CurlUpstreamClient* owner = nullptr;
+  curl_socket_t fd{};
+  UvHandle<uv_poll_t> poll;  // closed (asynchronously) with the Socket
+};
+
+CurlUpstreamClient::CurlUpstreamClient(uv_loop_t* loop, const Config::Imds& config, Logger* logger)
+    : loop_(loop), config_(config), logger_(logger), alive_(std::make_shared<bool>(true)) {
+  EnsureCurlGlobalInit();
+  multi_ = curl_multi_init();
+  if (multi_ == nullptr) Fatal("curl_multi_init", "out of memory");
+  int rc = uv_timer_init(loop_, timer_.get());
+  if (rc != 0) Fatal("uv_timer_init", uv_strerror(rc));
+  timer_.set_initialized(this);
+  rc = uv_timer_init(loop_, failed_timer_.get());
+  if (rc != 0) Fatal("uv_timer_init", uv_strerror(rc));
+  failed_timer_.set_initialized(this);
+
+  CURLMcode mc = curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &CurlUpstreamClient::OnCurlSocket);
+  if (mc == CURLM_OK) mc = curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
+  if (mc == CURLM_OK) mc = curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &CurlUpstreamClient::OnCurlTimer);
+  if (mc == CURLM_OK) mc = curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
+  if (mc != CURLM_OK) Fatal("curl_multi_setopt", curl_multi_strerror(mc));
+}
+
+CurlUpstreamClient::~CurlUpstreamClient() {
+  *alive_ = false;
+  // Cancel: detach every easy handle first (curl may call the socket/timer
+  // functions meanwhile; every member is still alive), then free them.
+  for (auto& entry : transfers_) curl_multi_remove_handle(multi_, entry.first);
+  transfers_.clear();
+  failed_.clear();
+  curl_multi_cleanup(multi_);  // closes cached connections (socket callbacks may run)
+  multi_ = nullptr;
+  sockets_.clear();  // closes any poll handle curl did not remove
+  timer_.Close();
+  failed_timer_.Close();
+}
+
+std::string CurlUpstreamClient::BuildUrl(const Config::Imds& config, const TokenKey& key) {
+  std::string url = config.endpoint;
+  url += url.find('?') == std::string::npos ? '?' : '&';
+  url += "api-version=";
+  url += UrlEncode(config.api_version);
+  url += "&resource=";
+  url += UrlEncode(key.resource);
+  const char* param = SelectorParam(key.kind);
+  if (*param != '\0' && !key.id.empty()) {
+    url += '&';
+    url += param;
+    url += '=';
+    url += UrlEncode(key.id);
+  }
+  return url;
+}
+
+void CurlUpstreamClient::Fetch(const TokenKey& key, Callback callback) {
+  auto t = std::make_unique<Transfer>();
+  t->max_bytes = config_.max_response_bytes;
+  t->easy = curl_easy_init();
+  if (t->easy == nullptr) {
+    FailLater(std::move(callback), "curl_easy_init failed");
+    return;
+  }
+  t->headers = curl_slist_append(nullptr, "Metadata: true");
+  if (t->headers == nullptr) {
+    FailLater(std::move(callback), "out of memory");
+    return;
+  }
+  const std::string url = BuildUrl(config_, key);
+  CURL* e = t->easy;
+  CURLcode rc = CURLE_OK;
+  auto set = [&rc](CURLcode r) {
+    if (rc == CURLE_OK) rc = r;
+  };
+  set(curl_easy_setopt(e, CURLOPT_URL, url.c_str()));
+  set(curl_easy_setopt(e, CURLOPT_HTTPGET, 1L));
+  set(curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers));
+  // IMDS is link-local: never via a proxy, whatever http_proxy/no_proxy say.
+  set(curl_easy_setopt(e, CURLOPT_PROXY, ""));
+  set(curl_easy_setopt(e, CURLOPT_NOPROXY, "*"));
+  set(curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L));
+  set(curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L));
+#if LIBCURL_VERSION_NUM >= 0x075500  // 7.85.0
+  set(curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https"));
+#else
+  set(curl_easy_setopt(e, CURLOPT_PROTOCOLS, static_cast<long>(CURLPROTO_HTTP | CURLPROTO_HTTPS)));
+#endif
+  set(curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ToCurlMs(config_.connect_timeout)));
+  set(curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, ToCurlMs(config_.timeout)));
+  // Rejects a too-large Content-Length up front; OnWrite catches the rest.
+  set(curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(config_.max_response_bytes)));
+  set(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Transfer::OnWrite));
+  set(curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get()));
+  set(curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Transfer::OnHeader));
+  set(curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get()));
+  set(curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error));
+  set(curl_easy_setopt(e, CURLOPT_USERAGENT, "mi-agent/" MI_VERSION));
+  if (rc != CURLE_OK) {
+    FailLater(std::move(callback), std::string("curl_easy_setopt: ") + curl_easy_strerror(rc));
+    return;
+  }
+  t->callback = std::move(callback);
+  CURLMcode mc = curl_multi_add_handle(multi_, e);
+  if (mc != CURLM_OK) {
+    FailLater(std::move(t->callback), std::string("curl_multi_add_handle: ") + curl_multi_strerror(mc));
+    return;
+  }
+  // curl now asks (through OnCurlTimer) for a zero timeout: the transfer
+  // starts on a later loop turn.
+  transfers_.emplace(e, std::move(t));
+}
+
+void CurlUpstreamClient::FailLater(Callback callback, std::string error) {
+  Debug("imds: request not started: " + error);
+  Failed f;
+  f.callback = std::move(callback);
+  f.response.outcome = Outcome::kConnectError;
+  f.response.error = std::move(error);
+  failed_.push_back(std::move(f));
+  uv_timer_start(failed_timer_.get(), &CurlUpstreamClient::OnFailedTimer, 0, 0);
+}
+
+void CurlUpstreamClient::OnFailedTimer(uv_timer_t* handle) noexcept {
+  auto* self = static_cast<CurlUpstreamClient*>(handle->data);
+  if (self == nullptr) return;
+  std::vector<Failed> batch;
+  batch.swap(self->failed_);
+  std::shared_ptr<bool> alive = self->alive_;
+  for (auto& f : batch) {
+    f.callback(std::move(f.response));
+    if (!*alive) return;
+  }
+}
+
+int CurlUpstreamClient::OnCurlSocket(CURL*, curl_socket_t s, int what, void* userp, void*) noexcept {
+  return static_cast<CurlUpstreamClient*>(userp)->HandleSocket(s, what);
+}
+
+int CurlUpstreamClient::HandleSocket(curl_socket_t s, int what) {
+  if (what == CURL_POLL_REMOVE) {
+    // curl calls this before it closes the socket: the poll handle stops now
+    // (uv_close stops it synchronously) and is freed after its close callback.
+    sockets_.erase(s);
+    return 0;
+  }
+  auto& slot = sockets_[s];
+  if (!slot) {
+    auto sock = std::make_unique<Socket>();
+    sock->owner = this;
+    sock->fd = s;
+    int rc = uv_poll_init_socket(loop_, sock->poll.get(), s);
+    if (rc != 0) {
+      sockets_.erase(s);
+      Debug(std::string("imds: uv_poll_init_socket: ") + uv_strerror(rc));
+      return -1;  // curl fails the transfers on this socket
+    }
+    sock->poll.set_initialized(sock.get());
+    slot = std::move(sock);
+  }
+  int events = 0;
+  if (what & CURL_POLL_IN) events |= UV_READABLE;
+  if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
+  int rc = uv_poll_start(slot->poll.get(), events, &CurlUpstreamClient::OnPoll);
+  if (rc != 0) {
+    Debug(std::string("imds: uv_poll_start: ") + uv_strerror(rc));
+    return -1;
+  }
+  return 0;
+}
+
+void CurlUpstreamClient::OnPoll(uv_poll_t* handle, int status, int events) noexcept {
+  auto* sock = static_cast<Socket*>(handle->data);
+  if (sock == nullptr) return;
+  int flags = 0;
+  if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+  if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+  if (status < 0) flags |= CURL_CSELECT_ERR;
+  // `sock` may be destroyed inside: copy what we need first.
+  CurlUpstreamClient* self = sock->owner;
+  self->SocketAction(sock->fd, flags);
+}
+
+int CurlUpstreamClient::OnCurlTimer(CURLM*, long timeout_ms, void* userp) noexcept {
+  auto* self = static_cast<CurlUpstreamClient*>(userp);
+  uv_timer_t* timer = self->timer_.get();
+  if (timer == nullptr) return 0;  // closing
+  if (timeout_ms < 0) {
+    uv_timer_stop(timer);
+    return 0;
+  }
+  // 0 means "as soon as possible": a libuv timer of 0 fires on the next loop
+  // iteration, never inside this call (curl forbids calling it back here).
+  return uv_timer_start(timer, &CurlUpstreamClient::OnTimer, static_cast<uint64_t>(timeout_ms), 0) == 0
+             ? 0
+             : -1;
+}
+
+void CurlUpstreamClient::OnTimer(uv_timer_t* handle) noexcept {
+  auto* self = static_cast<CurlUpstreamClient*>(handle->data);
+  if (self == nullptr) return;
+  self->SocketAction(CURL_SOCKET_TIMEOUT, 0);
+}
+
+void CurlUpstreamClient::SocketAction(curl_socket_t s, int flags) {
+  int running = 0;
+  CURLMcode mc = curl_multi_socket_action(multi_, s, flags, &running);
+  if (mc != CURLM_OK) Debug(std::string("imds: curl_multi_socket_action: ") + curl_multi_strerror(mc));
+  ProcessDone();
+}
+
+void CurlUpstreamClient::ProcessDone() {
+  std::shared_ptr<bool> alive = alive_;
+  int pending = 0;
+  while (CURLMsg* msg = curl_multi_info_read(multi_, &pending)) {
+    if (msg->msg != CURLMSG_DONE) continue;
+    CURL* easy = msg->easy_handle;
+    const CURLcode result = msg->data.result;
+    // `msg` is invalid after this.
+    curl_multi_remove_handle(multi_, easy);
+    auto found = transfers_.find(easy);
+    if (found == transfers_.end()) {
+      curl_easy_cleanup(easy);  // not ours: cannot happen
+      continue;
+    }
+    std::unique_ptr<Transfer> t = std::move(found->second);
+    transfers_.erase(found);
+
+    UpstreamResponse r;
+    r.retry_after = std::move(t->retry_after);
+    long status = 0;
+    if (curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK) r.status = static_cast<int>(status);
+    if (t->too_large || result == CURLE_FILESIZE_EXCEEDED) {
+      r.outcome = Outcome::kTooLarge;
+      r.error = "response body over " + std::to_string(t->max_bytes) + " bytes";
+    } else if (result == CURLE_OPERATION_TIMEDOUT) {
+      r.outcome = Outcome::kTimeout;
+      r.error = t->error[0] != '\0' ? t->error : curl_easy_strerror(result);
+    } else if (result != CURLE_OK) {
+      r.outcome = Outcome::kConnectError;
+      r.error = t->error[0] != '\0' ? t->error : curl_easy_strerror(result);
+    } else {
+      r.outcome = Outcome::kHttp;
+      r.body.assign(t->body.data(), t->body.size());  // one exact copy, wiped by ~UpstreamResponse
+    }
+    if (r.outcome != Outcome::kHttp) Debug("imds: request failed: " + r.error);
+    Callback callback = std::move(t->callback);
+    t.reset();
+    callback(std::move(r));
+    if (!*alive) return;  // the callback destroyed the client
+  }
+}
+
+void CurlUpstreamClient::Debug(const std::string& message) {
+  if (logger_ != nullptr && logger_->Enabled(LogLevel::kDebug)) logger_->Debug(message);
+}
+
+}  // namespace mi

@@ -1,0 +1,90 @@
+#pragma once
+// CurlUpstreamClient: the real UpstreamClient. libcurl's multi-socket interface
+// driven by the libuv loop (one uv_poll_t per socket, one uv_timer_t for
+// curl's timeouts); no threads, no blocking calls.
+//
+// Each Fetch is one GET of
+//   <endpoint>?api-version=<v>&resource=<enc>[&client_id|object_id|mi_res_id=<enc>]
+// with "Metadata: true" (SPEC §5): never through a proxy whatever the
+// environment says, no redirects, bounded by connect and total timeouts, body
+// capped at max_response_bytes. Connections to IMDS are kept alive and reused.
+// Outcomes: kHttp (any status: retrying and classifying is RetryPolicy's job),
+// kTimeout, kConnectError (with curl's error text), kTooLarge.
+//
+// Loop thread only. Callbacks run on the loop thread, never inside Fetch, never
+// after destruction; a callback may destroy the client or call Fetch again.
+// Destroying the client cancels every transfer without running its callback,
+// and closes every handle it opened (uv_loop_close succeeds afterwards).
+
+#include <curl/curl.h>
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "agent/config.h"
+#include "agent/base/log.h"
+#include "agent/upstream_client.h"
+#include "agent/base/uv_handle.h"
+
+namespace mi {
+
+class CurlUpstreamClient : public UpstreamClient {
+ public:
+  // `loop` and `logger` are not owned and must outlive the client; `logger`
+  // may be null.
+  CurlUpstreamClient(uv_loop_t* loop, const Config::Imds& config, Logger* logger);
+  ~CurlUpstreamClient() override;
+  CurlUpstreamClient(const CurlUpstreamClient&) = delete;
+  CurlUpstreamClient& operator=(const CurlUpstreamClient&) = delete;
+
+  // Applies to fetches started after the call (config reload).
+  void set_config(const Config::Imds& config) { config_ = config; }
+
+  void Fetch(const TokenKey& key, Callback callback) override;
+
+  // Transfers started and not yet answered.
+  size_t in_flight() const { return transfers_.size() + failed_.size(); }
+
+  // The request URL for `key` (exposed for tests and logs).
+  static std::string BuildUrl(const Config::Imds& config, const TokenKey& key);
+
+ private:
+  struct Transfer;
+  struct Socket;
+  struct Failed {
+    Callback callback;
+    UpstreamResponse response;
+  };
+
+  static int OnCurlSocket(CURL* easy, curl_socket_t s, int what, void* userp, void* socketp) noexcept;
+  static int OnCurlTimer(CURLM* multi, long timeout_ms, void* userp) noexcept;
+  static void OnPoll(uv_poll_t* handle, int status, int events) noexcept;
+  static void OnTimer(uv_timer_t* handle) noexcept;
+  static void OnFailedTimer(uv_timer_t* handle) noexcept;
+
+  int HandleSocket(curl_socket_t s, int what);
+  void SocketAction(curl_socket_t s, int flags);
+  // Reads finished transfers and runs their callbacks.
+  void ProcessDone();
+  // Answers `callback` with a transport error on a later loop turn.
+  void FailLater(Callback callback, std::string error);
+  void Debug(const std::string& message);
+
+  uv_loop_t* loop_;
+  Config::Imds config_;
+  Logger* logger_;
+  CURLM* multi_ = nullptr;
+  UvHandle<uv_timer_t> timer_;         // curl's timeout
+  UvHandle<uv_timer_t> failed_timer_;  // delivers FailLater answers
+  std::unordered_map<curl_socket_t, std::unique_ptr<Socket>> sockets_;
+  std::unordered_map<CURL*, std::unique_ptr<Transfer>> transfers_;
+  std::vector<Failed> failed_;
+  // Cleared by the destructor: a callback that destroyed the client stops the
+  // loop that called it.
+  std::shared_ptr<bool> alive_;
+};
+
+}  // namespace mi

@@ -1,0 +1,44 @@
+#pragma once
+// The upstream (IMDS) as the core sees it. CurlUpstreamClient is the real one;
+// tests use a FakeUpstream.
+
+#include <functional>
+#include <string>
+
+#include "agent/base/secure_memory.h"
+#include "agent/token.h"
+
+namespace mi {
+
+struct UpstreamResponse {
+  enum class Outcome {
+    kHttp,          // an HTTP answer: see status/body
+    kTimeout,       // connect or total timeout
+    kConnectError,  // refused, reset, DNS, ...
+    kTooLarge,      // body over the configured cap
+  };
+  UpstreamResponse() = default;
+  UpstreamResponse(const UpstreamResponse&) = default;
+  UpstreamResponse(UpstreamResponse&&) noexcept = default;
+  UpstreamResponse& operator=(const UpstreamResponse&) = default;
+  UpstreamResponse& operator=(UpstreamResponse&&) noexcept = default;
+  // A 200 body holds a token: wiped, not just freed, whoever drops it last.
+  ~UpstreamResponse() { WipeString(&body); }
+
+  Outcome outcome = Outcome::kConnectError;
+  int status = 0;
+  std::string body;
+  std::string retry_after;  // raw Retry-After header value, if any
+  std::string error;        // transport error text (no secrets)
+};
+
+class UpstreamClient {
+ public:
+  using Callback = std::function<void(UpstreamResponse)>;
+  virtual ~UpstreamClient() = default;
+  // Starts one token request for `key`. `callback` runs exactly once on the loop
+  // thread, never inside Fetch, and never after the client is destroyed.
+  virtual void Fetch(const TokenKey& key, Callback callback) = 0;
+};
+
+}  // namespace mi

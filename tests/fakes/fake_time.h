@@ -1,0 +1,225 @@
+#pragma once
+// Test doubles for time and randomness: FakeTime (a Clock and a TimerFactory on
+// simulated time) and FakeRandom. Header-only, no gtest dependency.
+//
+// FakeTime keeps two clocks, like a real machine:
+//  * a monotonic one that timers run on (libuv timers are monotonic), moved only
+//    by Advance()/AdvanceTo()/RunNext()/RunUntilIdle();
+//  * the wall clock returned by Now(): monotonic time plus an offset that
+//    JumpWallClock() changes (NTP stepping the clock) without firing anything.
+//
+// Timer semantics match UvTimer: one-shot, Arm() re-arms (replacing the
+// callback), a zero delay fires on a later "turn" — never inside Arm() — i.e.
+// on the next Advance()/RunPending(). While a callback runs, Now() reads that
+// timer's deadline. Callbacks may arm, disarm, create and destroy timers
+// (including their own); timers that fall due inside the window being advanced
+// fire in the same call, in deadline order, ties in arming order.
+// Timers may outlive the FakeTime (they then never fire) and vice versa.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "agent/base/clock.h"
+
+namespace mi {
+
+class FakeTime : public Clock, public TimerFactory {
+ public:
+  // 2026-01-01T00:00:00Z: a realistic epoch, far from zero.
+  static TimePoint DefaultStart() { return FromEpochSeconds(1767225600); }
+
+  explicit FakeTime(TimePoint start = DefaultStart()) : state_(std::make_shared<State>()) {
+    state_->wall_at_zero = start;
+  }
+  FakeTime(const FakeTime&) = delete;
+  FakeTime& operator=(const FakeTime&) = delete;
+  ~FakeTime() override { state_->alive = false; }
+
+  TimePoint Now() const override { return state_->wall_at_zero + state_->mono; }
+  std::unique_ptr<Timer> NewTimer() override { return std::make_unique<FakeTimer>(state_); }
+
+  // Moves time forward by `d` (negative counts as zero), firing due timers.
+  void Advance(Duration d) { AdvanceMono(state_->mono + std::max(d, Duration(0))); }
+  // Moves the wall clock to `t` (if it is ahead), firing due timers.
+  void AdvanceTo(TimePoint t) { Advance(t - Now()); }
+  // Fires the timers already due (zero-delay arms, and any they arm with zero delay).
+  void RunPending() { Advance(Duration(0)); }
+  // Advances to the earliest armed timer and fires everything due then.
+  // Returns false (time unchanged) when no timer is armed.
+  bool RunNext() {
+    auto next = NextTimerIn();
+    if (!next) return false;
+    Advance(*next);
+    return true;
+  }
+  // Fires timers in order until none is armed or `limit` of time has passed.
+  // Returns true when it stopped because nothing was armed.
+  bool RunUntilIdle(Duration limit = Duration(24LL * 3600 * 1000)) {
+    const Duration end = state_->mono + limit;
+    for (;;) {
+      auto next = NextTimerIn();
+      if (!next) return true;
+      if (state_->mono + *next > end) {
+        AdvanceMono(end);
+        return !NextTimerIn().has_value();
+      }
+      Advance(*next);
+    }
+  }
+  // Steps the wall clock by `d` (either sign) without moving timers.
+  void JumpWallClock(Duration d) { state_->wall_at_zero += d; }
+
+  // Time from now until the earliest armed timer is due (0 if overdue).
+  std::optional<Duration> NextTimerIn() const {
+    const FakeTimer* t = state_->Earliest();
+    if (t == nullptr) return std::nullopt;
+    return std::max(Duration(0), t->deadline_ - state_->mono);
+  }
+  size_t armed_timers() const {
+    return static_cast<size_t>(std::count_if(state_->timers.begin(), state_->timers.end(),
+                                             [](const FakeTimer* t) { return t->armed_; }));
+  }
+  size_t live_timers() const { return state_->timers.size(); }
+  uint64_t fired_total() const { return state_->fired; }
+
+  // Guards against a callback that re-arms itself with zero delay forever.
+  void set_max_firings_per_advance(uint64_t n) { state_->max_firings = n; }
+
+ private:
+  class FakeTimer;
+
+  struct State {
+    bool alive = true;
+    TimePoint wall_at_zero;
+    Duration mono{0};  // monotonic time since construction
+    uint64_t seq = 0;
+    uint64_t fired = 0;
+    uint64_t max_firings = 10'000'000;
+    std::vector<FakeTimer*> timers;
+
+    FakeTimer* Earliest() const {
+      FakeTimer* best = nullptr;
+      for (FakeTimer* t : timers) {
+        if (!t->armed_) continue;
+        if (best == nullptr || t->deadline_ < best->deadline_ ||
+            (t->deadline_ == best->deadline_ && t->seq_ < best->seq_)) {
+          best = t;
+        }
+      }
+      return best;
+    }
+  };
+
+  class FakeTimer : public Timer {
+   public:
+    explicit FakeTimer(std::shared_ptr<State> state) : state_(std::move(state)) {
+      state_->timers.push_back(this);
+    }
+    ~FakeTimer() override {
+      auto& v = state_->timers;
+      v.erase(std::remove(v.begin(), v.end(), this), v.end());
+    }
+    void Arm(Duration delay, std::function<void()> callback) override {
+      callback_ = std::move(callback);
+      deadline_ = state_->mono + std::max(delay, Duration(0));
+      seq_ = ++state_->seq;
+      armed_ = state_->alive;
+    }
+    void Disarm() override {
+      armed_ = false;
+      callback_ = nullptr;
+    }
+    bool armed() const override { return armed_; }
+
+    // Public: the type itself is private to FakeTime.
+    std::shared_ptr<State> state_;
+    std::function<void()> callback_;
+    Duration deadline_{0};
+    uint64_t seq_ = 0;
+    bool armed_ = false;
+  };
+
+  void AdvanceMono(Duration target) {
+    uint64_t firings = 0;
+    for (;;) {
+      FakeTimer* t = state_->Earliest();
+      if (t == nullptr || t->deadline_ > target) break;
+      if (++firings > state_->max_firings) {
+        std::fprintf(stderr, "FakeTime: more than %llu timer firings in one Advance (a timer loops?)\n",
+                     static_cast<unsigned long long>(state_->max_firings));
+        std::abort();
+      }
+      state_->mono = std::max(state_->mono, t->deadline_);
+      t->armed_ = false;
+      // Move out first: the callback may re-arm or destroy the timer.
+      auto cb = std::move(t->callback_);
+      t->callback_ = nullptr;
+      ++state_->fired;
+      if (cb) cb();
+    }
+    state_->mono = std::max(state_->mono, target);
+  }
+
+  std::shared_ptr<State> state_;
+};
+
+// A Random for tests. By default returns a fixed value (0.5: "no jitter" for
+// symmetric jitter); Script() queues exact values returned first, in order;
+// UseSequence() switches to a deterministic pseudo-random stream (splitmix64).
+// Every value is clamped into [0, 1).
+class FakeRandom : public Random {
+ public:
+  explicit FakeRandom(double value = 0.5) : value_(value) {}
+
+  void set_value(double v) {
+    value_ = v;
+    sequence_ = false;
+  }
+  void Script(std::vector<double> values) {
+    for (double v : values) script_.push_back(v);
+  }
+  void UseSequence(uint64_t seed) {
+    seed_ = seed;
+    sequence_ = true;
+  }
+
+  double Uniform() override {
+    ++calls_;
+    double v = value_;
+    if (!script_.empty()) {
+      v = script_.front();
+      script_.pop_front();
+    } else if (sequence_) {
+      v = static_cast<double>(NextU64() >> 11) * (1.0 / 9007199254740992.0);  // 53 bits
+    }
+    if (!(v >= 0.0)) v = 0.0;  // also NaN
+    if (v >= 1.0) v = std::nextafter(1.0, 0.0);
+    return v;
+  }
+  int calls() const { return calls_; }
+
+ private:
+  uint64_t NextU64() {
+    uint64_t z = (seed_ += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+
+  double value_;
+  std::deque<double> script_;
+  bool sequence_ = false;
+  uint64_t seed_ = 0;
+  int calls_ = 0;
+};
+
+}  // namespace mi

@@ -1,0 +1,68 @@
+#pragma once
+// A scripted upstream for unit tests: records every Fetch and lets the test
+// answer it when it wants (never inside Fetch, as the contract says).
+
+#include <string>
+#include <vector>
+
+#include "agent/upstream_client.h"
+
+namespace mi {
+
+class FakeUpstream : public UpstreamClient {
+ public:
+  struct Call {
+    TokenKey key;
+    Callback callback;
+    bool answered = false;
+  };
+
+  void Fetch(const TokenKey& key, Callback callback) override { calls_.push_back({key, std::move(callback)}); }
+
+  size_t calls() const { return calls_.size(); }
+  size_t pending() const {
+    size_t n = 0;
+    for (const auto& c : calls_) n += c.answered ? 0 : 1;
+    return n;
+  }
+  const TokenKey& key(size_t i) const { return calls_[i].key; }
+
+  // Answers the oldest unanswered call.
+  void Respond(UpstreamResponse response) {
+    for (auto& c : calls_) {
+      if (c.answered) continue;
+      c.answered = true;
+      auto cb = std::move(c.callback);
+      cb(std::move(response));
+      return;
+    }
+    ADD_FAILURE() << "no pending upstream call to answer";
+  }
+
+  static UpstreamResponse Http(int status, std::string body = "", std::string retry_after = "") {
+    UpstreamResponse r;
+    r.outcome = UpstreamResponse::Outcome::kHttp;
+    r.status = status;
+    r.body = std::move(body);
+    r.retry_after = std::move(retry_after);
+    return r;
+  }
+  static UpstreamResponse Transport(UpstreamResponse::Outcome outcome) {
+    UpstreamResponse r;
+    r.outcome = outcome;
+    r.error = "fake transport error";
+    return r;
+  }
+  // An IMDS success body with string values, like the real one.
+  static std::string TokenBody(const std::string& access_token, int64_t expires_on,
+                               const std::string& resource = "https://management.azure.com/") {
+    return "{\"access_token\":\"" + access_token + "\",\"client_id\":\"c\",\"expires_in\":\"3599\",\"expires_on\":\"" +
+           std::to_string(expires_on) + "\",\"ext_expires_in\":\"3599\",\"not_before\":\"" +
+           std::to_string(expires_on - 86400) + "\",\"resource\":\"" + resource + "\",\"token_type\":\"Bearer\"}";
+  }
+
+ private:
+  std::vector<Call> calls_;
+};
+
+}  // namespace mi

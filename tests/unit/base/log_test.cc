@@ -1,0 +1,62 @@
+#include "agent/base/log.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace mi {
+namespace {
+
+TEST(LoggerTest, JournalFormatCarriesSyslogPriority) {
+  Logger logger;
+  std::vector<std::string> lines;
+  logger.set_sink([&](std::string_view l) { lines.emplace_back(l); });
+  logger.set_format(LogFormat::kJournal);
+  logger.Warning("upstream failing");
+  logger.Debug("hidden at info");
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], "<4>upstream failing");
+}
+
+TEST(LoggerTest, JsonFormatIsOneObjectPerLine) {
+  Logger logger;
+  std::vector<std::string> lines;
+  logger.set_sink([&](std::string_view l) { lines.emplace_back(l); });
+  logger.set_format(LogFormat::kJson);
+  logger.Error("a \"quoted\"\nmessage");
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].find('\n'), std::string::npos);
+  EXPECT_NE(lines[0].find("\"level\":\"error\""), std::string::npos);
+}
+
+TEST(LoggerTest, NoValueCanForgeALineInAnyFormat) {
+  // An IMDS "error" or a caller's resource with a line break, a carriage return,
+  // another control character and a byte that is not UTF-8.
+  const std::string hostile = "IMDS error: bad\nforged line\r\x1b[31m\xff end";
+  for (LogFormat format : {LogFormat::kText, LogFormat::kJournal, LogFormat::kJson}) {
+    Logger logger;
+    std::vector<std::string> lines;
+    logger.set_sink([&](std::string_view l) { lines.emplace_back(l); });
+    logger.set_format(format);
+    logger.Warning(hostile);
+    ASSERT_EQ(lines.size(), 1u);
+    const std::string& line = lines[0];
+    for (char c : line) {
+      EXPECT_FALSE(static_cast<unsigned char>(c) < 0x20 || c == 0x7f) << "raw control byte in: " << line;
+    }
+    EXPECT_EQ(line.find('\xff'), std::string::npos) << line;
+    std::string msg = line;
+    if (format == LogFormat::kJson) {
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      ASSERT_TRUE(j.is_object()) << line;
+      msg = j["msg"];
+    }
+    EXPECT_NE(msg.find("bad\\nforged line\\r\\x1b[31m\\xff end"), std::string::npos) << msg;
+  }
+}
+
+}  // namespace
+}  // namespace mi

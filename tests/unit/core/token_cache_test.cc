@@ -1,0 +1,731 @@
+// The token cache on a fake clock and a fake upstream: a day of token lifetimes
+// in milliseconds, no sockets, no sleeps.
+#include "agent/token_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/fakes/fake_time.h"
+#include "tests/fakes/fake_upstream.h"
+
+namespace mi {
+namespace {
+
+using std::chrono::hours;
+using std::chrono::minutes;
+using std::chrono::seconds;
+using Kind = TokenResult::Kind;
+
+class FixedRandom : public Random {
+ public:
+  double value = 0.5;
+  double Uniform() override { return value; }
+};
+
+class TokenCacheTest : public ::testing::Test {
+ protected:
+  TokenCacheTest() {
+    config_.cache.margin = minutes(5);
+    config_.cache.refresh_ahead = minutes(10);
+    config_.cache.hard_floor = minutes(1);
+    config_.cache.idle_evict = hours(1);
+    config_.cache.negative_ttl = seconds(5);
+    config_.cache.same_token_backoff = minutes(1);
+    config_.budget.rate_per_second = 1000;
+    config_.budget.burst = 1000;
+    config_.budget.max_concurrent = 100;
+  }
+
+  void Build() {
+    scheduler_ = std::make_unique<UpstreamScheduler>(config_.budget, time_, time_);
+    cache_ = std::make_unique<TokenCache>(config_, &time_, &time_, &random_, &upstream_, scheduler_.get());
+  }
+  void TearDown() override {
+    cache_.reset();
+    scheduler_.reset();
+  }
+
+  static TokenKey Key(const std::string& resource = "https://management.azure.com/",
+                      SelectorKind kind = SelectorKind::kDefault, const std::string& id = "") {
+    TokenKey k;
+    EXPECT_EQ(MakeTokenKey(kind, id, resource, &k), "");
+    return k;
+  }
+
+  int64_t Epoch(Duration from_now) { return ToEpochSeconds(time_.Now() + from_now); }
+
+  // Issues a Get and records what it answered.
+  std::shared_ptr<std::vector<TokenResult>> Get(const TokenKey& key) {
+    auto out = std::make_shared<std::vector<TokenResult>>();
+    cache_->Get(key, [out](const TokenResult& r) { out->push_back(r); });
+    return out;
+  }
+
+  // Fills the cache for `key` with a token living `life`.
+  void Warm(const TokenKey& key, Duration life, const std::string& access = "tok-1") {
+    auto r = Get(key);
+    time_.RunPending();
+    upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody(access, Epoch(life))));
+    ASSERT_EQ(r->size(), 1u);
+    ASSERT_EQ(r->at(0).kind, Kind::kToken);
+  }
+
+  static std::string Access(const Token* t, TimePoint now) {
+    std::string body;
+    t->AppendBody(now, &body);
+    return nlohmann::json::parse(body)["access_token"];
+  }
+
+  Config config_;
+  FakeTime time_;
+  FixedRandom random_;
+  FakeUpstream upstream_;
+  Logger logger_;
+  std::unique_ptr<UpstreamScheduler> scheduler_;
+  std::unique_ptr<TokenCache> cache_;
+};
+
+TEST_F(TokenCacheTest, MissFetchesThenHitsWithoutUpstream) {
+  Build();
+  const TokenKey key = Key();
+  EXPECT_EQ(cache_->Lookup(key), nullptr);
+  Warm(key, hours(24));
+  EXPECT_EQ(upstream_.calls(), 1u);
+  for (int i = 0; i < 1000; ++i) ASSERT_NE(cache_->Lookup(key), nullptr);
+  EXPECT_EQ(upstream_.calls(), 1u);
+  EXPECT_EQ(cache_->stats().hits, 1000u);
+  EXPECT_EQ(cache_->stats().misses, 1u);
+}
+
+TEST_F(TokenCacheTest, ExpiresInIsRecomputedAtAnswerTime) {
+  Build();
+  const TokenKey key = Key();
+  Warm(key, seconds(3600));
+  time_.Advance(seconds(100));
+  std::string body;
+  cache_->Lookup(key)->AppendBody(time_.Now(), &body);
+  auto j = nlohmann::json::parse(body);
+  EXPECT_EQ(j["expires_in"], "3500");
+  EXPECT_EQ(j["expires_on"], std::to_string(Epoch(seconds(3500))));
+  EXPECT_EQ(j["token_type"], "Bearer");
+  EXPECT_EQ(j["client_id"], "c");  // extra IMDS fields pass through
+}
+
+TEST_F(TokenCacheTest, MarginBoundary) {
+  config_.cache.refresh_ahead = Duration(0);
+  Build();
+  const TokenKey key = Key();
+  Warm(key, minutes(10));
+  // The refresh-ahead fires at the margin; keep IMDS silent so the token ages.
+  time_.Advance(minutes(5) - seconds(1));
+  EXPECT_NE(cache_->Lookup(key), nullptr) << "5 min 1 s left: a hit";
+  time_.Advance(seconds(1));
+  EXPECT_EQ(cache_->Lookup(key), nullptr) << "exactly the margin left: not a hit";
+}
+
+TEST_F(TokenCacheTest, CaseInsensitiveSelectorsShareAnEntry) {
+  Build();
+  const TokenKey lower = Key("r", SelectorKind::kClientId, "0d1e2f30-aaaa-bbbb-cccc-123456789abc");
+  const TokenKey upper = Key("r", SelectorKind::kClientId, "0D1E2F30-AAAA-BBBB-CCCC-123456789ABC");
+  Warm(lower, hours(24));
+  EXPECT_NE(cache_->Lookup(upper), nullptr);
+  EXPECT_EQ(cache_->Lookup(Key("R", SelectorKind::kClientId, "0d1e2f30-aaaa-bbbb-cccc-123456789abc")), nullptr)
+      << "the resource is compared exactly";
+}
+
+TEST_F(TokenCacheTest, SingleFlightSuccessAnswersEveryWaiter) {
+  Build();
+  const TokenKey key = Key();
+  std::vector<std::shared_ptr<std::vector<TokenResult>>> results;
+  for (int i = 0; i < 200; ++i) results.push_back(Get(key));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.calls(), 1u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("shared", Epoch(hours(24)))));
+  for (auto& r : results) {
+    ASSERT_EQ(r->size(), 1u);
+    ASSERT_EQ(r->at(0).kind, Kind::kToken);
+    EXPECT_EQ(Access(r->at(0).token.get(), time_.Now()), "shared");
+  }
+  EXPECT_EQ(cache_->stats().coalesced, 199u);
+  EXPECT_EQ(cache_->stats().waiters, 0u);
+}
+
+TEST_F(TokenCacheTest, SingleFlightErrorAnswersEveryWaiter) {
+  Build();
+  const TokenKey key = Key();
+  std::vector<std::shared_ptr<std::vector<TokenResult>>> results;
+  for (int i = 0; i < 50; ++i) results.push_back(Get(key));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.calls(), 1u);
+  const std::string body = R"({"error":"invalid_request","error_description":"Identity not found"})";
+  upstream_.Respond(FakeUpstream::Http(400, body));
+  for (auto& r : results) {
+    ASSERT_EQ(r->size(), 1u);
+    EXPECT_EQ(r->at(0).kind, Kind::kRejected);
+    EXPECT_EQ(r->at(0).status, 400);
+    EXPECT_EQ(r->at(0).body, body);
+  }
+  EXPECT_EQ(upstream_.calls(), 1u) << "400 is not retried";
+}
+
+TEST_F(TokenCacheTest, NegativeAnswerIsCachedBrieflyThenAskedAgain) {
+  Build();
+  const TokenKey key = Key();
+  auto first = Get(key);
+  time_.RunPending();
+  upstream_.Respond(FakeUpstream::Http(400, R"({"error":"invalid_request"})"));
+  for (int i = 0; i < 100; ++i) {
+    auto r = Get(key);
+    ASSERT_EQ(r->size(), 1u);
+    EXPECT_EQ(r->at(0).kind, Kind::kRejected);
+  }
+  time_.RunPending();
+  EXPECT_EQ(upstream_.calls(), 1u);
+  time_.Advance(seconds(6));
+  auto later = Get(key);
+  time_.RunPending();
+  EXPECT_EQ(upstream_.calls(), 2u) << "negative entry expired";
+}
+
+TEST_F(TokenCacheTest, RefreshAheadHappensBeforeTheMarginWithJitterBounds) {
+  for (double jitter : {0.0, 0.5, 0.999}) {
+    random_.value = jitter;
+    Build();
+    const TokenKey key = Key();
+    const auto before = upstream_.calls();
+    Warm(key, hours(24));
+    const TimePoint issued = time_.Now();
+    // Keep using the key so it counts as "used recently".
+    bool refreshed = false;
+    while (!refreshed && time_.Now() - issued < hours(24)) {
+      time_.Advance(minutes(1));
+      ASSERT_NE(cache_->Lookup(key), nullptr) << "callers are never left without a token";
+      refreshed = upstream_.calls() > before + 1;
+    }
+    ASSERT_TRUE(refreshed);
+    const Duration left = FromEpochSeconds(ToEpochSeconds(issued + hours(24))) - time_.Now();
+    EXPECT_LE(left, minutes(5) + minutes(10) + minutes(1)) << "not earlier than margin + refresh_ahead";
+    EXPECT_GE(left, minutes(5) + minutes(5) - minutes(1)) << "at least refresh_ahead/2 before the margin";
+    upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("tok-2", Epoch(hours(24)))));
+    cache_.reset();
+  }
+}
+
+TEST_F(TokenCacheTest, SameTokenAgainBacksOffAndNeverServesExpired) {
+  Build();
+  const TokenKey key = Key();
+  const int64_t expires = Epoch(hours(1));
+  Warm(key, hours(1), "same");
+  const size_t calls_after_warm = upstream_.calls();
+  // IMDS keeps handing back the same token until it expires.
+  int answered = 0;
+  for (int i = 0; i < 2000 && time_.Now() < FromEpochSeconds(expires); ++i) {
+    time_.Advance(seconds(10));
+    cache_->Lookup(key);
+    while (upstream_.pending() > 0) {
+      upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("same", expires)));
+      ++answered;
+    }
+    if (const Token* t = cache_->Lookup(key)) {
+      ASSERT_GT(t->expires_on(), ToEpochSeconds(time_.Now())) << "never an expired token";
+    }
+  }
+  EXPECT_GT(cache_->stats().same_token, 0u);
+  // About one request a minute from the refresh point on: no hot loop.
+  EXPECT_LT(upstream_.calls() - calls_after_warm, 40u);
+  EXPECT_GT(answered, 1);
+}
+
+TEST_F(TokenCacheTest, StaticStabilityServesInsideMarginDownToTheFloorWhileUpstreamFails) {
+  config_.retry.max_attempts = 2;
+  Build();
+  const TokenKey key = Key();
+  const int64_t expires = Epoch(minutes(30));
+  Warm(key, minutes(30));
+  // From now on every upstream request fails.
+  bool served_inside_margin = false;
+  for (int i = 0; i < 3600; ++i) {
+    time_.Advance(seconds(1));
+    while (upstream_.pending() > 0) upstream_.Respond(FakeUpstream::Http(500, "{}"));
+    const int64_t left = expires - ToEpochSeconds(time_.Now());
+    const Token* t = cache_->Lookup(key);
+    if (left > 60) {
+      ASSERT_NE(t, nullptr) << "a valid token above the floor is served; " << left << " s left";
+      served_inside_margin = served_inside_margin || left < 300;
+    } else {
+      ASSERT_EQ(t, nullptr) << "nothing is served inside the hard floor";
+      break;
+    }
+  }
+  EXPECT_TRUE(served_inside_margin);
+  EXPECT_GT(upstream_.calls(), 3u) << "the refresher kept trying";
+}
+
+TEST_F(TokenCacheTest, UpstreamFailureNeverYieldsAnExpiredToken) {
+  config_.retry.max_attempts = 1;
+  Build();
+  const TokenKey key = Key();
+  Warm(key, minutes(10));
+  time_.Advance(minutes(11));
+  while (upstream_.pending() > 0) upstream_.Respond(FakeUpstream::Http(503, ""));
+  EXPECT_EQ(cache_->Lookup(key), nullptr);
+  auto r = Get(key);
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  upstream_.Respond(FakeUpstream::Http(503, ""));
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(r->at(0).kind, Kind::kUnavailable);
+}
+
+TEST_F(TokenCacheTest, PrefetchWarmsAtStartAndSignalsTheRound) {
+  config_.prefetch = {Key("https://vault.azure.net"),
+                      Key("https://storage.azure.com/", SelectorKind::kClientId,
+                          "0d1e2f30-aaaa-bbbb-cccc-123456789abc")};
+  Build();
+  bool done = false;
+  cache_->StartPrefetch([&] { done = true; });
+  time_.RunPending();
+  ASSERT_EQ(upstream_.calls(), 2u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("a", Epoch(hours(24)))));
+  EXPECT_FALSE(done);
+  upstream_.Respond(FakeUpstream::Http(400, R"({"error":"invalid_request"})"));
+  EXPECT_TRUE(done) << "the round ends when each key has a token or failed";
+  EXPECT_NE(cache_->Lookup(config_.prefetch[0]), nullptr);
+  // Prefetch keys are kept fresh even if nobody uses them.
+  time_.Advance(hours(30));
+  while (upstream_.pending() > 0) {
+    upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("b", Epoch(hours(24)))));
+    time_.RunPending();
+  }
+  EXPECT_NE(cache_->Lookup(config_.prefetch[0]), nullptr);
+}
+
+TEST_F(TokenCacheTest, IdleKeysStopRefreshingAndAreDropped) {
+  config_.cache.idle_evict = minutes(30);
+  Build();
+  const TokenKey key = Key();
+  Warm(key, hours(24));
+  time_.Advance(hours(25));
+  EXPECT_EQ(upstream_.calls(), 1u) << "an idle key is not refreshed";
+  EXPECT_EQ(cache_->stats().keys, 0u);
+  EXPECT_GE(cache_->stats().evicted_idle, 1u);
+}
+
+TEST_F(TokenCacheTest, KeyCapEvictsLeastRecentlyUsed) {
+  config_.cache.max_keys = 100;
+  Build();
+  for (int i = 0; i < 1000; ++i) {
+    Warm(Key("https://r/" + std::to_string(i)), hours(24));
+    ASSERT_LE(cache_->stats().keys, 100u);
+  }
+  EXPECT_EQ(cache_->stats().evicted_lru, 900u);
+  EXPECT_NE(cache_->Lookup(Key("https://r/999")), nullptr);
+  EXPECT_EQ(cache_->Lookup(Key("https://r/0")), nullptr);
+}
+
+TEST_F(TokenCacheTest, CallerDeadlineAnswers500AndTheFetchGoesOn) {
+  config_.limits.caller_deadline = seconds(20);
+  Build();
+  const TokenKey key = Key();
+  auto r = Get(key);
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  time_.Advance(seconds(21));
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(r->at(0).kind, Kind::kUnavailable);
+  EXPECT_EQ(cache_->stats().deadline_expired, 1u);
+  // IMDS answers late: the token still lands in the cache.
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("late", Epoch(hours(24)))));
+  EXPECT_NE(cache_->Lookup(key), nullptr);
+}
+
+TEST_F(TokenCacheTest, WaiterCapShedsWith429) {
+  config_.limits.max_waiters = 10;
+  Build();
+  std::vector<std::shared_ptr<std::vector<TokenResult>>> results;
+  for (int i = 0; i < 15; ++i) results.push_back(Get(Key("https://r/" + std::to_string(i))));
+  size_t shed = 0;
+  for (auto& r : results) {
+    if (!r->empty() && r->at(0).kind == Kind::kShed) {
+      ++shed;
+      EXPECT_GE(r->at(0).retry_after_seconds, 1);
+    }
+  }
+  EXPECT_EQ(shed, 5u);
+}
+
+TEST_F(TokenCacheTest, QueueFullShedsWith429) {
+  config_.budget.max_concurrent = 1;
+  config_.budget.max_queue = 3;
+  Build();
+  std::vector<std::shared_ptr<std::vector<TokenResult>>> results;
+  for (int i = 0; i < 10; ++i) results.push_back(Get(Key("https://r/" + std::to_string(i))));
+  size_t shed = 0;
+  for (auto& r : results) shed += (!r->empty() && r->at(0).kind == Kind::kShed) ? 1 : 0;
+  EXPECT_GT(shed, 0u);
+  EXPECT_LT(shed, 10u);
+}
+
+TEST_F(TokenCacheTest, RetriesRetryableFailuresThenServes) {
+  config_.retry.delta = seconds(2);
+  Build();
+  const TokenKey key = Key();
+  auto r = Get(key);
+  time_.RunPending();
+  upstream_.Respond(FakeUpstream::Http(500, ""));
+  time_.RunPending();
+  EXPECT_EQ(upstream_.calls(), 1u) << "the retry waits for its backoff";
+  time_.Advance(seconds(3));
+  ASSERT_EQ(upstream_.calls(), 2u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("ok", Epoch(hours(24)))));
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(r->at(0).kind, Kind::kToken);
+  EXPECT_EQ(cache_->stats().retries, 1u);
+}
+
+TEST_F(TokenCacheTest, MalformedTokenBodyIsAFailureNotACrash) {
+  config_.retry.max_attempts = 1;
+  Build();
+  auto r = Get(Key());
+  time_.RunPending();
+  upstream_.Respond(FakeUpstream::Http(200, "{\"access_token\": "));
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(r->at(0).kind, Kind::kUnavailable);
+}
+
+}  // namespace
+}  // namespace mi
+
+namespace mi {
+namespace {
+
+TEST_F(TokenCacheTest, DeadlineWhileHeldByTheBudgetIs429NotA500) {
+  config_.limits.caller_deadline = seconds(10);
+  config_.budget.max_concurrent = 1;
+  Build();
+  // One slow fetch occupies the only IMDS slot; a second key waits in the queue.
+  auto first = Get(Key("https://slow/"));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  time_.Advance(seconds(6));
+  auto second = Get(Key("https://queued/"));
+  time_.Advance(seconds(3));
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("a", Epoch(hours(24)))));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u) << "the queued fetch went out 3 s into its caller's 10 s wait";
+  time_.Advance(seconds(4));
+  ASSERT_EQ(second->size(), 0u);
+  time_.Advance(seconds(4));  // its attempt started at 3 s of 10 s: IMDS is slow, not the agent
+  ASSERT_EQ(second->size(), 1u);
+  EXPECT_EQ(second->at(0).kind, Kind::kUnavailable);
+
+  // Now a caller whose fetch sits in the queue past its whole deadline.
+  auto blocker = Get(Key("https://blocker/"));
+  time_.RunPending();
+  auto starved = Get(Key("https://starved/"));
+  time_.Advance(seconds(11));
+  ASSERT_EQ(starved->size(), 1u);
+  EXPECT_EQ(starved->at(0).kind, Kind::kShed);
+  EXPECT_GE(starved->at(0).retry_after_seconds, 1);
+}
+
+// --- floods of misses for keys that never get a token (issue #11, item 1) ----------
+
+TEST_F(TokenCacheTest, DeadlineDropsAQueuedFetchForAKeyWithoutAToken) {
+  config_.limits.caller_deadline = seconds(10);
+  config_.budget.max_concurrent = 1;
+  Build();
+  auto blocker = Get(Key("https://slow/"));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  auto junk = Get(Key("https://junk/"));
+  EXPECT_EQ(scheduler_->stats().queued_caller, 1u);
+  time_.Advance(seconds(11));
+  ASSERT_EQ(junk->size(), 1u);
+  EXPECT_EQ(junk->at(0).kind, Kind::kShed);
+  EXPECT_EQ(scheduler_->stats().queued_caller + scheduler_->stats().queued_background, 0u)
+      << "nobody waits for it and the key has no token: the queued fetch is dropped";
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("a", Epoch(hours(24)))));
+  time_.Advance(minutes(30));
+  EXPECT_EQ(upstream_.calls(), 1u) << "the junk key is never fetched";
+  for (const auto& s : cache_->Snapshot()) {
+    if (s.key.resource == "https://junk/") {
+      EXPECT_EQ(s.next_refresh, TimePoint()) << "nor scheduled";
+    }
+  }
+  // Its next caller starts a fetch of its own.
+  auto again = Get(Key("https://junk/"));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("j", Epoch(hours(24)))));
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ(again->at(0).kind, Kind::kToken);
+}
+
+TEST_F(TokenCacheTest, AFloodOfNewKeysEvictsJunkBeforeKeysHoldingTokens) {
+  config_.cache.max_keys = 8;
+  Build();
+  const TokenKey held = Key("https://held/");
+  Warm(held, hours(24));
+  // Least recently used from here on: 100 junk keys, each refused by IMDS.
+  for (int i = 0; i < 100; ++i) {
+    auto r = Get(Key("https://junk-" + std::to_string(i) + "/"));
+    time_.RunPending();
+    upstream_.Respond(FakeUpstream::Http(400, R"({"error":"invalid_request"})"));
+    time_.Advance(seconds(1));
+  }
+  EXPECT_NE(cache_->Lookup(held), nullptr) << "the key holding a token was evicted for junk";
+  EXPECT_EQ(cache_->stats().keys, 8u);
+}
+
+TEST_F(TokenCacheTest, CallersWhoHungUpGiveUpTheirPlaceBeforeTheirDeadline) {
+  // A flood whose process died: its queued misses must not keep new keys out
+  // for the rest of the caller deadline.
+  config_.limits.caller_deadline = seconds(25);
+  config_.budget.max_concurrent = 1;
+  config_.budget.max_queue = 3;
+  Build();
+  auto blocker = Get(Key("https://slow/"));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  auto connected = std::make_shared<bool>(true);
+  std::vector<std::shared_ptr<std::vector<TokenResult>>> junk;
+  for (int i = 0; i < 3; ++i) {
+    auto out = std::make_shared<std::vector<TokenResult>>();
+    cache_->Get(
+        Key("https://junk-" + std::to_string(i) + "/"), [out](const TokenResult& r) { out->push_back(r); },
+        [connected] { return *connected; });
+    junk.push_back(out);
+  }
+  ASSERT_EQ(scheduler_->stats().queued_caller, 3u);
+  auto refused = Get(Key("https://new-1/"));
+  ASSERT_EQ(refused->size(), 1u);
+  EXPECT_EQ(refused->at(0).kind, Kind::kShed) << "the queue is full of callers still waiting";
+
+  *connected = false;  // the flooding process is gone
+  time_.Advance(seconds(2));
+  auto fresh = Get(Key("https://new-2/"));
+  EXPECT_TRUE(fresh->empty()) << "queued, not shed: the callers who hung up made room";
+  for (const auto& j : junk) {
+    ASSERT_EQ(j->size(), 1u);
+    EXPECT_EQ(j->at(0).kind, Kind::kShed);
+  }
+  EXPECT_EQ(scheduler_->stats().queued_caller, 1u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("s", Epoch(hours(24)))));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u) << "the new key is fetched next, no junk key before it";
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("n", Epoch(hours(24)))));
+  ASSERT_EQ(fresh->size(), 1u);
+  EXPECT_EQ(fresh->at(0).kind, Kind::kToken);
+  time_.Advance(minutes(1));
+  EXPECT_EQ(upstream_.calls(), 2u) << "no junk key was ever fetched";
+}
+
+TEST_F(TokenCacheTest, UnderPressureAFetchWhoseCallersHungUpIsNotSent) {
+  config_.budget.max_concurrent = 1;
+  Build();
+  auto blocker = Get(Key("https://slow/"));
+  time_.RunPending();
+  auto connected = std::make_shared<bool>(true);
+  auto out = std::make_shared<std::vector<TokenResult>>();
+  cache_->Get(Key("https://junk/"), [out](const TokenResult& r) { out->push_back(r); },
+              [connected] { return *connected; });
+  auto live = Get(Key("https://live/"));
+  *connected = false;
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("s", Epoch(hours(24)))));
+  time_.RunPending();
+  ASSERT_EQ(out->size(), 1u) << "its only caller hung up while another caller waited";
+  EXPECT_EQ(out->at(0).kind, Kind::kShed);
+  ASSERT_EQ(upstream_.pending(), 1u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("l", Epoch(hours(24)))));
+  ASSERT_EQ(live->size(), 1u);
+  EXPECT_EQ(live->at(0).kind, Kind::kToken) << "the live caller's fetch went out in the junk key's place";
+  EXPECT_EQ(upstream_.calls(), 2u);
+}
+
+TEST_F(TokenCacheTest, WithoutPressureAHalfClosedCallerStillGetsItsToken) {
+  Build();
+  auto out = std::make_shared<std::vector<TokenResult>>();
+  cache_->Get(Key("https://one/"), [out](const TokenResult& r) { out->push_back(r); }, [] { return false; });
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("t", Epoch(hours(24)))));
+  ASSERT_EQ(out->size(), 1u);
+  EXPECT_EQ(out->at(0).kind, Kind::kToken);
+}
+
+TEST_F(TokenCacheTest, DeadlineDemotesTheQueuedFetchOfAKeyHoldingAToken) {
+  config_.limits.caller_deadline = seconds(10);
+  config_.budget.max_concurrent = 1;
+  config_.cache.refresh_ahead = Duration(0);
+  Build();
+  const TokenKey key = Key("https://held/");
+  Warm(key, minutes(6));
+  // Keep IMDS silent: the refresh at the margin stays in flight, then fails.
+  time_.Advance(minutes(1));
+  ASSERT_EQ(upstream_.pending(), 1u);
+  auto waiting = Get(key);  // inside the margin: a miss that joins the refresh
+  time_.Advance(seconds(2));
+  upstream_.Respond(FakeUpstream::Transport(UpstreamResponse::Outcome::kTimeout));
+  // The retry waits its backoff; a blocker takes the only slot meanwhile.
+  auto blocker = Get(Key("https://slow/"));
+  time_.Advance(seconds(3));
+  ASSERT_EQ(upstream_.pending(), 1u);
+  EXPECT_EQ(scheduler_->stats().queued_caller, 1u) << "the retry waits as a caller job";
+  time_.Advance(seconds(6));  // past the waiter's deadline
+  ASSERT_EQ(waiting->size(), 1u);
+  EXPECT_EQ(scheduler_->stats().queued_caller, 0u);
+  EXPECT_EQ(scheduler_->stats().queued_background, 1u) << "the key holds a token: the fetch goes on as a refresh";
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("b", Epoch(hours(24)))));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("fresh", Epoch(hours(24)))));
+  ASSERT_NE(cache_->Lookup(key), nullptr);
+  EXPECT_EQ(Access(cache_->Lookup(key), time_.Now()), "fresh");
+}
+
+TEST_F(TokenCacheTest, KeysThatNeverHadATokenAreNotRefreshedInTheBackground) {
+  config_.retry.max_attempts = 1;
+  config_.budget.max_concurrent = 1;
+  config_.budget.max_queue = 1;
+  Build();
+  // A failure with the retry budget spent...
+  auto failed = Get(Key("https://fails/"));
+  time_.RunPending();
+  upstream_.Respond(FakeUpstream::Http(500, "{}"));
+  ASSERT_EQ(failed->size(), 1u);
+  EXPECT_EQ(failed->at(0).kind, Kind::kUnavailable);
+  // ...and a full IMDS queue.
+  auto blocker = Get(Key("https://slow/"));
+  time_.RunPending();
+  auto queued = Get(Key("https://queued/"));
+  auto refused = Get(Key("https://refused/"));
+  ASSERT_EQ(refused->size(), 1u);
+  EXPECT_EQ(refused->at(0).kind, Kind::kShed);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("s", Epoch(hours(24)))));
+  time_.RunPending();
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("q", Epoch(hours(24)))));
+  const size_t calls = upstream_.calls();
+  EXPECT_EQ(calls, 3u);
+  time_.Advance(minutes(30));
+  EXPECT_EQ(upstream_.calls(), calls) << "neither the failed nor the refused key is fetched without a caller";
+  for (const auto& s : cache_->Snapshot()) {
+    if (s.key.resource == "https://fails/" || s.key.resource == "https://refused/") {
+      EXPECT_EQ(s.next_refresh, TimePoint()) << s.key.resource << " has no refresh scheduled";
+    }
+  }
+  // A failure for a key whose callers left is not retried either.
+  config_.retry.max_attempts = 5;
+  cache_->Reconfigure(config_);
+  config_.limits.caller_deadline = seconds(2);
+  cache_->Reconfigure(config_);
+  auto left = Get(Key("https://left/"));
+  time_.RunPending();
+  time_.Advance(seconds(3));  // the caller gives up while the request is out
+  ASSERT_EQ(left->size(), 1u);
+  upstream_.Respond(FakeUpstream::Http(503, "{}"));
+  time_.Advance(minutes(30));
+  EXPECT_EQ(upstream_.calls(), calls + 1) << "no retry for nobody";
+}
+
+TEST_F(TokenCacheTest, KeysWithTokensKeepRefreshingAheadOfAJunkFlood) {
+  config_.budget.max_concurrent = 1;
+  config_.budget.rate_per_second = 1;
+  config_.budget.burst = 1;
+  config_.budget.max_queue = 20;
+  config_.cache.max_keys = 200;
+  Build();
+  const TokenKey key = Key("https://cached/");
+  // Refresh due 30 s from now (margin 5 min + 7.5 min of refresh-ahead), margin at 8 min.
+  Warm(key, minutes(13));
+  const size_t warm_calls = upstream_.calls();
+  int junk = 0;
+  size_t refreshes = 0;
+  bool queue_full = false;
+  for (int step = 0; step < 10 * 60 * 10; ++step) {  // 10 minutes of 100 ms steps
+    if (step % 2 == 0) Get(Key("https://junk/" + std::to_string(junk++)));  // 5 misses/s, 1 IMDS request/s
+    queue_full = queue_full || scheduler_->stats().queued_caller == 20;
+    time_.Advance(Duration(100));
+    while (upstream_.pending() > 0) {
+      const size_t i = upstream_.calls() - upstream_.pending();
+      refreshes += upstream_.key(i) == key ? 1 : 0;
+      upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("t" + std::to_string(i), Epoch(minutes(13)))));
+    }
+    ASSERT_NE(cache_->Lookup(key), nullptr) << "served from the cache throughout the flood, at "
+                                            << (step / 10) << " s";
+  }
+  EXPECT_TRUE(queue_full) << "the flood filled the callers' queue";
+  // Served from the cache past the first token's margin (8 min): refreshed in
+  // time. The junk keys hold tokens too and are kept fresh like it (eviction
+  // prefers keys without a token), so its refresh shares the background starts
+  // with theirs and may come later than the 30 s of its schedule.
+  EXPECT_GE(refreshes, 1u);
+  EXPECT_GT(upstream_.calls(), warm_calls + 500);
+}
+
+// --- IMDS handing out expired tokens (issue #11, item 10) ----------------------------
+
+TEST_F(TokenCacheTest, ExpiredTokensFromImdsBackOffLikeAnyFailure) {
+  Build();
+  const TokenKey key = Key();
+  Warm(key, minutes(20));  // refresh due at 7.5 min
+  time_.Advance(minutes(7) + seconds(30));
+  const size_t before = upstream_.calls();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  int consecutive = 0;
+  for (int i = 0; i < 600; ++i) {  // 10 minutes
+    while (upstream_.pending() > 0) {
+      upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("stale", Epoch(-seconds(10)))));
+    }
+    for (const auto& s : cache_->Snapshot()) consecutive = s.consecutive_failures;
+    time_.Advance(seconds(1));
+  }
+  // 5 attempts (0, 2, 6, 14, 30 s), then a new round every ~60-75 s: not one a second.
+  EXPECT_LT(upstream_.calls() - before, 60u);
+  EXPECT_GT(consecutive, 5) << "each expired token counts as a failure";
+  auto snapshot = cache_->Snapshot();
+  ASSERT_EQ(snapshot.size(), 1u);
+  EXPECT_EQ(snapshot[0].last_error, "expired_token");
+  EXPECT_EQ(snapshot[0].state, EntryState::kDegraded) << "the cached token is still valid";
+  const Token* t = cache_->Lookup(key);
+  ASSERT_NE(t, nullptr) << "the old token is still served, down to the floor";
+  EXPECT_EQ(Access(t, time_.Now()), "tok-1");
+  // A caller asking meanwhile (inside the floor now) gets the IMDS answer as
+  // before: an expired token is never handed out.
+  time_.Advance(minutes(2) + seconds(30));
+  EXPECT_EQ(cache_->Lookup(key), nullptr);
+  auto r = Get(key);
+  time_.Advance(minutes(2));
+  while (upstream_.pending() > 0) {
+    upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("stale", Epoch(-seconds(10)))));
+    time_.Advance(seconds(30));
+  }
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(r->at(0).kind, Kind::kUnavailable);
+}
+
+TEST_F(TokenCacheTest, TokenInsideTheFloorGoesToItsWaitersButIsNotPolledForEverySecond) {
+  config_.prefetch = {Key("https://prefetched/")};
+  Build();
+  cache_->StartPrefetch([] {});
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  auto r = Get(config_.prefetch[0]);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("short", Epoch(seconds(30)))));
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(r->at(0).kind, Kind::kToken) << "a valid token, as before";
+  EXPECT_EQ(cache_->Lookup(config_.prefetch[0]), nullptr) << "but not cached: it is inside the floor";
+  const size_t before = upstream_.calls();
+  for (int i = 0; i < 300; ++i) {  // 5 minutes of IMDS answering the same short-lived token
+    while (upstream_.pending() > 0) {
+      upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("short", Epoch(seconds(30)))));
+    }
+    time_.Advance(seconds(1));
+  }
+  EXPECT_LT(upstream_.calls() - before, 30u);
+  EXPECT_GT(upstream_.calls() - before, 3u) << "a prefetch key keeps trying";
+}
+
+}  // namespace
+}  // namespace mi

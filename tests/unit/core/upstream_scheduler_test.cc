@@ -1,0 +1,497 @@
+#include "agent/upstream_scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/fakes/fake_time.h"
+
+namespace mi {
+namespace {
+
+using std::chrono::seconds;
+using Priority = UpstreamScheduler::Priority;
+
+// ---------------------------------------------------------------------------
+// FakeTime itself: others build on it.
+
+TEST(FakeTimeTest, FiresInDeadlineOrderAndReadsTheDeadline) {
+  FakeTime time;
+  const TimePoint t0 = time.Now();
+  std::vector<std::string> fired;
+  auto a = time.NewTimer(), b = time.NewTimer(), c = time.NewTimer();
+  a->Arm(Duration(300), [&] { fired.push_back("a@" + std::to_string((time.Now() - t0).count())); });
+  b->Arm(Duration(100), [&] { fired.push_back("b@" + std::to_string((time.Now() - t0).count())); });
+  c->Arm(Duration(100), [&] { fired.push_back("c@" + std::to_string((time.Now() - t0).count())); });
+  time.Advance(Duration(250));
+  EXPECT_EQ(fired, (std::vector<std::string>{"b@100", "c@100"}));
+  EXPECT_EQ(time.Now() - t0, Duration(250));
+  EXPECT_TRUE(a->armed());
+  EXPECT_FALSE(b->armed());
+  time.Advance(Duration(50));
+  EXPECT_EQ(fired.back(), "a@300");
+  EXPECT_EQ(time.armed_timers(), 0u);
+}
+
+TEST(FakeTimeTest, ZeroDelayFiresLaterNotInsideArm) {
+  FakeTime time;
+  int runs = 0;
+  auto t = time.NewTimer();
+  t->Arm(Duration(0), [&] { ++runs; });
+  EXPECT_EQ(runs, 0);
+  EXPECT_TRUE(t->armed());
+  time.RunPending();
+  EXPECT_EQ(runs, 1);
+}
+
+TEST(FakeTimeTest, CallbacksMayRearmDisarmAndDestroyTimers) {
+  FakeTime time;
+  const TimePoint t0 = time.Now();
+  std::vector<int64_t> ticks;
+  auto ticker = time.NewTimer();
+  std::function<void()> tick = [&] {
+    ticks.push_back((time.Now() - t0).count());
+    if (ticks.size() < 5) ticker->Arm(Duration(10), tick);
+  };
+  ticker->Arm(Duration(10), tick);
+  auto victim = time.NewTimer();
+  victim->Arm(Duration(25), [] { FAIL() << "destroyed timer fired"; });
+  auto killer = time.NewTimer();
+  killer->Arm(Duration(15), [&] { victim.reset(); });
+  auto self_destruct = time.NewTimer();
+  self_destruct->Arm(Duration(5), [&] { self_destruct.reset(); });
+  time.Advance(Duration(1000));
+  EXPECT_EQ(ticks, (std::vector<int64_t>{10, 20, 30, 40, 50}));
+  EXPECT_EQ(victim, nullptr);
+  EXPECT_EQ(self_destruct, nullptr);
+
+  auto disarmed = time.NewTimer();
+  disarmed->Arm(Duration(1), [] { FAIL() << "disarmed timer fired"; });
+  disarmed->Disarm();
+  time.Advance(Duration(10));
+}
+
+TEST(FakeTimeTest, WallClockJumpsDoNotMoveTimers) {
+  FakeTime time;
+  int runs = 0;
+  auto t = time.NewTimer();
+  t->Arm(seconds(10), [&] { ++runs; });
+  const TimePoint before = time.Now();
+  time.JumpWallClock(-seconds(3600));
+  EXPECT_EQ(before - time.Now(), seconds(3600));
+  EXPECT_EQ(time.NextTimerIn(), seconds(10));
+  time.Advance(seconds(10));
+  EXPECT_EQ(runs, 1);
+}
+
+TEST(FakeTimeTest, RunNextAndRunUntilIdle) {
+  FakeTime time;
+  const TimePoint t0 = time.Now();
+  EXPECT_FALSE(time.RunNext());
+  auto t = time.NewTimer();
+  int runs = 0;
+  t->Arm(seconds(7), [&] { ++runs; });
+  EXPECT_TRUE(time.RunNext());
+  EXPECT_EQ(time.Now() - t0, seconds(7));
+  std::function<void()> again = [&] {
+    if (++runs < 10) t->Arm(seconds(1), again);
+  };
+  t->Arm(seconds(1), again);
+  EXPECT_TRUE(time.RunUntilIdle());
+  EXPECT_EQ(runs, 10);
+  t->Arm(seconds(100), [] {});
+  EXPECT_FALSE(time.RunUntilIdle(seconds(5)));
+  EXPECT_EQ(time.Now() - t0, seconds(7 + 9 + 5));
+}
+
+TEST(FakeTimeTest, TimersMayOutliveTheClock) {
+  std::unique_ptr<Timer> t;
+  {
+    FakeTime time;
+    t = time.NewTimer();
+    t->Arm(seconds(1), [] {});
+  }
+  t->Arm(seconds(1), [] {});
+  EXPECT_FALSE(t->armed());
+}
+
+TEST(FakeRandomTest, FixedScriptedAndSequence) {
+  FakeRandom r(0.25);
+  EXPECT_EQ(r.Uniform(), 0.25);
+  r.Script({0.0, 1.0, -3.0});
+  EXPECT_EQ(r.Uniform(), 0.0);
+  EXPECT_LT(r.Uniform(), 1.0);  // clamped into [0, 1)
+  EXPECT_EQ(r.Uniform(), 0.0);
+  EXPECT_EQ(r.Uniform(), 0.25);
+  r.UseSequence(7);
+  double sum = 0;
+  for (int i = 0; i < 1000; ++i) {
+    double v = r.Uniform();
+    ASSERT_GE(v, 0.0);
+    ASSERT_LT(v, 1.0);
+    sum += v;
+  }
+  EXPECT_NEAR(sum / 1000, 0.5, 0.05);
+  EXPECT_EQ(r.calls(), 1005);
+}
+
+// ---------------------------------------------------------------------------
+// UpstreamScheduler
+
+class UpstreamSchedulerTest : public ::testing::Test {
+ protected:
+  UpstreamSchedulerTest() {
+    budget_.rate_per_second = 5;
+    budget_.burst = 5;
+    budget_.max_concurrent = 2;
+    budget_.max_queue = 1024;
+    budget_.max_background_queue = 1024;
+  }
+  void Make() { scheduler_ = std::make_unique<UpstreamScheduler>(budget_, time_, time_); }
+  Duration Elapsed() const { return time_.Now() - t0_; }
+
+  // A job that records its name and start time, and finishes at once.
+  UpstreamScheduler::JobId Quick(Priority p, std::string name) {
+    return scheduler_->Enqueue(p, [this, name] {
+      order_.push_back(name);
+      starts_.push_back(Elapsed());
+      scheduler_->Finished();
+    });
+  }
+  // A job that holds its slot until Release(name).
+  UpstreamScheduler::JobId Held(Priority p, std::string name) {
+    return scheduler_->Enqueue(p, [this, name] {
+      order_.push_back(name);
+      starts_.push_back(Elapsed());
+    });
+  }
+  void Release() { scheduler_->Finished(); }
+
+  FakeTime time_;
+  const TimePoint t0_ = time_.Now();
+  Config::Budget budget_;
+  std::unique_ptr<UpstreamScheduler> scheduler_;
+  std::vector<std::string> order_;
+  std::vector<Duration> starts_;
+};
+
+TEST_F(UpstreamSchedulerTest, NothingStartsInsideEnqueue) {
+  Make();
+  Quick(Priority::kCaller, "a");
+  EXPECT_TRUE(order_.empty());
+  time_.RunPending();
+  EXPECT_EQ(order_, (std::vector<std::string>{"a"}));
+}
+
+TEST_F(UpstreamSchedulerTest, RateIsNeverExceededOverAMinute) {
+  budget_.max_concurrent = 1000;  // isolate the bucket
+  Make();
+  int finished = 0;
+  std::vector<std::unique_ptr<Timer>> timers;
+  for (int i = 0; i < 500; ++i) {
+    auto id = scheduler_->Enqueue(i % 3 == 0 ? Priority::kCaller : Priority::kBackground, [&] {
+      starts_.push_back(Elapsed());
+      // Each request takes 150 ms.
+      timers.push_back(time_.NewTimer());
+      timers.back()->Arm(Duration(150), [&] {
+        ++finished;
+        scheduler_->Finished();
+      });
+    });
+    ASSERT_NE(id, 0u);
+  }
+  time_.Advance(seconds(60));
+  // 5 at once (the burst), then one per 200 ms.
+  EXPECT_EQ(starts_.size(), 305u);
+  // The token-bucket bound over every window: n starts in [a, b] need
+  // n <= burst + rate * (b - a).
+  for (size_t i = 0; i < starts_.size(); ++i) {
+    for (size_t j = i; j < starts_.size(); ++j) {
+      const double allowed = 5 + 5 * (starts_[j] - starts_[i]).count() / 1000.0;
+      ASSERT_LE(static_cast<double>(j - i + 1), allowed + 1e-6) << "starts " << i << ".." << j;
+    }
+  }
+  EXPECT_EQ(scheduler_->stats().queued_caller + scheduler_->stats().queued_background, 500u - 305u);
+  time_.Advance(seconds(60));
+  EXPECT_EQ(starts_.size(), 500u);
+  EXPECT_EQ(finished, 500);
+  EXPECT_EQ(scheduler_->stats().in_flight, 0);
+  EXPECT_EQ(scheduler_->stats().started_total, 500u);
+}
+
+TEST_F(UpstreamSchedulerTest, ConcurrencyIsNeverExceeded) {
+  budget_.rate_per_second = 1000;
+  budget_.burst = 1000;
+  budget_.max_concurrent = 3;
+  Make();
+  FakeRandom random;
+  random.UseSequence(1);
+  int running = 0, max_running = 0, done = 0;
+  std::vector<std::unique_ptr<Timer>> timers;
+  for (int i = 0; i < 200; ++i) {
+    scheduler_->Enqueue(i % 2 ? Priority::kCaller : Priority::kBackground, [&] {
+      ++running;
+      max_running = std::max(max_running, running);
+      EXPECT_LE(scheduler_->stats().in_flight, 3);
+      timers.push_back(time_.NewTimer());
+      timers.back()->Arm(Duration(10 + static_cast<int64_t>(random.Uniform() * 500)), [&] {
+        --running;
+        ++done;
+        scheduler_->Finished();
+      });
+    });
+  }
+  time_.RunUntilIdle();
+  EXPECT_EQ(done, 200);
+  EXPECT_EQ(max_running, 3);
+  EXPECT_EQ(scheduler_->stats().in_flight, 0);
+}
+
+TEST_F(UpstreamSchedulerTest, CallersStartBeforeBackgroundFifoWithin) {
+  budget_.max_concurrent = 1;
+  Make();
+  Held(Priority::kBackground, "b0");  // takes the only slot
+  time_.RunPending();
+  Quick(Priority::kBackground, "b1");
+  Quick(Priority::kBackground, "b2");
+  Quick(Priority::kCaller, "c1");
+  Quick(Priority::kBackground, "b3");
+  Quick(Priority::kCaller, "c2");
+  time_.Advance(seconds(5));
+  EXPECT_EQ(order_, (std::vector<std::string>{"b0"}));
+  Release();
+  time_.Advance(seconds(5));
+  EXPECT_EQ(order_, (std::vector<std::string>{"b0", "c1", "c2", "b1", "b2", "b3"}));
+}
+
+TEST_F(UpstreamSchedulerTest, PromoteMovesABackgroundJobAheadOfBackground) {
+  budget_.max_concurrent = 1;
+  Make();
+  Held(Priority::kBackground, "busy");
+  time_.RunPending();
+  Quick(Priority::kBackground, "b1");
+  Quick(Priority::kBackground, "b2");
+  auto b3 = Quick(Priority::kBackground, "b3");
+  Quick(Priority::kCaller, "c1");
+  scheduler_->Promote(b3);
+  scheduler_->Promote(b3);      // already a caller job: no-op
+  scheduler_->Promote(123456);  // unknown: no-op
+  EXPECT_EQ(scheduler_->stats().queued_caller, 2u);
+  EXPECT_EQ(scheduler_->stats().queued_background, 2u);
+  Release();
+  time_.Advance(seconds(5));
+  EXPECT_EQ(order_, (std::vector<std::string>{"busy", "c1", "b3", "b1", "b2"}));
+}
+
+TEST_F(UpstreamSchedulerTest, FullQueueRejects) {
+  budget_.max_queue = 3;
+  budget_.max_background_queue = 1;
+  budget_.max_concurrent = 1;
+  Make();
+  EXPECT_NE(Held(Priority::kCaller, "a"), 0u);
+  EXPECT_NE(Quick(Priority::kBackground, "b"), 0u);
+  EXPECT_NE(Quick(Priority::kCaller, "c"), 0u);
+  EXPECT_NE(Quick(Priority::kCaller, "d"), 0u);
+  EXPECT_EQ(Quick(Priority::kCaller, "rejected"), UpstreamScheduler::kRejected);
+  EXPECT_EQ(scheduler_->stats().rejected_total, 1u);
+  time_.RunPending();  // "a" starts and leaves the queue
+  EXPECT_NE(Quick(Priority::kCaller, "e"), 0u);
+  EXPECT_EQ(Quick(Priority::kBackground, "rejected"), UpstreamScheduler::kRejected);
+  EXPECT_EQ(scheduler_->stats().rejected_total, 2u);
+  Release();
+  time_.Advance(seconds(5));
+  EXPECT_EQ(order_, (std::vector<std::string>{"a", "c", "d", "e", "b"}));
+}
+
+TEST_F(UpstreamSchedulerTest, BackgroundNeverTakesACallersPlace) {
+  budget_.max_queue = 3;
+  budget_.max_background_queue = 50;
+  budget_.max_concurrent = 1;
+  Make();
+  Held(Priority::kCaller, "busy");
+  time_.RunPending();
+  // Refreshes fill their own share...
+  for (int i = 0; i < 50; ++i) ASSERT_NE(Quick(Priority::kBackground, "b"), 0u) << i;
+  EXPECT_EQ(Quick(Priority::kBackground, "b"), UpstreamScheduler::kRejected) << "the background share is bounded";
+  // ...and callers still have all of theirs.
+  for (int i = 0; i < 3; ++i) EXPECT_NE(Quick(Priority::kCaller, "c"), 0u) << i;
+  EXPECT_EQ(Quick(Priority::kCaller, "c"), UpstreamScheduler::kRejected);
+  EXPECT_EQ(scheduler_->stats().queued_caller, 3u);
+  EXPECT_EQ(scheduler_->stats().queued_background, 50u);
+  Release();
+  time_.RunPending();
+  EXPECT_EQ(order_, (std::vector<std::string>{"busy", "c", "c", "c", "b"})) << "callers still start first";
+}
+
+TEST_F(UpstreamSchedulerTest, BackgroundKeepsAShareOfStartsUnderACallerFlood) {
+  budget_.max_concurrent = 1;
+  budget_.rate_per_second = 1;
+  budget_.burst = 1;
+  Make();
+  Quick(Priority::kBackground, "refresh-1");
+  Quick(Priority::kBackground, "refresh-2");
+  // Callers never stop coming: the caller queue is never empty.
+  std::unique_ptr<Timer> flood = time_.NewTimer();
+  int callers = 0;
+  std::function<void()> more = [&] {
+    for (int i = 0; i < 3 && callers < 300; ++i, ++callers) Quick(Priority::kCaller, "c");
+    flood->Arm(Duration(500), more);
+  };
+  more();
+  time_.Advance(seconds(20));
+  ASSERT_GT(scheduler_->stats().queued_caller, 0u) << "the flood went on throughout";
+  std::vector<std::string> expected(12, "c");
+  expected[4] = "refresh-1";
+  expected[9] = "refresh-2";
+  ASSERT_GE(order_.size(), 12u);
+  order_.resize(12);
+  EXPECT_EQ(order_, expected) << "one background start after every " << UpstreamScheduler::kCallerStartsPerBackground
+                              << " caller starts";
+  flood->Disarm();
+}
+
+TEST_F(UpstreamSchedulerTest, DemoteMovesACallerJobToTheBackOfTheBackground) {
+  budget_.max_concurrent = 1;
+  budget_.max_background_queue = 2;
+  Make();
+  Held(Priority::kCaller, "busy");
+  time_.RunPending();
+  auto c1 = Quick(Priority::kCaller, "c1");
+  Quick(Priority::kCaller, "c2");
+  auto b1 = Quick(Priority::kBackground, "b1");
+  EXPECT_TRUE(scheduler_->Demote(c1));
+  EXPECT_TRUE(scheduler_->Demote(b1)) << "already background";
+  EXPECT_FALSE(scheduler_->Demote(123456)) << "unknown";
+  EXPECT_EQ(scheduler_->stats().queued_caller, 1u);
+  EXPECT_EQ(scheduler_->stats().queued_background, 2u);
+  // The background share is full: the job stays a caller job.
+  auto c3 = Quick(Priority::kCaller, "c3");
+  EXPECT_FALSE(scheduler_->Demote(c3));
+  EXPECT_EQ(scheduler_->stats().queued_caller, 2u);
+  Release();
+  time_.Advance(seconds(5));
+  EXPECT_EQ(order_, (std::vector<std::string>{"busy", "c2", "c3", "b1", "c1"}));
+  EXPECT_FALSE(scheduler_->Demote(c1)) << "started";
+}
+
+TEST_F(UpstreamSchedulerTest, PauseDelaysEverythingAndOnlyExtends) {
+  Make();
+  scheduler_->PauseFor(seconds(10));
+  Quick(Priority::kCaller, "c");
+  Quick(Priority::kBackground, "b");
+  time_.Advance(seconds(5));
+  EXPECT_TRUE(order_.empty());
+  EXPECT_EQ(scheduler_->stats().paused_until, t0_ + seconds(10));
+  scheduler_->PauseFor(seconds(1));  // ends before the pause in force: ignored
+  EXPECT_EQ(scheduler_->stats().paused_until, t0_ + seconds(10));
+  scheduler_->PauseFor(seconds(8));  // extends to 13 s
+  EXPECT_EQ(scheduler_->stats().paused_until, t0_ + seconds(13));
+  time_.Advance(Duration(7999));
+  EXPECT_TRUE(order_.empty());
+  time_.Advance(Duration(1));
+  EXPECT_EQ(order_, (std::vector<std::string>{"c", "b"}));
+  EXPECT_EQ(starts_[0], seconds(13));
+  EXPECT_EQ(scheduler_->stats().pauses_total, 3u);
+  EXPECT_EQ(scheduler_->stats().paused_until, TimePoint{});
+}
+
+TEST_F(UpstreamSchedulerTest, PauseHoldsJobsThatWereWaitingForASlot) {
+  budget_.max_concurrent = 1;
+  Make();
+  Held(Priority::kCaller, "first");
+  Quick(Priority::kCaller, "second");
+  time_.RunPending();
+  scheduler_->PauseFor(seconds(3));
+  Release();
+  time_.Advance(Duration(2999));
+  EXPECT_EQ(order_.size(), 1u);
+  time_.Advance(Duration(1));
+  EXPECT_EQ(order_.size(), 2u);
+}
+
+TEST_F(UpstreamSchedulerTest, BackwardClockStepNeitherStallsNorStretches) {
+  budget_.burst = 1;
+  budget_.rate_per_second = 1;
+  Make();
+  Quick(Priority::kCaller, "a");
+  time_.RunPending();
+  Quick(Priority::kCaller, "b");
+  time_.JumpWallClock(-seconds(3600));
+  time_.Advance(seconds(1));  // the next token is due 1 s later, by the timer
+  EXPECT_EQ(order_.size(), 2u);
+  scheduler_->PauseFor(seconds(5));
+  Quick(Priority::kCaller, "c");
+  time_.Advance(seconds(2));
+  time_.JumpWallClock(-seconds(3600));
+  time_.Advance(Duration(2999));
+  EXPECT_EQ(order_.size(), 2u);
+  time_.Advance(Duration(1));  // 5 s of real (monotonic) time
+  EXPECT_EQ(order_.size(), 3u);
+}
+
+TEST_F(UpstreamSchedulerTest, CancelRemovesAQueuedJob) {
+  budget_.max_concurrent = 1;
+  Make();
+  auto a = Held(Priority::kCaller, "a");
+  auto b = Quick(Priority::kCaller, "b");
+  auto c = Quick(Priority::kBackground, "c");
+  time_.RunPending();
+  EXPECT_FALSE(scheduler_->Cancel(a));  // started: the owner calls Finished()
+  EXPECT_TRUE(scheduler_->Cancel(b));
+  EXPECT_FALSE(scheduler_->Cancel(b));
+  EXPECT_EQ(scheduler_->stats().queued_caller, 0u);
+  Release();
+  time_.Advance(seconds(5));
+  EXPECT_EQ(order_, (std::vector<std::string>{"a", "c"}));
+  EXPECT_FALSE(scheduler_->Cancel(c));
+  // Cancelling the only queued job leaves nothing armed.
+  auto d = Quick(Priority::kCaller, "d");
+  EXPECT_TRUE(scheduler_->Cancel(d));
+  time_.Advance(seconds(5));
+  EXPECT_EQ(order_.size(), 2u);
+  EXPECT_EQ(time_.armed_timers(), 0u);
+}
+
+TEST_F(UpstreamSchedulerTest, StartMayReenter) {
+  budget_.max_concurrent = 1;
+  Make();
+  scheduler_->Enqueue(Priority::kCaller, [&] {
+    order_.push_back("outer");
+    Quick(Priority::kCaller, "inner");
+    scheduler_->Finished();
+  });
+  time_.Advance(seconds(1));
+  EXPECT_EQ(order_, (std::vector<std::string>{"outer", "inner"}));
+}
+
+TEST_F(UpstreamSchedulerTest, ConfigChangesApplyAtOnce) {
+  budget_.max_concurrent = 1;
+  Make();
+  for (int i = 0; i < 4; ++i) Held(Priority::kCaller, "j" + std::to_string(i));
+  time_.Advance(seconds(1));
+  EXPECT_EQ(order_.size(), 1u);
+  Config::Budget wider = budget_;
+  wider.max_concurrent = 3;
+  scheduler_->set_config(wider);
+  time_.Advance(seconds(1));
+  EXPECT_EQ(order_.size(), 3u);
+  EXPECT_EQ(scheduler_->stats().in_flight, 3);
+}
+
+TEST_F(UpstreamSchedulerTest, DestroyingTheSchedulerDropsQueuedJobs) {
+  budget_.max_concurrent = 1;
+  Make();
+  Held(Priority::kCaller, "a");
+  Quick(Priority::kCaller, "b");
+  time_.RunPending();
+  scheduler_.reset();
+  time_.Advance(seconds(10));
+  EXPECT_EQ(order_, (std::vector<std::string>{"a"}));
+  EXPECT_EQ(time_.live_timers(), 0u);
+}
+
+}  // namespace
+}  // namespace mi

@@ -28,7 +28,7 @@
 #include <type_traits>
 
 #include "agent/app/cli.h"
-#include "agent/log.h"
+#include "agent/base/log.h"
 #include "agent/platform.h"
 
 namespace mi {

@@ -38,6 +38,17 @@ int SyslogPriority(LogLevel level) {
 
 }  // namespace
 
+Logger& Logger::Discard() {
+  // Above kError: Enabled() is false for every level, so nothing is formatted.
+  static Logger* discard = [] {
+    auto* logger = new Logger();
+    logger->set_level(static_cast<LogLevel>(static_cast<int>(LogLevel::kError) + 1));
+    logger->set_sink([](std::string_view) {});
+    return logger;
+  }();
+  return *discard;
+}
+
 const char* LogLevelName(LogLevel level) {
   switch (level) {
     case LogLevel::kDebug: return "debug";

@@ -9,9 +9,11 @@
 //   kJournal "<6>message" (stderr under systemd: journald reads the priority prefix)
 //   kJson    {"time":"...","level":"info","msg":"..."} one object per line
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "agent/base/clock.h"
 
@@ -38,6 +40,10 @@ class Logger {
   LogFormat format() const { return format_; }
   void set_sink(std::function<void(std::string_view line)> sink) { sink_ = std::move(sink); }
 
+  // A logger that drops every line: the default where a caller gives none, so a
+  // component holds a `Logger&` and never tests for null.
+  static Logger& Discard();
+
   bool Enabled(LogLevel level) const { return level >= level_; }
   void Log(LogLevel level, std::string_view message);
   void Debug(std::string_view m) { Log(LogLevel::kDebug, m); }
@@ -52,4 +58,51 @@ class Logger {
   std::function<void(std::string_view)> sink_;
 };
 
+// One line under construction; MI_LOG builds it only when the level is on and
+// hands it to the logger when the statement ends.
+class LogMessage {
+ public:
+  LogMessage(Logger& logger, LogLevel level) : logger_(logger), level_(level) {}
+  ~LogMessage() { logger_.Log(level_, text_); }
+  LogMessage(const LogMessage&) = delete;
+  LogMessage& operator=(const LogMessage&) = delete;
+
+  LogMessage& operator<<(std::string_view s) {
+    text_.append(s);
+    return *this;
+  }
+  LogMessage& operator<<(const char* s) { return *this << std::string_view(s); }
+  LogMessage& operator<<(const std::string& s) { return *this << std::string_view(s); }
+  LogMessage& operator<<(char c) {
+    text_.push_back(c);
+    return *this;
+  }
+  template <typename T, typename = std::enable_if_t<std::is_arithmetic_v<T>>>
+  LogMessage& operator<<(T value) {
+    if constexpr (std::is_floating_point_v<T>) {
+      text_.append(std::to_string(value));
+    } else if constexpr (std::is_same_v<T, bool>) {
+      text_.append(value ? "true" : "false");
+    } else if constexpr (std::is_signed_v<T>) {
+      text_.append(std::to_string(static_cast<long long>(value)));
+    } else {
+      text_.append(std::to_string(static_cast<unsigned long long>(value)));
+    }
+    return *this;
+  }
+
+ private:
+  Logger& logger_;
+  LogLevel level_;
+  std::string text_;
+};
+
 }  // namespace mi
+
+// MI_LOG(logger, kDebug) << "text " << value;  `logger` is a Logger& (never null).
+// The level is checked once, before any operand is evaluated: a disabled line
+// costs one comparison and formats nothing.
+#define MI_LOG(logger, level)                                  \
+  if (!(logger).Enabled(::mi::LogLevel::level)) {              \
+  } else                                                       \
+    ::mi::LogMessage((logger), ::mi::LogLevel::level)

@@ -1,7 +1,10 @@
 #pragma once
-// A status value for control-plane operations (start-up, config, bind).
-// Model: LevelDB's Status. The loop never throws; it returns these.
+// Status and StatusOr<T>: the one way to report failure (start-up, config, bind,
+// parse results). Model: LevelDB's Status and Abseil's StatusOr. The loop never
+// throws; it returns these.
 
+#include <cassert>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -20,6 +23,36 @@ class Status {
   explicit Status(std::string message) : failed_(true), message_(std::move(message)) {}
   bool failed_ = false;
   std::string message_;
+};
+
+// A value or the Status saying why there is none.
+//   StatusOr<int> r = ParsePort(text);
+//   if (!r.ok()) return r.status();
+//   use(*r);
+template <typename T>
+class StatusOr {
+ public:
+  StatusOr(T value) : value_(std::move(value)) {}  // NOLINT: implicit, as in Abseil
+  StatusOr(Status status) : status_(std::move(status)) {  // NOLINT
+    assert(!status_.ok() && "StatusOr needs a value or an error");
+    if (status_.ok()) status_ = Status::Error("StatusOr without a value");
+  }
+
+  bool ok() const { return value_.has_value(); }
+  const Status& status() const { return status_; }
+  // REQUIRES: ok().
+  T& value() & { return *value_; }
+  const T& value() const& { return *value_; }
+  T&& value() && { return std::move(*value_); }
+  T& operator*() & { return *value_; }
+  const T& operator*() const& { return *value_; }
+  T&& operator*() && { return std::move(*value_); }
+  T* operator->() { return &*value_; }
+  const T* operator->() const { return &*value_; }
+
+ private:
+  Status status_;
+  std::optional<T> value_;
 };
 
 }  // namespace mi

@@ -58,5 +58,33 @@ TEST(LoggerTest, NoValueCanForgeALineInAnyFormat) {
   }
 }
 
+
+TEST(LogMacro, FormatsOnlyWhenTheLevelIsOn) {
+  Logger logger;
+  std::vector<std::string> lines;
+  logger.set_sink([&](std::string_view line) { lines.emplace_back(line); });
+  logger.set_format(LogFormat::kJournal);
+  int evaluated = 0;
+  auto expensive = [&] {
+    ++evaluated;
+    return std::string("x");
+  };
+  MI_LOG(logger, kDebug) << "hidden " << expensive();
+  EXPECT_EQ(evaluated, 0);
+  EXPECT_TRUE(lines.empty());
+  MI_LOG(logger, kWarning) << "port " << 50342 << ' ' << expensive() << " ok=" << true;
+  EXPECT_EQ(evaluated, 1);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], "<4>port 50342 x ok=true");
+}
+
+TEST(LogMacro, DiscardLoggerDropsEverything) {
+  Logger& discard = Logger::Discard();
+  EXPECT_FALSE(discard.Enabled(LogLevel::kError));
+  int evaluated = 0;
+  MI_LOG(discard, kError) << (++evaluated);
+  EXPECT_EQ(evaluated, 0);
+}
+
 }  // namespace
 }  // namespace mi

@@ -2,29 +2,15 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 
 #include <nlohmann/json.hpp>
 
+#include "agent/base/civil_time.h"
 #include "agent/base/text.h"
 
 namespace mi {
 namespace {
 
-std::string FormatTime(TimePoint t) {
-  int64_t ms = t.time_since_epoch().count();
-  std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-#ifdef _WIN32
-  gmtime_s(&tm, &secs);
-#else
-  gmtime_r(&secs, &tm);
-#endif
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
-  return buf;
-}
 
 int SyslogPriority(LogLevel level) {
   switch (level) {
@@ -98,7 +84,7 @@ void Logger::Log(LogLevel level, std::string_view message) {
     case LogFormat::kJson: {
       // The same escaped text as the other formats, then JSON-quoted.
       nlohmann::json j;
-      if (clock_ != nullptr) j["time"] = FormatTime(clock_->Now());
+      if (clock_ != nullptr) j["time"] = FormatIso8601UtcMillis(clock_->Now());
       j["level"] = LogLevelName(level);
       j["msg"] = Escaped(message);
       line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -107,7 +93,7 @@ void Logger::Log(LogLevel level, std::string_view message) {
     case LogFormat::kAuto:
     case LogFormat::kText: {
       if (clock_ != nullptr) {
-        line = FormatTime(clock_->Now());
+        line = FormatIso8601UtcMillis(clock_->Now());
         line += ' ';
       }
       char lvl[10];

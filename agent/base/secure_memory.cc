@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
 
 #ifdef _WIN32
 #include <windows.h>
@@ -19,12 +20,13 @@
 #endif
 #endif
 
+#include "agent/base/check.h"
+
 namespace mi {
 namespace {
 
 [[noreturn]] void OutOfMemory(size_t bytes) {
-  std::fprintf(stderr, "mi-agent: fatal: cannot map %zu bytes of secure memory\n", bytes);
-  std::abort();
+  Fatal("cannot map secure memory", (std::to_string(bytes) + " bytes").c_str());
 }
 
 #ifdef _WIN32

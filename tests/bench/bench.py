@@ -576,10 +576,10 @@ class Bench:
             json.dump(cfg, f, indent=1)
         return path
 
-    def start_agent(self, name="mi-agent"):
+    def start_agent(self, name="mi-agent", binary=None):
         port, hport = free_port(), free_port()
         cfg = self.write_agent_config(port, hport)
-        p = self.procs.start(name, [self.a.agent, "--config", cfg], cpu=self.a.server_cpu)
+        p = self.procs.start(name, [binary or self.a.agent, "--config", cfg], cpu=self.a.server_cpu)
         wait_until(lambda: self._ready(hport), 10, f"{name} /readyz", proc=p)
         return p, port, hport
 
@@ -636,6 +636,11 @@ class Bench:
             ("nginx", self.nginx, f"http://127.0.0.1:{self.nginx_port}{TOKEN_PATH}"),
             ("floor", self.nginx, f"http://127.0.0.1:{self.floor_port}/oauth2/token"),
         ]
+        if a.baseline_agent:
+            # Another mi-agent build (e.g. the previous commit) in the same interleaved runs:
+            # the before/after figure for a change, free of run-to-run drift.
+            base, base_port, _ = self.start_agent("baseline", a.baseline_agent)
+            servers.insert(1, ("baseline", base, f"http://127.0.0.1:{base_port}{TOKEN_PATH}"))
         # Warm: first request fills each cache; then a short wrk run each (discarded).
         for name, p, url in servers:
             port = int(url.split(":")[2].split("/")[0])
@@ -956,7 +961,7 @@ class Bench:
         md.append("| conns | server | req/s | p50 ms | p99 ms | CPU µs/req | of which kernel | server core | wrk core | RSS MB | errors |")
         md.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for c in a.conns:
-            for name in ("mi-agent", "nginx", "floor"):
+            for name in ("mi-agent", "baseline", "nginx", "floor"):
                 r = self.row(name, c)
                 if r:
                     md.append(f"| {c} | {name} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
@@ -975,6 +980,17 @@ class Bench:
                           f"{q(ar['rss_kb'], nr['rss_kb'])} | {q(ar['rps'], fr['rps'])} | "
                           f"{q(ar['cpu_us_per_req'], fr['cpu_us_per_req'])} |")
         md.append("")
+        if a.baseline_agent:
+            md.append(f"### mi-agent / baseline (`{a.baseline_agent}`)\n")
+            md.append("| conns | req/s | CPU/req | p99 |")
+            md.append("|---:|---:|---:|---:|")
+            for c in a.conns:
+                ar, br = self.row("mi-agent", c), self.row("baseline", c)
+                if ar and br:
+                    q3 = lambda x, y: f"{x / y:.3f}×" if y else "–"
+                    md.append(f"| {c} | {q3(ar['rps'], br['rps'])} | {q3(ar['cpu_us_per_req'], br['cpu_us_per_req'])} | "
+                              f"{q3(ar['p99_ms'], br['p99_ms'])} |")
+            md.append("")
 
         md.append(f"## Cold burst: {a.burst} concurrent requests, one uncached key, IMDS delay {a.burst_delay_ms} ms\n")
         md.append("Latency of each request from its own send; the client sends the burst over "
@@ -1109,6 +1125,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--agent", required=True, help="mi-agent binary")
     ap.add_argument("--emulator", required=True, help="imds-emulator binary")
+    ap.add_argument("--baseline-agent", default="",
+                    help="a second mi-agent binary run in the same interleaved throughput runs (before/after)")
     ap.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
     ap.add_argument("--gnuplot", default=shutil.which("gnuplot") or "gnuplot")
     ap.add_argument("--source", default=".", help="source tree (for git describe)")

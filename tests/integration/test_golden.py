@@ -29,7 +29,7 @@ import tempfile
 
 import pytest
 
-from conftest import AGENT_BIN, UA_CLIENT_ID, UA_OBJECT_ID, UA_RES_ID, agent_env, free_port, request, wait_for
+from conftest import UA_CLIENT_ID, UA_OBJECT_ID, UA_RES_ID, agent_command, agent_env, free_port, request, wait_for
 
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "golden")
 UPDATE = os.environ.get("MI_GOLDEN_UPDATE") == "1"
@@ -502,7 +502,7 @@ def run_cli(args, masks, label):
     """One CLI run. Commands that never reach the agent get masks without this
     run's ports, so an ephemeral port equal to 50342 cannot alter --help."""
     env = agent_env()
-    r = subprocess.run([AGENT_BIN, *args], capture_output=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+    r = subprocess.run(agent_command(*args), capture_output=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
     out = normalize_cli(r.stdout.decode("utf-8", "replace"), masks)
     err = normalize_cli(r.stderr.decode("utf-8", "replace"), masks)
     shown = " ".join(masks.apply(a) for a in args)

@@ -26,6 +26,7 @@ import re
 import socket
 import subprocess
 import tempfile
+import threading
 
 import pytest
 
@@ -440,6 +441,37 @@ def test_token_listener(agent_factory, emulator):
     with socket.create_connection(("127.0.0.1", lim.port)):
         wait_open_connections(lim, 1)
         t.http("beyond max_connections (503)", lim.port, get(tok))
+
+    # Deadline and shedding, on an agent with one upstream slot and a queue of one:
+    # A holds the slot (IMDS hangs), B waits in the queue, C finds it full.
+    shed = agent_factory(emulator, config=dict(FAST, budget={"max_concurrent": 1, "max_queue": 1},
+                                               limits={"caller_deadline_seconds": 3},
+                                               retry={"max_attempts": 1}, imds={"timeout_seconds": 30}))
+    masks.add(shed.port, "<port4>")
+    masks.add(shed.health_port, "<health_port4>")
+    emulator.reset()
+    emulator.faults(steps=[{"hang": True, "count": 10, "match": {"resource": "https://hang.example/"}}])
+    answers = {}
+
+    def ask(name):
+        answers[name] = raw_exchange(shed.port, get("/oauth2/token?resource=https%3A%2F%2F" + name + ".example%2F"))
+
+    waiting = [threading.Thread(target=ask, args=("hang",))]
+    waiting[0].start()
+    wait_for(lambda: emulator.requests()["in_flight"] == 1, what="the hanging IMDS request")
+    waiting.append(threading.Thread(target=ask, args=("queued",)))
+    waiting[1].start()
+    wait_for(lambda: 'mi_agent_upstream_queue_depth{priority="caller"} 1\n'
+             in request(shed.health_port, "GET", "/metrics")[2], what="a queued caller")
+    t.http("upstream queue full: shed (429)", shed.port, get("/oauth2/token?resource=https%3A%2F%2Fshed.example%2F"))
+    for thread in waiting:
+        thread.join(timeout=30)
+    for label, name in (("the caller deadline, IMDS holding the request (500)", "hang"),
+                        ("the caller deadline, still queued (429)", "queued")):
+        parsed, rest = answers[name]
+        t.parts.append("\n".join([f"### {label}", f"> GET /oauth2/token?resource=https%3A%2F%2F{name}.example%2F HTTP/1.1"]
+                                 + [render_response(head, body, masks) for head, body in parsed]))
+    emulator.faults()
 
     check_golden("token_listener.txt", t.render())
 

@@ -1,10 +1,21 @@
 """Shared fixtures for the integration tests: the real mi-agent against the real
 IMDS emulator on loopback ports. Each test starts its own processes and stops
-them; nothing outlives a test."""
+them; nothing outlives a test.
+
+  Agent       mi-agent set up by a config file (default) or by flags, ready to serve
+  emulator    the IMDS emulator fixture; @pytest.mark.emulator_args(...) gives it flags
+  agent_factory  agents that are stopped (and must exit 0) after the test
+
+Environment (tests/CMakeLists.txt sets the first two):
+  MI_AGENT_BIN, IMDS_EMULATOR_BIN  the binaries
+  MI_AGENT_LAUNCHER   a command prefix for every start of mi-agent, e.g. "wine"
+                      (split like a shell would; empty: none)
+"""
 
 import http.client
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -15,7 +26,16 @@ import pytest
 
 AGENT_BIN = os.environ.get("MI_AGENT_BIN", "build/mi-agent")
 EMULATOR_BIN = os.environ.get("IMDS_EMULATOR_BIN", "build/tests/imds-emulator")
+AGENT_LAUNCHER = shlex.split(os.environ.get("MI_AGENT_LAUNCHER", ""))
 ARM = "https://management.azure.com/"
+
+# Sanitizer builds are slower to start and may print to stderr; allow for both.
+START_TIMEOUT = 20.0
+
+
+def agent_command(*args):
+    """The command that runs mi-agent with `args` (under MI_AGENT_LAUNCHER)."""
+    return [*AGENT_LAUNCHER, AGENT_BIN, *args]
 
 # A user-assigned identity the emulator knows (ids compare case-insensitively).
 UA_CLIENT_ID = "0d1e2f30-aaaa-4bbb-8ccc-123456789abc"
@@ -184,25 +204,56 @@ class Emulator(Process):
 
 
 class Agent(Process):
-    """mi-agent with a config file built from `config` (a dict) and ephemeral ports."""
+    """mi-agent on ephemeral loopback ports, waited for until it serves.
 
-    def __init__(self, emulator=None, config=None, extra_args=(), wait_ready=True, env=None):
-        self.port = free_port()
-        self.health_port = free_port()
-        cfg = {"port": self.port, "health": [f"127.0.0.1:{self.health_port}"]}
-        if emulator is not None:
-            cfg["imds"] = {"endpoint": emulator.endpoint}
-        for key, value in (config or {}).items():
-            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-                cfg[key].update(value)
-            else:
-                cfg[key] = value
-        self.config = cfg
-        fd, self.config_path = tempfile.mkstemp(prefix="mi-agent-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(cfg, f)
-        super().__init__([AGENT_BIN, "--config", self.config_path, "--log-format", "text", *extra_args],
-                         "mi-agent", env=agent_env(env))
+    By default its listeners and IMDS endpoint are in a config file of its own,
+    built from `config` (a dict merged over port, health listener and endpoint;
+    `agent.config` is the result, `write_config` rewrites the file).
+
+    With `flags=True` they are command-line flags instead (127.0.0.1:`port`, no
+    health listener, --imds-endpoint), so the config file is the test's own to
+    rewrite for SIGHUP: `config_path`, or one written from `config` (default
+    empty). `port` may be one already taken.
+
+    `imds_url` overrides the emulator's endpoint (or stands in for an emulator);
+    `env` is added to agent_env(); `extra_args` go last; `prefix` runs the
+    command under another one (setpriv, a shell); `log_path` keeps the output
+    there. `wait_ready=False` returns at once (the test plays systemd, or expects
+    a failed start); wait_ready() waits for /readyz, or without a health
+    listener for the token port to accept."""
+
+    def __init__(self, emulator=None, config=None, *, flags=False, imds_url=None, config_path=None,
+                 port=None, env=None, extra_args=(), prefix=(), log_path=None, wait_ready=True):
+        self.port = port or free_port()
+        endpoint = imds_url or (emulator.endpoint if emulator is not None else None)
+        if flags:
+            self.health_port = None
+            self.config = dict(config or {})
+            args = ["--port", str(self.port), "--listen", "127.0.0.1", "--no-health"]
+            if endpoint:
+                args += ["--imds-endpoint", endpoint]
+        else:
+            self.health_port = free_port()
+            cfg = {"port": self.port, "health": [f"127.0.0.1:{self.health_port}"]}
+            if endpoint:
+                cfg["imds"] = {"endpoint": endpoint}
+            for key, value in (config or {}).items():
+                if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+                    cfg[key].update(value)
+                else:
+                    cfg[key] = value
+            self.config = cfg
+            args = []
+        # Always a file of our own: never whatever /etc/mi-agent/config.json holds.
+        self.config_path = config_path
+        if not self.config_path:
+            fd, self.config_path = tempfile.mkstemp(prefix="mi-agent-", suffix=".json")
+            os.close(fd)
+            self.write_config(self.config)
+            os.chmod(self.config_path, 0o644)  # readable when `prefix` runs the agent as another user
+        super().__init__([*prefix, *agent_command("--config", self.config_path, *args, "--log-format", "text",
+                                                  *extra_args)],
+                         "mi-agent", env=agent_env(env), log_path=log_path)
         if wait_ready:
             self.wait_ready()
 
@@ -210,10 +261,12 @@ class Agent(Process):
         with open(self.config_path, "w") as f:
             json.dump(cfg, f)
 
-    def wait_ready(self, timeout=15):
+    def wait_ready(self, timeout=START_TIMEOUT):
         def ready():
             if not self.alive():
-                raise AssertionError("mi-agent exited:\n" + self.output())
+                raise AssertionError(f"mi-agent exited ({self.proc.returncode}):\n" + self.output())
+            if self.health_port is None:
+                return port_accepts(self.port)
             try:
                 return request(self.health_port, "GET", "/readyz", timeout=2)[0] == 200
             except OSError:
@@ -227,9 +280,16 @@ class Agent(Process):
         return request(self.health_port, "GET", path)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "emulator_args(*args): command-line flags for the emulator fixture")
+
+
 @pytest.fixture
-def emulator():
-    e = Emulator()
+def emulator(request, tmp_path):
+    """The IMDS emulator, with the flags of the closest emulator_args marker
+    (test, then module); its output goes to <tmp_path>/emulator.log."""
+    marker = request.node.get_closest_marker("emulator_args")
+    e = Emulator(*(marker.args if marker else ()), log_path=str(tmp_path / "emulator.log"))
     yield e
     e.stop()
 

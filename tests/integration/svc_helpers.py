@@ -1,8 +1,9 @@
 """What only the service-integration tests (sd_notify, socket activation,
 reload and drain, units, packages) need on top of conftest: the source and
 build trees, skipping when a binary is missing, a config file from keyword
-arguments, token answers as JSON, and an mi-agent set up by command-line
-flags. Processes, the emulator, ports and waiting come from conftest.
+arguments and token answers as JSON. The agent (Agent(flags=True) for one set
+up by command-line flags), the emulator, processes, ports and waiting come
+from conftest.
 
 Environment (set by tests/CMakeLists.txt): MI_AGENT_BIN, IMDS_EMULATOR_BIN,
 MI_SOURCE_DIR, MI_BUILD_DIR.
@@ -15,16 +16,14 @@ import urllib.parse
 
 import pytest
 
-from conftest import (AGENT_BIN, EMULATOR_BIN, Process, agent_env, free_port, port_accepts,
-                      token_request, wait_for)
+import conftest
+from conftest import AGENT_BIN, EMULATOR_BIN, token_request
 
 SOURCE_DIR = os.environ.get(
     "MI_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 )
 BUILD_DIR = os.environ.get("MI_BUILD_DIR", "")
-
-# Sanitizer builds are slower to start and may print to stderr; allow for both.
-START_TIMEOUT = 20.0
+START_TIMEOUT = conftest.START_TIMEOUT
 
 
 def require_binaries(*names):
@@ -34,6 +33,12 @@ def require_binaries(*names):
         path = paths[name]
         if not path or not os.access(path, os.X_OK):
             pytest.skip(f"{name} binary not available (set MI_AGENT_BIN / IMDS_EMULATOR_BIN)")
+
+
+def require_test_binaries(request):
+    """For a module's autouse fixture: skips, before any process starts, unless
+    the agent and (when the test uses the emulator fixture) the emulator exist."""
+    require_binaries("agent", *(["emulator"] if "emulator" in request.fixturenames else []))
 
 
 def ipv6_loopback_available():
@@ -59,32 +64,3 @@ def write_config(path, **fields):
     """Writes a config file; keys as in agent/config.h ("log" takes {"level": ...})."""
     path.write_text(json.dumps(fields, indent=2) + "\n")
     return str(path)
-
-
-class Agent(Process):
-    """mi-agent on 127.0.0.1:<port>, health off, pointed at `imds_url`, with the
-    listener and upstream given as flags (unlike conftest.Agent) so that the
-    config file is the test's own to rewrite for SIGHUP; `port` may be one
-    already taken; `wait=False` when the test plays systemd (NOTIFY_SOCKET in
-    `env`) and waits for READY=1 itself."""
-
-    def __init__(self, tmp_path, imds_url, config_path=None, port=None, env=None, extra_args=(),
-                 wait=True, name="agent"):
-        self.port = port or free_port()
-        # Always a file of our own: never whatever /etc/mi-agent/config.json holds.
-        if not config_path:
-            config_path = write_config(tmp_path / f"{name}-config.json")
-        argv = [AGENT_BIN, "--config", config_path,
-                "--port", str(self.port), "--listen", "127.0.0.1", "--no-health",
-                "--imds-endpoint", imds_url, "--log-format", "text", *extra_args]
-        super().__init__(argv, "mi-agent", env=agent_env(env), log_path=str(tmp_path / f"{name}.log"))
-        if wait:
-            self.wait_listening()
-
-    def wait_listening(self):
-        def up():
-            if not self.alive():
-                raise AssertionError(f"mi-agent exited early ({self.proc.returncode}):\n{self.output()}")
-            return port_accepts(self.port)
-
-        wait_for(up, START_TIMEOUT, what=f"mi-agent to listen on 127.0.0.1:{self.port}")

@@ -7,9 +7,12 @@ import http.client
 import json
 import time
 
-from conftest import Emulator, rss_kb
+import pytest
+
+from conftest import rss_kb
 
 ENC = "https%3A%2F%2Fmanagement.azure.com%2F"
+POLL_LIFETIME = 12  # seconds: the token lifetime of the polling test
 FAST_BUDGET = {"rate_per_second": 1000, "burst": 100, "max_concurrent": 4, "max_queue": 100000}
 
 
@@ -44,42 +47,39 @@ def test_10000_sequential_requests_for_a_warm_key_make_no_upstream_call(agent_fa
     assert emulator.count() == before == 1
 
 
-def test_polling_across_three_lifetimes_never_waits_on_imds(agent_factory):
-    lifetime, margin = 12, 3
+@pytest.mark.emulator_args("--lifetime", str(POLL_LIFETIME), "--reissue-before", "8")
+def test_polling_across_three_lifetimes_never_waits_on_imds(agent_factory, emulator):
+    lifetime, margin = POLL_LIFETIME, 3
     # The emulator re-issues a token once less than 8 s remain; the agent refreshes
     # 5-7 s before expiry (margin 3 + refresh_ahead 2..4).
-    emulator = Emulator("--lifetime", str(lifetime), "--reissue-before", "8")
-    try:
-        agent = agent_factory(emulator, config={"cache": {"margin_seconds": margin, "refresh_ahead_seconds": 4,
-                                                          "hard_floor_seconds": 1}})
-        seen = {}
-        start = time.monotonic()
-        while time.monotonic() - start < 3 * lifetime + 1:
-            status, _, body = agent.token("resource=" + ENC)
-            assert status == 200, body
-            j = json.loads(body)
-            assert int(j["expires_in"]) >= margin, j["expires_in"]
-            assert int(j["expires_on"]) > time.time()
-            seen[j["access_token"]] = int(j["expires_on"])
-            time.sleep(0.1)
-        assert len(seen) >= 3, "the token was renewed across the lifetimes"
-        log = emulator.requests()["log"]
-        assert log[0]["status"] == 200
-        # After the first request (the cold miss), every upstream call was a
-        # refresh made while the cached token still had more than the margin left.
-        expiries = sorted(seen.values())
-        for entry in log[1:]:
-            t = entry["t_ms"] / 1000.0
-            # The token being served when this refresh went out (issued before it).
-            current = max(e for e in expiries if e - lifetime < t - 1)
-            assert current - t > margin, (entry, current)
-        # About one upstream call per lifetime, not a poll-rate storm.
-        assert len(log) <= 3 * 3 + 2, log
-        status, _, text = agent.health("/status")
-        if status == 200 and text.strip() not in ("", "{}"):
-            print("status:", text[:400])
-    finally:
-        emulator.stop()
+    agent = agent_factory(emulator, config={"cache": {"margin_seconds": margin, "refresh_ahead_seconds": 4,
+                                                      "hard_floor_seconds": 1}})
+    seen = {}
+    start = time.monotonic()
+    while time.monotonic() - start < 3 * lifetime + 1:
+        status, _, body = agent.token("resource=" + ENC)
+        assert status == 200, body
+        j = json.loads(body)
+        assert int(j["expires_in"]) >= margin, j["expires_in"]
+        assert int(j["expires_on"]) > time.time()
+        seen[j["access_token"]] = int(j["expires_on"])
+        time.sleep(0.1)
+    assert len(seen) >= 3, "the token was renewed across the lifetimes"
+    log = emulator.requests()["log"]
+    assert log[0]["status"] == 200
+    # After the first request (the cold miss), every upstream call was a
+    # refresh made while the cached token still had more than the margin left.
+    expiries = sorted(seen.values())
+    for entry in log[1:]:
+        t = entry["t_ms"] / 1000.0
+        # The token being served when this refresh went out (issued before it).
+        current = max(e for e in expiries if e - lifetime < t - 1)
+        assert current - t > margin, (entry, current)
+    # About one upstream call per lifetime, not a poll-rate storm.
+    assert len(log) <= 3 * 3 + 2, log
+    status, _, text = agent.health("/status")
+    if status == 200 and text.strip() not in ("", "{}"):
+        print("status:", text[:400])
 
 
 def test_5000_distinct_resources_with_a_key_cap_of_1000_stay_bounded(agent_factory, emulator):

@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 
-from conftest import AGENT_BIN, ARM, UA_CLIENT_ID, free_port
+from conftest import ARM, UA_CLIENT_ID, agent_command, free_port
 
 UNKNOWN_CLIENT = "99999999-8888-4777-8666-555555555555"
 
@@ -15,7 +15,7 @@ def cli(*args):
     env = dict(os.environ)
     # The agent is local: a proxy in the environment must not be used.
     env.update(http_proxy="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", no_proxy="", NO_PROXY="")
-    r = subprocess.run([AGENT_BIN, *args], capture_output=True, text=True, timeout=120, env=env)
+    r = subprocess.run(agent_command(*args), capture_output=True, text=True, timeout=120, env=env)
     return r.returncode, r.stdout, r.stderr
 
 
@@ -101,7 +101,7 @@ def test_no_agent_is_exit_2():
 
 def test_invalid_utf8_option_is_refused_at_start():
     # Used to start, then abort (type_error.316) while the config digest was built.
-    r = subprocess.run([AGENT_BIN, "--port", "0", "--no-health", "--imds-endpoint", b"http://x/\xff"],
+    r = subprocess.run(agent_command("--port", "0", "--no-health", "--imds-endpoint", b"http://x/\xff"),
                        capture_output=True, timeout=60)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert b"--imds-endpoint: the value is not valid UTF-8 (byte 9)" in r.stderr, r.stderr

@@ -23,7 +23,7 @@ import tempfile
 
 import pytest
 
-from conftest import AGENT_BIN, Process, agent_env, free_port, request, token_request, wait_for
+from conftest import Agent, token_request, wait_for
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux only")
 
@@ -94,27 +94,11 @@ def start(user, emulator, workdir):
     agents = []
 
     def launch(*args, env=None):
-        port, health_port = free_port(), free_port()
-        fd, config_path = tempfile.mkstemp(prefix="mi-agent-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            f.write('{"port": %d, "health": ["127.0.0.1:%d"], "imds": {"endpoint": "%s"}}'
-                    % (port, health_port, emulator.endpoint))
-        os.chmod(config_path, 0o644)
         # `exec` all the way down: the Popen pid is the agent's.
         wrapper = ["sh", "-c", 'ulimit -c unlimited 2>/dev/null; cd "$0" && exec "$@"', workdir]
-        agent = Process([*user.prefix, *wrapper, AGENT_BIN, "--config", config_path, "--log-format", "text", *args],
-                        "mi-agent", env=agent_env(env))
-        agent.port, agent.health_port, agent.config_path = port, health_port, config_path
+        agent = Agent(emulator, prefix=[*user.prefix, *wrapper], env=env, extra_args=args, wait_ready=False)
         agents.append(agent)
-
-        def ready():
-            if not agent.alive():
-                raise AssertionError("mi-agent exited:\n" + agent.output())
-            try:
-                return request(health_port, "GET", "/readyz", timeout=2)[0] == 200
-            except OSError:
-                return False
-        wait_for(ready, what="mi-agent ready")
+        agent.wait_ready()
         return agent
 
     yield launch

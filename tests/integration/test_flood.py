@@ -11,7 +11,9 @@ import socket
 import time
 import uuid
 
-from conftest import Emulator, token_request, wait_for
+import pytest
+
+from conftest import token_request, wait_for
 
 ARM = "https%3A%2F%2Fmanagement.azure.com%2F"
 VAULT = "https%3A%2F%2Fvault.azure.net"
@@ -65,49 +67,46 @@ async def flood(port, end, statuses, cached_statuses):
     await asyncio.gather(cached_key(), *(worker() for _ in range(FLOOD_WORKERS)))
 
 
-def test_flood_of_junk_keys_starves_neither_new_keys_nor_cached_ones(agent_factory):
+@pytest.mark.emulator_args("--delay-ms", "300", "--lifetime", "18", "--reissue-before", "18")
+def test_flood_of_junk_keys_starves_neither_new_keys_nor_cached_ones(agent_factory, emulator):
     # Slow IMDS (300 ms an answer) and short-lived tokens (18 s, a new one on
     # each request), so the cached key's refresh falls inside the flood.
-    emulator = Emulator("--delay-ms", "300", "--lifetime", "18", "--reissue-before", "18")
-    try:
-        agent = agent_factory(emulator, config={
-            "budget": {"rate_per_second": 5, "burst": 5, "max_concurrent": 2, "max_queue": 200},
-            "limits": {"caller_deadline_seconds": 3},
-            # Refresh 2-6 s after a token arrives; no hit once 8 s are left (10 s after).
-            "cache": {"margin_seconds": 8, "refresh_ahead_seconds": 8, "hard_floor_seconds": 2,
-                      "negative_ttl_seconds": 0},
-        })
-        status, _, body = agent.token("resource=" + ARM)
-        assert status == 200, body
+    agent = agent_factory(emulator, config={
+        "budget": {"rate_per_second": 5, "burst": 5, "max_concurrent": 2, "max_queue": 200},
+        "limits": {"caller_deadline_seconds": 3},
+        # Refresh 2-6 s after a token arrives; no hit once 8 s are left (10 s after).
+        "cache": {"margin_seconds": 8, "refresh_ahead_seconds": 8, "hard_floor_seconds": 2,
+                  "negative_ttl_seconds": 0},
+    })
+    status, _, body = agent.token("resource=" + ARM)
+    assert status == 200, body
 
-        statuses, cached_statuses = {}, []
-        flood_start = time.time()
-        asyncio.run(flood(agent.port, time.monotonic() + FLOOD_SECONDS, statuses, cached_statuses))
-        flood_end = time.time()
+    statuses, cached_statuses = {}, []
+    flood_start = time.time()
+    asyncio.run(flood(agent.port, time.monotonic() + FLOOD_SECONDS, statuses, cached_statuses))
+    flood_end = time.time()
 
-        # Every flood request has its answer now: a new key is served at once.
-        asked = time.monotonic()
-        new_status, _, new_body = token_request(agent.port, "resource=" + VAULT, timeout=15)
-        new_latency = time.monotonic() - asked
-        log = emulator.requests()["log"]
-        refreshed = [e for e in log if e.get("resource") == "https://management.azure.com/" and
-                     flood_start * 1000 <= e["t_ms"] <= flood_end * 1000 and e["status"] == 200]
-        missed = [(t, s) for t, s in cached_statuses if s != 200]
-        print(f"flood answers by status: {statuses}; IMDS requests: {len(log)}; "
-              f"cached key: {len(cached_statuses)} asked, not 200: {missed}, refreshed {len(refreshed)} times; "
-              f"new key after the flood: {new_status} in {new_latency:.3f} s")
+    # Every flood request has its answer now: a new key is served at once.
+    asked = time.monotonic()
+    new_status, _, new_body = token_request(agent.port, "resource=" + VAULT, timeout=15)
+    new_latency = time.monotonic() - asked
+    log = emulator.requests()["log"]
+    refreshed = [e for e in log if e.get("resource") == "https://management.azure.com/" and
+                 flood_start * 1000 <= e["t_ms"] <= flood_end * 1000 and e["status"] == 200]
+    missed = [(t, s) for t, s in cached_statuses if s != 200]
+    print(f"flood answers by status: {statuses}; IMDS requests: {len(log)}; "
+          f"cached key: {len(cached_statuses)} asked, not 200: {missed}, refreshed {len(refreshed)} times; "
+          f"new key after the flood: {new_status} in {new_latency:.3f} s")
 
-        assert new_status == 200, new_body
-        assert json.loads(new_body)["resource"] == "https://vault.azure.net"
-        # The flood really filled the IMDS queue: the agent shed some of it.
-        assert statuses.get(429, 0) > 0, statuses
-        # The key with a token was served from the cache throughout...
-        assert cached_statuses and not missed, missed
-        # ...and refreshed while the flood went on (its token outlived the flood
-        # only thanks to that).
-        assert refreshed, "no refresh of the cached key during the flood"
-    finally:
-        emulator.stop()
+    assert new_status == 200, new_body
+    assert json.loads(new_body)["resource"] == "https://vault.azure.net"
+    # The flood really filled the IMDS queue: the agent shed some of it.
+    assert statuses.get(429, 0) > 0, statuses
+    # The key with a token was served from the cache throughout...
+    assert cached_statuses and not missed, missed
+    # ...and refreshed while the flood went on (its token outlived the flood
+    # only thanks to that).
+    assert refreshed, "no refresh of the cached key during the flood"
 
 
 def caller_queue_depth(agent):
@@ -117,10 +116,9 @@ def caller_queue_depth(agent):
     return -1
 
 
-def test_a_flood_that_hangs_up_leaves_no_429_behind(agent_factory):
+def test_a_flood_that_hangs_up_leaves_no_429_behind(agent_factory, emulator):
     """The flooding process dies with its misses queued: new keys must not wait
     out the callers' deadline (25 s by default) behind them."""
-    emulator = Emulator()
     socks = []
     try:
         agent = agent_factory(emulator, config={
@@ -151,4 +149,3 @@ def test_a_flood_that_hangs_up_leaves_no_429_behind(agent_factory):
     finally:
         for s in socks:
             s.close()
-        emulator.stop()

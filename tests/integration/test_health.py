@@ -15,7 +15,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import ARM, UA_CLIENT_ID, Emulator, request, wait_for
+from conftest import ARM, UA_CLIENT_ID, request, wait_for
 
 VAULT = "https://vault.azure.net"
 UA2 = "22222222-3333-4444-8555-666666666666"
@@ -31,11 +31,7 @@ KEYS = [("default", ARM), (f"client_id={UA_CLIENT_ID}", ARM), (f"client_id={UA2}
         (f"client_id={UA2}", VAULT)]
 
 
-@pytest.fixture
-def emulator():
-    e = Emulator("--user-assigned", UA2, "--lifetime", "30", "--reissue-before", "30")
-    yield e
-    e.stop()
+pytestmark = pytest.mark.emulator_args("--user-assigned", UA2, "--lifetime", "30", "--reissue-before", "30")
 
 
 def status(agent):
@@ -297,16 +293,9 @@ def read_response(sock, buf):
     return int(lines[0].split()[1]), headers, data[:length], data[length:]
 
 
-@pytest.fixture
-def day_emulator():
-    """Tokens for a day: 4,096 keys stay ok, with no refresh under way."""
-    e = Emulator()
-    yield e
-    e.stop()
-
-
-def test_status_views_with_4096_keys_and_hits_during_the_full_one(agent_factory, day_emulator):
-    emulator = day_emulator
+# A plain emulator, tokens for a day: 4,096 keys stay ok, with no refresh under way.
+@pytest.mark.emulator_args()
+def test_status_views_with_4096_keys_and_hits_during_the_full_one(agent_factory, emulator):
     n = 4096  # the cache's default cap
     resources = [f"https://r{i}.example/".ljust(2048, "x") for i in range(n)]
     config = {"budget": {"rate_per_second": 1000, "burst": 1000, "max_concurrent": 16, "max_queue": 2 * n},

@@ -6,8 +6,9 @@ import json
 import re
 import time
 
+import pytest
 
-from conftest import ARM, UA_CLIENT_ID, Emulator, request, wait_for
+from conftest import ARM, UA_CLIENT_ID, request, wait_for
 
 ENC = "https%3A%2F%2Fmanagement.azure.com%2F"
 UNKNOWN_CLIENT = "99999999-8888-4777-8666-555555555555"
@@ -119,40 +120,37 @@ def test_journal_format_under_systemd(agent_factory, emulator):
     assert_no_tokens(log, emulator)
 
 
-def test_failures_are_logged_once_per_state_change(agent_factory):
-    emulator = Emulator("--lifetime", "30", "--reissue-before", "30")
-    try:
-        config = {"cache": {"margin_seconds": 26, "refresh_ahead_seconds": 1, "hard_floor_seconds": 1},
-                  "retry": {"delta_seconds": 0.05, "max_delay_seconds": 0.3},
-                  "prefetch": [{"resource": ARM}]}
-        agent = agent_factory(emulator, config=config)
-        emulator.faults(mode={"kind": "fail_all", "status": 503})
-        # Sustained failure: many upstream attempts ...
-        wait_for(lambda: emulator.requests()["count"] >= 10, timeout=20, what="retries")
-        assert json.loads(agent.health("/status")[2])["identities"][0]["resources"][0]["state"] == "degraded"
-        emulator.faults()
+@pytest.mark.emulator_args("--lifetime", "30", "--reissue-before", "30")
+def test_failures_are_logged_once_per_state_change(agent_factory, emulator):
+    config = {"cache": {"margin_seconds": 26, "refresh_ahead_seconds": 1, "hard_floor_seconds": 1},
+              "retry": {"delta_seconds": 0.05, "max_delay_seconds": 0.3},
+              "prefetch": [{"resource": ARM}]}
+    agent = agent_factory(emulator, config=config)
+    emulator.faults(mode={"kind": "fail_all", "status": 503})
+    # Sustained failure: many upstream attempts ...
+    wait_for(lambda: emulator.requests()["count"] >= 10, timeout=20, what="retries")
+    assert json.loads(agent.health("/status")[2])["identities"][0]["resources"][0]["state"] == "degraded"
+    emulator.faults()
 
-        def recovered():
-            doc = json.loads(agent.health("/status")[2])
-            return doc["identities"][0]["resources"][0]["state"] == "ok" and doc["upstream"]["state"] == "ok"
+    def recovered():
+        doc = json.loads(agent.health("/status")[2])
+        return doc["identities"][0]["resources"][0]["state"] == "ok" and doc["upstream"]["state"] == "ok"
 
-        wait_for(recovered, timeout=15, what="recovery")
-        time.sleep(0.2)
-        assert agent.stop() == 0
-        lines = agent.output().splitlines()
-        # ... one line when IMDS starts failing, one when it is back.
-        failed = [l for l in lines if "IMDS request failed" in l]
-        assert len(failed) == 1, failed
-        assert "warning" in failed[0] and "503" in failed[0]
-        back = [l for l in lines if "IMDS answering again" in l]
-        assert len(back) == 1, lines
-        # The identity: one line into degraded, one back to ok.
-        changes = [l for l in lines if "identity default resource" in l and "->" in l and " debug " not in l]
-        assert any("-> degraded" in l and "503" in l for l in changes), changes
-        assert any("degraded -> ok" in l for l in changes), changes
-        assert len(changes) == 2, changes
-    finally:
-        emulator.stop()
+    wait_for(recovered, timeout=15, what="recovery")
+    time.sleep(0.2)
+    assert agent.stop() == 0
+    lines = agent.output().splitlines()
+    # ... one line when IMDS starts failing, one when it is back.
+    failed = [l for l in lines if "IMDS request failed" in l]
+    assert len(failed) == 1, failed
+    assert "warning" in failed[0] and "503" in failed[0]
+    back = [l for l in lines if "IMDS answering again" in l]
+    assert len(back) == 1, lines
+    # The identity: one line into degraded, one back to ok.
+    changes = [l for l in lines if "identity default resource" in l and "->" in l and " debug " not in l]
+    assert any("-> degraded" in l and "503" in l for l in changes), changes
+    assert any("degraded -> ok" in l for l in changes), changes
+    assert len(changes) == 2, changes
 
 
 def test_imds_values_cannot_forge_a_log_line(agent_factory, emulator):

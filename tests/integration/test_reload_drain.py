@@ -14,7 +14,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import Emulator, port_accepts, token_request, wait_for
+from conftest import Agent, port_accepts, token_request, wait_for
 import svc_helpers as h
 
 ARM = "https://management.azure.com/"
@@ -22,18 +22,15 @@ VAULT = "https://vault.azure.net"
 STORAGE = "https://storage.azure.com/"
 
 
-@pytest.fixture
-def emulator(tmp_path):
-    h.require_binaries("agent", "emulator")
-    emu = Emulator(log_path=str(tmp_path / "emulator.log"))
-    yield emu
-    emu.stop()
+@pytest.fixture(autouse=True)
+def binaries(request):
+    h.require_test_binaries(request)
 
 
 def test_reload_applies_prefetch_and_log_level_and_keeps_the_cache(tmp_path, emulator):
     config = tmp_path / "config.json"
     h.write_config(config, prefetch=[{"resource": ARM}], log={"level": "info"})
-    agent = h.Agent(tmp_path, emulator.endpoint, config_path=str(config))
+    agent = Agent(emulator, flags=True, config_path=str(config), log_path=str(tmp_path / "agent.log"))
     try:
         wait_for(lambda: emulator.count(ARM) >= 1, timeout=h.START_TIMEOUT,
                  what="the start-up prefetch of ARM")
@@ -141,14 +138,13 @@ class SlowImds:
 
 @pytest.fixture
 def slow_imds():
-    h.require_binaries("agent")
     imds = SlowImds()
     yield imds
     imds.close()
 
 
 def test_sigterm_drains_the_request_in_flight(tmp_path, slow_imds):
-    agent = h.Agent(tmp_path, slow_imds.url)
+    agent = Agent(flags=True, imds_url=slow_imds.url, log_path=str(tmp_path / "agent.log"))
     result = {}
 
     def client():
@@ -179,7 +175,7 @@ def test_drain_is_bounded_and_answers_503_to_callers_still_waiting(tmp_path, slo
     """IMDS never answers: at drain_seconds after SIGTERM the waiting caller is
     told 503 + Retry-After + Connection: close, and the agent exits soon after."""
     config = h.write_config(tmp_path / "config.json", limits={"drain_seconds": 1})
-    agent = h.Agent(tmp_path, slow_imds.url, config_path=config)
+    agent = Agent(flags=True, imds_url=slow_imds.url, config_path=config, log_path=str(tmp_path / "agent.log"))
     result = {}
 
     def client():

@@ -9,6 +9,8 @@ import resource
 import socket
 import time
 
+import pytest
+
 from conftest import Emulator, free_port, rss_kb
 
 ENC = "https%3A%2F%2Fmanagement.azure.com%2F"
@@ -132,78 +134,72 @@ def test_emulator_down_at_start_then_up(agent_factory):
         emulator.stop()
 
 
-def test_outage_with_a_warm_cache_serves_every_caller_and_backs_off(agent_factory):
+@pytest.mark.emulator_args("--lifetime", "30", "--reissue-before", "20")
+def test_outage_with_a_warm_cache_serves_every_caller_and_backs_off(agent_factory, emulator):
     # Tokens live 30 s; the agent refreshes 10-15 s before expiry. The outage
     # starts 2 s before that window opens and lasts 8 s, so every refresh attempt
     # of the first round (and the retries after it) meets a failing IMDS, while
     # the cached token is still far above the hard floor.
-    emulator = Emulator("--lifetime", "30", "--reissue-before", "20")
-    try:
-        agent = agent_factory(emulator, config={
-            "cache": {"margin_seconds": 5, "refresh_ahead_seconds": 10, "hard_floor_seconds": 1},
-            "retry": {"delta_seconds": 0.2, "max_delay_seconds": 1, "max_attempts": 3}})
-        first = token_ok(agent.token("resource=" + ENC))
-        window_opens = int(first["expires_on"]) - 15
-        while time.time() < window_opens - 2:
-            token_ok(agent.token("resource=" + ENC))
-            time.sleep(0.1)
-        emulator.reset()
-        emulator.faults(mode={"mode": "fail_all", "status": 500})
-        outage_end = time.time() + 8
-        served = 0
-        while time.time() < outage_end:
-            j = token_ok(agent.token("resource=" + ENC))
-            assert j["access_token"] == first["access_token"]
-            assert int(j["expires_on"]) > time.time() + 1
-            served += 1
-            time.sleep(0.1)
-        during = emulator.requests()["log"]
-        emulator.faults(mode=None)
-        # Recovery without a restart: a fresh token arrives before the old one expires.
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            j = token_ok(agent.token("resource=" + ENC))
-            if j["access_token"] != first["access_token"]:
-                break
-            time.sleep(0.2)
-        assert j["access_token"] != first["access_token"], "recovered with a new token"
-        assert served >= 20
-        failed = [e for e in during if e["status"] == 500]
-        assert len(failed) >= 3, "the refresher kept trying during the outage"
-        assert len(failed) <= 20, f"backoff, not a storm: {len(failed)} upstream requests in 8 s"
-    finally:
-        emulator.stop()
+    agent = agent_factory(emulator, config={
+        "cache": {"margin_seconds": 5, "refresh_ahead_seconds": 10, "hard_floor_seconds": 1},
+        "retry": {"delta_seconds": 0.2, "max_delay_seconds": 1, "max_attempts": 3}})
+    first = token_ok(agent.token("resource=" + ENC))
+    window_opens = int(first["expires_on"]) - 15
+    while time.time() < window_opens - 2:
+        token_ok(agent.token("resource=" + ENC))
+        time.sleep(0.1)
+    emulator.reset()
+    emulator.faults(mode={"mode": "fail_all", "status": 500})
+    outage_end = time.time() + 8
+    served = 0
+    while time.time() < outage_end:
+        j = token_ok(agent.token("resource=" + ENC))
+        assert j["access_token"] == first["access_token"]
+        assert int(j["expires_on"]) > time.time() + 1
+        served += 1
+        time.sleep(0.1)
+    during = emulator.requests()["log"]
+    emulator.faults(mode=None)
+    # Recovery without a restart: a fresh token arrives before the old one expires.
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        j = token_ok(agent.token("resource=" + ENC))
+        if j["access_token"] != first["access_token"]:
+            break
+        time.sleep(0.2)
+    assert j["access_token"] != first["access_token"], "recovered with a new token"
+    assert served >= 20
+    failed = [e for e in during if e["status"] == 500]
+    assert len(failed) >= 3, "the refresher kept trying during the outage"
+    assert len(failed) <= 20, f"backoff, not a storm: {len(failed)} upstream requests in 8 s"
 
 
-def test_throttled_imds_never_sees_more_than_the_budget(agent_factory):
-    emulator = Emulator("--throttle-rps", "20")
-    try:
-        agent = agent_factory(emulator, config={
-            "budget": {"rate_per_second": 10, "burst": 5, "max_concurrent": 2, "max_queue": 1000},
-            "limits": {"caller_deadline_seconds": 10}, "retry": dict(FAST_RETRY)})
-        emulator.admin("POST", "config", {"delay_ms": 20})
+@pytest.mark.emulator_args("--throttle-rps", "20")
+def test_throttled_imds_never_sees_more_than_the_budget(agent_factory, emulator):
+    agent = agent_factory(emulator, config={
+        "budget": {"rate_per_second": 10, "burst": 5, "max_concurrent": 2, "max_queue": 1000},
+        "limits": {"caller_deadline_seconds": 10}, "retry": dict(FAST_RETRY)})
+    emulator.admin("POST", "config", {"delay_ms": 20})
 
-        def one(i):
-            return agent.token(f"resource=https%3A%2F%2Fkey-{i}.example%2F")
+    def one(i):
+        return agent.token(f"resource=https%3A%2F%2Fkey-{i}.example%2F")
 
-        with concurrent.futures.ThreadPoolExecutor(250) as pool:
-            results = list(pool.map(one, range(500)))
-        served = sum(1 for s, _, _ in results if s == 200)
-        shed = [(s, h) for s, h, _ in results if s == 429]
-        assert served + len(shed) == 500, [r for r in results if r[0] not in (200, 429)][:3]
-        assert all("retry-after" in h for _, h in shed), "every 429 carries Retry-After"
-        assert served > 0
-        info = emulator.requests()
-        assert info["max_concurrent"] <= 2, info["max_concurrent"]
-        assert info["throttled"] == 0, "the agent kept under IMDS's limit"
-        ts = sorted(e["t_ms"] for e in info["log"])
-        for i, t in enumerate(ts):
-            in_window = sum(1 for u in ts[i:i + 40] if u - t < 1000)
-            # rate x 1 s + burst, and 2 for arrival jitter between agent and emulator
-            assert in_window <= 10 + 5 + 2, f"{in_window} requests within 1 s"
-        print(f"throttle: {served} served, {len(shed)} shed with 429, {len(ts)} upstream requests")
-    finally:
-        emulator.stop()
+    with concurrent.futures.ThreadPoolExecutor(250) as pool:
+        results = list(pool.map(one, range(500)))
+    served = sum(1 for s, _, _ in results if s == 200)
+    shed = [(s, h) for s, h, _ in results if s == 429]
+    assert served + len(shed) == 500, [r for r in results if r[0] not in (200, 429)][:3]
+    assert all("retry-after" in h for _, h in shed), "every 429 carries Retry-After"
+    assert served > 0
+    info = emulator.requests()
+    assert info["max_concurrent"] <= 2, info["max_concurrent"]
+    assert info["throttled"] == 0, "the agent kept under IMDS's limit"
+    ts = sorted(e["t_ms"] for e in info["log"])
+    for i, t in enumerate(ts):
+        in_window = sum(1 for u in ts[i:i + 40] if u - t < 1000)
+        # rate x 1 s + burst, and 2 for arrival jitter between agent and emulator
+        assert in_window <= 10 + 5 + 2, f"{in_window} requests within 1 s"
+    print(f"throttle: {served} served, {len(shed)} shed with 429, {len(ts)} upstream requests")
 
 
 def test_load_with_slow_loris(agent_factory, emulator):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import Emulator, port_accepts
+from conftest import Agent, port_accepts
 import svc_helpers as h
 
 WATCHDOG_USEC = 1_000_000  # 1 s: pings expected every ~0.5 s
@@ -68,12 +68,9 @@ class FakeSystemd:
         return [k for _, fields, _ in self.messages[index:] for k in fields]
 
 
-@pytest.fixture
-def emulator(tmp_path):
-    h.require_binaries("agent", "emulator")
-    emu = Emulator(log_path=str(tmp_path / "emulator.log"))
-    yield emu
-    emu.stop()
+@pytest.fixture(autouse=True)
+def binaries(request):
+    h.require_test_binaries(request)
 
 
 def test_notify_protocol(tmp_path, emulator):
@@ -81,8 +78,8 @@ def test_notify_protocol(tmp_path, emulator):
     resource = "https://management.azure.com/"
     config = h.write_config(tmp_path / "config.json",
                             prefetch=[{"resource": resource}], log={"level": "info"})
-    agent = h.Agent(tmp_path, emulator.endpoint, config_path=config, wait=False,
-                    env={"NOTIFY_SOCKET": manager.path, "WATCHDOG_USEC": str(WATCHDOG_USEC)})
+    agent = Agent(emulator, flags=True, config_path=config, log_path=str(tmp_path / "agent.log"), wait_ready=False,
+                  env={"NOTIFY_SOCKET": manager.path, "WATCHDOG_USEC": str(WATCHDOG_USEC)})
     try:
         # READY=1: at the moment it arrives the port must already accept, and the
         # prefetched token must already have been asked for upstream.
@@ -130,7 +127,8 @@ def test_notify_protocol(tmp_path, emulator):
 def test_watchdog_off_without_watchdog_usec(tmp_path, emulator):
     """No WATCHDOG_USEC: READY=1 still comes, WATCHDOG=1 never does."""
     manager = FakeSystemd(tmp_path)
-    agent = h.Agent(tmp_path, emulator.endpoint, wait=False, env={"NOTIFY_SOCKET": manager.path})
+    agent = Agent(emulator, flags=True, log_path=str(tmp_path / "agent.log"), wait_ready=False,
+                  env={"NOTIFY_SOCKET": manager.path})
     try:
         manager.wait_for("READY", "1")
         t0 = time.monotonic()
@@ -152,8 +150,8 @@ def test_no_ready_when_startup_fails(tmp_path, emulator):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        agent = h.Agent(tmp_path, emulator.endpoint, port=port, wait=False,
-                        env={"NOTIFY_SOCKET": manager.path})
+        agent = Agent(emulator, flags=True, port=port, log_path=str(tmp_path / "agent.log"), wait_ready=False,
+                      env={"NOTIFY_SOCKET": manager.path})
         try:
             code = agent.wait(timeout=20)
             assert code != 0, agent.output()

@@ -12,20 +12,17 @@ import socket
 
 import pytest
 
-from conftest import AGENT_BIN, Emulator, Process, agent_env, free_port, port_accepts, wait_for
+from conftest import Process, agent_command, agent_env, free_port, port_accepts, wait_for
 import svc_helpers as h
 
 ACTIVATE = shutil.which("systemd-socket-activate")
 
 
-@pytest.fixture
-def emulator(tmp_path):
-    h.require_binaries("agent", "emulator")
+@pytest.fixture(autouse=True)
+def binaries(request):
+    h.require_test_binaries(request)
     if not ACTIVATE:
         pytest.skip("systemd-socket-activate not installed (package systemd)")
-    emu = Emulator(log_path=str(tmp_path / "emulator.log"))
-    yield emu
-    emu.stop()
 
 
 def activate(tmp_path, listen, agent_args, extra=()):
@@ -41,7 +38,7 @@ def activate(tmp_path, listen, agent_args, extra=()):
     for name in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
         if name in os.environ:
             argv += ["-E", name]
-    argv += ["--", AGENT_BIN, *agent_args]
+    argv += ["--", *agent_command(*agent_args)]
     return Process(argv, "activated", env=agent_env(), log_path=str(tmp_path / "activated.log"))
 
 

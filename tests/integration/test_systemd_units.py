@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import AGENT_BIN, Emulator, Process, agent_env, free_port, port_accepts, request, wait_for
+from conftest import AGENT_BIN, Emulator, Process, agent_command, agent_env, free_port, port_accepts, request, wait_for
 import svc_helpers as h
 
 UNIT_DIR = os.path.join(h.SOURCE_DIR, "systemd")
@@ -118,7 +118,7 @@ def test_packaged_default_config_is_valid():
     """The config the packages install parses, with the port the units use."""
     h.require_binaries("agent")
     config = os.path.join(h.SOURCE_DIR, "packaging", "config.json")
-    result = subprocess.run([AGENT_BIN, "--check-config", config],
+    result = subprocess.run(agent_command("--check-config", config),
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "port 50342" in result.stdout, result.stdout
@@ -166,9 +166,9 @@ def test_sandbox_allows_what_the_agent_does(tmp_path):
     agent = None
     try:
         agent = Process(
-            ["strace", "-f", "-qq", "-o", str(trace), AGENT_BIN, "--config", config,
-             "--port", str(free_port()), "--listen", "127.0.0.1", "--health", f"127.0.0.1:{health}",
-             "--imds-endpoint", emulator.endpoint],
+            ["strace", "-f", "-qq", "-o", str(trace),
+             *agent_command("--config", config, "--port", str(free_port()), "--listen", "127.0.0.1",
+                            "--health", f"127.0.0.1:{health}", "--imds-endpoint", emulator.endpoint)],
             "mi-agent", env=agent_env(), log_path=str(tmp_path / "agent.log"))
         port = int(agent.argv[agent.argv.index("--port") + 1])
         wait_for(lambda: port_accepts(port), timeout=h.START_TIMEOUT, what="the traced agent")

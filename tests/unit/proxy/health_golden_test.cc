@@ -11,8 +11,14 @@
 #include <memory>
 #include <string>
 
+#include "agent/app/process_metrics.h"
 #include "agent/base/event_loop.h"
+#include "agent/health.h"
+#include "agent/token_cache.h"
+#include "agent/upstream_latency.h"
+#include "agent/upstream_scheduler.h"
 #include "proxy/health_api.h"
+#include "proxy/token_api.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/fake_upstream.h"
 #include "tests/unit/proxy/health_golden_data.h"
@@ -38,32 +44,34 @@ class HealthGoldenTest : public ::testing::Test {
     cache_ = std::make_unique<TokenCache>(config_, &time_, &time_, &random_, &upstream_, scheduler_.get());
     cache_->set_upstream_observer([this](Duration latency, int) { latency_.Observe(latency); });
     api_ = std::make_unique<TokenApi>(cache_.get(), &time_, TokenApiOptions{});
+    // Never listening: their counters stay zero, their families are locked.
     token_server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits{}, api_.get(), &logger_);
+    health_server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits{}, api_.get(), &logger_);
 
-    HealthSources s;
-    s.clock = &time_;
-    s.version = "9.8.7-\"rc\\1\"";  // label escaping
-    s.start_time = time_.Now();
-    s.config_digest = "0123456789abcdef";
-    s.listeners = {"127.0.0.1:50342", "[::1]:50342"};
-    s.imds_endpoint = "http://169.254.169.254/metadata/identity/oauth2/token";
-    s.max_concurrent = config_.budget.max_concurrent;
-    s.cache = cache_.get();
-    s.scheduler = scheduler_.get();
-    s.upstream_metrics = &latency_;
-    s.token_api = api_.get();
-    s.token_server = token_server_.get();
-    s.ready = [this](std::string* why) {
-      if (!ready_) *why = "the first prefetch round has not finished";
-      return ready_;
-    };
-    health_ = std::make_unique<HealthApi>(std::move(s));
-    health_server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits{}, health_.get(), &logger_);
-    health_->sources().health_server = health_server_.get();
+    // As the daemon wires it.
+    model_ = std::make_unique<HealthModel>(*cache_, *scheduler_, latency_);
+    HealthModel::Info& info = model_->info();
+    info.version = "9.8.7-\"rc\\1\"";  // label escaping
+    info.start_time = time_.Now();
+    info.config_digest = "0123456789abcdef";
+    info.listeners = {"127.0.0.1:50342", "[::1]:50342"};
+    info.imds_endpoint = "http://169.254.169.254/metadata/identity/oauth2/token";
+    model_->set_listening();
+    process_ = std::make_unique<ProcessMetrics>(info.version, info.start_time);
+    token_listener_ = std::make_unique<ListenerMetrics>("token", *token_server_);
+    health_listener_ = std::make_unique<ListenerMetrics>("health", *health_server_);
+    health_ = std::make_unique<HealthApi>(*model_,
+                                          std::vector<const MetricsSource*>{process_.get(), api_.get(), cache_.get(),
+                                                                            &latency_, scheduler_.get(),
+                                                                            token_listener_.get(), health_listener_.get()},
+                                          time_, nullptr);
   }
   ~HealthGoldenTest() override {
-    health_server_.reset();
     health_.reset();
+    health_listener_.reset();
+    token_listener_.reset();
+    model_.reset();
+    health_server_.reset();
     token_server_.reset();
     api_.reset();
     cache_.reset();
@@ -131,6 +139,9 @@ class HealthGoldenTest : public ::testing::Test {
     time_.Advance(milliseconds(1234));
   }
 
+  std::string Status() const { return model_->StatusJson(time_.Now()); }
+  std::string FullStatus() const { return model_->FullStatusJson(time_.Now()); }
+
   // Compares with the golden; MI_HEALTH_GOLDEN_DIR=<dir> writes what it got there.
   static void Expect(const char* name, const std::string& got, const char* want) {
     if (const char* dir = std::getenv("MI_HEALTH_GOLDEN_DIR")) {
@@ -146,25 +157,28 @@ class HealthGoldenTest : public ::testing::Test {
   EventLoop loop_;
   Logger logger_;
   UpstreamLatency latency_;
-  bool ready_ = false;
   std::unique_ptr<UpstreamScheduler> scheduler_;
   std::unique_ptr<TokenCache> cache_;
   std::unique_ptr<TokenApi> api_;
   std::unique_ptr<HttpServer> token_server_;
-  std::unique_ptr<HealthApi> health_;
   std::unique_ptr<HttpServer> health_server_;
+  std::unique_ptr<HealthModel> model_;
+  std::unique_ptr<ProcessMetrics> process_;
+  std::unique_ptr<ListenerMetrics> token_listener_;
+  std::unique_ptr<ListenerMetrics> health_listener_;
+  std::unique_ptr<HealthApi> health_;
 };
 
 TEST_F(HealthGoldenTest, EmptyAgent) {
-  Expect("empty_status.json", health_->StatusJson(), kGoldenEmptyStatus);
+  Expect("empty_status.json", Status(), kGoldenEmptyStatus);
   Expect("empty_metrics.txt", health_->MetricsText(), kGoldenEmptyMetrics);
 }
 
 TEST_F(HealthGoldenTest, BusyAgent) {
   Scenario();
-  ready_ = true;
-  Expect("busy_status.json", health_->StatusJson(), kGoldenBusyStatus);
-  Expect("busy_status_full.json", health_->StatusJson(/*full=*/true), kGoldenBusyStatusFull);
+  model_->set_ready();
+  Expect("busy_status.json", Status(), kGoldenBusyStatus);
+  Expect("busy_status_full.json", FullStatus(), kGoldenBusyStatusFull);
   Expect("busy_metrics.txt", health_->MetricsText(), kGoldenBusyMetrics);
 }
 

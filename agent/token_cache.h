@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "agent/base/clock.h"
+#include "agent/base/metrics.h"
 #include "agent/config.h"
 #include "agent/retry_policy.h"
 #include "agent/token_broker.h"
@@ -95,7 +96,7 @@ struct UpstreamHealth {
   bool failing = false;             // the last upstream answer was a failure
 };
 
-class TokenCache : public TokenBroker {
+class TokenCache : public TokenBroker, public MetricsSource {
  public:
   // Called for each upstream request that finished, after the cache has taken in
   // its answer: its latency and HTTP status (0: transport error).
@@ -134,6 +135,9 @@ class TokenCache : public TokenBroker {
   bool SnapshotKey(const TokenKey& key, EntrySnapshot* out) const;
   const CacheStats& stats() const { return stats_; }
   const UpstreamHealth& upstream_health() const { return upstream_health_; }
+  // MetricsSource: hits, misses, evictions, waiters, upstream requests by class,
+  // keys by state, the earliest expiry (token_cache_metrics.cc).
+  void WriteMetrics(MetricsWriter& out) const override;
   void set_upstream_observer(UpstreamObserver observer) { observer_ = std::move(observer); }
   // Runs when any key's state changes (for logs and the service status line).
   void set_state_observer(std::function<void(const EntrySnapshot&, EntryState from)> observer) {

@@ -30,4 +30,17 @@ double UpstreamLatency::PercentileMs(double p) const {
   return static_cast<double>(sorted[std::min(rank, sorted.size() - 1)].count());
 }
 
+void UpstreamLatency::WriteMetrics(MetricsWriter& w) const {
+  w.Family("mi_agent_upstream_latency_seconds", "histogram", "IMDS request latency in seconds.");
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < kBuckets.size(); ++i) {
+    cumulative += buckets_[i];
+    w.Sample("mi_agent_upstream_latency_seconds_bucket", {{"le", MetricsWriter::FormatValue(kBuckets[i])}},
+             static_cast<double>(cumulative));
+  }
+  w.Sample("mi_agent_upstream_latency_seconds_bucket", {{"le", "+Inf"}}, static_cast<double>(count_));
+  w.Sample("mi_agent_upstream_latency_seconds_sum", sum_seconds_);
+  w.Sample("mi_agent_upstream_latency_seconds_count", static_cast<double>(count_));
+}
+
 }  // namespace mi

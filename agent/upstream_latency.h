@@ -7,10 +7,11 @@
 #include <vector>
 
 #include "agent/base/clock.h"
+#include "agent/base/metrics.h"
 
 namespace mi {
 
-class UpstreamLatency {
+class UpstreamLatency : public MetricsSource {
  public:
   // Histogram bucket upper bounds, seconds (Prometheus "le").
   static constexpr std::array<double, 12> kBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -24,6 +25,8 @@ class UpstreamLatency {
   const std::array<uint64_t, kBuckets.size()>& bucket_counts() const { return buckets_; }  // non-cumulative
   uint64_t count() const { return count_; }
   double sum_seconds() const { return sum_seconds_; }
+  // MetricsSource: the histogram, mi_agent_upstream_latency_seconds.
+  void WriteMetrics(MetricsWriter& out) const override;
 
  private:
   static constexpr size_t kWindow = 256;

@@ -91,6 +91,7 @@ UpstreamScheduler::Stats UpstreamScheduler::stats() const {
   s.queued_caller = caller_.size();
   s.queued_background = background_.size();
   s.in_flight = in_flight_;
+  s.max_concurrent = config_.max_concurrent;
   // Without advancing the estimate (const): the wall clock since last_wall_.
   const TimePoint now = clock_.Now();
   const Duration mono = mono_ + std::max(Duration(0), now - last_wall_);
@@ -181,6 +182,21 @@ void UpstreamScheduler::Reschedule() {
   timer_due_ = now + wait;
   stepped_back_ = false;
   timer_->Arm(wait, [this] { OnTimer(); });
+}
+
+void UpstreamScheduler::WriteMetrics(MetricsWriter& w) const {
+  const Stats st = stats();
+  const TimePoint now = w.now();
+  w.One("mi_agent_upstream_in_flight", "gauge", "IMDS requests in flight.", st.in_flight);
+  w.One("mi_agent_upstream_max_concurrent", "gauge", "The IMDS budget's cap on concurrent requests.",
+        st.max_concurrent);
+  w.Family("mi_agent_upstream_queue_depth", "gauge", "IMDS requests waiting for the budget, by priority.");
+  w.Sample("mi_agent_upstream_queue_depth", {{"priority", "caller"}}, static_cast<double>(st.queued_caller));
+  w.Sample("mi_agent_upstream_queue_depth", {{"priority", "background"}}, static_cast<double>(st.queued_background));
+  w.One("mi_agent_upstream_queue_rejected_total", "counter", "IMDS requests refused because the queue was full.",
+        static_cast<double>(st.rejected_total));
+  w.One("mi_agent_upstream_pause_remaining_seconds", "gauge", "Seconds until a throttle pause ends (0: not paused).",
+        st.paused_until > now ? static_cast<double>((st.paused_until - now).count()) / 1000.0 : 0);
 }
 
 }  // namespace mi

@@ -48,11 +48,12 @@
 #include <unordered_map>
 
 #include "agent/base/clock.h"
+#include "agent/base/metrics.h"
 #include "agent/config.h"
 
 namespace mi {
 
-class UpstreamScheduler {
+class UpstreamScheduler : public MetricsSource {
  public:
   enum class Priority { kCaller, kBackground };
   using JobId = uint64_t;  // 0 = rejected
@@ -64,6 +65,7 @@ class UpstreamScheduler {
     size_t queued_caller = 0;
     size_t queued_background = 0;
     int in_flight = 0;
+    int max_concurrent = 0;    // the cap as configured
     TimePoint paused_until{};  // epoch (zero) when not paused
     uint64_t pauses_total = 0;    // PauseFor() calls
     uint64_t rejected_total = 0;  // Enqueue()s refused: that priority's queue full
@@ -73,7 +75,7 @@ class UpstreamScheduler {
   // Config: rate_per_second <= 0 disables the rate limit (concurrency still
   // applies); burst and max_concurrent below 1 count as 1.
   UpstreamScheduler(const Config::Budget& config, Clock& clock, TimerFactory& timers);
-  ~UpstreamScheduler();
+  ~UpstreamScheduler() override;
   UpstreamScheduler(const UpstreamScheduler&) = delete;
   UpstreamScheduler& operator=(const UpstreamScheduler&) = delete;
 
@@ -106,6 +108,8 @@ class UpstreamScheduler {
   // max_queue or max_background_queue stay; only new ones are refused.
   void set_config(const Config::Budget& config);
   Stats stats() const;
+  // MetricsSource: in flight, the cap, queue depths, refusals, the pause.
+  void WriteMetrics(MetricsWriter& out) const override;
 
  private:
   struct Job {

@@ -186,4 +186,17 @@ void TokenApi::OnRequest(HttpRequest& request, Responder responder) {
       [pending] { return pending->connected(); });
 }
 
+void TokenApi::WriteMetrics(MetricsWriter& w) const {
+  w.Family("mi_agent_requests_total", "counter", "Token requests answered, by route and HTTP status code.");
+  for (int route = 0; route < kRouteCount; ++route) {
+    for (int code = 100; code < 600; ++code) {
+      const uint64_t n = counters_.Get(static_cast<Route>(route), code);
+      if (n == 0) continue;
+      w.Sample("mi_agent_requests_total",
+               {{"route", RouteName(static_cast<Route>(route))}, {"code", std::to_string(code)}},
+               static_cast<double>(n));
+    }
+  }
+}
+
 }  // namespace mi::proxy

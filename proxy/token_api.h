@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "agent/base/clock.h"
+#include "agent/base/metrics.h"
 #include "agent/token_broker.h"
 #include "proxy/http/http_server.h"
 #include "proxy/request_params.h"
@@ -43,13 +44,15 @@ class RequestCounters {
   std::array<std::array<uint64_t, 600>, kRouteCount> counts_{};
 };
 
-class TokenApi : public HttpHandler {
+class TokenApi : public HttpHandler, public MetricsSource {
  public:
   TokenApi(TokenBroker* broker, const Clock* clock, TokenApiOptions options);
 
   void OnRequest(HttpRequest& request, Responder responder) override;
   void set_options(TokenApiOptions options);
   const RequestCounters& counters() const { return counters_; }
+  // MetricsSource: mi_agent_requests_total by route and status code.
+  void WriteMetrics(MetricsWriter& out) const override;
 
   // The HTTP answer for a broker result (exposed for tests).
   static HttpResponse MapResult(const TokenResult& result, TimePoint now);

@@ -6,8 +6,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/app/process_metrics.h"
 #include "agent/curl_upstream_client.h"
 #include "agent/base/event_loop.h"
+#include "agent/health.h"
 #include "agent/platform.h"
 #include "agent/base/secure_memory.h"
 #include "agent/token_cache.h"
@@ -90,8 +92,16 @@ struct Daemon::Impl {
           cache(d->config, &d->loop, &d->loop, &d->random, &upstream, &scheduler),
           api(&cache, &d->loop, ApiOptions(d->config, {})),
           server(d->loop.uv(), TokenLimits(d->config), &api, &d->logger),
-          health_api(proxy::HealthSources{}),
+          health(cache, scheduler, upstream_metrics),
+          process_metrics(MI_VERSION, TimePoint()),
+          // /metrics in this order; the listeners' sources are declared below.
+          health_api(health,
+                     {&process_metrics, &api, &cache, &upstream_metrics, &scheduler, &token_listener_metrics,
+                      &health_listener_metrics},
+                     d->loop, &d->loop),
           health_server(d->loop.uv(), HealthLimits(d->config), &health_api, &d->logger),
+          token_listener_metrics("token", server),
+          health_listener_metrics("health", health_server),
           watchdog(d->loop.NewTimer()) {}
 
     CurlUpstreamClient upstream;
@@ -100,8 +110,12 @@ struct Daemon::Impl {
     TokenCache cache;
     proxy::TokenApi api;
     proxy::HttpServer server;
+    HealthModel health;
+    ProcessMetrics process_metrics;
     proxy::HealthApi health_api;
     proxy::HttpServer health_server;
+    ListenerMetrics token_listener_metrics;
+    ListenerMetrics health_listener_metrics;
     std::unique_ptr<Timer> watchdog;
     std::vector<std::unique_ptr<UvHandle<uv_signal_t>>> signals;
   };
@@ -124,8 +138,6 @@ struct Daemon::Impl {
   NullNotifier null_notifier;
   std::unique_ptr<Parts> parts;
   std::vector<std::string> listen_hosts;  // Host values naming our token listeners
-  bool listening = false;
-  bool ready = false;
   bool stopping = false;
   std::string status_line;
   // The upstream state last logged: a failure is logged once per change.
@@ -210,28 +222,15 @@ Status Daemon::Impl::Start() {
   p.api.set_options(ApiOptions(config, listen_hosts));
   logger.Info("serving tokens on " + where);
   for (const auto& a : p.health_server.BoundAddresses()) logger.Info("health endpoint on " + a);
-  listening = true;
+  p.health.set_listening();
 
-  proxy::HealthSources& hs = p.health_api.sources();
-  hs.clock = &loop;
-  hs.version = MI_VERSION;
-  hs.start_time = loop.Now();
-  hs.config_digest = Digest(config);
-  hs.listeners = p.server.BoundAddresses();
-  hs.imds_endpoint = config.imds.endpoint;
-  hs.max_concurrent = config.budget.max_concurrent;
-  hs.cache = &p.cache;
-  hs.scheduler = &p.scheduler;
-  hs.upstream_metrics = &p.upstream_metrics;
-  hs.token_server = &p.server;
-  hs.health_server = &p.health_server;
-  hs.token_api = &p.api;
-  hs.timers = &loop;
-  hs.ready = [this](std::string* reason) {
-    if (!listening) *reason = "listeners are not up";
-    else if (!ready) *reason = "the first prefetch round has not finished";
-    return ready;
-  };
+  HealthModel::Info& info = p.health.info();
+  info.version = MI_VERSION;
+  info.start_time = loop.Now();
+  info.config_digest = Digest(config);
+  info.listeners = p.server.BoundAddresses();
+  info.imds_endpoint = config.imds.endpoint;
+  p.process_metrics.set_start_time(info.start_time);
 
   p.cache.set_upstream_observer([this](Duration latency, int) {
     parts->upstream_metrics.Observe(latency);
@@ -293,8 +292,8 @@ void Daemon::Impl::WatchSignal(int signum, void (*handler)(uv_signal_t*, int)) {
 }
 
 void Daemon::Impl::OnReady() {
-  if (ready || stopping) return;
-  ready = true;
+  if (stopping || !parts || parts->health.ready()) return;
+  parts->health.set_ready();
   logger.Info("ready");
   UpdateStatusLine();
   options.notifier->Ready();
@@ -350,7 +349,7 @@ void Daemon::Impl::Reload() {
   options.notifier->Reloading();
   // READY=1 closes the reload, but never before the start-up readiness itself.
   auto done = [this] {
-    if (ready) options.notifier->Ready();
+    if (parts->health.ready()) options.notifier->Ready();
   };
   if (options.config_path.empty()) {
     logger.Info("reload requested; no configuration file to read");
@@ -384,9 +383,8 @@ void Daemon::Impl::Reload() {
   p.api.set_options(ApiOptions(config, listen_hosts));
   p.server.set_limits(TokenLimits(config));
   p.health_server.set_limits(HealthLimits(config));
-  p.health_api.sources().config_digest = Digest(config);
-  p.health_api.sources().imds_endpoint = config.imds.endpoint;
-  p.health_api.sources().max_concurrent = config.budget.max_concurrent;
+  p.health.info().config_digest = Digest(config);
+  p.health.info().imds_endpoint = config.imds.endpoint;
   logger.Info("configuration reloaded from " + options.config_path + " (digest " + Digest(config) + ")");
   done();
 }

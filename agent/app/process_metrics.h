@@ -1,0 +1,39 @@
+#pragma once
+// The daemon's own /metrics families: the build and the process start
+// (ProcessMetrics), and each listener's connection counters (ListenerMetrics,
+// read from the HTTP server's public stats, labelled by listener: the token
+// and the health listener's samples form one family each). Loop thread only.
+
+#include <string>
+#include <utility>
+
+#include "agent/base/clock.h"
+#include "agent/base/metrics.h"
+#include "proxy/http/http_server.h"
+
+namespace mi {
+
+class ProcessMetrics : public MetricsSource {
+ public:
+  ProcessMetrics(std::string version, TimePoint start_time)
+      : version_(std::move(version)), start_time_(start_time) {}
+  void set_start_time(TimePoint t) { start_time_ = t; }
+  void WriteMetrics(MetricsWriter& out) const override;
+
+ private:
+  std::string version_;
+  TimePoint start_time_;
+};
+
+class ListenerMetrics : public MetricsSource {
+ public:
+  // `listener`: the label value ("token", "health"). Neither is owned.
+  ListenerMetrics(const char* listener, const proxy::HttpServer& server) : listener_(listener), server_(server) {}
+  void WriteMetrics(MetricsWriter& out) const override;
+
+ private:
+  const char* listener_;
+  const proxy::HttpServer& server_;
+};
+
+}  // namespace mi

@@ -2,6 +2,8 @@
 // Service Control Manager. See scm_service.h.
 #include "windows-service/scm_service.h"
 
+// winsock2.h before windows.h: agent/platform.h includes uv.h, which needs it.
+#include <winsock2.h>
 #include <windows.h>
 
 #include <cstdio>

@@ -35,13 +35,6 @@ int RunCli(int argc, char** argv);
 StatusOr<DaemonOptions> LoadDaemonOptions(const std::vector<std::string>& args);
 inline constexpr char kInvalidConfiguration[] = "invalid configuration: ";
 
-// Parsed daemon options (exposed for tests).
-struct CliOptions {
-  std::string config_path;
-  bool config_path_given = false;
-  std::vector<std::string> args;  // the overrides, kept to re-apply after a reload
-};
-
 // Applies command-line overrides (--port, --listen, ...) to `config`. Returns ""
 // or an error message naming the option.
 std::string ApplyOverrides(const std::vector<std::string>& args, Config* config);

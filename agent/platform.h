@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "agent/service_notifier.h"
@@ -41,5 +42,10 @@ std::string DefaultConfigPath();
 // (Windows: %SystemDrive%\WindowsAzure\Config\ManagedIdentity-Settings).
 // The packages write it; the daemon only reports it.
 std::string DiscoveryFilePath();
+
+#ifdef _WIN32
+// UTF-16, as the Windows API speaks it, to UTF-8; "" when it does not convert.
+std::string Utf8FromWide(std::wstring_view wide);
+#endif
 
 }  // namespace mi::platform

@@ -1,6 +1,6 @@
 // Windows implementation of agent/platform.h. A console run reports to nobody
 // (NullNotifier); the service reports to the SCM through its own notifier
-// (windows-service/windows_service_win.cc). There is no socket activation.
+// (windows-service/scm_service.cc). There is no socket activation.
 #include "agent/platform.h"
 
 #include <windows.h>
@@ -10,21 +10,13 @@
 namespace mi::platform {
 namespace {
 
-std::string Utf8(const wchar_t* wide, int length) {
-  int bytes = WideCharToMultiByte(CP_UTF8, 0, wide, length, nullptr, 0, nullptr, nullptr);
-  if (bytes <= 0) return {};
-  std::string out(static_cast<size_t>(bytes), '\0');
-  WideCharToMultiByte(CP_UTF8, 0, wide, length, out.data(), bytes, nullptr, nullptr);
-  return out;
-}
-
 // The known folder, not %ProgramData%: a service's environment need not carry
 // it (under Wine it even points elsewhere), and the installers use the folder.
 std::string ProgramDataDir() {
   wchar_t* path = nullptr;
   std::string out;
   if (SUCCEEDED(SHGetKnownFolderPath(FOLDERID_ProgramData, 0, nullptr, &path)) && path != nullptr) {
-    out = Utf8(path, static_cast<int>(wcslen(path)));
+    out = Utf8FromWide(path);
   }
   CoTaskMemFree(path);
   return out.empty() ? "C:\\ProgramData" : out;
@@ -35,10 +27,20 @@ std::string SystemDrive() {
   wchar_t windir[MAX_PATH];
   UINT n = GetSystemWindowsDirectoryW(windir, MAX_PATH);
   if (n < 2 || n >= MAX_PATH || windir[1] != L':') return "C:";
-  return Utf8(windir, 2);
+  return Utf8FromWide(std::wstring_view(windir, 2));
 }
 
 }  // namespace
+
+std::string Utf8FromWide(std::wstring_view wide) {
+  if (wide.empty()) return {};
+  const int length = static_cast<int>(wide.size());
+  int bytes = WideCharToMultiByte(CP_UTF8, 0, wide.data(), length, nullptr, 0, nullptr, nullptr);
+  if (bytes <= 0) return {};
+  std::string out(static_cast<size_t>(bytes), '\0');
+  WideCharToMultiByte(CP_UTF8, 0, wide.data(), length, out.data(), bytes, nullptr, nullptr);
+  return out;
+}
 
 std::unique_ptr<ServiceNotifier> MakeNotifier() { return std::make_unique<NullNotifier>(); }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone on Debian 12 / Ubuntu:
-#   1. installs the packages it needs (tests/install-deps.sh),
+#   tests/run-all.sh [--no-install]
+#   1. installs the packages it needs (tests/install-deps.sh; --no-install skips it),
 #   2. builds and runs every test (unit + integration) in a plain build,
 #   3. builds and runs them again under AddressSanitizer + UBSan,
 #   4. builds the libFuzzer targets with clang and runs each from its seed corpus
@@ -12,7 +13,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 jobs="$(nproc)"
 
-"$root/tests/install-deps.sh"
+install=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-install) install=0 ;;
+    *) echo "usage: tests/run-all.sh [--no-install]" >&2; exit 2 ;;
+  esac
+done
+if [ "$install" = 1 ]; then "$root/tests/install-deps.sh"; fi
 
 run_suite() {
   local dir="$1" exclude="$2"; shift 2
@@ -34,8 +42,8 @@ unset ASAN_OPTIONS UBSAN_OPTIONS
 # Fuzzing: a crash, sanitizer report, leak or timeout fails the run.
 "$root/tests/fuzz/run.sh"
 
-if [ -x "$root/windows-service/build-and-test.sh" ]; then
+if [ -x "$root/tests/windows/build-and-test.sh" ]; then
   echo "=== Windows (mingw-w64 + Wine)"
-  "$root/windows-service/build-and-test.sh" "$root/build-windows"
+  "$root/tests/windows/build-and-test.sh" "$root/build-windows"
 fi
 echo "=== all test stages passed"

@@ -2,14 +2,12 @@
 
 #include <cstdio>
 #include <cstring>
+#include <exception>
 
 #include "agent/app/daemon.h"
 #include "agent/platform.h"
 #include "agent/base/secure_memory.h"
 #include "agent/base/text.h"
-#ifdef _WIN32
-#include "windows-service/windows_service.h"
-#endif
 
 namespace mi {
 namespace {
@@ -98,8 +96,50 @@ std::string ApplyOverrides(const std::vector<std::string>& args, Config* config)
   return "";
 }
 
-int RunCli(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
+StatusOr<DaemonOptions> LoadDaemonOptions(const std::vector<std::string>& args) {
+  DaemonOptions options;
+  options.config_path = DefaultConfigPath();
+  bool config_path_given = false;
+  std::vector<std::string> overrides;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--config") {
+      if (!TakeValue(args, &i, &options.config_path)) return Status::Error("--config needs a file");
+      config_path_given = true;
+    } else if (a == "--allow-core-dumps") {
+      options.allow_core_dumps = true;  // a start-up choice, not an override a reload re-applies
+    } else {
+      overrides.push_back(a);
+    }
+  }
+  Status s = LoadConfigFile(options.config_path, /*missing_ok=*/!config_path_given, &options.config);
+  if (!s.ok()) return Status::Error(kInvalidConfiguration + s.message());
+  std::string error = ApplyOverrides(overrides, &options.config);
+  if (!error.empty()) return Status::Error(error);
+  options.overrides = [overrides = std::move(overrides)](Config* c) { ApplyOverrides(overrides, c); };
+  return options;
+}
+
+namespace {
+
+int RunDaemon(const std::vector<std::string>& args) {
+  StatusOr<DaemonOptions> options = LoadDaemonOptions(args);
+  if (!options.ok()) {
+    const std::string& message = options.status().message();
+    if (message.rfind(kInvalidConfiguration, 0) == 0) {
+      std::fprintf(stderr, "mi-agent: %s\n", Escaped(message).c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "mi-agent: %s (see --help)\n", Escaped(message).c_str());
+    return 2;
+  }
+  auto notifier = platform::MakeNotifier();
+  options->notifier = notifier.get();
+  Daemon daemon(std::move(*options));
+  return daemon.Run();
+}
+
+int RunCommandLine(const std::vector<std::string>& args) {
   if (!args.empty()) {
     const std::string& cmd = args[0];
     std::vector<std::string> rest(args.begin() + 1, args.end());
@@ -109,14 +149,9 @@ int RunCli(int argc, char** argv) {
       (void)ForbidCoreDumps();
       return RunTokenCommand(rest);
     }
-#ifdef _WIN32
-    if (cmd == "service" || cmd == "install" || cmd == "uninstall") return RunWindowsCommand(cmd, rest);
-#endif
   }
 
-  CliOptions cli;
-  cli.config_path = DefaultConfigPath();
-  bool allow_core_dumps = false;
+  // The actions first, in order; an option's value is never taken for one.
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
@@ -144,41 +179,27 @@ int RunCli(int argc, char** argv) {
       return 0;
     }
     if (a == "--config") {
-      if (!TakeValue(args, &i, &cli.config_path)) {
+      std::string path;
+      if (!TakeValue(args, &i, &path)) {
         std::fprintf(stderr, "mi-agent: --config needs a file\n");
         return 2;
       }
-      cli.config_path_given = true;
-      continue;
     }
-    if (a == "--allow-core-dumps") {
-      allow_core_dumps = true;  // a start-up choice, not an override a reload re-applies
-      continue;
-    }
-    cli.args.push_back(a);
   }
+  return RunDaemon(args);
+}
 
-  Config config;
-  Status s = LoadConfigFile(cli.config_path, /*missing_ok=*/!cli.config_path_given, &config);
-  if (!s.ok()) {
-    std::fprintf(stderr, "mi-agent: invalid configuration: %s\n", Escaped(s.message()).c_str());
+}  // namespace
+
+int RunCli(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  // Start-up may throw (std::bad_alloc, std::system_error); the loop does not.
+  try {
+    return RunCommandLine(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mi-agent: start-up failed: %s\n", Escaped(e.what()).c_str());
     return 1;
   }
-  std::string error = ApplyOverrides(cli.args, &config);
-  if (!error.empty()) {
-    std::fprintf(stderr, "mi-agent: %s (see --help)\n", Escaped(error).c_str());
-    return 2;
-  }
-
-  auto notifier = platform::MakeNotifier();
-  DaemonOptions options;
-  options.config = config;
-  options.config_path = cli.config_path;
-  options.overrides = [args = cli.args](Config* c) { ApplyOverrides(args, c); };
-  options.notifier = notifier.get();
-  options.allow_core_dumps = allow_core_dumps;
-  Daemon daemon(std::move(options));
-  return daemon.Run();
 }
 
 }  // namespace mi

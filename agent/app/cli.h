@@ -1,5 +1,7 @@
 #pragma once
-// The mi-agent command line. main.cc only calls RunCli.
+// The mi-agent command line. agent/main.cc (POSIX) only calls RunCli;
+// windows-service/main_win.cc handles `service|install|uninstall` and hands
+// everything else to RunCli.
 //
 //   mi-agent [options]            run the agent (foreground; a service manager
 //                                 or the console supervises it)
@@ -11,18 +13,27 @@
 #include <string>
 #include <vector>
 
+#include "agent/app/daemon.h"
+#include "agent/base/status.h"
 #include "agent/config.h"
 
 namespace mi {
 
+// Runs the command line (argv[0] is the program). Returns the exit code:
+// 0, 1 (invalid configuration, start-up failed) or 2 (usage).
 int RunCli(int argc, char** argv);
 
-// Parsed daemon options (exposed for tests).
-struct CliOptions {
-  std::string config_path;
-  bool config_path_given = false;
-  std::vector<std::string> args;  // the overrides, kept to re-apply after a reload
-};
+// The daemon's options from its arguments (the command line without the
+// program name): `--config PATH` (else the default file, which may be
+// missing), `--allow-core-dumps`, and the overrides (--port, --listen, ...),
+// applied on top of the file and re-applied after each reload. The notifier
+// is left to the caller. Errors, as `mi-agent: ` prints them:
+//   "invalid configuration: ..."  the file (kInvalidConfiguration)
+//   "--config needs a file"        the option without its value
+//   the override's message         see ApplyOverrides
+// Shared by the console run and the Windows `service` command.
+StatusOr<DaemonOptions> LoadDaemonOptions(const std::vector<std::string>& args);
+inline constexpr char kInvalidConfiguration[] = "invalid configuration: ";
 
 // Applies command-line overrides (--port, --listen, ...) to `config`. Returns ""
 // or an error message naming the option.

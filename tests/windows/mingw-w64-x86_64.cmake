@@ -1,11 +1,11 @@
 # CMake toolchain for cross-building mi-agent (and its dependencies) for 64-bit
 # Windows with Debian's mingw-w64 (package g++-mingw-w64-x86-64-posix).
 #
-#   cmake -DCMAKE_TOOLCHAIN_FILE=windows-service/mingw-w64-x86_64.cmake \
+#   cmake -DCMAKE_TOOLCHAIN_FILE=tests/windows/mingw-w64-x86_64.cmake \
 #         -DMI_WIN_PREFIX=/path/to/prefix ...
 #
 # MI_WIN_PREFIX is the prefix holding the cross-built libuv, curl, googletest,
-# nlohmann and llhttp headers (windows-service/build-and-test.sh makes it). It may
+# nlohmann and llhttp headers (tests/windows/build-and-test.sh makes it). It may
 # also come from the environment variable of the same name.
 # Tests run through Wine (CMAKE_CROSSCOMPILING_EMULATOR), so ctest and
 # gtest_discover_tests work unchanged; set WINEPREFIX in the environment.

@@ -3,11 +3,18 @@
 # unit tests (ctest), the agent and the IMDS emulator on loopback, the Windows
 # service through Wine's SCM, and the NSIS and MSI installers.
 #
-#   windows-service/build-and-test.sh [BUILD_DIR]      (default: <repo>/build-windows)
+#   tests/windows/build-and-test.sh [BUILD_DIR]      (default: <repo>/build-windows)
 #
 # Environment: JOBS (default 2); MI_WINE_KEEP=1 reuses the Wine prefix of the last run;
-# MI_SKIP_TESTS=1 builds only.
+# MI_SKIP_TESTS=1 builds only; MI_DEBIAN_MIRROR and MI_DEBIAN_SECURITY_MIRROR (default
+# http://deb.debian.org/debian and http://deb.debian.org/debian-security) are where the
+# source packages come from.
+# It installs missing build packages with apt-get (as root, or through sudo) but never
+# edits the host's apt sources: the source packages come through a private apt
+# configuration (deps/apt/).
 # Layout under BUILD_DIR:
+#   deps/apt/           that configuration: apt.conf, a deb-src sources.list, its index
+#                       lists (refreshed once a day) and apt's cache
 #   deps/prefix-<key>/  cross-built libuv, curl (HTTP only), googletest, nlohmann and
 #                       llhttp headers; <key> hashes the Debian source versions and
 #                       this recipe, so a warm run skips the dependency builds
@@ -18,10 +25,10 @@
 # The last line is the summary; the exit status is non-zero on any failure.
 set -euo pipefail
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD_DIR=$(realpath -m "${1:-$REPO/build-windows}")
 JOBS=${JOBS:-2}
-TOOLCHAIN=$REPO/windows-service/mingw-w64-x86_64.cmake
+TOOLCHAIN=$REPO/tests/windows/mingw-w64-x86_64.cmake
 LOGS=$BUILD_DIR/logs
 APP=$BUILD_DIR/app
 PY=/usr/bin/python3
@@ -127,27 +134,66 @@ install_packages() {
     fi
   fi
 
-  # Source packages need a deb-src entry; add one for bookworm if apt has none.
-  DEB_SRC_FILE=/etc/apt/sources.list.d/mi-agent-deb-src.sources
-  if ! apt-get source --print-uris libuv1 >/dev/null 2>&1; then
-    if [ ! -e "$DEB_SRC_FILE" ]; then
-      log "adding deb-src entries ($DEB_SRC_FILE)"
-      $SUDO tee "$DEB_SRC_FILE" >/dev/null <<'EOF'
-# Added by mi-agent windows-service/build-and-test.sh: source packages for the mingw cross build.
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+}
 
-Types: deb-src
-URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+# ------------------------------------------------------------------ source packages
+# The dependencies are built from Debian's source packages, which `apt-get source`
+# finds through deb-src indexes. Rather than add deb-src entries to the host's
+# sources, the script gives apt a configuration of its own (APT_CONFIG): its own
+# source list, index lists and cache, all under $APT_DIR. Only `apt-get update`
+# and `apt-get source` use it; the host's apt sources and lists stay as they are.
+
+apt_src() { APT_CONFIG=$APT_DIR/apt.conf apt-get "$@"; }
+
+setup_source_apt() {
+  APT_DIR=$BUILD_DIR/deps/apt
+  local codename mirror security keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  if [ -z "$codename" ]; then
+    log "cannot tell the Debian release (VERSION_CODENAME in /etc/os-release)"
+    return 1
+  fi
+  mirror=${MI_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+  security=${MI_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+  mkdir -p "$APT_DIR/sources.list.d" "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial"
+  cat >"$APT_DIR/sources.list.new" <<EOF
+deb-src [signed-by=$keyring] $mirror $codename main
+deb-src [signed-by=$keyring] $mirror $codename-updates main
+deb-src [signed-by=$keyring] $security $codename-security main
 EOF
-    fi
-    run apt-update $SUDO apt-get -o DPkg::Lock::Timeout=600 update
+  # apt reads this file first, then the host's apt.conf.d (whose proxy settings,
+  # for one, still apply); nothing there names these directories.
+  cat >"$APT_DIR/apt.conf" <<EOF
+// Written by mi-agent tests/windows/build-and-test.sh: for apt-get update/source only.
+Dir::Etc::sourcelist "$APT_DIR/sources.list";
+Dir::Etc::sourceparts "$APT_DIR/sources.list.d";
+Dir::State::Lists "$APT_DIR/lists";
+Dir::Cache "$APT_DIR/cache";
+EOF
+  local stamp=$APT_DIR/lists/.updated
+  if cmp -s "$APT_DIR/sources.list.new" "$APT_DIR/sources.list"; then
+    rm -f "$APT_DIR/sources.list.new"
+  else
+    mv "$APT_DIR/sources.list.new" "$APT_DIR/sources.list"
+    rm -f "$stamp"
+  fi
+  if [ -e /etc/apt/sources.list.d/mi-agent-deb-src.sources ]; then
+    log "note: /etc/apt/sources.list.d/mi-agent-deb-src.sources (from an older version of this script) is not needed any more"
+  fi
+  # Fresh indexes once a day: the cache key names the source versions they list.
+  if [ -f "$stamp" ] && [ -z "$(find "$stamp" -mmin +1440)" ]; then
+    log "source indexes of $(date -r "$stamp" '+%F %H:%M') in $APT_DIR"
+    return 0
+  fi
+  log "downloading the source indexes ($APT_DIR/sources.list)"
+  if run apt-src-update apt_src update; then
+    touch "$stamp"
+  elif [ -f "$stamp" ]; then
+    log "warning: cannot refresh the source indexes; using those of $(date -r "$stamp" '+%F %H:%M')"
+  else
+    log "cannot download the source indexes from $mirror and $security" \
+      "(MI_DEBIAN_MIRROR and MI_DEBIAN_SECURITY_MIRROR name other Debian mirrors)"
+    return 1
   fi
 }
 
@@ -156,7 +202,7 @@ EOF
 
 pkg_version() { dpkg-query -W -f='${Version}' "$1"; }
 dsc_name() {
-  apt-get source --print-uris "$1" | awk '$2 ~ /\.dsc$/ { sub(/\.dsc$/, "", $2); print $2; exit }'
+  apt_src source --print-uris "$1" | awk '$2 ~ /\.dsc$/ { sub(/\.dsc$/, "", $2); print $2; exit }'
 }
 
 cmake_dep() {  # cmake_dep NAME SOURCE_DIR EXTRA_ARGS...
@@ -200,7 +246,7 @@ build_curl() {
   local version
   version=$(sed -n 's/^#define LIBCURL_VERSION "\([^"]*\)".*/\1/p' "$src/include/curl/curlver.h")
   cat >"$PREFIX/lib/cmake/CURL/CURLConfig.cmake" <<EOF
-# Written by mi-agent windows-service/build-and-test.sh for a libcurl.a built
+# Written by mi-agent tests/windows/build-and-test.sh for a libcurl.a built
 # with curl's lib/Makefile.mk (static, HTTP/HTTPS only, Schannel TLS).
 get_filename_component(_curl_prefix "\${CMAKE_CURRENT_LIST_DIR}/../../.." ABSOLUTE)
 if(NOT TARGET CURL::libcurl)
@@ -227,7 +273,7 @@ EOF
 build_deps() {
   rm -rf "$DEPS/src" "$DEPS/build" "$PREFIX"
   mkdir -p "$DEPS/src" "$PREFIX/include"
-  (cd "$DEPS/src" && run apt-source apt-get source -q libuv1 curl googletest)
+  (cd "$DEPS/src" && run apt-source apt_src source -q libuv1 curl googletest)
   local uv curl gtest
   uv=$(find "$DEPS/src" -maxdepth 1 -type d -name 'libuv1-*' | head -n1)
   curl=$(find "$DEPS/src" -maxdepth 1 -type d -name 'curl-*' | head -n1)
@@ -311,6 +357,7 @@ build_installers() {
 main() {
   stage packages
   install_packages
+  setup_source_apt
   stage deps
   prepare_deps
   stage build
@@ -323,8 +370,8 @@ main() {
   fi
 
   stage wine
-  # shellcheck source=windows-service/wine-tests.sh
-  source "$REPO/windows-service/wine-tests.sh"
+  # shellcheck source=tests/windows/wine-tests.sh
+  source "$REPO/tests/windows/wine-tests.sh"
   start_wine
   stage unit
   # Wine now and then loses a test process before it prints a line (seen once:

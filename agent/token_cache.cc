@@ -50,7 +50,7 @@ TokenCache::TokenCache(const Config& config, Clock* clock, TimerFactory* timers,
 
 TokenCache::~TokenCache() {
   for (auto& [key, e] : entries_) {
-    if (e->job != 0) scheduler_->Cancel(e->job);
+    if (e->fetch == FetchState::kQueued) scheduler_->Cancel(e->job);
   }
 }
 
@@ -117,11 +117,11 @@ void TokenCache::Get(const TokenKey& key, Callback callback, StillWaiting still_
   e->waiters.push_back(Waiter{now + config_.limits.caller_deadline, std::move(callback), std::move(still_waiting)});
   ++stats_.waiters;
   if (e->waiters.size() == 1) ArmDeadline(e);
-  if (!e->fetching) {
+  if (e->fetch == FetchState::kIdle) {
     StartFetch(e);
   } else {
     ++stats_.coalesced;
-    if (e->job != 0) scheduler_->Promote(e->job);
+    if (e->fetch == FetchState::kQueued) scheduler_->Promote(e->job);
   }
 }
 
@@ -162,6 +162,7 @@ TokenCache::Entry* TokenCache::FindOrCreate(const TokenKey& key) {
   lru_.push_front(e);
   e->lru = lru_.begin();
   entries_.emplace(key, std::move(owned));
+  ++by_state_[static_cast<int>(e->state)];
   stats_.keys = entries_.size();
   return e;
 }
@@ -171,11 +172,15 @@ void TokenCache::Touch(Entry* e) {
   if (e->lru != lru_.begin()) lru_.splice(lru_.begin(), lru_, e->lru);
 }
 
-bool TokenCache::Evictable(const Entry* e) const { return !e->prefetch && e->waiters.empty() && !e->fetching; }
+bool TokenCache::Evictable(const Entry* e) const {
+  return !e->prefetch && e->waiters.empty() && e->fetch == FetchState::kIdle;
+}
 
 void TokenCache::Erase(Entry* e) {
-  if (e->job != 0) scheduler_->Cancel(e->job);
+  if (e->fetch == FetchState::kQueued) scheduler_->Cancel(e->job);
   if (e->first_round && --prefetch_pending_ == 0 && prefetch_done_) std::exchange(prefetch_done_, nullptr)();
+  SetToken(e, nullptr);
+  --by_state_[static_cast<int>(e->state)];
   lru_.erase(e->lru);
   TokenKey key = e->key;  // e dies with the map node
   entries_.erase(key);
@@ -201,7 +206,7 @@ void TokenCache::EvictIdle() {
 // --- fetching ----------------------------------------------------------------------
 
 void TokenCache::StartFetch(Entry* e) {
-  e->fetching = true;
+  e->fetch = FetchState::kQueued;  // Enqueue() below asks for its job
   e->retry = RetryState();
   ++e->fetch_generation;
   if (e->timer) e->timer->Disarm();
@@ -215,9 +220,10 @@ void TokenCache::Enqueue(Entry* e) {
   const Priority priority = e->waiters.empty() ? Priority::kBackground : Priority::kCaller;
   const uint64_t generation = e->fetch_generation;
   auto start = [this, key = e->key, generation] { Attempt(key, generation); };
+  e->fetch = FetchState::kQueued;
   e->job = scheduler_->Enqueue(priority, start);
   // Callers who hung up may still hold places in the callers' queue.
-  if (e->job == 0 && priority == Priority::kCaller && SweepGoneCallers()) {
+  if (e->job == 0 && priority == Priority::kCaller && SweepGoneCallers(e)) {
     e->job = scheduler_->Enqueue(priority, std::move(start));
   }
   if (e->job != 0) return;
@@ -249,10 +255,11 @@ void TokenCache::AbandonFetch(Entry* e) {
 
 void TokenCache::Attempt(const TokenKey& key, uint64_t generation) {
   Entry* e = Find(key);
-  if (e == nullptr || e->fetch_generation != generation || !e->fetching) {
+  if (e == nullptr || e->fetch_generation != generation || e->fetch != FetchState::kQueued) {
     scheduler_->Finished();
     return;
   }
+  e->fetch = FetchState::kInFlight;
   e->job = 0;
   // Under pressure (other callers queued), callers who hung up are not worth
   // an IMDS request; see SweepGoneCallers.
@@ -265,7 +272,6 @@ void TokenCache::Attempt(const TokenKey& key, uint64_t generation) {
     UpdateState(e);
     return;
   }
-  e->in_flight = true;
   e->attempt_started = clock_->Now();
   ++stats_.upstream_requests;
   upstream_->Fetch(key, [this, key, generation](UpstreamResponse response) {
@@ -280,8 +286,8 @@ void TokenCache::OnUpstream(const TokenKey& key, uint64_t generation, UpstreamRe
   ++stats_.upstream_by_class[http && status >= 100 && status < 600 ? status / 100 : 0];
   Entry* e = Find(key);
   const Duration latency = e != nullptr ? clock_->Now() - e->attempt_started : Duration(0);
-  if (e != nullptr && e->fetch_generation == generation) {  // else evicted or superseded
-    e->in_flight = false;
+  // Else evicted or superseded. The handlers below end the fetch or arm its retry.
+  if (e != nullptr && e->fetch_generation == generation) {
     if (http && status == 200) {
       std::string why;
       auto token = Token::FromImdsBody(response.body, &why);
@@ -307,7 +313,7 @@ void TokenCache::OnToken(Entry* e, std::shared_ptr<const Token> token) {
   upstream_health_.last_success = now;
   upstream_health_.failing = false;
   const bool same = e->token && e->token->fingerprint() == token->fingerprint();
-  e->token = std::move(token);
+  SetToken(e, std::move(token));
   e->last_refresh = now;
   e->consecutive_failures = 0;
   e->negative_until = TimePoint();
@@ -358,7 +364,7 @@ void TokenCache::OnRejected(Entry* e, const UpstreamResponse& response) {
   const TimePoint now = clock_->Now();
   // IMDS says this identity/resource cannot have a token (e.g. the identity was
   // removed): stop serving the old one and remember the answer briefly.
-  e->token.reset();
+  SetToken(e, nullptr);
   e->stalled = false;
   ++e->consecutive_failures;
   e->last_error_status = response.status;
@@ -399,6 +405,7 @@ void TokenCache::OnFailure(Entry* e, const UpstreamResponse& response, const std
   // had a token and whose callers left waits for its next caller.
   if (d.retry && (!e->waiters.empty() || KeptFresh(e, now))) {
     ++stats_.retries;
+    e->fetch = FetchState::kBackoff;
     if (!e->timer) e->timer = timers_->NewTimer();
     e->timer->Arm(d.delay, [this, key = e->key] { OnTimer(key); });
     UpdateState(e);
@@ -422,9 +429,8 @@ void TokenCache::OnFailure(Entry* e, const UpstreamResponse& response, const std
 }
 
 void TokenCache::FinishFetch(Entry* e) {
-  e->fetching = false;
-  e->in_flight = false;
-  if (e->job != 0) scheduler_->Cancel(e->job);
+  if (e->fetch == FetchState::kQueued) scheduler_->Cancel(e->job);
+  e->fetch = FetchState::kIdle;
   e->job = 0;
   if (e->first_round) {
     e->first_round = false;
@@ -444,7 +450,7 @@ void TokenCache::OnTimer(const TokenKey& key) {
   Entry* e = Find(key);
   if (e == nullptr) return;
   const TimePoint now = clock_->Now();
-  if (e->fetching) {  // a retry wait ended
+  if (e->fetch == FetchState::kBackoff) {  // the retry wait ended
     if (e->waiters.empty() && !KeptFresh(e, now)) {
       AbandonFetch(e);
     } else {
@@ -505,8 +511,8 @@ void TokenCache::OnDeadline(const TokenKey& key) {
     // in the second half of the caller's wait with no IMDS failure before it:
     // then 429 + Retry-After (come back later). Otherwise IMDS: 500.
     const TimePoint arrived = w.deadline - config_.limits.caller_deadline;
-    const bool held_by_budget = e->job != 0 || now < paused_until ||
-                                (e->retry.attempts == 0 && e->in_flight &&
+    const bool held_by_budget = e->fetch == FetchState::kQueued || now < paused_until ||
+                                (e->retry.attempts == 0 && e->fetch == FetchState::kInFlight &&
                                  e->attempt_started - arrived > config_.limits.caller_deadline / 2);
     TokenResult r;
     if (held_by_budget) {
@@ -527,10 +533,10 @@ void TokenCache::OnLastCallerLeft(Entry* e) {
   // A request already sent goes on (its answer is cheap to keep). One not sent
   // yet goes on only as background work, for a key the cache keeps fresh; any
   // other key has nobody left to fetch for.
-  if (!e->fetching || e->in_flight) return;
+  if (e->fetch != FetchState::kQueued && e->fetch != FetchState::kBackoff) return;
   if (!KeptFresh(e, clock_->Now())) {
     AbandonFetch(e);
-  } else if (e->job != 0 && !scheduler_->Demote(e->job)) {
+  } else if (e->fetch == FetchState::kQueued && !scheduler_->Demote(e->job)) {
     FinishFetch(e);  // cancels the job: the background queue is full
     RetryLater(e);
     UpdateState(e);
@@ -557,14 +563,15 @@ bool TokenCache::DropGoneWaiters(Entry* e) {
 // a client that half-closed after its request (EOF) counts as gone, yet may
 // still read an answer, so its miss is not dropped for that alone while
 // nobody else waits.
-bool TokenCache::SweepGoneCallers() {
+bool TokenCache::SweepGoneCallers(const Entry* enqueuing) {
   const TimePoint now = clock_->Now();
   if (last_gone_sweep_ != TimePoint() && now - last_gone_sweep_ < Duration(1000)) return false;
   last_gone_sweep_ = now;
   const size_t queued = scheduler_->stats().queued_caller;
   for (auto& [key, owned] : entries_) {
     Entry* e = owned.get();
-    if (e->job == 0 || e->waiters.empty() || !DropGoneWaiters(e)) continue;
+    // `enqueuing` has no place yet (its Enqueue() was just refused).
+    if (e == enqueuing || e->fetch != FetchState::kQueued || e->waiters.empty() || !DropGoneWaiters(e)) continue;
     if (e->waiters.empty()) OnLastCallerLeft(e);
   }
   return scheduler_->stats().queued_caller < queued;
@@ -583,7 +590,7 @@ void TokenCache::StartPrefetch(std::function<void()> done) {
     e->first_round = true;
     ++prefetch_pending_;
     ++started;
-    if (!e->fetching) StartFetch(e);
+    if (e->fetch == FetchState::kIdle) StartFetch(e);
   }
   if (started == 0 && prefetch_pending_ == 0 && prefetch_done_) std::exchange(prefetch_done_, nullptr)();
 }
@@ -598,24 +605,33 @@ void TokenCache::Reconfigure(const Config& config) {
     Entry* e = FindOrCreate(key);
     if (e == nullptr) continue;
     e->prefetch = true;
-    if (!e->token && !e->fetching) StartFetch(e);
+    if (!e->token && e->fetch == FetchState::kIdle) StartFetch(e);
   }
   EvictIdle();
 }
 
 // --- health ----------------------------------------------------------------------------
 
+void TokenCache::SetToken(Entry* e, std::shared_ptr<const Token> token) {
+  if (e->token) expiries_.erase({e->token->expires_on(), e});
+  e->token = std::move(token);
+  if (e->token) expiries_.emplace(e->token->expires_on(), e);
+}
+
 void TokenCache::UpdateState(Entry* e) {
   EntryState from = e->state;
   const TimePoint now = clock_->Now();
   const bool valid = e->token && FromEpochSeconds(e->token->expires_on()) > now;
+  const bool fetching = e->fetch != FetchState::kIdle;
   if (valid) {
     e->state = e->consecutive_failures > 0 ? EntryState::kDegraded
-               : e->fetching              ? EntryState::kRefreshing
+               : fetching                 ? EntryState::kRefreshing
                                           : EntryState::kOk;
   } else {
-    e->state = (e->consecutive_failures > 0 || !e->fetching) ? EntryState::kFailing : EntryState::kRefreshing;
+    e->state = (e->consecutive_failures > 0 || !fetching) ? EntryState::kFailing : EntryState::kRefreshing;
   }
+  --by_state_[static_cast<int>(from)];
+  ++by_state_[static_cast<int>(e->state)];
   // "refreshing" for a key that already has a good token is routine, not news.
   if (e->state != from && state_observer_) state_observer_(SnapshotOf(e), from);
 }
@@ -640,7 +656,8 @@ EntrySnapshot TokenCache::SnapshotOf(const Entry* e) const {
 // A token that expired since the state was last updated no longer counts.
 EntryState TokenCache::ShownState(const Entry* e, TimePoint now) const {
   if (e->token && FromEpochSeconds(e->token->expires_on()) <= now) {
-    return e->fetching && e->consecutive_failures == 0 ? EntryState::kRefreshing : EntryState::kFailing;
+    return e->fetch != FetchState::kIdle && e->consecutive_failures == 0 ? EntryState::kRefreshing
+                                                                          : EntryState::kFailing;
   }
   return e->state;
 }
@@ -660,15 +677,20 @@ std::vector<std::pair<const TokenKey*, EntryState>> TokenCache::States() const {
   return out;
 }
 
+// The stored states, corrected for the keys whose token expired since their
+// state was last updated: ShownState() of every key, visiting only those.
 TokenCache::Summary TokenCache::Summarize() const {
   Summary out;
+  std::copy(std::begin(by_state_), std::end(by_state_), std::begin(out.by_state));
   const TimePoint now = clock_->Now();
-  for (const auto& [key, e] : entries_) {
-    ++out.by_state[static_cast<int>(ShownState(e.get(), now))];
-    if (e->token && (out.earliest_expires_on == 0 || e->token->expires_on() < out.earliest_expires_on)) {
-      out.earliest_expires_on = e->token->expires_on();
-    }
+  for (const auto& [expires_on, e] : expiries_) {
+    if (FromEpochSeconds(expires_on) > now) break;
+    --out.by_state[static_cast<int>(e->state)];
+    ++out.by_state[static_cast<int>(ShownState(e, now))];
   }
+  // Tokens are stored only before their expiry (OnUpstream), so every
+  // expires_on here is past the epoch: 0 still means "no token".
+  if (!expiries_.empty()) out.earliest_expires_on = expiries_.begin()->first;
   return out;
 }
 

@@ -39,6 +39,8 @@
 #include <vector>
 
 #include "agent/base/clock.h"
+#include "agent/base/random.h"
+#include "agent/base/timer.h"
 #include "agent/config.h"
 #include "agent/retry_policy.h"
 #include "agent/token_broker.h"

@@ -48,6 +48,7 @@
 #include <unordered_map>
 
 #include "agent/base/clock.h"
+#include "agent/base/timer.h"
 #include "agent/config.h"
 
 namespace mi {

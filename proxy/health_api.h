@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "agent/base/clock.h"
+#include "agent/base/timer.h"
 #include "agent/token_cache.h"
 #include "agent/upstream_latency.h"
 #include "agent/upstream_scheduler.h"

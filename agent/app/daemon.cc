@@ -8,6 +8,7 @@
 
 #include "agent/curl_upstream_client.h"
 #include "agent/base/event_loop.h"
+#include "agent/base/random.h"
 #include "agent/platform.h"
 #include "agent/base/secure_memory.h"
 #include "agent/token_cache.h"
@@ -77,7 +78,7 @@ std::string Digest(const Config& c) {
 }  // namespace
 
 struct Daemon::Impl {
-  explicit Impl(DaemonOptions o) : options(std::move(o)), config(options.config), logger(&loop) {
+  explicit Impl(DaemonOptions o) : options(std::move(o)), config(options.config), logger(&loop.clock()) {
     if (options.notifier == nullptr) options.notifier = &null_notifier;
     if (options.log_sink) logger.set_sink(options.log_sink);
   }
@@ -86,9 +87,9 @@ struct Daemon::Impl {
   struct Parts {
     Parts(Impl* d)
         : upstream(d->loop.uv(), d->config.imds, &d->logger),
-          scheduler(d->config.budget, d->loop, d->loop),
-          cache(d->config, &d->loop, &d->loop, &d->random, &upstream, &scheduler),
-          api(&cache, &d->loop, ApiOptions(d->config, {})),
+          scheduler(d->config.budget, d->loop.clock(), d->loop),
+          cache(d->config, &d->loop.clock(), &d->loop, &d->random, &upstream, &scheduler),
+          api(&cache, &d->loop.clock(), ApiOptions(d->config, {})),
           server(d->loop.uv(), TokenLimits(d->config), &api, &d->logger),
           health_api(proxy::HealthSources{}),
           health_server(d->loop.uv(), HealthLimits(d->config), &health_api, &d->logger),
@@ -213,9 +214,9 @@ Status Daemon::Impl::Start() {
   listening = true;
 
   proxy::HealthSources& hs = p.health_api.sources();
-  hs.clock = &loop;
+  hs.clock = &loop.clock();
   hs.version = MI_VERSION;
-  hs.start_time = loop.Now();
+  hs.start_time = loop.clock().Now();
   hs.config_digest = Digest(config);
   hs.listeners = p.server.BoundAddresses();
   hs.imds_endpoint = config.imds.endpoint;

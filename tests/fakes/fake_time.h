@@ -29,6 +29,8 @@
 #include <vector>
 
 #include "agent/base/clock.h"
+#include "agent/base/random.h"
+#include "agent/base/timer.h"
 
 namespace mi {
 

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/fakes/fake_random.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/fake_upstream.h"
 
@@ -18,12 +19,6 @@ using std::chrono::hours;
 using std::chrono::minutes;
 using std::chrono::seconds;
 using Kind = TokenResult::Kind;
-
-class FixedRandom : public Random {
- public:
-  double value = 0.5;
-  double Uniform() override { return value; }
-};
 
 class TokenCacheTest : public ::testing::Test {
  protected:
@@ -81,9 +76,8 @@ class TokenCacheTest : public ::testing::Test {
 
   Config config_;
   FakeTime time_;
-  FixedRandom random_;
+  FakeRandom random_;
   FakeUpstream upstream_;
-  Logger logger_;
   std::unique_ptr<UpstreamScheduler> scheduler_;
   std::unique_ptr<TokenCache> cache_;
 };
@@ -192,7 +186,7 @@ TEST_F(TokenCacheTest, NegativeAnswerIsCachedBrieflyThenAskedAgain) {
 
 TEST_F(TokenCacheTest, RefreshAheadHappensBeforeTheMarginWithJitterBounds) {
   for (double jitter : {0.0, 0.5, 0.999}) {
-    random_.value = jitter;
+    random_.set_value(jitter);
     Build();
     const TokenKey key = Key();
     const auto before = upstream_.calls();

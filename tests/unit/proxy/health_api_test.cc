@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/fakes/fake_random.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/fake_upstream.h"
 
@@ -170,7 +171,6 @@ class HealthApiTest : public ::testing::Test {
   FakeTime time_;
   FakeRandom random_;
   FakeUpstream upstream_;
-  Logger logger_;
   UpstreamLatency metrics_;
   std::unique_ptr<UpstreamScheduler> scheduler_;
   std::unique_ptr<TokenCache> cache_;

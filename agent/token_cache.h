@@ -152,10 +152,11 @@ class TokenCache : public TokenBroker {
   };
   // Where a key's fetch is; a key has at most one fetch under way.
   //   kIdle      no fetch. `timer`, if armed, is the next refresh.
-  //   kQueued    waiting in the scheduler's queue; `job` is its id (0 only while
-  //              Enqueue() waits for the scheduler's answer).
-  //   kInFlight  the scheduler started it (Attempt): the request is sent, or
-  //              about to be, and its answer is awaited.
+  //   kQueued    waiting in the scheduler's queue; `job` is its id (0 only
+  //              inside StartFetch()/Enqueue(), before the scheduler answers).
+  //   kInFlight  the scheduler started it (Attempt), so it holds a scheduler
+  //              slot: the request is sent, or about to be, and its answer is
+  //              awaited.
   //   kBackoff   an attempt failed; `timer` is the wait before the next one.
   // StartFetch: kIdle -> kQueued -> kInFlight; its answer ends the fetch
   // (FinishFetch: kIdle) or, after a failure worth retrying, kBackoff -> kQueued
@@ -173,7 +174,8 @@ class TokenCache : public TokenBroker {
     TimePoint negative_until{};
     int negative_status = 0;
     std::string negative_body;
-    // The fetch (see FetchState); the fields below it belong to the fetch under way.
+    // The fetch (see FetchState); job, retry, the generation and attempt_started
+    // belong to the fetch under way.
     FetchState fetch = FetchState::kIdle;
     UpstreamScheduler::JobId job = 0;       // kQueued only
     RetryState retry;

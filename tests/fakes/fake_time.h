@@ -4,7 +4,7 @@
 //
 // FakeTime keeps two clocks, like a real machine:
 //  * a monotonic one that timers run on (libuv timers are monotonic), moved only
-//    by Advance()/AdvanceTo()/RunNext()/RunUntilIdle();
+//    by Advance()/RunPending()/RunNext()/RunUntilIdle();
 //  * the wall clock returned by Now(): monotonic time plus an offset that
 //    JumpWallClock() changes (NTP stepping the clock) without firing anything.
 //
@@ -48,8 +48,6 @@ class FakeTime : public Clock, public TimerFactory {
 
   // Moves time forward by `d` (negative counts as zero), firing due timers.
   void Advance(Duration d) { AdvanceMono(state_->mono + std::max(d, Duration(0))); }
-  // Moves the wall clock to `t` (if it is ahead), firing due timers.
-  void AdvanceTo(TimePoint t) { Advance(t - Now()); }
   // Fires the timers already due (zero-delay arms, and any they arm with zero delay).
   void RunPending() { Advance(Duration(0)); }
   // Advances to the earliest armed timer and fires everything due then.
@@ -88,10 +86,6 @@ class FakeTime : public Clock, public TimerFactory {
                                              [](const FakeTimer* t) { return t->armed_; }));
   }
   size_t live_timers() const { return state_->timers.size(); }
-  uint64_t fired_total() const { return state_->fired; }
-
-  // Guards against a callback that re-arms itself with zero delay forever.
-  void set_max_firings_per_advance(uint64_t n) { state_->max_firings = n; }
 
  private:
   class FakeTimer;
@@ -101,8 +95,6 @@ class FakeTime : public Clock, public TimerFactory {
     TimePoint wall_at_zero;
     Duration mono{0};  // monotonic time since construction
     uint64_t seq = 0;
-    uint64_t fired = 0;
-    uint64_t max_firings = 10'000'000;
     std::vector<FakeTimer*> timers;
 
     FakeTimer* Earliest() const {
@@ -147,14 +139,17 @@ class FakeTime : public Clock, public TimerFactory {
     bool armed_ = false;
   };
 
+  // Guards against a callback that re-arms itself with zero delay forever.
+  static constexpr uint64_t kMaxFiringsPerAdvance = 10'000'000;
+
   void AdvanceMono(Duration target) {
     uint64_t firings = 0;
     for (;;) {
       FakeTimer* t = state_->Earliest();
       if (t == nullptr || t->deadline_ > target) break;
-      if (++firings > state_->max_firings) {
+      if (++firings > kMaxFiringsPerAdvance) {
         std::fprintf(stderr, "FakeTime: more than %llu timer firings in one Advance (a timer loops?)\n",
-                     static_cast<unsigned long long>(state_->max_firings));
+                     static_cast<unsigned long long>(kMaxFiringsPerAdvance));
         std::abort();
       }
       state_->mono = std::max(state_->mono, t->deadline_);
@@ -162,7 +157,6 @@ class FakeTime : public Clock, public TimerFactory {
       // Move out first: the callback may re-arm or destroy the timer.
       auto cb = std::move(t->callback_);
       t->callback_ = nullptr;
-      ++state_->fired;
       if (cb) cb();
     }
     state_->mono = std::max(state_->mono, target);

@@ -35,6 +35,7 @@
 #include <string_view>
 
 #include "agent/base/clock.h"
+#include "agent/base/random.h"
 #include "agent/config.h"
 #include "agent/upstream_client.h"
 

@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -39,6 +40,8 @@
 
 #include "agent/base/clock.h"
 #include "agent/base/metrics.h"
+#include "agent/base/random.h"
+#include "agent/base/timer.h"
 #include "agent/config.h"
 #include "agent/retry_policy.h"
 #include "agent/token_broker.h"
@@ -151,27 +154,42 @@ class TokenCache : public TokenBroker, public MetricsSource {
     StillWaiting still_waiting;  // empty: always
     bool gone() const { return still_waiting && !still_waiting(); }
   };
+  // Where a key's fetch is; a key has at most one fetch under way.
+  //   kIdle      no fetch. `timer`, if armed, is the next refresh.
+  //   kQueued    waiting in the scheduler's queue; `job` is its id (0 only
+  //              inside StartFetch()/Enqueue(), before the scheduler answers).
+  //   kInFlight  the scheduler started it (Attempt), so it holds a scheduler
+  //              slot: the request is sent, or about to be, and its answer is
+  //              awaited.
+  //   kBackoff   an attempt failed; `timer` is the wait before the next one.
+  // StartFetch: kIdle -> kQueued -> kInFlight; its answer ends the fetch
+  // (FinishFetch: kIdle) or, after a failure worth retrying, kBackoff -> kQueued
+  // (OnTimer) -> kInFlight again. A fetch not sent (kQueued, kBackoff) also
+  // returns to kIdle when nobody needs it any more or the queue is full; one in
+  // flight always waits for its answer.
+  enum class FetchState { kIdle, kQueued, kInFlight, kBackoff };
+
   struct Entry {
     TokenKey key;
-    std::shared_ptr<const Token> token;
+    std::shared_ptr<const Token> token;     // set only through SetToken()
     bool prefetch = false;
     bool first_round = false;  // counts towards prefetch_pending_
     // Negative cache: IMDS said no.
     TimePoint negative_until{};
     int negative_status = 0;
     std::string negative_body;
-    // The fetch under way: queued, in flight, or waiting to retry.
-    bool fetching = false;
-    bool in_flight = false;
-    UpstreamScheduler::JobId job = 0;
+    // The fetch (see FetchState); job, retry, the generation and attempt_started
+    // belong to the fetch under way.
+    FetchState fetch = FetchState::kIdle;
+    UpstreamScheduler::JobId job = 0;       // kQueued only
     RetryState retry;
     uint64_t fetch_generation = 0;
     TimePoint attempt_started{};
-    std::unique_ptr<Timer> timer;           // retry wait or the next refresh
+    std::unique_ptr<Timer> timer;           // kBackoff: the retry wait; kIdle: the next refresh
     TimePoint next_refresh{};
     std::vector<Waiter> waiters;            // in arrival order (= deadline order)
     std::unique_ptr<Timer> deadline_timer;  // for waiters.front()
-    // Health.
+    // Health. `state` changes only in UpdateState() (by_state_ counts it).
     EntryState state = EntryState::kRefreshing;
     TimePoint last_refresh{};
     TimePoint last_used{};
@@ -220,9 +238,11 @@ class TokenCache : public TokenBroker, public MetricsSource {
   void OnLastCallerLeft(Entry* e);
   // Answers (429) and removes e's callers that hung up; true if any.
   bool DropGoneWaiters(Entry* e);
-  // Before refusing a caller: drops queued fetches whose callers all hung up.
-  // At most once a second; true if it freed room in the callers' queue.
-  bool SweepGoneCallers();
+  // Before refusing a caller of `enqueuing`: drops queued fetches whose callers
+  // all hung up. At most once a second; true if it freed room in the callers' queue.
+  bool SweepGoneCallers(const Entry* enqueuing);
+  // Replaces e's token, keeping expiries_ in step.
+  void SetToken(Entry* e, std::shared_ptr<const Token> token);
   void UpdateState(Entry* e);
   EntrySnapshot SnapshotOf(const Entry* e) const;
   EntryState ShownState(const Entry* e, TimePoint now) const;
@@ -238,6 +258,10 @@ class TokenCache : public TokenBroker, public MetricsSource {
 
   std::unordered_map<TokenKey, std::unique_ptr<Entry>, TokenKeyHash> entries_;
   std::list<Entry*> lru_;  // front: most recently used
+  // Kept in step with the entries so Summarize() visits only keys whose token
+  // expired since their state was last updated (ShownState), not every key.
+  size_t by_state_[4] = {};                          // Entry::state, by EntryState
+  std::set<std::pair<int64_t, Entry*>> expiries_;   // (expires_on, entry) of each token held
   std::unique_ptr<Timer> sweep_timer_;
   TimePoint last_gone_sweep_{};
   size_t prefetch_pending_ = 0;

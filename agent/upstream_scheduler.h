@@ -49,6 +49,7 @@
 
 #include "agent/base/clock.h"
 #include "agent/base/metrics.h"
+#include "agent/base/timer.h"
 #include "agent/config.h"
 
 namespace mi {

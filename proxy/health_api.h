@@ -23,6 +23,7 @@
 
 #include "agent/base/clock.h"
 #include "agent/base/metrics.h"
+#include "agent/base/timer.h"
 #include "agent/health.h"
 #include "proxy/http/http_server.h"
 

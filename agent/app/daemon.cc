@@ -9,6 +9,7 @@
 #include "agent/app/process_metrics.h"
 #include "agent/curl_upstream_client.h"
 #include "agent/base/event_loop.h"
+#include "agent/base/random.h"
 #include "agent/health.h"
 #include "agent/platform.h"
 #include "agent/base/secure_memory.h"
@@ -79,7 +80,7 @@ std::string Digest(const Config& c) {
 }  // namespace
 
 struct Daemon::Impl {
-  explicit Impl(DaemonOptions o) : options(std::move(o)), config(options.config), logger(&loop) {
+  explicit Impl(DaemonOptions o) : options(std::move(o)), config(options.config), logger(&loop.clock()) {
     if (options.notifier == nullptr) options.notifier = &null_notifier;
     if (options.log_sink) logger.set_sink(options.log_sink);
   }
@@ -88,9 +89,9 @@ struct Daemon::Impl {
   struct Parts {
     Parts(Impl* d)
         : upstream(d->loop.uv(), d->config.imds, &d->logger),
-          scheduler(d->config.budget, d->loop, d->loop),
-          cache(d->config, &d->loop, &d->loop, &d->random, &upstream, &scheduler),
-          api(&cache, &d->loop, ApiOptions(d->config, {})),
+          scheduler(d->config.budget, d->loop.clock(), d->loop),
+          cache(d->config, &d->loop.clock(), &d->loop, &d->random, &upstream, &scheduler),
+          api(&cache, &d->loop.clock(), ApiOptions(d->config, {})),
           server(d->loop.uv(), TokenLimits(d->config), &api, &d->logger),
           health(cache, scheduler, upstream_metrics),
           process_metrics(MI_VERSION, TimePoint()),
@@ -98,7 +99,7 @@ struct Daemon::Impl {
           health_api(health,
                      {&process_metrics, &api, &cache, &upstream_metrics, &scheduler, &token_listener_metrics,
                       &health_listener_metrics},
-                     d->loop, &d->loop),
+                     d->loop.clock(), &d->loop),
           health_server(d->loop.uv(), HealthLimits(d->config), &health_api, &d->logger),
           token_listener_metrics("token", server),
           health_listener_metrics("health", health_server),
@@ -226,7 +227,7 @@ Status Daemon::Impl::Start() {
 
   HealthModel::Info& info = p.health.info();
   info.version = MI_VERSION;
-  info.start_time = loop.Now();
+  info.start_time = loop.clock().Now();
   info.config_digest = Digest(config);
   info.listeners = p.server.BoundAddresses();
   info.imds_endpoint = config.imds.endpoint;

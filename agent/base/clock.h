@@ -1,13 +1,20 @@
 #pragma once
-// Time as the core sees it. Nothing in agent/ or proxy/ reads the real clock or
-// arms a libuv timer directly: they get a Clock and a TimerFactory, so unit tests
-// can run a day of token lifetimes in milliseconds with FakeTime (tests/unit).
+// Time as the components see it: Duration, TimePoint (wall-clock milliseconds)
+// and the Clock interface. The token cache, the IMDS budget, the token and health
+// APIs, the logger and the emulator read time only through an injected Clock and
+// arm timers only through a TimerFactory (timer.h), so their unit tests run a day
+// of token lifetimes in milliseconds on FakeTime (tests/fakes/fake_time.h). The
+// loop's own machinery -- the HTTP server's connection timers and the curl
+// bridge -- arms libuv timers directly; it keeps no wall-clock time.
+//
+// Two clocks, as on a real machine: Clock::Now() is the wall clock, which NTP
+// may step either way; timers run on the monotonic clock (libuv's), which
+// never jumps. Code that measures elapsed time with Now() must cope with a
+// step (see upstream_scheduler.h).
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <limits>
-#include <memory>
 
 namespace mi {
 
@@ -31,36 +38,17 @@ inline TimePoint FromEpochSeconds(int64_t s) {
   return TimePoint(std::chrono::seconds(s));
 }
 
+// The wall clock.
 class Clock {
  public:
   virtual ~Clock() = default;
   virtual TimePoint Now() const = 0;
 };
 
-// A one-shot timer. Loop thread only. Destroying a Timer disarms it; the callback
-// never runs after Disarm() or destruction.
-class Timer {
+// The system's wall clock (uv_gettimeofday, read on each call). EventLoop::clock().
+class SystemClock : public Clock {
  public:
-  virtual ~Timer() = default;
-  // (Re)arms the timer: `callback` runs once, `delay` from now. A zero delay means
-  // "on a later loop turn", never inside this call.
-  virtual void Arm(Duration delay, std::function<void()> callback) = 0;
-  virtual void Disarm() = 0;
-  virtual bool armed() const = 0;
-};
-
-class TimerFactory {
- public:
-  virtual ~TimerFactory() = default;
-  virtual std::unique_ptr<Timer> NewTimer() = 0;
-};
-
-// A source of randomness for jitter, injected so tests are deterministic.
-class Random {
- public:
-  virtual ~Random() = default;
-  // Uniform in [0, 1).
-  virtual double Uniform() = 0;
+  TimePoint Now() const override;
 };
 
 }  // namespace mi

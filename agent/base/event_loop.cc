@@ -26,24 +26,15 @@ EventLoop::EventLoop() {
   async_.set_initialized(this);
   // The async handle must not keep the loop alive on its own.
   uv_unref(async_.base());
-  CheckUv(uv_idle_init(&loop_, deferred_idle_.get()), "uv_idle_init");
-  deferred_idle_.set_initialized(this);
 }
 
 EventLoop::~EventLoop() {
   if (!closed_) Close();
 }
 
-TimePoint EventLoop::Now() const {
-  uv_timeval64_t tv;
-  if (uv_gettimeofday(&tv) != 0) return TimePoint();
-  return TimePoint(Duration(tv.tv_sec * 1000 + tv.tv_usec / 1000));
-}
-
 std::unique_ptr<Timer> EventLoop::NewTimer() { return std::make_unique<UvTimer>(&loop_); }
 
 void EventLoop::Run() { uv_run(&loop_, UV_RUN_DEFAULT); }
-void EventLoop::RunNoWait() { uv_run(&loop_, UV_RUN_NOWAIT); }
 void EventLoop::Stop() { uv_stop(&loop_); }
 
 void EventLoop::Post(std::function<void()> fn) {
@@ -63,33 +54,11 @@ void EventLoop::DrainPosted() {
   for (auto& fn : batch) fn();
 }
 
-void EventLoop::DeferDelete(std::unique_ptr<DeferredDeletable> object) {
-  deferred_.push_back(std::move(object));
-  if (deferred_.size() == 1 && deferred_idle_.get() != nullptr) {
-    uv_idle_start(deferred_idle_.get(), [](uv_idle_t* h) {
-      if (h->data) static_cast<EventLoop*>(h->data)->DrainDeferred();
-    });
-  }
-}
-
-void EventLoop::DrainDeferred() {
-  // Destructors may defer more objects; loop until quiet.
-  while (!deferred_.empty()) {
-    std::vector<std::unique_ptr<DeferredDeletable>> batch;
-    batch.swap(deferred_);
-    batch.clear();
-  }
-  if (deferred_idle_.get() != nullptr) uv_idle_stop(deferred_idle_.get());
-}
-
 bool EventLoop::Close() {
   if (closed_) return true;
-  DrainDeferred();
   async_.Close();
-  deferred_idle_.Close();
   // Let every pending close callback run.
   uv_run(&loop_, UV_RUN_DEFAULT);
-  DrainDeferred();
   int rc = uv_loop_close(&loop_);
   if (rc != 0) {
     uv_walk(

@@ -243,13 +243,13 @@ int RunEmulator(const CliOptions& options) {
   std::signal(SIGPIPE, SIG_IGN);
 #endif
   EventLoop loop;
-  Logger logger(&loop);
+  Logger logger(&loop.clock());
   logger.set_format(LogFormat::kText);
   logger.set_level(options.log_level);
 
   int exit_code = 0;
   {
-    Emulator emulator(loop, loop, &logger, options.emulator);
+    Emulator emulator(loop.clock(), loop, &logger, options.emulator);
     emulator.SetFaults(options.faults);
 
     proxy::ServerLimits limits;

@@ -126,6 +126,7 @@
 #include <vector>
 
 #include "agent/base/clock.h"
+#include "agent/base/timer.h"
 #include "agent/base/log.h"
 #include "agent/base/status.h"
 #include "proxy/http/http_server.h"

@@ -1,10 +1,10 @@
 #pragma once
-// Test doubles for time and randomness: FakeTime (a Clock and a TimerFactory on
-// simulated time) and FakeRandom. Header-only, no gtest dependency.
+// FakeTime: a Clock and a TimerFactory on simulated time, the one time double of
+// the unit tests. Header-only, no gtest dependency.
 //
 // FakeTime keeps two clocks, like a real machine:
 //  * a monotonic one that timers run on (libuv timers are monotonic), moved only
-//    by Advance()/AdvanceTo()/RunNext()/RunUntilIdle();
+//    by Advance()/RunPending()/RunNext()/RunUntilIdle();
 //  * the wall clock returned by Now(): monotonic time plus an offset that
 //    JumpWallClock() changes (NTP stepping the clock) without firing anything.
 //
@@ -17,11 +17,9 @@
 // Timers may outlive the FakeTime (they then never fire) and vice versa.
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -29,6 +27,7 @@
 #include <vector>
 
 #include "agent/base/clock.h"
+#include "agent/base/timer.h"
 
 namespace mi {
 
@@ -49,8 +48,6 @@ class FakeTime : public Clock, public TimerFactory {
 
   // Moves time forward by `d` (negative counts as zero), firing due timers.
   void Advance(Duration d) { AdvanceMono(state_->mono + std::max(d, Duration(0))); }
-  // Moves the wall clock to `t` (if it is ahead), firing due timers.
-  void AdvanceTo(TimePoint t) { Advance(t - Now()); }
   // Fires the timers already due (zero-delay arms, and any they arm with zero delay).
   void RunPending() { Advance(Duration(0)); }
   // Advances to the earliest armed timer and fires everything due then.
@@ -89,10 +86,6 @@ class FakeTime : public Clock, public TimerFactory {
                                              [](const FakeTimer* t) { return t->armed_; }));
   }
   size_t live_timers() const { return state_->timers.size(); }
-  uint64_t fired_total() const { return state_->fired; }
-
-  // Guards against a callback that re-arms itself with zero delay forever.
-  void set_max_firings_per_advance(uint64_t n) { state_->max_firings = n; }
 
  private:
   class FakeTimer;
@@ -102,8 +95,6 @@ class FakeTime : public Clock, public TimerFactory {
     TimePoint wall_at_zero;
     Duration mono{0};  // monotonic time since construction
     uint64_t seq = 0;
-    uint64_t fired = 0;
-    uint64_t max_firings = 10'000'000;
     std::vector<FakeTimer*> timers;
 
     FakeTimer* Earliest() const {
@@ -148,14 +139,17 @@ class FakeTime : public Clock, public TimerFactory {
     bool armed_ = false;
   };
 
+  // Guards against a callback that re-arms itself with zero delay forever.
+  static constexpr uint64_t kMaxFiringsPerAdvance = 10'000'000;
+
   void AdvanceMono(Duration target) {
     uint64_t firings = 0;
     for (;;) {
       FakeTimer* t = state_->Earliest();
       if (t == nullptr || t->deadline_ > target) break;
-      if (++firings > state_->max_firings) {
+      if (++firings > kMaxFiringsPerAdvance) {
         std::fprintf(stderr, "FakeTime: more than %llu timer firings in one Advance (a timer loops?)\n",
-                     static_cast<unsigned long long>(state_->max_firings));
+                     static_cast<unsigned long long>(kMaxFiringsPerAdvance));
         std::abort();
       }
       state_->mono = std::max(state_->mono, t->deadline_);
@@ -163,63 +157,12 @@ class FakeTime : public Clock, public TimerFactory {
       // Move out first: the callback may re-arm or destroy the timer.
       auto cb = std::move(t->callback_);
       t->callback_ = nullptr;
-      ++state_->fired;
       if (cb) cb();
     }
     state_->mono = std::max(state_->mono, target);
   }
 
   std::shared_ptr<State> state_;
-};
-
-// A Random for tests. By default returns a fixed value (0.5: "no jitter" for
-// symmetric jitter); Script() queues exact values returned first, in order;
-// UseSequence() switches to a deterministic pseudo-random stream (splitmix64).
-// Every value is clamped into [0, 1).
-class FakeRandom : public Random {
- public:
-  explicit FakeRandom(double value = 0.5) : value_(value) {}
-
-  void set_value(double v) {
-    value_ = v;
-    sequence_ = false;
-  }
-  void Script(std::vector<double> values) {
-    for (double v : values) script_.push_back(v);
-  }
-  void UseSequence(uint64_t seed) {
-    seed_ = seed;
-    sequence_ = true;
-  }
-
-  double Uniform() override {
-    ++calls_;
-    double v = value_;
-    if (!script_.empty()) {
-      v = script_.front();
-      script_.pop_front();
-    } else if (sequence_) {
-      v = static_cast<double>(NextU64() >> 11) * (1.0 / 9007199254740992.0);  // 53 bits
-    }
-    if (!(v >= 0.0)) v = 0.0;  // also NaN
-    if (v >= 1.0) v = std::nextafter(1.0, 0.0);
-    return v;
-  }
-  int calls() const { return calls_; }
-
- private:
-  uint64_t NextU64() {
-    uint64_t z = (seed_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-
-  double value_;
-  std::deque<double> script_;
-  bool sequence_ = false;
-  uint64_t seed_ = 0;
-  int calls_ = 0;
 };
 
 }  // namespace mi

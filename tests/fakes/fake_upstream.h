@@ -1,8 +1,13 @@
 #pragma once
 // A scripted upstream for unit tests: records every Fetch and lets the test
-// answer it when it wants (never inside Fetch, as the contract says).
+// answer it when it wants (never inside Fetch, as the contract says). Needs
+// gtest: answering with no call pending is a test failure.
 
+#include <gtest/gtest.h>
+
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agent/upstream_client.h"

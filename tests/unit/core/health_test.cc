@@ -16,6 +16,7 @@
 #include "agent/token_cache.h"
 #include "agent/upstream_latency.h"
 #include "agent/upstream_scheduler.h"
+#include "tests/fakes/fake_random.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/fake_upstream.h"
 

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/fakes/fake_random.h"
 #include "tests/fakes/fake_time.h"
 
 namespace mi {

@@ -4,8 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <nlohmann/json.hpp>
 
+#include "tests/fakes/fake_random.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/fake_upstream.h"
 
@@ -16,12 +19,6 @@ using std::chrono::hours;
 using std::chrono::minutes;
 using std::chrono::seconds;
 using Kind = TokenResult::Kind;
-
-class FixedRandom : public Random {
- public:
-  double value = 0.5;
-  double Uniform() override { return value; }
-};
 
 class TokenCacheTest : public ::testing::Test {
  protected:
@@ -79,9 +76,8 @@ class TokenCacheTest : public ::testing::Test {
 
   Config config_;
   FakeTime time_;
-  FixedRandom random_;
+  FakeRandom random_;
   FakeUpstream upstream_;
-  Logger logger_;
   std::unique_ptr<UpstreamScheduler> scheduler_;
   std::unique_ptr<TokenCache> cache_;
 };
@@ -190,7 +186,7 @@ TEST_F(TokenCacheTest, NegativeAnswerIsCachedBrieflyThenAskedAgain) {
 
 TEST_F(TokenCacheTest, RefreshAheadHappensBeforeTheMarginWithJitterBounds) {
   for (double jitter : {0.0, 0.5, 0.999}) {
-    random_.value = jitter;
+    random_.set_value(jitter);
     Build();
     const TokenKey key = Key();
     const auto before = upstream_.calls();
@@ -725,6 +721,64 @@ TEST_F(TokenCacheTest, TokenInsideTheFloorGoesToItsWaitersButIsNotPolledForEvery
   }
   EXPECT_LT(upstream_.calls() - before, 30u);
   EXPECT_GT(upstream_.calls() - before, 3u) << "a prefetch key keeps trying";
+}
+
+
+// Summarize() keeps its counts incrementally; it must show every key as
+// Snapshot() does, including keys whose token expired since their last change.
+TEST_F(TokenCacheTest, SummaryCountsEveryKeyAsTheSnapshotShowsIt) {
+  config_.budget.max_concurrent = 2;
+  config_.budget.max_queue = 3;
+  config_.cache.max_keys = 12;
+  config_.cache.idle_evict = minutes(20);
+  config_.limits.caller_deadline = seconds(10);
+  config_.prefetch = {Key("https://prefetched/")};
+  Build();
+  cache_->StartPrefetch([] {});
+  auto check = [&](int step) {
+    size_t by_state[4] = {};
+    int64_t earliest = 0;
+    for (const EntrySnapshot& s : cache_->Snapshot()) {
+      ++by_state[static_cast<int>(s.state)];
+      if (s.expires_on != 0 && (earliest == 0 || s.expires_on < earliest)) earliest = s.expires_on;
+    }
+    const TokenCache::Summary sum = cache_->Summarize();
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_EQ(sum.by_state[i], by_state[i]) << EntryStateName(static_cast<EntryState>(i)) << " at step " << step;
+    }
+    ASSERT_EQ(sum.earliest_expires_on, earliest) << "at step " << step;
+  };
+  // Each resource picks how IMDS answers it.
+  // "dying" gets one token, then failures until long after it expired.
+  const std::vector<std::string> kinds = {"ok", "short", "fails", "rejected", "expired", "flaky", "dying"};
+  std::set<std::string> answered;
+  for (int step = 0; step < 600; ++step) {  // 50 minutes of 5 s steps
+    if (step % 3 == 0) Get(Key("https://" + kinds[step / 3 % kinds.size()] + "/" + std::to_string(step % 7)));
+    if (step % 5 == 0) cache_->Lookup(Key("https://ok/0"));
+    if (step % 60 == 30) {  // a burst past the queue: shed keys
+      for (int i = 0; i < 8; ++i) Get(Key("https://burst/" + std::to_string(step + i)));
+    }
+    time_.Advance(seconds(5));
+    while (upstream_.pending() > 0) {
+      const std::string& resource = upstream_.key(upstream_.calls() - upstream_.pending()).resource;
+      const std::string kind = resource.substr(8, resource.find('/', 8) - 8);
+      const bool first = answered.insert(resource).second;
+      if (kind == "fails" || (kind == "flaky" && step % 40 < 20) || (kind == "dying" && !first)) {
+        upstream_.Respond(FakeUpstream::Http(503, "{}"));
+      } else if (kind == "rejected") {
+        upstream_.Respond(FakeUpstream::Http(400, R"({"error":"invalid_request"})"));
+      } else if (kind == "expired") {
+        upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("x", Epoch(-seconds(1)))));
+      } else {
+        const Duration life = kind == "short" || kind == "dying" ? minutes(7) : kind == "flaky" ? minutes(12) : hours(24);
+        upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("t", Epoch(life))));
+      }
+      check(step);
+    }
+    check(step);
+  }
+  EXPECT_GT(cache_->stats().evicted_lru + cache_->stats().evicted_idle, 0u);
+  EXPECT_GT(cache_->stats().shed, 0u);
 }
 
 }  // namespace

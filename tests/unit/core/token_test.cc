@@ -1,10 +1,9 @@
-// Token::FromImdsBody against hostile IMDS answers, the error-body cleanup and
-// the time conversion they feed (issue #11 items 4 and 9).
+// Token::FromImdsBody against hostile IMDS answers, the served body, and the
+// error-body cleanup (issue #11 items 4 and 9).
 #include "agent/token.h"
 
 #include <gtest/gtest.h>
 
-#include <limits>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -95,12 +94,40 @@ TEST(TokenBodyTest, ExtraFieldsAreStringsOrDropped) {
   EXPECT_FALSE(j.contains("nothing"));
 }
 
-TEST(TimeConversionTest, FromEpochSecondsSaturatesInsteadOfOverflowing) {
-  EXPECT_EQ(FromEpochSeconds(std::numeric_limits<int64_t>::max()), TimePoint::max());
-  EXPECT_EQ(FromEpochSeconds(9999999999999999), TimePoint::max());
-  EXPECT_EQ(FromEpochSeconds(std::numeric_limits<int64_t>::min()), TimePoint::min());
-  EXPECT_EQ(ToEpochSeconds(FromEpochSeconds(kMaxEpochSeconds)), kMaxEpochSeconds);
-  EXPECT_EQ(ToEpochSeconds(FromEpochSeconds(-5)), -5);
+TEST(TokenBodyTest, NotAnObjectOrNoAccessTokenIsMalformedAndTheErrorHoldsNoBody) {
+  for (const char* bad : {"", "secret-tok", "[\"secret-tok\"]", "\"secret-tok\"", "{\"access_token\":\"secret-tok\"",
+                          R"({"token":"secret-tok","expires_on":"1900000000"})",
+                          R"({"access_token":7,"expires_on":"1900000000"})"}) {
+    std::string why;
+    EXPECT_FALSE(Token::FromImdsBody(bad, &why)) << bad;
+    EXPECT_FALSE(why.empty()) << bad;
+    EXPECT_EQ(why.find("secret-tok"), std::string::npos) << why;
+  }
+}
+
+TEST(TokenBodyTest, ExpiresInNeverGoesNegativeAndTheUpstreamValueIsNotServed) {
+  std::string why;
+  auto token = Token::FromImdsBody(
+      R"({"access_token":"t","expires_in":"86399","expires_on":"1900000000","token_type":"Bearer"})", &why);
+  ASSERT_TRUE(token) << why;
+  std::string body;
+  token->AppendBody(FromEpochSeconds(1900000000 - 100), &body);
+  EXPECT_EQ(json::parse(body)["expires_in"], "100");
+  body.clear();
+  token->AppendBody(FromEpochSeconds(1900000000 + 100), &body);
+  EXPECT_EQ(json::parse(body)["expires_in"], "0");
+  EXPECT_LE(body.size(), token->body_size_hint());
+}
+
+// The cache tells a renewed token from the same one again by its fingerprint.
+TEST(TokenBodyTest, TheFingerprintFollowsTheAccessTokenOnly) {
+  std::string why;
+  auto a = Token::FromImdsBody(R"({"access_token":"tok-a","expires_on":"1900000000"})", &why);
+  auto again = Token::FromImdsBody(R"({"access_token":"tok-a","expires_on":"1900000100","x":"y"})", &why);
+  auto b = Token::FromImdsBody(R"({"access_token":"tok-b","expires_on":"1900000000"})", &why);
+  ASSERT_TRUE(a && again && b) << why;
+  EXPECT_EQ(a->fingerprint(), again->fingerprint());
+  EXPECT_NE(a->fingerprint(), b->fingerprint());
 }
 
 TEST(ImdsErrorBodyTest, AJsonErrorObjectPassesThroughUnchanged) {

@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/fakes/fake_time.h"
+
 namespace mi::emulator {
 namespace {
 
@@ -20,78 +22,6 @@ constexpr char kSystemClientId[] = "9b7c3f5e-2d1a-4e8b-b6f0-3a5c7d9e1f20";
 constexpr char kTokenTarget[] =
     "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com%2F";
 constexpr char kArm[] = "https://management.azure.com/";
-
-// A Clock and TimerFactory that only move when told to.
-class FakeTime : public Clock, public TimerFactory {
- public:
-  struct Slot {
-    TimePoint deadline;
-    std::function<void()> callback;
-    bool armed = false;
-    uint64_t order = 0;
-  };
-
-  class FakeTimer : public Timer {
-   public:
-    FakeTimer(FakeTime* time, std::shared_ptr<Slot> slot) : time_(time), slot_(std::move(slot)) {}
-    ~FakeTimer() override { Disarm(); }
-    void Arm(Duration delay, std::function<void()> callback) override {
-      slot_->deadline = time_->now_ + std::max(delay, Duration(0));
-      slot_->callback = std::move(callback);
-      slot_->armed = true;
-      slot_->order = time_->next_order_++;
-    }
-    void Disarm() override {
-      slot_->armed = false;
-      slot_->callback = nullptr;
-    }
-    bool armed() const override { return slot_->armed; }
-
-   private:
-    FakeTime* time_;
-    std::shared_ptr<Slot> slot_;
-  };
-
-  TimePoint Now() const override { return now_; }
-  std::unique_ptr<Timer> NewTimer() override {
-    auto slot = std::make_shared<Slot>();
-    slots_.push_back(slot);
-    return std::make_unique<FakeTimer>(this, slot);
-  }
-
-  // Moves time forward by `d`, running due timers in deadline order.
-  void Advance(Duration d) {
-    TimePoint target = now_ + d;
-    for (;;) {
-      std::shared_ptr<Slot> next;
-      for (auto it = slots_.begin(); it != slots_.end();) {
-        std::shared_ptr<Slot> s = it->lock();
-        if (!s) {
-          it = slots_.erase(it);
-          continue;
-        }
-        if (s->armed && s->deadline <= target &&
-            (!next || s->deadline < next->deadline ||
-             (s->deadline == next->deadline && s->order < next->order))) {
-          next = s;
-        }
-        ++it;
-      }
-      if (!next) break;
-      now_ = std::max(now_, next->deadline);
-      next->armed = false;
-      auto cb = std::move(next->callback);
-      next->callback = nullptr;
-      if (cb) cb();
-    }
-    now_ = target;
-  }
-
- private:
-  TimePoint now_ = FromEpochSeconds(1700000000);
-  uint64_t next_order_ = 0;
-  std::vector<std::weak_ptr<Slot>> slots_;
-};
 
 // What a FakeReply saw.
 struct Record {
@@ -161,7 +91,7 @@ class EmulatorTest : public ::testing::Test {
   static std::string Description(const Record& r) { return r.Json().value("error_description", ""); }
   static std::string Error(const Record& r) { return r.Json().value("error", ""); }
 
-  FakeTime time_;
+  FakeTime time_{FromEpochSeconds(1700000000)};
   std::unique_ptr<Emulator> emulator_;
 };
 

@@ -18,6 +18,7 @@
 #include "agent/upstream_latency.h"
 #include "agent/upstream_scheduler.h"
 #include "proxy/token_api.h"
+#include "tests/fakes/fake_random.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/fake_upstream.h"
 

@@ -19,6 +19,7 @@
 #include "agent/upstream_scheduler.h"
 #include "proxy/health_api.h"
 #include "proxy/token_api.h"
+#include "tests/fakes/fake_random.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/fake_upstream.h"
 #include "tests/unit/proxy/health_golden_data.h"

@@ -166,7 +166,7 @@ std::string StatusAndError(const std::string& answer) {
 
 TEST(TokenApiLoopbackTest, NonLoopbackPeerGets401UnauthorizedClient) {
   LoopbackFixture f;
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
   RemotePeer remote(&api);
   std::string answer = f.Exchange(
       &remote, "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nConnection: close\r\n\r\n");
@@ -178,7 +178,7 @@ TEST(TokenApiLoopbackTest, NonLoopbackPeerGets401UnauthorizedClient) {
 TEST(TokenApiLoopbackTest, AllowRemoteServesNonLoopbackPeers) {
   LoopbackFixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.loop, AllowRemote());
+  TokenApi api(&f.broker, &f.loop.clock(), AllowRemote());
   RemotePeer remote(&api);
   std::string answer = f.Exchange(
       &remote, "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nConnection: close\r\n\r\n");
@@ -189,8 +189,8 @@ TEST(TokenApiLoopbackTest, AllowRemoteServesNonLoopbackPeers) {
 TEST(TokenApiLoopbackTest, RealLoopbackPeerIsServed) {
   LoopbackFixture f;
   std::string why;
-  f.broker.cached = Token::FromImdsBody(FakeUpstream::TokenBody("tok", ToEpochSeconds(f.loop.Now()) + 3600), &why);
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  f.broker.cached = Token::FromImdsBody(FakeUpstream::TokenBody("tok", ToEpochSeconds(f.loop.clock().Now()) + 3600), &why);
+  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
   std::string answer = f.Exchange(
       &api, "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer;
@@ -222,7 +222,7 @@ void ExpectAnswers(LoopbackFixture& f, TokenApi& api, const std::vector<HostCase
 TEST(TokenApiHostTest, ForeignHostIsRefusedBeforeTheCache) {
   LoopbackFixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
   ExpectAnswers(f, api,
                 {
                     {Get("Host: attacker.example:50342\r\n"), "400 invalid_request"},
@@ -241,7 +241,7 @@ TEST(TokenApiHostTest, ForeignHostIsRefusedBeforeTheCache) {
 TEST(TokenApiHostTest, LoopbackNamesAreServedOnAnyPortInAnyCase) {
   LoopbackFixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
   ExpectAnswers(f, api,
                 {
                     {Get("Host: localhost\r\n"), "500 unknown"},
@@ -256,7 +256,7 @@ TEST(TokenApiHostTest, LoopbackNamesAreServedOnAnyPortInAnyCase) {
 TEST(TokenApiHostTest, HostIsRequiredOnceInHttp11NotInHttp10) {
   LoopbackFixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
   ExpectAnswers(f, api,
                 {
                     {Get(""), "400 invalid_request"},
@@ -272,7 +272,7 @@ TEST(TokenApiHostTest, HostIsRequiredOnceInHttp11NotInHttp10) {
 TEST(TokenApiHostTest, OriginIsRefused) {
   LoopbackFixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
   ExpectAnswers(f, api,
                 {
                     {Get("Host: localhost\r\nOrigin: http://attacker.example\r\n"), "400 invalid_request"},
@@ -284,7 +284,7 @@ TEST(TokenApiHostTest, OriginIsRefused) {
 
 TEST(TokenApiHostTest, OtherChecksKeepTheirAnswersForAGoodHost) {
   LoopbackFixture f;
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
   ExpectAnswers(f, api,
                 {
                     {"GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
@@ -300,7 +300,7 @@ TEST(TokenApiHostTest, ListenAddressesAndAllowedHostsAreServed) {
   TokenApiOptions options;
   options.listen_hosts = {"10.0.0.4", "fd00::4", "[fd00::5]"};
   options.allowed_hosts = {"MyVM.internal", "[fd00::6]"};
-  TokenApi api(&f.broker, &f.loop, options);
+  TokenApi api(&f.broker, &f.loop.clock(), options);
   ExpectAnswers(f, api,
                 {
                     {Get("Host: 10.0.0.4:50342\r\n"), "500 unknown"},
@@ -319,7 +319,7 @@ TEST(TokenApiHostTest, SetOptionsReplacesTheAllowedHosts) {
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
   TokenApiOptions options;
   options.allowed_hosts = {"old.internal"};
-  TokenApi api(&f.broker, &f.loop, options);
+  TokenApi api(&f.broker, &f.loop.clock(), options);
   options.allowed_hosts = {"new.internal"};
   api.set_options(options);  // a reload
   ExpectAnswers(f, api,
@@ -336,7 +336,7 @@ TEST(TokenApiHostTest, AbsoluteFormAuthorityMustBeImdsOrAllowed) {
   TokenApiOptions options;
   options.absolute_form = true;
   options.allowed_hosts = {"myvm.internal"};
-  TokenApi api(&f.broker, &f.loop, options);
+  TokenApi api(&f.broker, &f.loop.clock(), options);
   const std::string imds = "http://169.254.169.254/metadata/identity/oauth2/token?api-version=1&resource=x";
   const std::string foreign = "http://attacker.example/metadata/identity/oauth2/token?api-version=1&resource=x";
   ExpectAnswers(f, api,
@@ -355,7 +355,7 @@ TEST(TokenApiHostTest, AbsoluteFormAuthorityMustBeImdsOrAllowed) {
 
 TEST(TokenApiHostTest, TrailerMetadataDoesNotPass) {
   LoopbackFixture f;
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
   std::string answer = f.Exchange(
       &api,
       "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n"

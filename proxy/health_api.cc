@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "proxy/error_body.h"
 #include "proxy/request_params.h"
 
 namespace mi::proxy {
@@ -452,7 +453,7 @@ class HealthApi::FullStatus {
 HealthApi::HealthApi(HealthSources sources) : sources_(std::move(sources)) {}
 HealthApi::~HealthApi() = default;
 
-void HealthApi::OnRequest(HttpRequest& request, Responder responder) {
+void HealthApi::OnRequest(const HttpRequest& request, Responder responder) {
   std::string_view path = request.target;
   const size_t question = path.find('?');
   const std::string_view query = question == std::string_view::npos ? std::string_view() : path.substr(question + 1);

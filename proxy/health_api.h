@@ -68,7 +68,7 @@ class HealthApi : public HttpHandler {
 
   explicit HealthApi(HealthSources sources);
   ~HealthApi() override;
-  void OnRequest(HttpRequest& request, Responder responder) override;
+  void OnRequest(const HttpRequest& request, Responder responder) override;
   HealthSources& sources() { return sources_; }
 
   // The whole /status document at once: the default view, or (full) every key.

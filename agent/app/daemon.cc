@@ -89,9 +89,9 @@ struct Daemon::Impl {
           scheduler(d->config.budget, d->loop, d->loop),
           cache(d->config, &d->loop, &d->loop, &d->random, &upstream, &scheduler),
           api(&cache, &d->loop, ApiOptions(d->config, {})),
-          server(d->loop.uv(), TokenLimits(d->config), &api, &d->logger),
+          server(d->loop.uv(), TokenLimits(d->config), api, d->logger),
           health_api(proxy::HealthSources{}),
-          health_server(d->loop.uv(), HealthLimits(d->config), &health_api, &d->logger),
+          health_server(d->loop.uv(), HealthLimits(d->config), health_api, d->logger),
           watchdog(d->loop.NewTimer()) {}
 
     CurlUpstreamClient upstream;
@@ -284,8 +284,7 @@ Status Daemon::Impl::Start() {
 
 void Daemon::Impl::WatchSignal(int signum, void (*handler)(uv_signal_t*, int)) {
   auto h = std::make_unique<UvHandle<uv_signal_t>>();
-  if (uv_signal_init(loop.uv(), h->get()) != 0) return;
-  h->set_initialized(this);
+  if (h->Init(uv_signal_init, loop.uv(), this) != 0) return;
   if (uv_signal_start(h->get(), handler, signum) != 0) return;
   // Signal watchers must not keep the loop alive after the drain.
   uv_unref(h->base());

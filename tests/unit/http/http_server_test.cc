@@ -81,8 +81,7 @@ std::vector<ParsedResponse> ParseResponses(const std::string& data) {
 class TestClient {
  public:
   explicit TestClient(uv_loop_t* loop) {
-    EXPECT_EQ(uv_tcp_init(loop, tcp_.get()), 0);
-    tcp_.set_initialized(this);
+    EXPECT_EQ(tcp_.Init(uv_tcp_init, loop, this), 0);
   }
   TestClient(const TestClient&) = delete;
   TestClient& operator=(const TestClient&) = delete;
@@ -141,11 +140,7 @@ class TestClient {
   }
 
   // Closes with RST (SO_LINGER 0).
-  void Reset() {
-    uv_tcp_t* h = tcp_.get();
-    ASSERT_EQ(uv_tcp_close_reset(h, [](uv_handle_t* closed) { delete reinterpret_cast<uv_tcp_t*>(closed); }), 0);
-    tcp_.Close();  // already closing: only forgets the handle
-  }
+  void Reset() { tcp_.CloseReset(); }
   void Close() { tcp_.Close(); }
 
   bool connect_done() const { return connect_done_; }
@@ -166,10 +161,10 @@ class TestClient {
 class TestHandler : public HttpHandler {
  public:
   // Null: answer 200 with "<method> <target>\n<body>".
-  std::function<void(HttpRequest&, Responder)> on_request;
+  std::function<void(const HttpRequest&, Responder)> on_request;
   std::vector<HttpRequest> requests;
 
-  void OnRequest(HttpRequest& request, Responder responder) override {
+  void OnRequest(const HttpRequest& request, Responder responder) override {
     requests.push_back(request);
     if (on_request) {
       on_request(request, std::move(responder));
@@ -208,7 +203,7 @@ class HttpServerTest : public ::testing::Test {
   }
 
   void StartServer(const ServerLimits& limits = ServerLimits(), const std::string& host = "127.0.0.1") {
-    server_ = std::make_unique<HttpServer>(loop_.uv(), limits, &handler_, &logger_);
+    server_ = std::make_unique<HttpServer>(loop_.uv(), limits, handler_, logger_);
     Status st = server_->Listen(host, 0);
     ASSERT_TRUE(st.ok()) << st.message();
     ASSERT_EQ(server_->BoundPorts().size(), 1u);
@@ -247,7 +242,7 @@ class HttpServerTest : public ::testing::Test {
   }
 
   void HoldRequests() {
-    handler_.on_request = [this](HttpRequest&, Responder r) { held_.push_back(std::move(r)); };
+    handler_.on_request = [this](const HttpRequest&, Responder r) { held_.push_back(std::move(r)); };
   }
 
   EventLoop loop_;
@@ -375,66 +370,6 @@ TEST_F(HttpServerTest, PipelineBeyondLimitWaitsForAnswers) {
   for (int i = 0; i < 5; ++i) EXPECT_EQ(rs[i].body, "answer /" + std::to_string(i + 1));
 }
 
-TEST_F(HttpServerTest, ContentLengthBody) {
-  StartServer();
-  auto c = Connect();
-  c->Write("POST /p HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-           "Content-Length: 11\r\n\r\nhello world");
-  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
-  EXPECT_EQ(c->responses()[0].body, "POST /p\nhello world");
-  EXPECT_EQ(handler_.requests[0].body, "hello world");
-}
-
-TEST_F(HttpServerTest, ChunkedBodyIsAssembled) {
-  StartServer();
-  auto c = Connect();
-  c->Write("POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
-  RunTurns(3);
-  c->Write("6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
-  EXPECT_EQ(c->responses()[0].status, 200);
-  EXPECT_EQ(handler_.requests[0].body, "hello world");
-}
-
-TEST_F(HttpServerTest, ChunkedTrailerFieldsNeverBecomeHeaders) {
-  StartServer();
-  auto c = Connect();
-  // A header check (Metadata, Host) must not be satisfied from the trailer.
-  c->Write("POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
-           "0\r\nMetadata: true\r\nHost: other\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
-  ASSERT_EQ(handler_.requests.size(), 1u);
-  const HttpRequest& req = handler_.requests[0];
-  EXPECT_EQ(req.body, "hello");
-  std::vector<std::pair<std::string, std::string>> want = {{"host", "x"}, {"transfer-encoding", "chunked"}};
-  EXPECT_EQ(req.headers, want);
-  EXPECT_EQ(req.Header("metadata"), nullptr);
-}
-
-TEST_F(HttpServerTest, ChunkedTrailerCountsTowardsTheHeaderLimit) {
-  ServerLimits limits;
-  limits.max_header_bytes = 1024;
-  StartServer(limits);
-  auto c = Connect();
-  c->Write("POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
-           "0\r\nX-Big: " + std::string(2000, 'a') + "\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->eof(); }));
-  auto rs = c->responses();
-  ASSERT_EQ(rs.size(), 1u);
-  EXPECT_EQ(rs[0].status, 431);
-  EXPECT_TRUE(handler_.requests.empty());
-}
-
-TEST_F(HttpServerTest, RequestCarriesItsHttpVersion) {
-  StartServer();
-  auto c = Connect();
-  c->Write("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.0\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 2; }));
-  ASSERT_EQ(handler_.requests.size(), 2u);
-  EXPECT_EQ(handler_.requests[0].http_minor, 1);
-  EXPECT_EQ(handler_.requests[1].http_minor, 0);
-}
-
 TEST_F(HttpServerTest, RequestSplitAcrossReads) {
   StartServer();
   auto c = Connect();
@@ -471,19 +406,6 @@ TEST_F(HttpServerTest, HeadersTooLargeAnswers431AndCloses) {
   EXPECT_EQ(server_->stats().protocol_errors, 1u);
 }
 
-TEST_F(HttpServerTest, HeaderPaddingCountsTowardsTheLimit) {
-  ServerLimits limits;
-  limits.max_header_bytes = 1024;
-  StartServer(limits);
-  auto c = Connect();
-  // Whitespace that llhttp skips without a callback still counts.
-  c->Write("GET / HTTP/1.1\r\nHost: x\r\nX-Pad:" + std::string(4000, ' ') + "v\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->eof(); }));
-  auto rs = c->responses();
-  ASSERT_EQ(rs.size(), 1u);
-  EXPECT_EQ(rs[0].status, 431);
-}
-
 TEST_F(HttpServerTest, BodyTooLargeByContentLengthAnswers413) {
   ServerLimits limits;
   limits.max_body_bytes = 16;
@@ -497,20 +419,6 @@ TEST_F(HttpServerTest, BodyTooLargeByContentLengthAnswers413) {
   EXPECT_EQ(*rs[0].Header("connection"), "close");
   EXPECT_TRUE(handler_.requests.empty());
   EXPECT_EQ(server_->stats().protocol_errors, 1u);
-}
-
-TEST_F(HttpServerTest, ChunkedBodyTooLargeAnswers413) {
-  ServerLimits limits;
-  limits.max_body_bytes = 16;
-  StartServer(limits);
-  auto c = Connect();
-  c->Write("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n"
-           "1\r\nX\r\n0\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->eof(); }));
-  auto rs = c->responses();
-  ASSERT_EQ(rs.size(), 1u);
-  EXPECT_EQ(rs[0].status, 413);
-  EXPECT_TRUE(handler_.requests.empty());
 }
 
 TEST_F(HttpServerTest, MalformedRequestAnswers400) {
@@ -528,17 +436,6 @@ TEST_F(HttpServerTest, MalformedRequestAnswers400) {
   EXPECT_EQ(body["error"], "bad_request");
   EXPECT_TRUE(handler_.requests.empty());
   EXPECT_EQ(server_->stats().protocol_errors, 1u);
-}
-
-TEST_F(HttpServerTest, UnsupportedVersionAnswers505) {
-  StartServer();
-  auto c = Connect();
-  c->Write("GET / HTTP/2.0\r\nHost: x\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->eof(); }));
-  auto rs = c->responses();
-  ASSERT_EQ(rs.size(), 1u);
-  EXPECT_EQ(rs[0].status, 505);
-  EXPECT_TRUE(handler_.requests.empty());
 }
 
 TEST_F(HttpServerTest, ErrorAnswerWaitsForEarlierPipelinedAnswers) {
@@ -628,7 +525,7 @@ TEST_F(HttpServerTest, RequestInFlightIsNotIdle) {
 TEST_F(HttpServerTest, LargeResponseIsWrittenCompletely) {
   StartServer();
   const std::string big(4 * 1024 * 1024, 'x');
-  handler_.on_request = [&](HttpRequest&, Responder r) { r.Send(TextResponse(big)); };
+  handler_.on_request = [&](const HttpRequest&, Responder r) { r.Send(TextResponse(big)); };
   auto c = Connect();
   c->Write("GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
   ASSERT_TRUE(RunUntil([&] { return c->received().size() > 2 * big.size() && c->responses().size() == 2; }));
@@ -656,7 +553,7 @@ TEST_F(HttpServerTest, TenThousandPipelinedRequestsAreAllAnswered) {
   StartServer();
   constexpr int kRequests = 10000;
   const std::string padding(1000, 'p');  // about a cached token's size
-  handler_.on_request = [&](HttpRequest& req, Responder r) { r.Send(TextResponse(req.target + padding)); };
+  handler_.on_request = [&](const HttpRequest& req, Responder r) { r.Send(TextResponse(req.target + padding)); };
   auto c = Connect();
   std::string batch;
   for (int i = 0; i < kRequests; ++i) {
@@ -814,7 +711,7 @@ TEST_F(HttpServerTest, Http10ClosesUnlessKeepAlive) {
 
 TEST_F(HttpServerTest, HandlerMayCloseAfterItsAnswer) {
   StartServer();
-  handler_.on_request = [](HttpRequest&, Responder r) {
+  handler_.on_request = [](const HttpRequest&, Responder r) {
     HttpResponse resp = TextResponse("bye");
     resp.close = true;
     resp.headers.emplace_back("X-Extra", "1");
@@ -831,7 +728,7 @@ TEST_F(HttpServerTest, HandlerMayCloseAfterItsAnswer) {
 
 TEST_F(HttpServerTest, DroppedResponderAnswers500) {
   StartServer();
-  handler_.on_request = [](HttpRequest&, Responder) {};
+  handler_.on_request = [](const HttpRequest&, Responder) {};
   auto c = Connect();
   c->Write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
   ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
@@ -904,7 +801,7 @@ TEST_F(HttpServerTest, HeadAnswerHasNoBody) {
 
 TEST_F(HttpServerTest, ShutdownDrainsInFlightRequestThenCallsDone) {
   StartServer();
-  handler_.on_request = [this](HttpRequest& req, Responder r) {
+  handler_.on_request = [this](const HttpRequest& req, Responder r) {
     if (req.target == "/slow") {
       held_.push_back(std::move(r));
     } else {
@@ -992,7 +889,7 @@ TEST_F(HttpServerTest, ShutdownGraceClosesAClientThatDoesNotRead) {
   limits.drain_grace = Duration(50);
   StartServer(limits);
   const std::string big(8 * 1024 * 1024, 'x');
-  handler_.on_request = [&](HttpRequest& req, Responder r) {
+  handler_.on_request = [&](const HttpRequest& req, Responder r) {
     if (req.target == "/big") r.Send(TextResponse(big));
     else held_.push_back(std::move(r));
   };
@@ -1039,7 +936,7 @@ TEST_F(HttpServerTest, DestroyingServerWithOpenConnections) {
 }
 
 TEST_F(HttpServerTest, ServesIpv6Loopback) {
-  server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits(), &handler_, &logger_);
+  server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits(), handler_, logger_);
   Status st = server_->Listen("::1", 0);
   if (!st.ok()) GTEST_SKIP() << "no IPv6 loopback: " << st.message();
   port_ = server_->BoundPorts()[0];
@@ -1054,7 +951,7 @@ TEST_F(HttpServerTest, ServesIpv6Loopback) {
 
 TEST_F(HttpServerTest, ListenErrorsAreClear) {
   StartServer();
-  HttpServer other(loop_.uv(), ServerLimits(), &handler_, &logger_);
+  HttpServer other(loop_.uv(), ServerLimits(), handler_, logger_);
   Status st = other.Listen("127.0.0.1", port_);
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.message(), "listen 127.0.0.1:" + std::to_string(port_) + ": address already in use");
@@ -1077,7 +974,7 @@ TEST_F(HttpServerTest, AdoptsListeningSocket) {
   socklen_t len = sizeof addr;
   ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
 
-  server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits(), &handler_, &logger_);
+  server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits(), handler_, logger_);
   Status st = server_->Adopt(fd);
   ASSERT_TRUE(st.ok()) << st.message();
   port_ = server_->BoundPorts()[0];
@@ -1089,9 +986,6 @@ TEST_F(HttpServerTest, AdoptsListeningSocket) {
 }
 #endif
 
-TEST(HttpServerErrorBody, IsJson) {
-  EXPECT_EQ(ErrorBody("bad_request", "say \"hi\""), R"({"error":"bad_request","error_description":"say \"hi\""})");
-}
 
 }  // namespace
 }  // namespace mi::proxy

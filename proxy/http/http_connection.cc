@@ -132,8 +132,10 @@ void HttpConnection::Drain() {
   if (closed()) return;
   if (state_ == State::kOpen) {
     state_ = State::kDraining;
-  } else {
-    input_ = Input::kStopped;  // already ending: what draining means for input still holds
+  } else if (state_ != State::kDraining) {
+    // Already ending (aborting, closing after its last answer, lingering): no
+    // state to move to, but draining's rule for input holds: read nothing more.
+    input_ = Input::kStopped;
   }
   Schedule();
 }

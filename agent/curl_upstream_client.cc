@@ -114,12 +114,10 @@ CurlUpstreamClient::CurlUpstreamClient(uv_loop_t* loop, const Config::Imds& conf
   EnsureCurlGlobalInit();
   multi_ = curl_multi_init();
   if (multi_ == nullptr) Fatal("curl_multi_init", "out of memory");
-  int rc = uv_timer_init(loop_, timer_.get());
+  int rc = timer_.Init(uv_timer_init, loop_, this);
   if (rc != 0) Fatal("uv_timer_init", uv_strerror(rc));
-  timer_.set_initialized(this);
-  rc = uv_timer_init(loop_, failed_timer_.get());
+  rc = failed_timer_.Init(uv_timer_init, loop_, this);
   if (rc != 0) Fatal("uv_timer_init", uv_strerror(rc));
-  failed_timer_.set_initialized(this);
 
   CURLMcode mc = curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &CurlUpstreamClient::OnCurlSocket);
   if (mc == CURLM_OK) mc = curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
@@ -254,13 +252,12 @@ int CurlUpstreamClient::HandleSocket(curl_socket_t s, int what) {
     auto sock = std::make_unique<Socket>();
     sock->owner = this;
     sock->fd = s;
-    int rc = uv_poll_init_socket(loop_, sock->poll.get(), s);
+    int rc = sock->poll.Init(uv_poll_init_socket, loop_, sock.get(), s);
     if (rc != 0) {
       sockets_.erase(s);
       Debug(std::string("imds: uv_poll_init_socket: ") + uv_strerror(rc));
       return -1;  // curl fails the transfers on this socket
     }
-    sock->poll.set_initialized(sock.get());
     slot = std::move(sock);
   }
   int events = 0;

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "proxy/error_body.h"
 #include "proxy/request_params.h"
 
 namespace mi::proxy {
@@ -31,7 +32,7 @@ HealthApi::HealthApi(const HealthReporter& health, std::vector<const MetricsSour
     : health_(health), metrics_(std::move(metrics)), clock_(clock), timers_(timers) {}
 HealthApi::~HealthApi() = default;
 
-void HealthApi::OnRequest(HttpRequest& request, Responder responder) {
+void HealthApi::OnRequest(const HttpRequest& request, Responder responder) {
   std::string_view path = request.target;
   const size_t question = path.find('?');
   const std::string_view query = question == std::string_view::npos ? std::string_view() : path.substr(question + 1);

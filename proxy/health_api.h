@@ -42,7 +42,7 @@ class HealthApi : public HttpHandler {
   HealthApi(const HealthReporter& health, std::vector<const MetricsSource*> metrics, const Clock& clock,
             TimerFactory* timers);
   ~HealthApi() override;
-  void OnRequest(HttpRequest& request, Responder responder) override;
+  void OnRequest(const HttpRequest& request, Responder responder) override;
 
   // Starts the full view: a snapshot now, the sort on the next turn, then about
   // kSliceBytes of JSON per loop turn; `done` gets the body on the last turn (never

@@ -4,6 +4,8 @@
 #include <memory>
 #include <utility>
 
+#include "proxy/error_body.h"
+
 namespace mi::proxy {
 namespace {
 
@@ -103,12 +105,8 @@ void TokenApi::Reply(Route route, Responder& responder, HttpResponse&& response)
 
 HttpResponse TokenApi::MapResult(const TokenResult& result, TimePoint now) {
   switch (result.kind) {
-    case TokenResult::Kind::kToken: {
-      HttpResponse r;
-      r.body.reserve(result.token->body_size_hint());
-      result.token->AppendBody(now, &r.body);
-      return r;
-    }
+    case TokenResult::Kind::kToken:
+      return RenderToken(*result.token, now);
     case TokenResult::Kind::kRejected: {
       // IMDS's own answer, status and body, passed through (the agent already
       // made the body a JSON error object: ImdsErrorBody).
@@ -128,7 +126,14 @@ HttpResponse TokenApi::MapResult(const TokenResult& result, TimePoint now) {
   return Error(500, "unknown", result.description.empty() ? "no token available" : result.description);
 }
 
-void TokenApi::OnRequest(HttpRequest& request, Responder responder) {
+HttpResponse TokenApi::RenderToken(const Token& token, TimePoint now) {
+  HttpResponse r;
+  r.body.reserve(token.body_size_hint());
+  token.AppendBody(now, &r.body);
+  return r;
+}
+
+void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
   std::string_view query;
   std::string_view authority;
   const Route route = ClassifyTarget(request.target, options_.absolute_form, &query, &authority);
@@ -175,10 +180,7 @@ void TokenApi::OnRequest(HttpRequest& request, Responder responder) {
 
   // The hot path: a cached token, answered without touching IMDS.
   if (const Token* token = broker_->Lookup(params.key)) {
-    HttpResponse r;
-    r.body.reserve(token->body_size_hint());
-    token->AppendBody(clock_->Now(), &r.body);
-    return Reply(route, responder, std::move(r));
+    return Reply(route, responder, RenderToken(*token, clock_->Now()));
   }
   auto pending = std::make_shared<Responder>(std::move(responder));
   broker_->Get(

@@ -18,7 +18,7 @@
 #include "agent/base/clock.h"
 #include "agent/base/metrics.h"
 #include "agent/token_broker.h"
-#include "proxy/http/http_server.h"
+#include "proxy/http/http_message.h"
 #include "proxy/request_params.h"
 
 namespace mi::proxy {
@@ -48,7 +48,7 @@ class TokenApi : public HttpHandler, public MetricsSource {
  public:
   TokenApi(TokenBroker* broker, const Clock* clock, TokenApiOptions options);
 
-  void OnRequest(HttpRequest& request, Responder responder) override;
+  void OnRequest(const HttpRequest& request, Responder responder) override;
   void set_options(TokenApiOptions options);
   const RequestCounters& counters() const { return counters_; }
   // MetricsSource: mi_agent_requests_total by route and status code.
@@ -56,6 +56,9 @@ class TokenApi : public HttpHandler, public MetricsSource {
 
   // The HTTP answer for a broker result (exposed for tests).
   static HttpResponse MapResult(const TokenResult& result, TimePoint now);
+  // 200 with the token's JSON, expires_in counted from `now`: the cache hit
+  // and the answer of a fetch alike.
+  static HttpResponse RenderToken(const Token& token, TimePoint now);
 
  private:
   void Reply(Route route, Responder& responder, HttpResponse&& response);

@@ -92,7 +92,7 @@ struct Daemon::Impl {
           scheduler(d->config.budget, d->loop.clock(), d->loop),
           cache(d->config, &d->loop.clock(), &d->loop, &d->random, &upstream, &scheduler),
           api(&cache, &d->loop.clock(), ApiOptions(d->config, {})),
-          server(d->loop.uv(), TokenLimits(d->config), &api, &d->logger),
+          server(d->loop.uv(), TokenLimits(d->config), api, d->logger),
           health(cache, scheduler, upstream_metrics),
           process_metrics(MI_VERSION, TimePoint()),
           // /metrics in this order; the listeners' sources are declared below.
@@ -100,7 +100,7 @@ struct Daemon::Impl {
                      {&process_metrics, &api, &cache, &upstream_metrics, &scheduler, &token_listener_metrics,
                       &health_listener_metrics},
                      d->loop.clock(), &d->loop),
-          health_server(d->loop.uv(), HealthLimits(d->config), &health_api, &d->logger),
+          health_server(d->loop.uv(), HealthLimits(d->config), health_api, d->logger),
           token_listener_metrics("token", server),
           health_listener_metrics("health", health_server),
           watchdog(d->loop.NewTimer()) {}
@@ -284,8 +284,7 @@ Status Daemon::Impl::Start() {
 
 void Daemon::Impl::WatchSignal(int signum, void (*handler)(uv_signal_t*, int)) {
   auto h = std::make_unique<UvHandle<uv_signal_t>>();
-  if (uv_signal_init(loop.uv(), h->get()) != 0) return;
-  h->set_initialized(this);
+  if (h->Init(uv_signal_init, loop.uv(), this) != 0) return;
   if (uv_signal_start(h->get(), handler, signum) != 0) return;
   // Signal watchers must not keep the loop alive after the drain.
   uv_unref(h->base());

@@ -18,12 +18,11 @@ void CheckUv(int rc, const char* what) {
 
 EventLoop::EventLoop() {
   CheckUv(uv_loop_init(&loop_), "uv_loop_init");
-  CheckUv(uv_async_init(&loop_, async_.get(),
-                        [](uv_async_t* h) {
-                          if (h->data) static_cast<EventLoop*>(h->data)->DrainPosted();
-                        }),
+  CheckUv(async_.Init(uv_async_init, &loop_, this,
+                      [](uv_async_t* h) {
+                        if (h->data) static_cast<EventLoop*>(h->data)->DrainPosted();
+                      }),
           "uv_async_init");
-  async_.set_initialized(this);
   // The async handle must not keep the loop alive on its own.
   uv_unref(async_.base());
 }
@@ -75,8 +74,7 @@ bool EventLoop::Close() {
 }
 
 UvTimer::UvTimer(uv_loop_t* loop) {
-  CheckUv(uv_timer_init(loop, timer_.get()), "uv_timer_init");
-  timer_.set_initialized(this);
+  CheckUv(timer_.Init(uv_timer_init, loop, this), "uv_timer_init");
 }
 
 void UvTimer::Arm(Duration delay, std::function<void()> callback) {

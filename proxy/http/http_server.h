@@ -32,13 +32,15 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <string_view>
-#include <utility>
+#include <unordered_set>
 #include <vector>
 
 #include "agent/base/clock.h"
 #include "agent/base/log.h"
 #include "agent/base/status.h"
+#include "agent/base/uv_handle.h"
+#include "proxy/http/http_listener.h"
+#include "proxy/http/http_message.h"
 
 namespace mi::proxy {
 
@@ -62,68 +64,6 @@ struct ServerLimits {
   Duration drain_grace = Duration(2000);
 };
 
-struct HttpRequest {
-  std::string method;  // "GET", "POST", ... as sent
-  std::string target;  // request target as sent ("/oauth2/token?resource=...")
-  int http_minor = 1;  // HTTP/1.<http_minor> (other major versions are answered 505)
-  // Header names lower-cased, values with surrounding whitespace trimmed, in
-  // arrival order, duplicates kept. Never the fields of a chunked trailer: those
-  // count against max_header_bytes and are dropped.
-  std::vector<std::pair<std::string, std::string>> headers;
-  std::string body;  // de-chunked
-  bool keep_alive = true;
-  bool peer_is_loopback = false;  // 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104
-  std::string peer;               // "127.0.0.1:53122" (for logs)
-
-  // First value of header `lower_name`, or null.
-  const std::string* Header(std::string_view lower_name) const;
-  size_t HeaderCount(std::string_view lower_name) const;
-};
-
-struct HttpResponse {
-  int status = 200;
-  std::string content_type = "application/json";
-  // Extra headers (e.g. {"Retry-After", "5"}). No Content-Length/Connection here.
-  std::vector<std::pair<std::string, std::string>> headers;
-  std::string body;
-  bool close = false;  // close the connection after this response
-};
-
-namespace detail {
-struct Exchange;
-}
-
-// The right to answer one request. Move-only, cheap. Send() exactly once, now or
-// later, on the loop thread. If the connection is gone, Send() is a no-op.
-// Dropping a Responder without sending answers 500.
-class Responder {
- public:
-  Responder() = default;
-  explicit Responder(std::shared_ptr<detail::Exchange> exchange) : exchange_(std::move(exchange)) {}
-  Responder(Responder&&) noexcept = default;
-  Responder& operator=(Responder&&) noexcept = default;
-  ~Responder();
-
-  void Send(HttpResponse&& response);
-  // Instead of Send(): closes the connection at once without answering (TCP
-  // reset where the platform allows). Answers not yet written on that
-  // connection are dropped. For fault injection (the IMDS emulator's "reset").
-  void Abort();
-  // The connection is still open and the client has not closed its side of it
-  // (EOF usually means it gave up waiting). Send() still delivers to a client
-  // that only half-closed.
-  bool connected() const;
-
- private:
-  std::shared_ptr<detail::Exchange> exchange_;
-};
-
-class HttpHandler {
- public:
-  virtual ~HttpHandler() = default;
-  virtual void OnRequest(HttpRequest& request, Responder responder) = 0;
-};
-
 struct ServerStats {
   size_t open_connections = 0;
   uint64_t accepted = 0;             // connections admitted (not counting 503 rejects)
@@ -136,24 +76,27 @@ struct ServerStats {
 
 class HttpServer {
  public:
-  HttpServer(uv_loop_t* loop, const ServerLimits& limits, HttpHandler* handler, Logger* logger);
+  // `handler` and `logger` must outlive the server.
+  HttpServer(uv_loop_t* loop, const ServerLimits& limits, HttpHandler& handler, Logger& logger);
   // Closes listeners and connections (handles are released in close callbacks).
   ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
 
   // Binds and listens; may be called for several addresses. Port 0 picks an
   // ephemeral port (see BoundPorts()). IPv6 sockets are v6-only.
-  Status Listen(const std::string& host, uint16_t port);
+  Status Listen(const std::string& host, uint16_t port) { return listener_.Listen(host, port); }
   // Adopts an already-listening socket (systemd socket activation).
-  Status Adopt(uv_os_sock_t fd);
+  Status Adopt(uv_os_sock_t fd) { return listener_.Adopt(fd); }
   // "127.0.0.1:50342", "[::1]:50342" for each listener, in order.
-  std::vector<std::string> BoundAddresses() const;
-  std::vector<uint16_t> BoundPorts() const;
+  std::vector<std::string> BoundAddresses() const { return listener_.BoundAddresses(); }
+  std::vector<uint16_t> BoundPorts() const { return listener_.BoundPorts(); }
 
-  void set_limits(const ServerLimits& limits);  // applies to new connections/requests
-  const ServerStats& stats() const;
+  void set_limits(const ServerLimits& limits) { limits_ = limits; }  // applies to new connections/requests
+  const ServerStats& stats() const { return stats_; }
 
   // Stops accepting; open connections continue.
-  void StopAccepting();
+  void StopAccepting() { listener_.StopAccepting(); }
   // Graceful stop: stop accepting, let requests in flight finish and their
   // answers be written, close idle connections at once, then call `done`.
   // At `deadline`, every request still unanswered is answered 503
@@ -167,14 +110,47 @@ class HttpServer {
   // (limits, timers and max_connections apply). For the fuzzer, which drives
   // the server over socketpair(): such a peer is not loopback. On success the
   // server owns `fd`; on error the caller still does.
-  Status AdoptConnection(uv_os_sock_t fd);
+  Status AdoptConnection(uv_os_sock_t fd) { return listener_.AdoptConnection(fd); }
 
  private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-};
+  friend class HttpConnection;
+  friend class HttpListener;
+  static constexpr size_t kReadBufferSize = 64 * 1024;
 
-// Writes a JSON error body {"error":..,"error_description":..}.
-std::string ErrorBody(std::string_view error, std::string_view description);
+  // A connection with its tcp handle initialised, in connections_; null if
+  // uv_tcp_init failed.
+  HttpConnection* NewConnection();
+  // For connections.
+  void Schedule(HttpConnection* c);
+  void OnConnectionClosing(HttpConnection* c);  // Close() started
+  void Forget(HttpConnection* c);               // about to be deleted
+  // The per-turn pass: a uv_check + uv_idle pair that services every
+  // connection with work once per loop iteration.
+  void StartTurn();
+  void StopTurn();
+  void OnTurn();
+  void StartDeadlineTimer(Duration delay);
+  void OnDeadline();
+  void MaybeFinishShutdown();
+
+  uv_loop_t* const loop_;
+  ServerLimits limits_;
+  HttpHandler& handler_;
+  Logger& logger_;
+  ServerStats stats_;
+  std::unique_ptr<char[]> read_buffer_;  // one for every connection (see HttpConnection::OnAlloc)
+  HttpListener listener_;
+  std::unordered_set<HttpConnection*> connections_;  // every connection not yet deleted
+  std::vector<HttpConnection*> dirty_;
+  std::vector<HttpConnection*> servicing_;
+  UvHandle<uv_check_t> check_;
+  UvHandle<uv_idle_t> idle_;
+  bool turn_active_ = false;
+  UvHandle<uv_timer_t> deadline_timer_;
+  bool shutting_down_ = false;
+  bool deadline_passed_ = false;  // the 503s are out; the timer now bounds the grace
+  bool done_pending_ = false;
+  std::function<void()> shutdown_done_;
+};
 
 }  // namespace mi::proxy

@@ -81,9 +81,8 @@ struct Runner {
   }
 
   Status WatchSignal(UvHandle<uv_signal_t>& handle, int signum) {
-    int rc = uv_signal_init(loop->uv(), handle.get());
+    int rc = handle.Init(uv_signal_init, loop->uv(), this);
     if (rc != 0) return Status::Error(std::string("uv_signal_init: ") + uv_strerror(rc));
-    handle.set_initialized(this);
     rc = uv_signal_start(
         handle.get(),
         [](uv_signal_t* h, int sig) {
@@ -255,7 +254,7 @@ int RunEmulator(const CliOptions& options) {
     proxy::ServerLimits limits;
     limits.max_body_bytes = 1 << 20;  // admin scripts
     limits.idle_timeout = Duration(600000);
-    proxy::HttpServer server(loop.uv(), limits, &emulator, &logger);
+    proxy::HttpServer server(loop.uv(), limits, emulator, logger);
     Runner runner;
     runner.loop = &loop;
     runner.logger = &logger;

@@ -671,7 +671,7 @@ struct Emulator::Plan {
 };
 
 struct Emulator::Pending {
-  std::unique_ptr<Reply> reply;
+  proxy::Responder reply;
   std::unique_ptr<Timer> timer;  // null while hanging
   Query query;
   Plan plan;
@@ -685,22 +685,6 @@ struct Emulator::Token {
   int64_t expires_on = 0;  // epoch seconds
   int64_t not_before = 0;
 };
-
-namespace {
-
-// Wraps the server's Responder.
-class ResponderReply : public Reply {
- public:
-  explicit ResponderReply(proxy::Responder responder) : responder_(std::move(responder)) {}
-  void Send(proxy::HttpResponse&& response) override { responder_.Send(std::move(response)); }
-  void Abort() override { responder_.Abort(); }
-  bool connected() const override { return responder_.connected(); }
-
- private:
-  proxy::Responder responder_;
-};
-
-}  // namespace
 
 Emulator::Emulator(Clock& clock, TimerFactory& timers, Logger* logger, EmulatorOptions options)
     : clock_(clock), timers_(timers), logger_(logger), options_(std::move(options)) {
@@ -716,11 +700,7 @@ Emulator::~Emulator() {
   pending.clear();
 }
 
-void Emulator::OnRequest(proxy::HttpRequest& request, proxy::Responder responder) {
-  Handle(request, std::make_unique<ResponderReply>(std::move(responder)));
-}
-
-void Emulator::Handle(const proxy::HttpRequest& request, std::unique_ptr<Reply> reply) {
+void Emulator::OnRequest(const proxy::HttpRequest& request, proxy::Responder reply) {
   std::string_view target = request.target;
   size_t q = target.find('?');
   std::string_view path = target.substr(0, q);
@@ -732,15 +712,15 @@ void Emulator::Handle(const proxy::HttpRequest& request, std::unique_ptr<Reply> 
     return;
   }
   if (path.substr(0, 7) == "/admin/") {
-    HandleAdmin(request, path, query, *reply);
+    HandleAdmin(request, path, query, reply);
     return;
   }
   proxy::HttpResponse r = Error(404, "not_found", "No handler for this path");
   if (options_.log_requests && logger_) logger_->Info(request.peer + " " + request.method + " " + std::string(path) + " -> 404");
-  reply->Send(std::move(r));
+  reply.Send(std::move(r));
 }
 
-void Emulator::HandleToken(const proxy::HttpRequest& request, std::unique_ptr<Reply> reply) {
+void Emulator::HandleToken(const proxy::HttpRequest& request, proxy::Responder reply) {
   Query query;
   query.method = request.method;
   query.describe = request.peer + " " + request.method + " " + request.target.substr(0, 512);
@@ -789,16 +769,16 @@ void Emulator::HandleToken(const proxy::HttpRequest& request, std::unique_ptr<Re
   if (query.method != "GET") {
     proxy::HttpResponse r = Error(405, "invalid_request", "Method not allowed: use GET");
     r.headers.emplace_back("Allow", "GET");
-    Answer(seq, query, *reply, std::move(r), "");
+    Answer(seq, query, reply, std::move(r), "");
     return;
   }
   const std::string* metadata = FindHeader(request, "metadata");
   if (metadata == nullptr || !IEquals(*metadata, "true")) {
-    Answer(seq, query, *reply, Error(400, "invalid_request", "Required metadata header not specified"), "");
+    Answer(seq, query, reply, Error(400, "invalid_request", "Required metadata header not specified"), "");
     return;
   }
   if (FindHeader(request, "x-forwarded-for") != nullptr) {
-    Answer(seq, query, *reply,
+    Answer(seq, query, reply,
            Error(400, "invalid_request", "Requests with X-Forwarded-For are not accepted"), "");
     return;
   }
@@ -809,7 +789,7 @@ void Emulator::HandleToken(const proxy::HttpRequest& request, std::unique_ptr<Re
       if (LogEntry* e = Entry(seq)) e->fault = "throttle";
       proxy::HttpResponse r = JsonResponse(429, DefaultErrorBody(429));
       r.headers.emplace_back("Retry-After", "1");
-      Answer(seq, query, *reply, std::move(r), "");
+      Answer(seq, query, reply, std::move(r), "");
       return;
     }
     window_.push_back(now);
@@ -832,12 +812,12 @@ void Emulator::HandleToken(const proxy::HttpRequest& request, std::unique_ptr<Re
         std::unique_ptr<Pending> p = std::move(it->second);
         pending_.erase(it);
         if (p->plan.action.kind == FaultAction::Kind::kHang) return;
-        if (!p->reply->connected()) {
-          p->reply->Abort();  // nobody reads an answer now
+        if (!p->reply.connected()) {
+          p->reply.Abort();  // nobody reads an answer now
           Finish(seq, p->query, "client_gone");
           return;
         }
-        Execute(seq, p->query, p->plan, *p->reply);
+        Execute(seq, p->query, p->plan, p->reply);
         // `p` (timer included) goes away here, after its callback.
       });
     }
@@ -845,7 +825,7 @@ void Emulator::HandleToken(const proxy::HttpRequest& request, std::unique_ptr<Re
     ArmSweep();
     return;
   }
-  Execute(seq, query, plan, *reply);
+  Execute(seq, query, plan, reply);
 }
 
 Emulator::Plan Emulator::MakePlan(const Query& query, TimePoint now) {
@@ -893,7 +873,7 @@ Emulator::Plan Emulator::MakePlan(const Query& query, TimePoint now) {
   return plan;
 }
 
-void Emulator::Execute(uint64_t seq, const Query& query, const Plan& plan, Reply& reply) {
+void Emulator::Execute(uint64_t seq, const Query& query, const Plan& plan, proxy::Responder& reply) {
   const FaultAction& a = plan.action;
   if (a.kind == FaultAction::Kind::kReset) {
     reply.Abort();
@@ -1078,7 +1058,7 @@ Emulator::LogEntry* Emulator::Entry(uint64_t seq) {
   return &log_[seq - log_first_seq_];
 }
 
-void Emulator::Answer(uint64_t seq, const Query& query, Reply& reply, proxy::HttpResponse&& response,
+void Emulator::Answer(uint64_t seq, const Query& query, proxy::Responder& reply, proxy::HttpResponse&& response,
                       const std::string& token_id) {
   if (LogEntry* e = Entry(seq)) {
     e->status = response.status;
@@ -1120,14 +1100,14 @@ void Emulator::Sweep() {
   // A delayed or hung request whose client went away no longer counts as in flight.
   std::vector<uint64_t> gone;
   for (const auto& [seq, p] : pending_) {
-    if (!p->reply->connected()) gone.push_back(seq);
+    if (!p->reply.connected()) gone.push_back(seq);
   }
   for (uint64_t seq : gone) {
     auto it = pending_.find(seq);
     if (it == pending_.end()) continue;
     std::unique_ptr<Pending> p = std::move(it->second);
     pending_.erase(it);
-    p->reply->Abort();  // rather than the 500 a dropped Responder sends
+    p->reply.Abort();  // rather than the 500 a dropped Responder sends
     Finish(seq, p->query, "client_gone");
   }
   ArmSweep();
@@ -1138,7 +1118,7 @@ void Emulator::AbortPending() {
   pending_.clear();
   for (auto& [seq, p] : pending) {
     p->timer.reset();
-    p->reply->Abort();
+    p->reply.Abort();
     Finish(seq, p->query, "reset");
   }
   if (sweep_timer_) sweep_timer_->Disarm();
@@ -1242,7 +1222,7 @@ Status Emulator::ApplyConfig(std::string_view json_text) {
 }
 
 void Emulator::HandleAdmin(const proxy::HttpRequest& request, std::string_view path, std::string_view query,
-                           Reply& reply) {
+                           proxy::Responder& reply) {
   const bool get = request.method == "GET";
   const bool post = request.method == "POST";
   auto ok = [] { return JsonResponse(200, "{\"ok\":true}"); };

@@ -129,7 +129,7 @@
 #include "agent/base/timer.h"
 #include "agent/base/log.h"
 #include "agent/base/status.h"
-#include "proxy/http/http_server.h"
+#include "proxy/http/http_message.h"
 
 namespace mi::emulator {
 
@@ -218,18 +218,6 @@ struct EmulatorOptions {
   bool log_requests = false;  // one line per request (never a token)
 };
 
-// How the emulator answers one request. OnRequest wraps the server's Responder;
-// unit tests pass a fake.
-class Reply {
- public:
-  virtual ~Reply() = default;
-  virtual void Send(proxy::HttpResponse&& response) = 0;
-  // Closes the connection abruptly without an answer.
-  virtual void Abort() = 0;
-  // The client is still there.
-  virtual bool connected() const = 0;
-};
-
 // Loop thread only. `clock`, `timers` and `logger` (may be null) must outlive it.
 class Emulator : public proxy::HttpHandler {
  public:
@@ -238,9 +226,8 @@ class Emulator : public proxy::HttpHandler {
   Emulator(const Emulator&) = delete;
   Emulator& operator=(const Emulator&) = delete;
 
-  void OnRequest(proxy::HttpRequest& request, proxy::Responder responder) override;
-  // Same as OnRequest; `reply` answers.
-  void Handle(const proxy::HttpRequest& request, std::unique_ptr<Reply> reply);
+  // Unit tests answer into a RecordingSink (tests/fakes/recording_sink.h).
+  void OnRequest(const proxy::HttpRequest& request, proxy::Responder responder) override;
 
   void SetFaults(FaultScript script);
   // Closes every delayed or hung request's connection (shutdown).
@@ -267,13 +254,13 @@ class Emulator : public proxy::HttpHandler {
     int64_t latency_ms = 0;
   };
 
-  void HandleToken(const proxy::HttpRequest& request, std::unique_ptr<Reply> reply);
+  void HandleToken(const proxy::HttpRequest& request, proxy::Responder reply);
   void HandleAdmin(const proxy::HttpRequest& request, std::string_view path, std::string_view query,
-                   Reply& reply);
+                   proxy::Responder& reply);
   // Decides (and consumes) the fault for a request arriving at `now`.
   Plan MakePlan(const Query& query, TimePoint now);
-  void Execute(uint64_t seq, const Query& query, const Plan& plan, Reply& reply);
-  void Answer(uint64_t seq, const Query& query, Reply& reply, proxy::HttpResponse&& response,
+  void Execute(uint64_t seq, const Query& query, const Plan& plan, proxy::Responder& reply);
+  void Answer(uint64_t seq, const Query& query, proxy::Responder& reply, proxy::HttpResponse&& response,
               const std::string& token_id);
   // The normal answer (200 or a validation error); sets *token_id with a token.
   proxy::HttpResponse TokenAnswer(const Query& query, bool omit_expires_on, std::string* token_id);

@@ -126,7 +126,7 @@ class FakeBroker : public TokenBroker {
 class RecordingHandler : public HttpHandler {
  public:
   explicit RecordingHandler(HttpHandler* next) : next_(next) {}
-  void OnRequest(HttpRequest& request, Responder responder) override {
+  void OnRequest(const HttpRequest& request, Responder responder) override {
     heads.push_back(request.method == "HEAD");
     next_->OnRequest(request, std::move(responder));
   }
@@ -211,7 +211,7 @@ struct Harness {
     broker = std::make_unique<FakeBroker>(&loop);
     api = std::make_unique<TokenApi>(broker.get(), &clock, options);
     recorder = std::make_unique<RecordingHandler>(api.get());
-    server = std::make_unique<HttpServer>(&loop, limits, recorder.get(), &logger);
+    server = std::make_unique<HttpServer>(&loop, limits, *recorder, logger);
     client.received.reserve(64 * 1024);
     print = std::getenv("MI_FUZZ_PRINT") != nullptr;  // show each exchange (reproducing a crash)
   }

@@ -16,6 +16,9 @@
 # The seed corpus is copied first: new inputs never land in the repository.
 # Reproduce a failure with: build-fuzz/tests/<target> <crash file>
 # (http_request_fuzz prints each exchange with MI_FUZZ_PRINT=1).
+# Targets: request_parser_fuzz (the HTTP parser alone, on bytes split at
+# input-chosen points), http_request_fuzz (a whole connection through the
+# server and the token API), imds_body_fuzz, request_params_fuzz, config_fuzz.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"

@@ -281,8 +281,7 @@ class CurlUpstreamTest : public ::testing::Test {
   // timer keeps uv_run from blocking while the test server thread works.
   bool RunUntil(const std::function<bool()>& done, Duration limit = Duration(10000)) {
     UvHandle<uv_timer_t> wake;
-    uv_timer_init(loop_.uv(), wake.get());
-    wake.set_initialized(nullptr);
+    wake.Init(uv_timer_init, loop_.uv(), nullptr);
     uv_timer_start(wake.get(), [](uv_timer_t*) {}, 5, 5);
     const auto deadline = std::chrono::steady_clock::now() + limit;
     bool ok = done();

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/fakes/fake_time.h"
+#include "tests/fakes/recording_sink.h"
 
 namespace mi::emulator {
 namespace {
@@ -23,34 +24,7 @@ constexpr char kTokenTarget[] =
     "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com%2F";
 constexpr char kArm[] = "https://management.azure.com/";
 
-// What a FakeReply saw.
-struct Record {
-  std::vector<proxy::HttpResponse> sent;
-  bool aborted = false;
-  bool connected = true;
-
-  bool answered() const { return !sent.empty(); }
-  int status() const { return sent.empty() ? 0 : sent.back().status; }
-  const std::string& body() const { return sent.back().body; }
-  json Json() const { return json::parse(sent.back().body, nullptr, false); }
-  std::string Header(const std::string& name) const {
-    for (const auto& [n, v] : sent.back().headers) {
-      if (n == name) return v;
-    }
-    return "";
-  }
-};
-
-class FakeReply : public Reply {
- public:
-  explicit FakeReply(std::shared_ptr<Record> record) : record_(std::move(record)) {}
-  void Send(proxy::HttpResponse&& response) override { record_->sent.push_back(std::move(response)); }
-  void Abort() override { record_->aborted = true; }
-  bool connected() const override { return record_->connected && !record_->aborted; }
-
- private:
-  std::shared_ptr<Record> record_;
-};
+using Record = testing::RecordingSink;
 
 class EmulatorTest : public ::testing::Test {
  protected:
@@ -70,7 +44,7 @@ class EmulatorTest : public ::testing::Test {
     request.peer = "127.0.0.1:40000";
     request.peer_is_loopback = true;
     auto record = std::make_shared<Record>();
-    emulator_->Handle(request, std::make_unique<FakeReply>(record));
+    emulator_->OnRequest(request, proxy::Responder(record));
     return record;
   }
 
@@ -395,7 +369,7 @@ TEST_F(EmulatorTest, HangHoldsUntilClientLeaves) {
   EXPECT_FALSE(hung->answered());
   EXPECT_EQ(emulator_->in_flight(), 1u);
   EXPECT_EQ(Admin("GET", "/admin/requests")["log"][0]["outcome"], "hang");
-  hung->connected = false;
+  hung->gone = true;
   time_.Advance(std::chrono::seconds(1));
   EXPECT_FALSE(hung->answered());
   EXPECT_EQ(emulator_->in_flight(), 0u);

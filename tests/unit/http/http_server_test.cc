@@ -14,6 +14,7 @@
 #include "agent/base/event_loop.h"
 #include "agent/base/log.h"
 #include "agent/base/uv_handle.h"
+#include "tests/fakes/loopback.h"
 
 #ifndef _WIN32
 #include <arpa/inet.h>
@@ -25,151 +26,16 @@
 namespace mi::proxy {
 namespace {
 
-// --- a tiny HTTP/1.1 response reader for the client side --------------------
-
-struct ParsedResponse {
-  int status = 0;
-  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
-  std::string body;
-
-  const std::string* Header(const std::string& lower) const {
-    for (const auto& h : headers) {
-      if (h.first == lower) return &h.second;
-    }
-    return nullptr;
-  }
-};
-
-// Complete responses at the front of `data` (bodies framed by Content-Length).
-std::vector<ParsedResponse> ParseResponses(const std::string& data) {
-  std::vector<ParsedResponse> out;
-  size_t pos = 0;
-  while (true) {
-    size_t end = data.find("\r\n\r\n", pos);
-    if (end == std::string::npos) break;
-    ParsedResponse r;
-    std::string head = data.substr(pos, end - pos);
-    size_t line_end = head.find("\r\n");
-    std::string status_line = head.substr(0, line_end);
-    if (status_line.size() < 12 || status_line.compare(0, 9, "HTTP/1.1 ") != 0) break;
-    r.status = std::stoi(status_line.substr(9, 3));
-    size_t content_length = 0;
-    while (line_end != std::string::npos) {
-      size_t next = head.find("\r\n", line_end + 2);
-      std::string line = head.substr(line_end + 2, next == std::string::npos ? std::string::npos : next - line_end - 2);
-      line_end = next;
-      size_t colon = line.find(':');
-      if (colon == std::string::npos) continue;
-      std::string name = line.substr(0, colon);
-      for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-      std::string value = line.substr(colon + 1);
-      while (!value.empty() && value.front() == ' ') value.erase(0, 1);
-      if (name == "content-length") content_length = std::stoul(value);
-      r.headers.emplace_back(name, value);
-    }
-    size_t body_start = end + 4;
-    if (data.size() - body_start < content_length) break;
-    r.body = data.substr(body_start, content_length);
-    pos = body_start + content_length;
-    out.push_back(std::move(r));
-  }
-  return out;
-}
-
-// --- a libuv client in the test's loop --------------------------------------
-
-class TestClient {
- public:
-  explicit TestClient(uv_loop_t* loop) {
-    EXPECT_EQ(uv_tcp_init(loop, tcp_.get()), 0);
-    tcp_.set_initialized(this);
-  }
-  TestClient(const TestClient&) = delete;
-  TestClient& operator=(const TestClient&) = delete;
-
-  void Connect(const std::string& host, uint16_t port) {
-    sockaddr_storage addr;
-    std::memset(&addr, 0, sizeof addr);
-    if (host.find(':') != std::string::npos) {
-      ASSERT_EQ(uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr)), 0);
-    } else {
-      ASSERT_EQ(uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr)), 0);
-    }
-    auto* req = new uv_connect_t();
-    int rc = uv_tcp_connect(req, tcp_.get(), reinterpret_cast<const sockaddr*>(&addr), [](uv_connect_t* r, int status) {
-      auto* self = static_cast<TestClient*>(r->handle->data);
-      delete r;
-      if (self == nullptr) return;
-      self->connect_status_ = status;
-      self->connect_done_ = true;
-      if (status == 0) {
-        uv_read_start(
-            reinterpret_cast<uv_stream_t*>(self->tcp_.get()),
-            [](uv_handle_t*, size_t suggested, uv_buf_t* buf) {
-              *buf = uv_buf_init(new char[suggested], static_cast<unsigned int>(suggested));
-            },
-            [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
-              std::unique_ptr<char[]> owned(buf->base);
-              auto* client = static_cast<TestClient*>(s->data);
-              if (client == nullptr) return;
-              if (nread > 0) client->received_.append(buf->base, static_cast<size_t>(nread));
-              if (nread < 0) {
-                // Like a real client: done with the connection once the server is.
-                client->eof_ = true;
-                client->read_error_ = static_cast<int>(nread);
-                client->tcp_.Close();
-              }
-            });
-      }
-    });
-    ASSERT_EQ(rc, 0);
-  }
-
-  void Write(std::string data) {
-    ASSERT_NE(tcp_.get(), nullptr) << "write after close";
-    struct WriteReq {
-      uv_write_t req;
-      std::string data;
-    };
-    auto* w = new WriteReq();
-    w->data = std::move(data);
-    uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned int>(w->data.size()));
-    int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(tcp_.get()), &buf, 1,
-                      [](uv_write_t* r, int) { delete reinterpret_cast<WriteReq*>(r); });
-    if (rc != 0) delete w;
-    EXPECT_EQ(rc, 0);
-  }
-
-  // Closes with RST (SO_LINGER 0).
-  void Reset() {
-    uv_tcp_t* h = tcp_.get();
-    ASSERT_EQ(uv_tcp_close_reset(h, [](uv_handle_t* closed) { delete reinterpret_cast<uv_tcp_t*>(closed); }), 0);
-    tcp_.Close();  // already closing: only forgets the handle
-  }
-  void Close() { tcp_.Close(); }
-
-  bool connect_done() const { return connect_done_; }
-  int connect_status() const { return connect_status_; }
-  bool eof() const { return eof_; }
-  const std::string& received() const { return received_; }
-  std::vector<ParsedResponse> responses() const { return ParseResponses(received_); }
-
- private:
-  UvHandle<uv_tcp_t> tcp_;
-  bool connect_done_ = false;
-  int connect_status_ = 0;
-  bool eof_ = false;
-  int read_error_ = 0;
-  std::string received_;
-};
+using testing::ParsedResponse;
+using TestClient = testing::LoopbackClient;
 
 class TestHandler : public HttpHandler {
  public:
   // Null: answer 200 with "<method> <target>\n<body>".
-  std::function<void(HttpRequest&, Responder)> on_request;
+  std::function<void(const HttpRequest&, Responder)> on_request;
   std::vector<HttpRequest> requests;
 
-  void OnRequest(HttpRequest& request, Responder responder) override {
+  void OnRequest(const HttpRequest& request, Responder responder) override {
     requests.push_back(request);
     if (on_request) {
       on_request(request, std::move(responder));
@@ -208,7 +74,7 @@ class HttpServerTest : public ::testing::Test {
   }
 
   void StartServer(const ServerLimits& limits = ServerLimits(), const std::string& host = "127.0.0.1") {
-    server_ = std::make_unique<HttpServer>(loop_.uv(), limits, &handler_, &logger_);
+    server_ = std::make_unique<HttpServer>(loop_.uv(), limits, handler_, logger_);
     Status st = server_->Listen(host, 0);
     ASSERT_TRUE(st.ok()) << st.message();
     ASSERT_EQ(server_->BoundPorts().size(), 1u);
@@ -247,7 +113,7 @@ class HttpServerTest : public ::testing::Test {
   }
 
   void HoldRequests() {
-    handler_.on_request = [this](HttpRequest&, Responder r) { held_.push_back(std::move(r)); };
+    handler_.on_request = [this](const HttpRequest&, Responder r) { held_.push_back(std::move(r)); };
   }
 
   EventLoop loop_;
@@ -375,66 +241,6 @@ TEST_F(HttpServerTest, PipelineBeyondLimitWaitsForAnswers) {
   for (int i = 0; i < 5; ++i) EXPECT_EQ(rs[i].body, "answer /" + std::to_string(i + 1));
 }
 
-TEST_F(HttpServerTest, ContentLengthBody) {
-  StartServer();
-  auto c = Connect();
-  c->Write("POST /p HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-           "Content-Length: 11\r\n\r\nhello world");
-  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
-  EXPECT_EQ(c->responses()[0].body, "POST /p\nhello world");
-  EXPECT_EQ(handler_.requests[0].body, "hello world");
-}
-
-TEST_F(HttpServerTest, ChunkedBodyIsAssembled) {
-  StartServer();
-  auto c = Connect();
-  c->Write("POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
-  RunTurns(3);
-  c->Write("6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
-  EXPECT_EQ(c->responses()[0].status, 200);
-  EXPECT_EQ(handler_.requests[0].body, "hello world");
-}
-
-TEST_F(HttpServerTest, ChunkedTrailerFieldsNeverBecomeHeaders) {
-  StartServer();
-  auto c = Connect();
-  // A header check (Metadata, Host) must not be satisfied from the trailer.
-  c->Write("POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
-           "0\r\nMetadata: true\r\nHost: other\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
-  ASSERT_EQ(handler_.requests.size(), 1u);
-  const HttpRequest& req = handler_.requests[0];
-  EXPECT_EQ(req.body, "hello");
-  std::vector<std::pair<std::string, std::string>> want = {{"host", "x"}, {"transfer-encoding", "chunked"}};
-  EXPECT_EQ(req.headers, want);
-  EXPECT_EQ(req.Header("metadata"), nullptr);
-}
-
-TEST_F(HttpServerTest, ChunkedTrailerCountsTowardsTheHeaderLimit) {
-  ServerLimits limits;
-  limits.max_header_bytes = 1024;
-  StartServer(limits);
-  auto c = Connect();
-  c->Write("POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
-           "0\r\nX-Big: " + std::string(2000, 'a') + "\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->eof(); }));
-  auto rs = c->responses();
-  ASSERT_EQ(rs.size(), 1u);
-  EXPECT_EQ(rs[0].status, 431);
-  EXPECT_TRUE(handler_.requests.empty());
-}
-
-TEST_F(HttpServerTest, RequestCarriesItsHttpVersion) {
-  StartServer();
-  auto c = Connect();
-  c->Write("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.0\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 2; }));
-  ASSERT_EQ(handler_.requests.size(), 2u);
-  EXPECT_EQ(handler_.requests[0].http_minor, 1);
-  EXPECT_EQ(handler_.requests[1].http_minor, 0);
-}
-
 TEST_F(HttpServerTest, RequestSplitAcrossReads) {
   StartServer();
   auto c = Connect();
@@ -471,19 +277,6 @@ TEST_F(HttpServerTest, HeadersTooLargeAnswers431AndCloses) {
   EXPECT_EQ(server_->stats().protocol_errors, 1u);
 }
 
-TEST_F(HttpServerTest, HeaderPaddingCountsTowardsTheLimit) {
-  ServerLimits limits;
-  limits.max_header_bytes = 1024;
-  StartServer(limits);
-  auto c = Connect();
-  // Whitespace that llhttp skips without a callback still counts.
-  c->Write("GET / HTTP/1.1\r\nHost: x\r\nX-Pad:" + std::string(4000, ' ') + "v\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->eof(); }));
-  auto rs = c->responses();
-  ASSERT_EQ(rs.size(), 1u);
-  EXPECT_EQ(rs[0].status, 431);
-}
-
 TEST_F(HttpServerTest, BodyTooLargeByContentLengthAnswers413) {
   ServerLimits limits;
   limits.max_body_bytes = 16;
@@ -497,20 +290,6 @@ TEST_F(HttpServerTest, BodyTooLargeByContentLengthAnswers413) {
   EXPECT_EQ(*rs[0].Header("connection"), "close");
   EXPECT_TRUE(handler_.requests.empty());
   EXPECT_EQ(server_->stats().protocol_errors, 1u);
-}
-
-TEST_F(HttpServerTest, ChunkedBodyTooLargeAnswers413) {
-  ServerLimits limits;
-  limits.max_body_bytes = 16;
-  StartServer(limits);
-  auto c = Connect();
-  c->Write("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n"
-           "1\r\nX\r\n0\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->eof(); }));
-  auto rs = c->responses();
-  ASSERT_EQ(rs.size(), 1u);
-  EXPECT_EQ(rs[0].status, 413);
-  EXPECT_TRUE(handler_.requests.empty());
 }
 
 TEST_F(HttpServerTest, MalformedRequestAnswers400) {
@@ -528,17 +307,6 @@ TEST_F(HttpServerTest, MalformedRequestAnswers400) {
   EXPECT_EQ(body["error"], "bad_request");
   EXPECT_TRUE(handler_.requests.empty());
   EXPECT_EQ(server_->stats().protocol_errors, 1u);
-}
-
-TEST_F(HttpServerTest, UnsupportedVersionAnswers505) {
-  StartServer();
-  auto c = Connect();
-  c->Write("GET / HTTP/2.0\r\nHost: x\r\n\r\n");
-  ASSERT_TRUE(RunUntil([&] { return c->eof(); }));
-  auto rs = c->responses();
-  ASSERT_EQ(rs.size(), 1u);
-  EXPECT_EQ(rs[0].status, 505);
-  EXPECT_TRUE(handler_.requests.empty());
 }
 
 TEST_F(HttpServerTest, ErrorAnswerWaitsForEarlierPipelinedAnswers) {
@@ -628,7 +396,7 @@ TEST_F(HttpServerTest, RequestInFlightIsNotIdle) {
 TEST_F(HttpServerTest, LargeResponseIsWrittenCompletely) {
   StartServer();
   const std::string big(4 * 1024 * 1024, 'x');
-  handler_.on_request = [&](HttpRequest&, Responder r) { r.Send(TextResponse(big)); };
+  handler_.on_request = [&](const HttpRequest&, Responder r) { r.Send(TextResponse(big)); };
   auto c = Connect();
   c->Write("GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
   ASSERT_TRUE(RunUntil([&] { return c->received().size() > 2 * big.size() && c->responses().size() == 2; }));
@@ -656,7 +424,7 @@ TEST_F(HttpServerTest, TenThousandPipelinedRequestsAreAllAnswered) {
   StartServer();
   constexpr int kRequests = 10000;
   const std::string padding(1000, 'p');  // about a cached token's size
-  handler_.on_request = [&](HttpRequest& req, Responder r) { r.Send(TextResponse(req.target + padding)); };
+  handler_.on_request = [&](const HttpRequest& req, Responder r) { r.Send(TextResponse(req.target + padding)); };
   auto c = Connect();
   std::string batch;
   for (int i = 0; i < kRequests; ++i) {
@@ -814,7 +582,7 @@ TEST_F(HttpServerTest, Http10ClosesUnlessKeepAlive) {
 
 TEST_F(HttpServerTest, HandlerMayCloseAfterItsAnswer) {
   StartServer();
-  handler_.on_request = [](HttpRequest&, Responder r) {
+  handler_.on_request = [](const HttpRequest&, Responder r) {
     HttpResponse resp = TextResponse("bye");
     resp.close = true;
     resp.headers.emplace_back("X-Extra", "1");
@@ -831,7 +599,7 @@ TEST_F(HttpServerTest, HandlerMayCloseAfterItsAnswer) {
 
 TEST_F(HttpServerTest, DroppedResponderAnswers500) {
   StartServer();
-  handler_.on_request = [](HttpRequest&, Responder) {};
+  handler_.on_request = [](const HttpRequest&, Responder) {};
   auto c = Connect();
   c->Write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
   ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
@@ -904,7 +672,7 @@ TEST_F(HttpServerTest, HeadAnswerHasNoBody) {
 
 TEST_F(HttpServerTest, ShutdownDrainsInFlightRequestThenCallsDone) {
   StartServer();
-  handler_.on_request = [this](HttpRequest& req, Responder r) {
+  handler_.on_request = [this](const HttpRequest& req, Responder r) {
     if (req.target == "/slow") {
       held_.push_back(std::move(r));
     } else {
@@ -992,7 +760,7 @@ TEST_F(HttpServerTest, ShutdownGraceClosesAClientThatDoesNotRead) {
   limits.drain_grace = Duration(50);
   StartServer(limits);
   const std::string big(8 * 1024 * 1024, 'x');
-  handler_.on_request = [&](HttpRequest& req, Responder r) {
+  handler_.on_request = [&](const HttpRequest& req, Responder r) {
     if (req.target == "/big") r.Send(TextResponse(big));
     else held_.push_back(std::move(r));
   };
@@ -1039,7 +807,7 @@ TEST_F(HttpServerTest, DestroyingServerWithOpenConnections) {
 }
 
 TEST_F(HttpServerTest, ServesIpv6Loopback) {
-  server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits(), &handler_, &logger_);
+  server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits(), handler_, logger_);
   Status st = server_->Listen("::1", 0);
   if (!st.ok()) GTEST_SKIP() << "no IPv6 loopback: " << st.message();
   port_ = server_->BoundPorts()[0];
@@ -1054,7 +822,7 @@ TEST_F(HttpServerTest, ServesIpv6Loopback) {
 
 TEST_F(HttpServerTest, ListenErrorsAreClear) {
   StartServer();
-  HttpServer other(loop_.uv(), ServerLimits(), &handler_, &logger_);
+  HttpServer other(loop_.uv(), ServerLimits(), handler_, logger_);
   Status st = other.Listen("127.0.0.1", port_);
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.message(), "listen 127.0.0.1:" + std::to_string(port_) + ": address already in use");
@@ -1077,7 +845,7 @@ TEST_F(HttpServerTest, AdoptsListeningSocket) {
   socklen_t len = sizeof addr;
   ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
 
-  server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits(), &handler_, &logger_);
+  server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits(), handler_, logger_);
   Status st = server_->Adopt(fd);
   ASSERT_TRUE(st.ok()) << st.message();
   port_ = server_->BoundPorts()[0];
@@ -1089,9 +857,6 @@ TEST_F(HttpServerTest, AdoptsListeningSocket) {
 }
 #endif
 
-TEST(HttpServerErrorBody, IsJson) {
-  EXPECT_EQ(ErrorBody("bad_request", "say \"hi\""), R"({"error":"bad_request","error_description":"say \"hi\""})");
-}
 
 }  // namespace
 }  // namespace mi::proxy

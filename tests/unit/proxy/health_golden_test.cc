@@ -46,8 +46,8 @@ class HealthGoldenTest : public ::testing::Test {
     cache_->set_upstream_observer([this](Duration latency, int) { latency_.Observe(latency); });
     api_ = std::make_unique<TokenApi>(cache_.get(), &time_, TokenApiOptions{});
     // Never listening: their counters stay zero, their families are locked.
-    token_server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits{}, api_.get(), &logger_);
-    health_server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits{}, api_.get(), &logger_);
+    token_server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits{}, *api_, logger_);
+    health_server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits{}, *api_, logger_);
 
     // As the daemon wires it.
     model_ = std::make_unique<HealthModel>(*cache_, *scheduler_, latency_);

@@ -1,5 +1,7 @@
-// The token API's request handling and error mapping with a fake broker: no
-// sockets. (The same behaviour end to end is in tests/integration.)
+// The token API's request handling and error mapping with a fake broker:
+// requests parsed from bytes, answers into a RecordingSink, no sockets (but one
+// test of the peer address a real socket reports). The same behaviour end to
+// end is in tests/integration.
 #include "proxy/token_api.h"
 
 #include <gtest/gtest.h>
@@ -9,9 +11,12 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/base/event_loop.h"
+#include "proxy/http/http_server.h"
+#include "proxy/http/request_parser.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/fake_upstream.h"
 #include "tests/fakes/loopback.h"
+#include "tests/fakes/recording_sink.h"
 
 namespace mi::proxy {
 namespace {
@@ -99,54 +104,33 @@ TEST(TokenApiMapTest, ErrorsMapToTheDocumentedTable) {
 }  // namespace
 }  // namespace mi::proxy
 
-// --- through a real loopback server -------------------------------------------------
+// --- requests as bytes, answers into a RecordingSink: no socket ------------------------
 
 namespace mi::proxy {
 namespace {
 
-// Presents every request as if it came from another host: the loopback check is
-// the API's, so this exercises it without a second network.
-class RemotePeer : public HttpHandler {
- public:
-  explicit RemotePeer(HttpHandler* inner) : inner_(inner) {}
-  void OnRequest(HttpRequest& request, Responder responder) override {
-    request.peer_is_loopback = false;
-    request.peer = "10.1.2.3:4567";
-    inner_->OnRequest(request, std::move(responder));
-  }
-
- private:
-  HttpHandler* inner_;
-};
-
-struct LoopbackFixture {
-  EventLoop loop;
-  Logger logger;
+struct Fixture {
+  FakeTime time;
   FakeBroker broker;
-
-  // Sends `raw` to a server running `handler` and returns the raw answer.
-  std::string Exchange(HttpHandler* handler, const std::string& raw) {
-    return ExchangeAll(handler, {raw}).at(0);
-  }
-
-  // Sends each of `raws` on a connection of its own; returns the raw answers.
-  std::vector<std::string> ExchangeAll(HttpHandler* handler, const std::vector<std::string>& raws) {
-    std::vector<std::string> answers;
-    {
-      HttpServer server(loop.uv(), ServerLimits(), handler, &logger);
-      EXPECT_TRUE(server.Listen("127.0.0.1", 0).ok());
-      const uint16_t port = server.BoundPorts().at(0);
-      std::thread client([&] {
-        for (const std::string& raw : raws) answers.push_back(testing::SendAndReceive(port, raw));
-        loop.Post([&] { loop.Stop(); });
-      });
-      loop.Run();
-      client.join();
-    }
-    EXPECT_TRUE(loop.Close());
-    return answers;
-  }
 };
+
+// Parses `raw` (one complete request) as the server would and hands it to
+// `api` as coming from `peer`; returns what the API answered.
+std::shared_ptr<testing::RecordingSink> Call(TokenApi& api, const std::string& raw, bool loopback = true,
+                                             const std::string& peer = "127.0.0.1:40000") {
+  RequestParser parser{RequestParser::Limits{}};
+  RequestParser::Event event;
+  size_t used = parser.Feed(raw, &event);
+  EXPECT_EQ(event, RequestParser::Event::kRequest) << raw;
+  EXPECT_EQ(used, raw.size()) << raw;
+  auto sink = std::make_shared<testing::RecordingSink>();
+  if (event != RequestParser::Event::kRequest) return sink;
+  HttpRequest& request = parser.request();
+  request.peer_is_loopback = loopback;
+  request.peer = peer;
+  api.OnRequest(request, Responder(sink));
+  return sink;
+}
 
 TokenApiOptions AllowRemote() {
   TokenApiOptions o;
@@ -154,48 +138,93 @@ TokenApiOptions AllowRemote() {
   return o;
 }
 
-// "400 invalid_request" from a raw answer: the status code and the "error" field.
-std::string StatusAndError(const std::string& answer) {
-  if (answer.size() < 12) return "no answer";
-  std::string out = answer.substr(9, 3);
-  size_t body = answer.find("\r\n\r\n");
-  auto j = nlohmann::json::parse(body == std::string::npos ? "" : answer.substr(body + 4), nullptr, false);
+// "400 invalid_request": the status code and the "error" field.
+std::string StatusAndError(const testing::RecordingSink& sink) {
+  if (!sink.answered()) return "no answer";
+  std::string out = std::to_string(sink.status());
+  auto j = sink.Json();
   if (j.is_object() && j.contains("error")) out += " " + j["error"].get<std::string>();
   return out;
 }
 
-TEST(TokenApiLoopbackTest, NonLoopbackPeerGets401UnauthorizedClient) {
-  LoopbackFixture f;
-  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
-  RemotePeer remote(&api);
-  std::string answer = f.Exchange(
-      &remote, "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nConnection: close\r\n\r\n");
-  EXPECT_EQ(answer.rfind("HTTP/1.1 401", 0), 0u) << answer;
-  EXPECT_NE(answer.find("\"error\":\"unauthorized_client\""), std::string::npos) << answer;
+TEST(TokenApiPeerTest, NonLoopbackPeerGets401UnauthorizedClient) {
+  Fixture f;
+  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
+  auto sink = Call(api, "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n\r\n",
+                   /*loopback=*/false, "10.1.2.3:4567");
+  EXPECT_EQ(StatusAndError(*sink), "401 unauthorized_client");
   EXPECT_TRUE(f.broker.lookups.empty()) << "refused before the cache is consulted";
 }
 
-TEST(TokenApiLoopbackTest, AllowRemoteServesNonLoopbackPeers) {
-  LoopbackFixture f;
+TEST(TokenApiPeerTest, AllowRemoteServesNonLoopbackPeers) {
+  Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.loop.clock(), AllowRemote());
-  RemotePeer remote(&api);
-  std::string answer = f.Exchange(
-      &remote, "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nConnection: close\r\n\r\n");
-  EXPECT_EQ(answer.rfind("HTTP/1.1 500", 0), 0u) << answer;
+  TokenApi api(&f.broker, &f.time, AllowRemote());
+  auto sink = Call(api, "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n\r\n",
+                   /*loopback=*/false, "10.1.2.3:4567");
+  EXPECT_EQ(sink->status(), 500);
   EXPECT_EQ(f.broker.gets.size(), 1u);
 }
 
-TEST(TokenApiLoopbackTest, RealLoopbackPeerIsServed) {
-  LoopbackFixture f;
+TEST(TokenApiPeerTest, CacheHitAndFetchRenderTheSameToken) {
+  Fixture f;
   std::string why;
-  f.broker.cached = Token::FromImdsBody(FakeUpstream::TokenBody("tok", ToEpochSeconds(f.loop.clock().Now()) + 3600), &why);
-  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
-  std::string answer = f.Exchange(
-      &api, "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nConnection: close\r\n\r\n");
+  f.broker.cached = Token::FromImdsBody(FakeUpstream::TokenBody("tok", ToEpochSeconds(f.time.Now()) + 3600), &why);
+  ASSERT_TRUE(f.broker.cached) << why;
+  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
+  const std::string raw = "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n\r\n";
+  auto hit = Call(api, raw);
+  ASSERT_EQ(hit->status(), 200);
+  EXPECT_EQ(hit->Json()["access_token"], "tok");
+  EXPECT_TRUE(f.broker.gets.empty());
+
+  f.broker.next.kind = TokenResult::Kind::kToken;
+  f.broker.next.token = f.broker.cached;
+  f.broker.cached = nullptr;
+  auto miss = Call(api, raw);
+  ASSERT_EQ(miss->status(), 200);
+  EXPECT_EQ(miss->body(), hit->body()) << "one rendering for the hit and the miss";
+  EXPECT_EQ(f.broker.gets.size(), 1u);
+}
+
+}  // namespace
+}  // namespace mi::proxy
+
+// --- through a real loopback server: the peer address the socket reports ------------
+
+namespace mi::proxy {
+namespace {
+
+TEST(TokenApiLoopbackTest, RealLoopbackPeerIsServed) {
+  EventLoop loop;
+  Logger logger;
+  FakeBroker broker;
+  std::string why;
+  broker.cached = Token::FromImdsBody(FakeUpstream::TokenBody("tok", ToEpochSeconds(loop.clock().Now()) + 3600), &why);
+  TokenApi api(&broker, &loop.clock(), TokenApiOptions{});
+  std::string answer;
+  {
+    HttpServer server(loop.uv(), ServerLimits(), api, logger);
+    ASSERT_TRUE(server.Listen("127.0.0.1", 0).ok());
+    const uint16_t port = server.BoundPorts().at(0);
+    std::thread client([&] {
+      answer = testing::SendAndReceive(
+          port, "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nConnection: close\r\n\r\n");
+      loop.Post([&] { loop.Stop(); });
+    });
+    loop.Run();
+    client.join();
+  }
+  EXPECT_TRUE(loop.Close());
   EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer;
   EXPECT_NE(answer.find("\"access_token\":\"tok\""), std::string::npos);
 }
+
+}  // namespace
+}  // namespace mi::proxy
+
+namespace mi::proxy {
+namespace {
 
 // --- Host, Origin (DNS rebinding) -----------------------------------------------------
 
@@ -209,20 +238,17 @@ struct HostCase {
   std::string want;  // StatusAndError()
 };
 
-void ExpectAnswers(LoopbackFixture& f, TokenApi& api, const std::vector<HostCase>& cases) {
-  std::vector<std::string> raws;
-  for (const auto& c : cases) raws.push_back(c.request);
-  std::vector<std::string> answers = f.ExchangeAll(&api, raws);
-  ASSERT_EQ(answers.size(), cases.size());
-  for (size_t i = 0; i < cases.size(); ++i) {
-    EXPECT_EQ(StatusAndError(answers[i]), cases[i].want) << cases[i].request << "\n--\n" << answers[i];
+void ExpectAnswers(Fixture&, TokenApi& api, const std::vector<HostCase>& cases) {
+  for (const auto& c : cases) {
+    auto sink = Call(api, c.request);
+    EXPECT_EQ(StatusAndError(*sink), c.want) << c.request << "\n--\n" << (sink->answered() ? sink->body() : "");
   }
 }
 
 TEST(TokenApiHostTest, ForeignHostIsRefusedBeforeTheCache) {
-  LoopbackFixture f;
+  Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
+  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
   ExpectAnswers(f, api,
                 {
                     {Get("Host: attacker.example:50342\r\n"), "400 invalid_request"},
@@ -239,9 +265,9 @@ TEST(TokenApiHostTest, ForeignHostIsRefusedBeforeTheCache) {
 }
 
 TEST(TokenApiHostTest, LoopbackNamesAreServedOnAnyPortInAnyCase) {
-  LoopbackFixture f;
+  Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
+  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
   ExpectAnswers(f, api,
                 {
                     {Get("Host: localhost\r\n"), "500 unknown"},
@@ -254,9 +280,9 @@ TEST(TokenApiHostTest, LoopbackNamesAreServedOnAnyPortInAnyCase) {
 }
 
 TEST(TokenApiHostTest, HostIsRequiredOnceInHttp11NotInHttp10) {
-  LoopbackFixture f;
+  Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
+  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
   ExpectAnswers(f, api,
                 {
                     {Get(""), "400 invalid_request"},
@@ -270,9 +296,9 @@ TEST(TokenApiHostTest, HostIsRequiredOnceInHttp11NotInHttp10) {
 }
 
 TEST(TokenApiHostTest, OriginIsRefused) {
-  LoopbackFixture f;
+  Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
+  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
   ExpectAnswers(f, api,
                 {
                     {Get("Host: localhost\r\nOrigin: http://attacker.example\r\n"), "400 invalid_request"},
@@ -283,8 +309,8 @@ TEST(TokenApiHostTest, OriginIsRefused) {
 }
 
 TEST(TokenApiHostTest, OtherChecksKeepTheirAnswersForAGoodHost) {
-  LoopbackFixture f;
-  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
+  Fixture f;
+  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
   ExpectAnswers(f, api,
                 {
                     {"GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
@@ -295,12 +321,12 @@ TEST(TokenApiHostTest, OtherChecksKeepTheirAnswersForAGoodHost) {
 }
 
 TEST(TokenApiHostTest, ListenAddressesAndAllowedHostsAreServed) {
-  LoopbackFixture f;
+  Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
   TokenApiOptions options;
   options.listen_hosts = {"10.0.0.4", "fd00::4", "[fd00::5]"};
   options.allowed_hosts = {"MyVM.internal", "[fd00::6]"};
-  TokenApi api(&f.broker, &f.loop.clock(), options);
+  TokenApi api(&f.broker, &f.time, options);
   ExpectAnswers(f, api,
                 {
                     {Get("Host: 10.0.0.4:50342\r\n"), "500 unknown"},
@@ -315,11 +341,11 @@ TEST(TokenApiHostTest, ListenAddressesAndAllowedHostsAreServed) {
 }
 
 TEST(TokenApiHostTest, SetOptionsReplacesTheAllowedHosts) {
-  LoopbackFixture f;
+  Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
   TokenApiOptions options;
   options.allowed_hosts = {"old.internal"};
-  TokenApi api(&f.broker, &f.loop.clock(), options);
+  TokenApi api(&f.broker, &f.time, options);
   options.allowed_hosts = {"new.internal"};
   api.set_options(options);  // a reload
   ExpectAnswers(f, api,
@@ -331,12 +357,12 @@ TEST(TokenApiHostTest, SetOptionsReplacesTheAllowedHosts) {
 }
 
 TEST(TokenApiHostTest, AbsoluteFormAuthorityMustBeImdsOrAllowed) {
-  LoopbackFixture f;
+  Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
   TokenApiOptions options;
   options.absolute_form = true;
   options.allowed_hosts = {"myvm.internal"};
-  TokenApi api(&f.broker, &f.loop.clock(), options);
+  TokenApi api(&f.broker, &f.time, options);
   const std::string imds = "http://169.254.169.254/metadata/identity/oauth2/token?api-version=1&resource=x";
   const std::string foreign = "http://attacker.example/metadata/identity/oauth2/token?api-version=1&resource=x";
   ExpectAnswers(f, api,
@@ -354,14 +380,14 @@ TEST(TokenApiHostTest, AbsoluteFormAuthorityMustBeImdsOrAllowed) {
 }
 
 TEST(TokenApiHostTest, TrailerMetadataDoesNotPass) {
-  LoopbackFixture f;
-  TokenApi api(&f.broker, &f.loop.clock(), TokenApiOptions{});
-  std::string answer = f.Exchange(
-      &api,
+  Fixture f;
+  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
+  auto answer = Call(
+      api,
       "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n"
       "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
       "a\r\nresource=x\r\n0\r\nMetadata: true\r\n\r\n");
-  EXPECT_EQ(StatusAndError(answer), "400 bad_request_102") << answer;
+  EXPECT_EQ(StatusAndError(*answer), "400 bad_request_102");
   EXPECT_TRUE(f.broker.lookups.empty());
 }
 

@@ -1,0 +1,217 @@
+#include "proxy/http/http_listener.h"
+
+#include <cstring>
+
+#include "agent/base/log.h"
+#include "agent/base/socket_address.h"
+#include "proxy/http/http_connection.h"
+#include "proxy/http/http_server.h"
+
+namespace mi::proxy {
+namespace {
+
+constexpr int kBacklog = 1024;
+// Connections being answered 503 beyond max_connections; past this they are
+// closed without an answer.
+constexpr size_t kMaxRejecting = 256;
+// Flood warnings (max_connections reached, accept failing) at most once per this.
+constexpr uint64_t kLogIntervalMs = 60000;
+
+}  // namespace
+
+Status HttpListener::Listen(const std::string& host_in, uint16_t port) {
+  std::string host = host_in;
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const bool v6 = host.find(':') != std::string::npos;
+  std::string what = "listen " + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  sockaddr_storage addr;
+  std::memset(&addr, 0, sizeof addr);
+  int rc = v6 ? uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr))
+              : uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr));
+  if (rc != 0) return Status::Error(what + ": invalid address");
+  auto listener = std::make_unique<UvHandle<uv_tcp_t>>();
+  rc = listener->Init(uv_tcp_init, server_.loop_, this);
+  if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
+  rc = uv_tcp_bind(listener->get(), reinterpret_cast<const sockaddr*>(&addr), v6 ? UV_TCP_IPV6ONLY : 0);
+  if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
+  return StartListener(std::move(listener), what);
+}
+
+Status HttpListener::Adopt(uv_os_sock_t fd) {
+  std::string what = "adopt listening socket " + std::to_string(static_cast<long long>(fd));
+  auto listener = std::make_unique<UvHandle<uv_tcp_t>>();
+  int rc = listener->Init(uv_tcp_init, server_.loop_, this);
+  if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
+  rc = uv_tcp_open(listener->get(), fd);
+  if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
+  return StartListener(std::move(listener), what);
+}
+
+Status HttpListener::StartListener(std::unique_ptr<UvHandle<uv_tcp_t>> listener, const std::string& what) {
+  // bind() may report EADDRINUSE only here.
+  int rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener->get()), kBacklog, OnConnectionCb);
+  if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
+  listeners_.push_back(std::move(listener));
+  return Status::Ok();
+}
+
+std::vector<std::string> HttpListener::BoundAddresses() const {
+  std::vector<std::string> out;
+  for (const auto& l : listeners_) {
+    sockaddr_storage ss;
+    std::memset(&ss, 0, sizeof ss);
+    int len = sizeof ss;
+    if (uv_tcp_getsockname(l->get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      out.push_back(FormatAddress(ss));
+    } else {
+      out.emplace_back();
+    }
+  }
+  return out;
+}
+
+std::vector<uint16_t> HttpListener::BoundPorts() const {
+  std::vector<uint16_t> out;
+  for (const auto& l : listeners_) {
+    sockaddr_storage ss;
+    std::memset(&ss, 0, sizeof ss);
+    int len = sizeof ss;
+    out.push_back(uv_tcp_getsockname(l->get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0 ? PortOf(ss) : 0);
+  }
+  return out;
+}
+
+void HttpListener::OnConnectionCb(uv_stream_t* listener, int status) noexcept {
+  auto* self = static_cast<HttpListener*>(listener->data);
+  if (self == nullptr) return;
+  self->OnConnection(listener, status);
+}
+
+void HttpListener::OnConnection(uv_stream_t* listener, int status) {
+  if (status < 0) {
+    if (ShouldLog(&accept_error_log_)) {
+      MI_LOG(server_.logger_, kWarning) << "http: failed to accept connection, ignoring: " << uv_strerror(status);
+    }
+    return;  // ignore errors, continue serving
+  }
+  HttpConnection* c = server_.NewConnection();
+  if (c == nullptr) {
+    MI_LOG(server_.logger_, kError) << "http: cannot create a socket handle, connection left pending";
+    return;
+  }
+  int rc = uv_accept(listener, c->stream());
+  if (rc != 0) {
+    if (ShouldLog(&accept_error_log_)) {
+      MI_LOG(server_.logger_, kWarning) << "http: failed to accept connection, ignoring: " << uv_strerror(rc);
+    }
+    c->Close();
+    return;
+  }
+  if (!c->InitTimer()) {
+    MI_LOG(server_.logger_, kError) << "http: cannot create a timer, closing the new connection";
+    c->Close();
+    return;
+  }
+  if (server_.shutting_down_) {
+    c->Close();
+    return;
+  }
+  Admit(c);
+}
+
+// OnConnection() for a socket that needs no accept(). The socket is opened last
+// so that on every error path the caller still owns it.
+Status HttpListener::AdoptConnection(uv_os_sock_t fd) {
+  auto fail = [fd](const std::string& why) {
+    return Status::Error("adopt connected socket " + std::to_string(static_cast<long long>(fd)) + ": " + why);
+  };
+  if (server_.shutting_down_) return fail("the server is shutting down");
+  HttpConnection* c = server_.NewConnection();
+  if (c == nullptr) return fail("cannot create a socket handle");
+  if (!c->InitTimer()) {
+    c->Close();
+    return fail("cannot create a timer");
+  }
+  int rc = uv_tcp_open(reinterpret_cast<uv_tcp_t*>(c->stream()), fd);
+  if (rc != 0) {
+    c->Close();
+    return fail(uv_strerror(rc));
+  }
+  Admit(c);
+  return Status::Ok();
+}
+
+void HttpListener::Admit(HttpConnection* c) {
+  const ServerLimits& limits = server_.limits_;
+  ServerStats& stats = server_.stats_;
+  if (stats.open_connections >= limits.max_connections && !(limits.evict_idle_at_limit && EvictIdlest())) {
+    ++stats.rejected_over_limit;
+    if (rejecting_ >= kMaxRejecting) {
+      c->Close();
+      return;
+    }
+    ++rejecting_;
+    NoteOverLimit();
+    c->Reject();
+    return;
+  }
+  c->Start();
+}
+
+bool HttpListener::ShouldLog(Throttle* t) {
+  const uint64_t now = uv_now(server_.loop_);
+  if (t->logged && now - t->at < kLogIntervalMs) return false;
+  t->logged = true;
+  t->at = now;
+  return true;
+}
+
+void HttpListener::NoteOverLimit() {
+  if (!ShouldLog(&over_limit_log_)) return;
+  MI_LOG(server_.logger_, kWarning) << "http: max_connections (" << server_.limits_.max_connections
+                                    << ") reached, answering 503 to new connections";
+}
+
+void HttpListener::ListIdle(HttpConnection* c) {
+  UnlistIdle(c);
+  c->idle_listed = true;
+  c->idle_prev = idle_tail_;
+  c->idle_next = nullptr;
+  if (idle_tail_ != nullptr) idle_tail_->idle_next = c;
+  else idle_head_ = c;
+  idle_tail_ = c;
+}
+
+void HttpListener::UnlistIdle(HttpConnection* c) {
+  if (!c->idle_listed) return;
+  if (c->idle_prev != nullptr) c->idle_prev->idle_next = c->idle_next;
+  else idle_head_ = c->idle_next;
+  if (c->idle_next != nullptr) c->idle_next->idle_prev = c->idle_prev;
+  else idle_tail_ = c->idle_prev;
+  c->idle_listed = false;
+  c->idle_prev = c->idle_next = nullptr;
+}
+
+bool HttpListener::EvictIdlest() {
+  // The list is refreshed when connections are serviced; one may have taken a
+  // request since (read, not yet serviced), so check each candidate afresh.
+  for (HttpConnection* c = idle_head_; c != nullptr; c = c->idle_next) {
+    if (!c->OwesNothing()) continue;
+    ++server_.stats_.evicted_idle;
+    if (ShouldLog(&evict_log_)) {
+      MI_LOG(server_.logger_, kWarning) << "http: max_connections (" << server_.limits_.max_connections
+                                        << ") reached, closing the connection idle longest to admit a new one";
+    }
+    c->Close();
+    return true;
+  }
+  return false;
+}
+
+void HttpListener::OnConnectionClosing(HttpConnection* c) {
+  UnlistIdle(c);
+  if (c->counted()) --server_.stats_.open_connections;
+  if (c->rejecting()) --rejecting_;
+}
+
+}  // namespace mi::proxy

@@ -35,16 +35,16 @@ const char* EntryStateName(EntryState state) {
   return "failing";
 }
 
-TokenCache::TokenCache(const Config& config, Clock* clock, TimerFactory* timers, Random* random,
-                       UpstreamClient* upstream, UpstreamScheduler* scheduler)
-    : config_(config),
-      clock_(clock),
-      timers_(timers),
-      random_(random),
-      upstream_(upstream),
-      scheduler_(scheduler),
-      retry_policy_(config.retry, random),
-      sweep_timer_(timers->NewTimer()) {
+TokenCache::TokenCache(const Options& options, Clock& clock, TimerFactory& timers, Random& random,
+                       UpstreamClient& upstream, UpstreamScheduler& scheduler)
+    : options_(options),
+      clock_(&clock),
+      timers_(&timers),
+      random_(&random),
+      upstream_(&upstream),
+      scheduler_(&scheduler),
+      retry_policy_(options.retry, random),
+      sweep_timer_(timers.NewTimer()) {
   EvictIdle();  // arms the sweep
 }
 
@@ -63,10 +63,10 @@ bool TokenCache::KeptFresh(const Entry* e, TimePoint now) const {
 bool TokenCache::Servable(const Entry* e, TimePoint now) const {
   if (!e->token) return false;
   const Duration left = FromEpochSeconds(e->token->expires_on()) - now;
-  if (left > config_.cache.margin) return true;
+  if (left > options_.margin) return true;
   // Static stability: while refreshes fail (or IMDS keeps handing back the same
   // token), keep serving down to the hard floor. Never an expired token.
-  return (e->consecutive_failures > 0 || e->stalled) && left > config_.cache.hard_floor && left > Duration(0);
+  return (e->consecutive_failures > 0 || e->stalled) && left > options_.hard_floor && left > Duration(0);
 }
 
 const Token* TokenCache::Lookup(const TokenKey& key) {
@@ -103,7 +103,7 @@ void TokenCache::Get(const TokenKey& key, Callback callback, StillWaiting still_
     callback(r);
     return;
   }
-  if (stats_.waiters >= config_.limits.max_waiters || (e == nullptr && (e = FindOrCreate(key)) == nullptr)) {
+  if (stats_.waiters >= options_.max_waiters || (e == nullptr && (e = FindOrCreate(key)) == nullptr)) {
     ++stats_.shed;
     TokenResult r;
     r.kind = TokenResult::Kind::kShed;
@@ -114,7 +114,7 @@ void TokenCache::Get(const TokenKey& key, Callback callback, StillWaiting still_
   ++stats_.misses;
   ++e->misses;
   Touch(e);
-  e->waiters.push_back(Waiter{now + config_.limits.caller_deadline, std::move(callback), std::move(still_waiting)});
+  e->waiters.push_back(Waiter{now + options_.caller_deadline, std::move(callback), std::move(still_waiting)});
   ++stats_.waiters;
   if (e->waiters.size() == 1) ArmDeadline(e);
   if (!e->fetching) {
@@ -134,7 +134,7 @@ TokenCache::Entry* TokenCache::Find(const TokenKey& key) {
 
 TokenCache::Entry* TokenCache::FindOrCreate(const TokenKey& key) {
   if (Entry* e = Find(key)) return e;
-  if (entries_.size() >= config_.cache.max_keys) {
+  if (entries_.size() >= options_.max_keys) {
     // Evict the least recently used key that nobody is waiting on, preferring
     // one the cache does not keep fresh (no token): a flood of new keys churns
     // through its own dead keys first, not through the keys that hold tokens
@@ -187,14 +187,14 @@ void TokenCache::EvictIdle() {
   std::vector<Entry*> idle;
   for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
     Entry* e = *it;
-    if (now - e->last_used <= config_.cache.idle_evict) break;  // the rest were used later
+    if (now - e->last_used <= options_.idle_evict) break;  // the rest were used later
     if (Evictable(e)) idle.push_back(e);
   }
   for (Entry* e : idle) {
     ++stats_.evicted_idle;
     Erase(e);
   }
-  const Duration period = std::clamp(config_.cache.idle_evict / 4, Duration(1000), Duration(60000));
+  const Duration period = std::clamp(options_.idle_evict / 4, Duration(1000), Duration(60000));
   sweep_timer_->Arm(period, [this] { EvictIdle(); });
 }
 
@@ -238,7 +238,7 @@ void TokenCache::Enqueue(Entry* e) {
 
 void TokenCache::RetryLater(Entry* e) {
   const TimePoint now = clock_->Now();
-  if (KeptFresh(e, now)) ScheduleRefresh(e, now + config_.retry.max_delay / 2 + Jitter(config_.retry.max_delay / 2));
+  if (KeptFresh(e, now)) ScheduleRefresh(e, now + options_.retry.max_delay / 2 + Jitter(options_.retry.max_delay / 2));
 }
 
 void TokenCache::AbandonFetch(Entry* e) {
@@ -283,14 +283,13 @@ void TokenCache::OnUpstream(const TokenKey& key, uint64_t generation, UpstreamRe
   if (e != nullptr && e->fetch_generation == generation) {  // else evicted or superseded
     e->in_flight = false;
     if (http && status == 200) {
-      std::string why;
-      auto token = Token::FromImdsBody(response.body, &why);
-      if (!token) {
+      StatusOr<std::shared_ptr<const Token>> token = Token::FromImdsBody(response.body);
+      if (!token.ok()) {
         OnFailure(e, response, "malformed_response", /*malformed=*/true);
-      } else if (FromEpochSeconds(token->expires_on()) <= clock_->Now()) {
+      } else if (FromEpochSeconds((*token)->expires_on()) <= clock_->Now()) {
         OnExpiredToken(e, response);
       } else {
-        OnToken(e, std::move(token));
+        OnToken(e, std::move(*token));
       }
     } else if (IsRejection(response)) {
       OnRejected(e, response);
@@ -317,8 +316,8 @@ void TokenCache::OnToken(Entry* e, std::shared_ptr<const Token> token) {
   const TimePoint expires = FromEpochSeconds(e->token->expires_on());
   // Refresh between margin + refresh_ahead/2 and margin + refresh_ahead before
   // expiry: spread over time, and always with slack to retry before the margin.
-  const Duration half = config_.cache.refresh_ahead / 2;
-  TimePoint at = expires - config_.cache.margin - half - Jitter(config_.cache.refresh_ahead - half);
+  const Duration half = options_.refresh_ahead / 2;
+  TimePoint at = expires - options_.margin - half - Jitter(options_.refresh_ahead - half);
   e->stalled = same || at <= now;
   if (e->stalled) {
     // IMDS handed back the token we had (it caches too), or one already inside
@@ -327,8 +326,8 @@ void TokenCache::OnToken(Entry* e, std::shared_ptr<const Token> token) {
     // its remaining life, never in a tight loop; one that expired went to
     // OnExpiredToken.
     if (same) ++stats_.same_token;
-    at = now + config_.cache.same_token_backoff;
-    const TimePoint latest = expires - config_.cache.hard_floor;
+    at = now + options_.same_token_backoff;
+    const TimePoint latest = expires - options_.hard_floor;
     if (at >= latest) {
       const TimePoint target = latest > now ? latest : expires;
       at = now + std::max((target - now) / 2, kMinRefreshDelay);
@@ -364,8 +363,8 @@ void TokenCache::OnRejected(Entry* e, const UpstreamResponse& response) {
   e->last_error_status = response.status;
   e->last_error = ImdsErrorCode(response.body);
   std::string body = ImdsErrorBody(response.status, response.body);
-  if (config_.cache.negative_ttl > Duration(0)) {
-    e->negative_until = now + config_.cache.negative_ttl;
+  if (options_.negative_ttl > Duration(0)) {
+    e->negative_until = now + options_.negative_ttl;
     e->negative_status = response.status;
     e->negative_body = body;
   }
@@ -375,7 +374,7 @@ void TokenCache::OnRejected(Entry* e, const UpstreamResponse& response) {
   r.status = response.status;
   r.body = std::move(body);
   AnswerWaiters(e, r);
-  if (e->prefetch) ScheduleRefresh(e, now + config_.retry.max_delay + Jitter(config_.retry.max_delay / 4));
+  if (e->prefetch) ScheduleRefresh(e, now + options_.retry.max_delay + Jitter(options_.retry.max_delay / 4));
   UpdateState(e);
 }
 
@@ -417,7 +416,7 @@ void TokenCache::OnFailure(Entry* e, const UpstreamResponse& response, const std
     r.description = "IMDS could not provide a token: " + e->last_error;
   }
   AnswerWaiters(e, r);
-  if (KeptFresh(e, now)) ScheduleRefresh(e, now + config_.retry.max_delay + Jitter(config_.retry.max_delay / 4));
+  if (KeptFresh(e, now)) ScheduleRefresh(e, now + options_.retry.max_delay + Jitter(options_.retry.max_delay / 4));
   UpdateState(e);
 }
 
@@ -453,7 +452,7 @@ void TokenCache::OnTimer(const TokenKey& key) {
     return;
   }
   e->next_refresh = TimePoint();
-  if (!e->prefetch && now - e->last_used > config_.cache.idle_evict) {
+  if (!e->prefetch && now - e->last_used > options_.idle_evict) {
     ++stats_.evicted_idle;
     Erase(e);
     return;
@@ -504,10 +503,10 @@ void TokenCache::OnDeadline(const TokenKey& key) {
     // IMDS budget, the budget is paused, or the attempt under way went out only
     // in the second half of the caller's wait with no IMDS failure before it:
     // then 429 + Retry-After (come back later). Otherwise IMDS: 500.
-    const TimePoint arrived = w.deadline - config_.limits.caller_deadline;
+    const TimePoint arrived = w.deadline - options_.caller_deadline;
     const bool held_by_budget = e->job != 0 || now < paused_until ||
                                 (e->retry.attempts == 0 && e->in_flight &&
-                                 e->attempt_started - arrived > config_.limits.caller_deadline / 2);
+                                 e->attempt_started - arrived > options_.caller_deadline / 2);
     TokenResult r;
     if (held_by_budget) {
       r.kind = TokenResult::Kind::kShed;
@@ -575,7 +574,7 @@ bool TokenCache::SweepGoneCallers() {
 void TokenCache::StartPrefetch(std::function<void()> done) {
   prefetch_done_ = std::move(done);
   size_t started = 0;
-  for (const TokenKey& key : config_.prefetch) {
+  for (const TokenKey& key : options_.prefetch) {
     Entry* e = FindOrCreate(key);
     if (e == nullptr) continue;
     e->prefetch = true;
@@ -588,13 +587,13 @@ void TokenCache::StartPrefetch(std::function<void()> done) {
   if (started == 0 && prefetch_pending_ == 0 && prefetch_done_) std::exchange(prefetch_done_, nullptr)();
 }
 
-void TokenCache::Reconfigure(const Config& config) {
-  config_ = config;
-  retry_policy_.set_config(config.retry);
+void TokenCache::Reconfigure(const Options& options) {
+  options_ = options;
+  retry_policy_.set_options(options.retry);
   for (auto& [key, e] : entries_) {
-    e->prefetch = std::find(config.prefetch.begin(), config.prefetch.end(), key) != config.prefetch.end();
+    e->prefetch = std::find(options.prefetch.begin(), options.prefetch.end(), key) != options.prefetch.end();
   }
-  for (const TokenKey& key : config.prefetch) {
+  for (const TokenKey& key : options.prefetch) {
     Entry* e = FindOrCreate(key);
     if (e == nullptr) continue;
     e->prefetch = true;

@@ -403,7 +403,7 @@ int RunWindowsCommand(const std::string& command, const std::vector<std::string>
   }
   DaemonOptions options;
   Status s = LoadConfigFile(cli.config_path, /*missing_ok=*/!cli.config_path_given, &options.config);
-  std::string error = s.ok() ? ApplyOverrides(cli.args, &options.config) : "invalid configuration: " + s.message();
+  std::string error = !s.ok() ? "invalid configuration: " + s.message() : ApplyOverrides(cli.args, &options.config).message();
   if (!error.empty()) {
     ServiceInstance failed(DaemonOptions(), error);
     return Dispatch(failed);

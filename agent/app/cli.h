@@ -11,7 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "agent/config.h"
+#include "agent/app/config.h"
+#include "agent/base/status.h"
 
 namespace mi {
 
@@ -24,9 +25,9 @@ struct CliOptions {
   std::vector<std::string> args;  // the overrides, kept to re-apply after a reload
 };
 
-// Applies command-line overrides (--port, --listen, ...) to `config`. Returns ""
-// or an error message naming the option.
-std::string ApplyOverrides(const std::vector<std::string>& args, Config* config);
+// Applies command-line overrides (--port, --listen, ...) to `config`. On error
+// the message names the option; `config` may then be partly changed.
+Status ApplyOverrides(const std::vector<std::string>& args, Config* config);
 
 // Subcommands talking to a running agent (agent/app/commands.cc).
 int RunStatusCommand(const std::vector<std::string>& args);

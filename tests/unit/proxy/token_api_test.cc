@@ -35,12 +35,11 @@ class FakeBroker : public TokenBroker {
 // Checks that need no connection: the result → HTTP mapping and token bodies.
 TEST(TokenApiMapTest, TokenBodyHasStringValuesAndRecomputedExpiresIn) {
   FakeTime time;
-  std::string why;
-  auto token = Token::FromImdsBody(FakeUpstream::TokenBody("abc", ToEpochSeconds(time.Now()) + 100), &why);
-  ASSERT_TRUE(token) << why;
+  auto token = Token::FromImdsBody(FakeUpstream::TokenBody("abc", ToEpochSeconds(time.Now()) + 100));
+  ASSERT_TRUE(token.ok()) << token.status().message();
   TokenResult r;
   r.kind = TokenResult::Kind::kToken;
-  r.token = token;
+  r.token = *token;
   HttpResponse resp = TokenApi::MapResult(r, time.Now() + std::chrono::seconds(40));
   EXPECT_EQ(resp.status, 200);
   auto j = nlohmann::json::parse(resp.body);
@@ -51,11 +50,10 @@ TEST(TokenApiMapTest, TokenBodyHasStringValuesAndRecomputedExpiresIn) {
 }
 
 TEST(TokenApiMapTest, ExpiresOnAsNumberBecomesAString) {
-  std::string why;
-  auto token = Token::FromImdsBody(R"({"access_token":"t","expires_on":1900000000,"token_type":"Bearer"})", &why);
-  ASSERT_TRUE(token) << why;
+  auto token = Token::FromImdsBody(R"({"access_token":"t","expires_on":1900000000,"token_type":"Bearer"})");
+  ASSERT_TRUE(token.ok()) << token.status().message();
   std::string body;
-  token->AppendBody(FromEpochSeconds(1900000000 - 5), &body);
+  (*token)->AppendBody(FromEpochSeconds(1900000000 - 5), &body);
   EXPECT_EQ(nlohmann::json::parse(body)["expires_on"], "1900000000");
 }
 
@@ -63,8 +61,9 @@ TEST(TokenApiMapTest, MalformedImdsBodiesAreRejectedWithoutEchoingThem) {
   for (const char* bad : {"", "[]", "{", R"({"access_token":""})", R"({"access_token":"secret-tok"})",
                           R"({"access_token":"secret-tok","expires_on":"soon"})",
                           R"({"access_token":"secret-tok","expires_on":"1900000000","token_type":7})"}) {
-    std::string why;
-    EXPECT_FALSE(Token::FromImdsBody(bad, &why)) << bad;
+    auto token = Token::FromImdsBody(bad);
+    EXPECT_FALSE(token.ok()) << bad;
+    const std::string why = token.status().message();
     EXPECT_EQ(why.find("secret-tok"), std::string::npos) << "never a token in an error";
     EXPECT_FALSE(why.empty());
   }
@@ -148,8 +147,8 @@ struct LoopbackFixture {
   }
 };
 
-TokenApiOptions AllowRemote() {
-  TokenApiOptions o;
+TokenApi::Options AllowRemote() {
+  TokenApi::Options o;
   o.allow_remote = true;
   return o;
 }
@@ -166,7 +165,7 @@ std::string StatusAndError(const std::string& answer) {
 
 TEST(TokenApiLoopbackTest, NonLoopbackPeerGets401UnauthorizedClient) {
   LoopbackFixture f;
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.loop, TokenApi::Options{});
   RemotePeer remote(&api);
   std::string answer = f.Exchange(
       &remote, "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nConnection: close\r\n\r\n");
@@ -188,9 +187,8 @@ TEST(TokenApiLoopbackTest, AllowRemoteServesNonLoopbackPeers) {
 
 TEST(TokenApiLoopbackTest, RealLoopbackPeerIsServed) {
   LoopbackFixture f;
-  std::string why;
-  f.broker.cached = Token::FromImdsBody(FakeUpstream::TokenBody("tok", ToEpochSeconds(f.loop.Now()) + 3600), &why);
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  f.broker.cached = *Token::FromImdsBody(FakeUpstream::TokenBody("tok", ToEpochSeconds(f.loop.Now()) + 3600));
+  TokenApi api(&f.broker, &f.loop, TokenApi::Options{});
   std::string answer = f.Exchange(
       &api, "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer;
@@ -222,7 +220,7 @@ void ExpectAnswers(LoopbackFixture& f, TokenApi& api, const std::vector<HostCase
 TEST(TokenApiHostTest, ForeignHostIsRefusedBeforeTheCache) {
   LoopbackFixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.loop, TokenApi::Options{});
   ExpectAnswers(f, api,
                 {
                     {Get("Host: attacker.example:50342\r\n"), "400 invalid_request"},
@@ -241,7 +239,7 @@ TEST(TokenApiHostTest, ForeignHostIsRefusedBeforeTheCache) {
 TEST(TokenApiHostTest, LoopbackNamesAreServedOnAnyPortInAnyCase) {
   LoopbackFixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.loop, TokenApi::Options{});
   ExpectAnswers(f, api,
                 {
                     {Get("Host: localhost\r\n"), "500 unknown"},
@@ -256,7 +254,7 @@ TEST(TokenApiHostTest, LoopbackNamesAreServedOnAnyPortInAnyCase) {
 TEST(TokenApiHostTest, HostIsRequiredOnceInHttp11NotInHttp10) {
   LoopbackFixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.loop, TokenApi::Options{});
   ExpectAnswers(f, api,
                 {
                     {Get(""), "400 invalid_request"},
@@ -272,7 +270,7 @@ TEST(TokenApiHostTest, HostIsRequiredOnceInHttp11NotInHttp10) {
 TEST(TokenApiHostTest, OriginIsRefused) {
   LoopbackFixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.loop, TokenApi::Options{});
   ExpectAnswers(f, api,
                 {
                     {Get("Host: localhost\r\nOrigin: http://attacker.example\r\n"), "400 invalid_request"},
@@ -284,7 +282,7 @@ TEST(TokenApiHostTest, OriginIsRefused) {
 
 TEST(TokenApiHostTest, OtherChecksKeepTheirAnswersForAGoodHost) {
   LoopbackFixture f;
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.loop, TokenApi::Options{});
   ExpectAnswers(f, api,
                 {
                     {"GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
@@ -297,7 +295,7 @@ TEST(TokenApiHostTest, OtherChecksKeepTheirAnswersForAGoodHost) {
 TEST(TokenApiHostTest, ListenAddressesAndAllowedHostsAreServed) {
   LoopbackFixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApiOptions options;
+  TokenApi::Options options;
   options.listen_hosts = {"10.0.0.4", "fd00::4", "[fd00::5]"};
   options.allowed_hosts = {"MyVM.internal", "[fd00::6]"};
   TokenApi api(&f.broker, &f.loop, options);
@@ -317,7 +315,7 @@ TEST(TokenApiHostTest, ListenAddressesAndAllowedHostsAreServed) {
 TEST(TokenApiHostTest, SetOptionsReplacesTheAllowedHosts) {
   LoopbackFixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApiOptions options;
+  TokenApi::Options options;
   options.allowed_hosts = {"old.internal"};
   TokenApi api(&f.broker, &f.loop, options);
   options.allowed_hosts = {"new.internal"};
@@ -333,7 +331,7 @@ TEST(TokenApiHostTest, SetOptionsReplacesTheAllowedHosts) {
 TEST(TokenApiHostTest, AbsoluteFormAuthorityMustBeImdsOrAllowed) {
   LoopbackFixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApiOptions options;
+  TokenApi::Options options;
   options.absolute_form = true;
   options.allowed_hosts = {"myvm.internal"};
   TokenApi api(&f.broker, &f.loop, options);
@@ -355,7 +353,7 @@ TEST(TokenApiHostTest, AbsoluteFormAuthorityMustBeImdsOrAllowed) {
 
 TEST(TokenApiHostTest, TrailerMetadataDoesNotPass) {
   LoopbackFixture f;
-  TokenApi api(&f.broker, &f.loop, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.loop, TokenApi::Options{});
   std::string answer = f.Exchange(
       &api,
       "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n"

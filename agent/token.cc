@@ -1,7 +1,5 @@
 #include "agent/token.h"
 
-#include <cctype>
-
 #include <nlohmann/json.hpp>
 
 #include "agent/base/text.h"

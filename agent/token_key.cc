@@ -1,20 +1,15 @@
 #include "agent/token_key.h"
 
 #include <cctype>
+#include <utility>
 #include <vector>
+
+#include "agent/base/ascii.h"
 
 namespace mi {
 namespace {
 
 bool IsHex(char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; }
-
-bool IEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -75,8 +70,8 @@ bool IsArmResourceId(std::string_view s) {
       if (u <= 0x20 || u == 0x7f || c == '?' || c == '#' || c == '"' || c == '\\') return false;
     }
   }
-  return IEquals(parts[0], "subscriptions") && IEquals(parts[2], "resourcegroups") &&
-         IEquals(parts[4], "providers");
+  return EqualsIgnoreCase(parts[0], "subscriptions") && EqualsIgnoreCase(parts[2], "resourcegroups") &&
+         EqualsIgnoreCase(parts[4], "providers");
 }
 
 StatusOr<TokenKey> MakeTokenKey(const SelectorFields& fields, std::string_view resource) {
@@ -115,7 +110,7 @@ StatusOr<TokenKey> MakeTokenKey(const SelectorFields& fields, std::string_view r
   TokenKey key;
   key.kind = kind;
   key.id.assign(id.begin(), id.end());
-  for (char& c : key.id) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char& c : key.id) c = AsciiLower(c);
   key.resource.assign(resource.begin(), resource.end());
   return key;
 }

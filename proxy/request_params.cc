@@ -2,6 +2,7 @@
 
 #include <array>
 
+#include "agent/base/ascii.h"
 #include "agent/base/url.h"
 
 namespace mi::proxy {
@@ -9,8 +10,6 @@ namespace {
 
 constexpr std::string_view kLegacyPath = "/oauth2/token";
 constexpr std::string_view kImdsPath = "/metadata/identity/oauth2/token";
-
-char AsciiLower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
 enum Field { kResource, kClientId, kObjectId, kMiResId, kMsiResId, kApiVersion, kFieldCount };
 

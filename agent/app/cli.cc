@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <exception>
 
 #include "agent/app/daemon.h"
 #include "agent/platform.h"
@@ -183,8 +184,15 @@ int RunCli(int argc, char** argv) {
   options.overrides = [args = cli.args](Config* c) { ApplyOverrides(args, c); };
   options.notifier = notifier.get();
   options.allow_core_dumps = allow_core_dumps;
-  Daemon daemon(std::move(options));
-  return daemon.Run();
+  // Start-up may throw (std::bad_alloc, a libuv or curl failure reported as an
+  // exception): one clear line and a non-zero exit, as the Windows service does.
+  try {
+    Daemon daemon(std::move(options));
+    return daemon.Run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mi-agent: start-up failed: %s\n", Escaped(e.what()).c_str());
+    return 1;
+  }
 }
 
 }  // namespace mi

@@ -107,12 +107,9 @@ StatusOr<TokenKey> MakeTokenKey(const SelectorFields& fields, std::string_view r
       if (!IsArmResourceId(id)) return Status::Error("mi_res_id is not an Azure resource id");
       break;
   }
-  TokenKey key;
-  key.kind = kind;
-  key.id.assign(id.begin(), id.end());
-  for (char& c : key.id) c = AsciiLower(c);
-  key.resource.assign(resource.begin(), resource.end());
-  return key;
+  std::string lowered(id);
+  for (char& c : lowered) c = AsciiLower(c);
+  return TokenKey{kind, std::move(lowered), std::string(resource)};
 }
 
 }  // namespace mi

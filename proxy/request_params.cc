@@ -23,6 +23,13 @@ int FieldOf(std::string_view name) {
   return -1;
 }
 
+bool NeedsDecoding(std::string_view s) {
+  for (char c : s) {
+    if (c == '%' || c == '+') return true;
+  }
+  return false;
+}
+
 // Splits "a=1&b=2" and records known fields; empty values count as absent.
 Status ParseForm(std::string_view text, std::array<std::string, kFieldCount>* fields,
                  std::array<bool, kFieldCount>* seen) {
@@ -32,15 +39,22 @@ Status ParseForm(std::string_view text, std::array<std::string, kFieldCount>* fi
     text = amp == std::string_view::npos ? std::string_view() : text.substr(amp + 1);
     if (pair.empty()) continue;
     size_t eq = pair.find('=');
-    StatusOr<std::string> name = UrlDecode(pair.substr(0, eq), true);
-    if (!name.ok()) return Status::Error("malformed percent-encoding in a parameter name");
-    int field = FieldOf(*name);
+    // Names are nearly always plain ("resource"): decoded only when they need it.
+    std::string_view name = pair.substr(0, eq);
+    std::string decoded_name;
+    if (NeedsDecoding(name)) {
+      StatusOr<std::string> decoded = UrlDecode(name, true);
+      if (!decoded.ok()) return Status::Error("malformed percent-encoding in a parameter name");
+      decoded_name = std::move(*decoded);
+      name = decoded_name;
+    }
+    int field = FieldOf(name);
     if (field < 0) continue;  // grant_type, authority, ... are ignored
-    StatusOr<std::string> value = std::string();
-    if (eq != std::string_view::npos) value = UrlDecode(pair.substr(eq + 1), true);
-    if (!value.ok()) return Status::Error("malformed percent-encoding in " + *name);
-    if (value->empty()) continue;  // client_id= means "not given"
-    if ((*seen)[field]) return Status::Error(*name + " is given more than once");
+    const std::string_view raw = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+    if (raw.empty()) continue;  // client_id= means "not given"
+    StatusOr<std::string> value = UrlDecode(raw, true);
+    if (!value.ok()) return Status::Error("malformed percent-encoding in " + std::string(name));
+    if ((*seen)[field]) return Status::Error(std::string(name) + " is given more than once");
     (*seen)[field] = true;
     (*fields)[field] = std::move(*value);
   }
@@ -126,10 +140,7 @@ StatusOr<ParsedParams> ParseTokenParams(std::string_view query, std::string_view
   selectors.msi_res_id = fields[kMsiResId];
   StatusOr<TokenKey> key = MakeTokenKey(selectors, fields[kResource]);
   if (!key.ok()) return key.status();
-  ParsedParams out;
-  out.key = std::move(*key);
-  out.has_api_version = seen[kApiVersion];
-  return out;
+  return ParsedParams{std::move(*key), seen[kApiVersion]};
 }
 
 }  // namespace mi::proxy

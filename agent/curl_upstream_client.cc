@@ -1,11 +1,11 @@
 #include "agent/curl_upstream_client.h"
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <string_view>
 #include <utility>
 
+#include "agent/base/ascii.h"
+#include "agent/base/check.h"
 #include "agent/base/secure_memory.h"
 #include "agent/base/url.h"
 
@@ -17,35 +17,10 @@ using Outcome = UpstreamResponse::Outcome;
 // A Retry-After longer than this is garbage anyway; keep the copy small.
 constexpr size_t kMaxRetryAfterChars = 128;
 
-[[noreturn]] void Fatal(const char* what, const char* detail) {
-  // Only reachable on resource exhaustion at init: nothing sensible to do.
-  std::fprintf(stderr, "mi-agent: fatal: %s: %s\n", what, detail);
-  std::abort();
-}
-
 void EnsureCurlGlobalInit() {
   // Once per process; thread-safe through the static's initialisation.
   static const CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
   if (rc != CURLE_OK) Fatal("curl_global_init", curl_easy_strerror(rc));
-}
-
-
-bool StartsWithNoCase(std::string_view s, std::string_view prefix) {
-  if (s.size() < prefix.size()) return false;
-  for (size_t i = 0; i < prefix.size(); ++i) {
-    char a = s[i], b = prefix[i];
-    if (a >= 'A' && a <= 'Z') a = static_cast<char>(a - 'A' + 'a');
-    if (b >= 'A' && b <= 'Z') b = static_cast<char>(b - 'A' + 'a');
-    if (a != b) return false;
-  }
-  return true;
-}
-
-std::string_view Trim(std::string_view s) {
-  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
-  while (!s.empty() && space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && space(s.back())) s.remove_suffix(1);
-  return s;
 }
 
 long ToCurlMs(Duration d) {
@@ -91,11 +66,11 @@ struct CurlUpstreamClient::Transfer {
     auto* t = static_cast<Transfer*>(userp);
     const size_t n = size * nitems;
     std::string_view line(data, n);
-    if (StartsWithNoCase(line, "HTTP/")) {
+    if (StartsWithIgnoreCase(line, "HTTP/")) {
       // A new response (after a 1xx): only the final one's headers count.
       t->retry_after.clear();
-    } else if (StartsWithNoCase(line, "retry-after:")) {
-      std::string_view value = Trim(line.substr(12));
+    } else if (StartsWithIgnoreCase(line, "retry-after:")) {
+      std::string_view value = TrimLine(line.substr(12));
       t->retry_after.assign(value.substr(0, kMaxRetryAfterChars));
     }
     return n;
@@ -109,8 +84,8 @@ struct CurlUpstreamClient::Socket {
   UvHandle<uv_poll_t> poll;  // closed (asynchronously) with the Socket
 };
 
-CurlUpstreamClient::CurlUpstreamClient(uv_loop_t* loop, const Config::Imds& config, Logger* logger)
-    : loop_(loop), config_(config), logger_(logger), alive_(std::make_shared<bool>(true)) {
+CurlUpstreamClient::CurlUpstreamClient(EventLoop& loop, const Options& options, Logger& logger)
+    : loop_(loop.uv()), options_(options), logger_(logger), alive_(std::make_shared<bool>(true)) {
   EnsureCurlGlobalInit();
   multi_ = curl_multi_init();
   if (multi_ == nullptr) Fatal("curl_multi_init", "out of memory");
@@ -140,11 +115,11 @@ CurlUpstreamClient::~CurlUpstreamClient() {
   failed_timer_.Close();
 }
 
-std::string CurlUpstreamClient::BuildUrl(const Config::Imds& config, const TokenKey& key) {
-  std::string url = config.endpoint;
+std::string CurlUpstreamClient::BuildUrl(const Options& options, const TokenKey& key) {
+  std::string url = options.endpoint;
   url += url.find('?') == std::string::npos ? '?' : '&';
   url += "api-version=";
-  url += UrlEncode(config.api_version);
+  url += UrlEncode(options.api_version);
   url += "&resource=";
   url += UrlEncode(key.resource);
   const char* param = SelectorParam(key.kind);
@@ -159,7 +134,7 @@ std::string CurlUpstreamClient::BuildUrl(const Config::Imds& config, const Token
 
 void CurlUpstreamClient::Fetch(const TokenKey& key, Callback callback) {
   auto t = std::make_unique<Transfer>();
-  t->max_bytes = config_.max_response_bytes;
+  t->max_bytes = options_.max_response_bytes;
   t->easy = curl_easy_init();
   if (t->easy == nullptr) {
     FailLater(std::move(callback), "curl_easy_init failed");
@@ -170,7 +145,7 @@ void CurlUpstreamClient::Fetch(const TokenKey& key, Callback callback) {
     FailLater(std::move(callback), "out of memory");
     return;
   }
-  const std::string url = BuildUrl(config_, key);
+  const std::string url = BuildUrl(options_, key);
   CURL* e = t->easy;
   CURLcode rc = CURLE_OK;
   auto set = [&rc](CURLcode r) {
@@ -189,10 +164,10 @@ void CurlUpstreamClient::Fetch(const TokenKey& key, Callback callback) {
 #else
   set(curl_easy_setopt(e, CURLOPT_PROTOCOLS, static_cast<long>(CURLPROTO_HTTP | CURLPROTO_HTTPS)));
 #endif
-  set(curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ToCurlMs(config_.connect_timeout)));
-  set(curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, ToCurlMs(config_.timeout)));
+  set(curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ToCurlMs(options_.connect_timeout)));
+  set(curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, ToCurlMs(options_.timeout)));
   // Rejects a too-large Content-Length up front; OnWrite catches the rest.
-  set(curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(config_.max_response_bytes)));
+  set(curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(options_.max_response_bytes)));
   set(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Transfer::OnWrite));
   set(curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get()));
   set(curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Transfer::OnHeader));
@@ -215,7 +190,7 @@ void CurlUpstreamClient::Fetch(const TokenKey& key, Callback callback) {
 }
 
 void CurlUpstreamClient::FailLater(Callback callback, std::string error) {
-  Debug("imds: request not started: " + error);
+  MI_LOG(logger_, kDebug) << "imds: request not started: " << error;
   Failed f;
   f.callback = std::move(callback);
   f.response.outcome = Outcome::kConnectError;
@@ -255,7 +230,7 @@ int CurlUpstreamClient::HandleSocket(curl_socket_t s, int what) {
     int rc = sock->poll.Init(uv_poll_init_socket, loop_, sock.get(), s);
     if (rc != 0) {
       sockets_.erase(s);
-      Debug(std::string("imds: uv_poll_init_socket: ") + uv_strerror(rc));
+      MI_LOG(logger_, kDebug) << "imds: uv_poll_init_socket: " << uv_strerror(rc);
       return -1;  // curl fails the transfers on this socket
     }
     slot = std::move(sock);
@@ -265,7 +240,7 @@ int CurlUpstreamClient::HandleSocket(curl_socket_t s, int what) {
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
   int rc = uv_poll_start(slot->poll.get(), events, &CurlUpstreamClient::OnPoll);
   if (rc != 0) {
-    Debug(std::string("imds: uv_poll_start: ") + uv_strerror(rc));
+    MI_LOG(logger_, kDebug) << "imds: uv_poll_start: " << uv_strerror(rc);
     return -1;
   }
   return 0;
@@ -307,7 +282,9 @@ void CurlUpstreamClient::OnTimer(uv_timer_t* handle) noexcept {
 void CurlUpstreamClient::SocketAction(curl_socket_t s, int flags) {
   int running = 0;
   CURLMcode mc = curl_multi_socket_action(multi_, s, flags, &running);
-  if (mc != CURLM_OK) Debug(std::string("imds: curl_multi_socket_action: ") + curl_multi_strerror(mc));
+  if (mc != CURLM_OK) {
+    MI_LOG(logger_, kDebug) << "imds: curl_multi_socket_action: " << curl_multi_strerror(mc);
+  }
   ProcessDone();
 }
 
@@ -345,16 +322,14 @@ void CurlUpstreamClient::ProcessDone() {
       r.outcome = Outcome::kHttp;
       r.body.assign(t->body.data(), t->body.size());  // one exact copy, wiped by ~UpstreamResponse
     }
-    if (r.outcome != Outcome::kHttp) Debug("imds: request failed: " + r.error);
+    if (r.outcome != Outcome::kHttp) {
+      MI_LOG(logger_, kDebug) << "imds: request failed: " << r.error;
+    }
     Callback callback = std::move(t->callback);
     t.reset();
     callback(std::move(r));
     if (!*alive) return;  // the callback destroyed the client
   }
-}
-
-void CurlUpstreamClient::Debug(const std::string& message) {
-  if (logger_ != nullptr && logger_->Enabled(LogLevel::kDebug)) logger_->Debug(message);
 }
 
 }  // namespace mi

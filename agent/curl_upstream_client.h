@@ -24,24 +24,34 @@
 #include <unordered_map>
 #include <vector>
 
-#include "agent/config.h"
+#include "agent/base/clock.h"
+#include "agent/base/event_loop.h"
 #include "agent/base/log.h"
-#include "agent/upstream_client.h"
 #include "agent/base/uv_handle.h"
+#include "agent/upstream_client.h"
 
 namespace mi {
 
 class CurlUpstreamClient : public UpstreamClient {
  public:
-  // `loop` and `logger` are not owned and must outlive the client; `logger`
-  // may be null.
-  CurlUpstreamClient(uv_loop_t* loop, const Config::Imds& config, Logger* logger);
+  // Config "imds" (ranges checked by ParseConfig, agent/app/config.cc).
+  struct Options {
+    std::string endpoint = "http://169.254.169.254/metadata/identity/oauth2/token";  // "endpoint"
+    std::string api_version = "2018-02-01";     // "api_version"
+    Duration connect_timeout = Duration(2000);  // "connect_timeout_seconds": 2
+    Duration timeout = Duration(10000);         // "timeout_seconds": 10 (whole request)
+    size_t max_response_bytes = 64 * 1024;      // "max_response_bytes": larger bodies are kTooLarge
+  };
+
+  // `loop` and `logger` are not owned and must outlive the client (Logger::Discard()
+  // for no logging).
+  CurlUpstreamClient(EventLoop& loop, const Options& options, Logger& logger);
   ~CurlUpstreamClient() override;
   CurlUpstreamClient(const CurlUpstreamClient&) = delete;
   CurlUpstreamClient& operator=(const CurlUpstreamClient&) = delete;
 
   // Applies to fetches started after the call (config reload).
-  void set_config(const Config::Imds& config) { config_ = config; }
+  void set_options(const Options& options) { options_ = options; }
 
   void Fetch(const TokenKey& key, Callback callback) override;
 
@@ -49,7 +59,7 @@ class CurlUpstreamClient : public UpstreamClient {
   size_t in_flight() const { return transfers_.size() + failed_.size(); }
 
   // The request URL for `key` (exposed for tests and logs).
-  static std::string BuildUrl(const Config::Imds& config, const TokenKey& key);
+  static std::string BuildUrl(const Options& options, const TokenKey& key);
 
  private:
   struct Transfer;
@@ -71,11 +81,10 @@ class CurlUpstreamClient : public UpstreamClient {
   void ProcessDone();
   // Answers `callback` with a transport error on a later loop turn.
   void FailLater(Callback callback, std::string error);
-  void Debug(const std::string& message);
 
   uv_loop_t* loop_;
-  Config::Imds config_;
-  Logger* logger_;
+  Options options_;
+  Logger& logger_;
   CURLM* multi_ = nullptr;
   UvHandle<uv_timer_t> timer_;         // curl's timeout
   UvHandle<uv_timer_t> failed_timer_;  // delivers FailLater answers

@@ -153,8 +153,7 @@ std::optional<Duration> ParseRetryAfter(std::string_view value, TimePoint now) {
   return std::clamp(wait, Duration(0), Duration(kMaxRetryAfterSeconds * 1000));
 }
 
-RetryPolicy::RetryPolicy(const Config::Retry& config, Random* random)
-    : config_(config), random_(random) {}
+RetryPolicy::RetryPolicy(const Options& options, Random& random) : options_(options), random_(random) {}
 
 bool RetryPolicy::IsRetryable(const UpstreamResponse& r) {
   switch (r.outcome) {
@@ -170,10 +169,10 @@ bool RetryPolicy::IsRetryable(const UpstreamResponse& r) {
 }
 
 Duration RetryPolicy::BaseDelay(int attempts) const {
-  if (attempts < 1 || config_.delta.count() <= 0) return Duration(0);
+  if (attempts < 1) return Duration(0);
   // Saturate instead of overflowing: anything past ~2^40 ms is capped anyway.
   int shift = std::min(attempts - 1, 40);
-  int64_t delta = config_.delta.count();
+  int64_t delta = options_.delta.count();
   int64_t limit = INT64_MAX >> (shift + 1);
   if (delta > limit) return Duration(INT64_MAX / 2);
   return Duration(delta << shift);
@@ -197,28 +196,28 @@ RetryDecision RetryPolicy::DecideMalformed(RetryState& state, TimePoint now) con
 
 RetryDecision RetryPolicy::DecideRetryable(RetryState& state, std::optional<Duration> retry_after,
                                            bool throttled, TimePoint now) const {
-  const Duration max_delay = std::max(config_.max_delay, Duration(0));
+  const Duration max_delay = options_.max_delay;
   const Duration base = std::min(BaseDelay(state.attempts), max_delay);
-  double factor = 0.8 + 0.4 * (random_ != nullptr ? random_->Uniform() : 0.5);
+  double factor = 0.8 + 0.4 * random_.Uniform();
   factor = std::clamp(factor, 0.8, 1.2);
   Duration delay(static_cast<int64_t>(std::llround(static_cast<double>(base.count()) * factor)));
   delay = std::min(delay, max_delay);
 
   Duration floor(0);
-  if (retry_after) floor = std::min(*retry_after, std::max(config_.retry_after_cap, Duration(0)));
+  if (retry_after) floor = std::min(*retry_after, options_.retry_after_cap);
   delay = std::max(delay, floor);
 
   RetryDecision d;
   d.throttled = throttled;
   if (throttled) d.pause = delay;
 
-  if (state.attempts < std::max(config_.max_attempts, 1)) {
+  if (state.attempts < options_.max_attempts) {
     d.retry = true;
     d.delay = delay;
     return d;
   }
   if (state.first_gone) {
-    const TimePoint deadline = *state.first_gone + config_.gone_window;
+    const TimePoint deadline = *state.first_gone + options_.gone_window;
     if (now < deadline) {
       const Duration left = deadline - now;
       if (delay <= left) {

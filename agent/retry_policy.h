@@ -36,7 +36,6 @@
 
 #include "agent/base/clock.h"
 #include "agent/base/random.h"
-#include "agent/config.h"
 #include "agent/upstream_client.h"
 
 namespace mi {
@@ -59,12 +58,21 @@ struct RetryDecision {
 
 class RetryPolicy {
  public:
+  // Config "retry" (ranges checked by ParseConfig, agent/app/config.cc).
+  struct Options {
+    int max_attempts = 5;                        // "max_attempts": 1..100
+    Duration delta = Duration(2000);             // "delta_seconds": backoff unit (0, 2, 6, 14, 30 s)
+    Duration max_delay = Duration(60000);        // "max_delay_seconds": cap on each wait
+    Duration gone_window = Duration(70000);      // "gone_window_seconds": keep retrying 410 this long
+    Duration retry_after_cap = Duration(60000);  // "retry_after_cap_seconds": cap on Retry-After
+  };
+
   // `random` is not owned and must outlive the policy.
-  RetryPolicy(const Config::Retry& config, Random* random);
+  RetryPolicy(const Options& options, Random& random);
 
   // Applies to later decisions (config reload).
-  void set_config(const Config::Retry& config) { config_ = config; }
-  const Config::Retry& config() const { return config_; }
+  void set_options(const Options& options) { options_ = options; }
+  const Options& options() const { return options_; }
 
   // Whether this outcome is worth another attempt (see the header comment).
   static bool IsRetryable(const UpstreamResponse& response);
@@ -84,8 +92,8 @@ class RetryPolicy {
   RetryDecision DecideRetryable(RetryState& state, std::optional<Duration> retry_after,
                                 bool throttled, TimePoint now) const;
 
-  Config::Retry config_;
-  Random* random_;
+  Options options_;
+  Random& random_;
 };
 
 // Parses a Retry-After value: delta-seconds ("120") or an HTTP-date (RFC 7231

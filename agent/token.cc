@@ -1,7 +1,5 @@
 #include "agent/token.h"
 
-#include <cctype>
-
 #include <nlohmann/json.hpp>
 
 #include "agent/base/text.h"
@@ -65,57 +63,27 @@ uint64_t Fnv1a(const std::string& s) {
   return h;
 }
 
-bool IsHex(char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; }
-
-bool IEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
-const char* SelectorParam(SelectorKind kind) {
-  switch (kind) {
-    case SelectorKind::kDefault: return "";
-    case SelectorKind::kClientId: return "client_id";
-    case SelectorKind::kObjectId: return "object_id";
-    case SelectorKind::kResourceId: return "mi_res_id";
-  }
-  return "";
-}
-
-std::string TokenKey::Describe() const {
-  if (kind == SelectorKind::kDefault) return "default";
-  return std::string(SelectorParam(kind)) + "=" + id;
-}
-
-std::shared_ptr<const Token> Token::FromImdsBody(std::string_view body, std::string* error) {
+StatusOr<std::shared_ptr<const Token>> Token::FromImdsBody(std::string_view body) {
   json doc = ParseBody(body);
   if (doc.is_discarded() || !doc.is_object()) {
-    *error = "IMDS answered 200 with a body that is not a JSON object (or nests too deep)";
-    return nullptr;
+    return Status::Error("IMDS answered 200 with a body that is not a JSON object (or nests too deep)");
   }
   auto at = doc.find("access_token");
   if (at == doc.end() || !at->is_string() || at->get_ref<const std::string&>().empty()) {
-    *error = "IMDS answer has no access_token";
-    return nullptr;
+    return Status::Error("IMDS answer has no access_token");
   }
   auto token = std::make_shared<Token>();
   if (EpochField(doc, "expires_on", &token->expires_on_) != Epoch::kOk || token->expires_on_ == 0) {
-    *error = "IMDS answer has no usable expires_on (epoch seconds up to year 9999)";
-    return nullptr;
+    return Status::Error("IMDS answer has no usable expires_on (epoch seconds up to year 9999)");
   }
   if (EpochField(doc, "not_before", &token->not_before_) == Epoch::kMalformed) {
-    *error = "IMDS answer has a malformed not_before";
-    return nullptr;
+    return Status::Error("IMDS answer has a malformed not_before");
   }
   auto type = doc.find("token_type");
   if (type != doc.end() && !type->is_string()) {
-    *error = "IMDS answer has a malformed token_type";
-    return nullptr;
+    return Status::Error("IMDS answer has a malformed token_type");
   }
   const std::string& access = at->get_ref<const std::string&>();
   token->fingerprint_ = Fnv1a(access);
@@ -160,7 +128,7 @@ std::shared_ptr<const Token> Token::FromImdsBody(std::string_view body, std::str
     tail += value;
   }
   tail += "}";
-  return token;
+  return std::shared_ptr<const Token>(std::move(token));
 }
 
 std::string ImdsErrorCode(std::string_view body) {
@@ -201,64 +169,6 @@ void Token::AppendBody(TimePoint now, std::string* out) const {
   out->append(head_);
   while (n > 0) out->push_back(digits[--n]);
   out->append(tail_);
-}
-
-bool IsGuid(std::string_view s) {
-  if (s.size() != 36) return false;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (s[i] != '-') return false;
-    } else if (!IsHex(s[i])) {
-      return false;
-    }
-  }
-  return true;
-}
-
-// /subscriptions/{sub}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}
-bool IsArmResourceId(std::string_view s) {
-  if (s.size() > 1024 || s.empty() || s[0] != '/') return false;
-  std::vector<std::string_view> parts;
-  size_t start = 1;
-  while (start <= s.size()) {
-    size_t slash = s.find('/', start);
-    if (slash == std::string_view::npos) slash = s.size();
-    parts.push_back(s.substr(start, slash - start));
-    start = slash + 1;
-  }
-  if (parts.size() < 8 || parts.size() % 2 != 0) return false;
-  for (auto p : parts) {
-    if (p.empty()) return false;
-    for (char c : p) {
-      unsigned char u = static_cast<unsigned char>(c);
-      if (u <= 0x20 || u == 0x7f || c == '?' || c == '#' || c == '"' || c == '\\') return false;
-    }
-  }
-  return IEquals(parts[0], "subscriptions") && IEquals(parts[2], "resourcegroups") &&
-         IEquals(parts[4], "providers");
-}
-
-std::string MakeTokenKey(SelectorKind kind, std::string_view id, std::string_view resource, TokenKey* out) {
-  if (resource.empty()) return "resource is required";
-  if (resource.size() > 2048) return "resource is too long";
-  for (char c : resource) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return "resource contains control characters";
-  }
-  switch (kind) {
-    case SelectorKind::kDefault: break;
-    case SelectorKind::kClientId:
-    case SelectorKind::kObjectId:
-      if (!IsGuid(id)) return std::string(SelectorParam(kind)) + " is not a GUID";
-      break;
-    case SelectorKind::kResourceId:
-      if (!IsArmResourceId(id)) return "mi_res_id is not an Azure resource id";
-      break;
-  }
-  out->kind = kind;
-  out->id.assign(id.begin(), id.end());
-  for (char& c : out->id) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  out->resource.assign(resource.begin(), resource.end());
-  return "";
 }
 
 }  // namespace mi

@@ -1,5 +1,5 @@
 #pragma once
-// Tokens and the keys they are cached under. No HTTP here: the proxy maps a
+// Tokens (the keys they are cached under: agent/token_key.h). No HTTP here: the proxy maps a
 // TokenResult to a response.
 
 #include <cstdint>
@@ -10,53 +10,18 @@
 
 #include "agent/base/clock.h"
 #include "agent/base/secure_memory.h"
+#include "agent/base/status.h"
+#include "agent/token_key.h"
 
 namespace mi {
-
-// Which user-assigned identity a request names. kDefault: none named, IMDS
-// picks (system-assigned, else the only user-assigned one).
-enum class SelectorKind : uint8_t { kDefault = 0, kClientId, kObjectId, kResourceId };
-
-// The IMDS query parameter name for a selector ("" for kDefault). Legacy
-// msi_res_id is the same selector as mi_res_id.
-const char* SelectorParam(SelectorKind kind);
-
-struct TokenKey {
-  SelectorKind kind = SelectorKind::kDefault;
-  // Normalised (ASCII lower case): ids compare case-insensitively.
-  std::string id;
-  // Exactly as the caller gave it (decoded).
-  std::string resource;
-
-  bool operator==(const TokenKey& o) const {
-    return kind == o.kind && id == o.id && resource == o.resource;
-  }
-  // "client_id=<id>" / "system" — for status output and logs; never secret.
-  std::string Describe() const;
-};
-
-struct TokenKeyHash {
-  size_t operator()(const TokenKey& k) const {
-    size_t h = std::hash<std::string>()(k.resource);
-    h ^= std::hash<std::string>()(k.id) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
-    return h ^ static_cast<size_t>(k.kind);
-  }
-};
-
-// Identity selector syntax checks (no IMDS call needed to reject these).
-bool IsGuid(std::string_view s);
-bool IsArmResourceId(std::string_view s);
-// Builds a key from the caller's parameters; lower-cases ids. Returns an error
-// description ("client_id is not a GUID") or "" on success.
-std::string MakeTokenKey(SelectorKind kind, std::string_view id, std::string_view resource, TokenKey* out);
 
 // A token as served to callers. Immutable once built; shared by the cache and
 // any answer in flight.
 class Token {
  public:
-  // Parses an IMDS success body. On failure returns null and sets *error to a
-  // description that never contains the body (it may hold a token).
-  static std::shared_ptr<const Token> FromImdsBody(std::string_view body, std::string* error);
+  // Parses an IMDS success body. On failure the Status says why, never with
+  // the body (it may hold a token).
+  static StatusOr<std::shared_ptr<const Token>> FromImdsBody(std::string_view body);
 
   int64_t expires_on() const { return expires_on_; }
   int64_t not_before() const { return not_before_; }

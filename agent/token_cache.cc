@@ -17,16 +17,16 @@ const char* EntryStateName(EntryState state) {
   return "failing";
 }
 
-TokenCache::TokenCache(const Config& config, Clock* clock, TimerFactory* timers, Random* random,
-                       UpstreamClient* upstream, UpstreamScheduler* scheduler)
-    : config_(config),
-      clock_(clock),
-      timers_(timers),
-      random_(random),
-      upstream_(upstream),
-      scheduler_(scheduler),
-      retry_policy_(config.retry, random),
-      sweep_timer_(timers->NewTimer()) {
+TokenCache::TokenCache(const Options& options, Clock& clock, TimerFactory& timers, Random& random,
+                       UpstreamClient& upstream, UpstreamScheduler& scheduler)
+    : options_(options),
+      clock_(&clock),
+      timers_(&timers),
+      random_(&random),
+      upstream_(&upstream),
+      scheduler_(&scheduler),
+      retry_policy_(options.retry, random),
+      sweep_timer_(timers.NewTimer()) {
   EvictIdle();  // arms the sweep
 }
 
@@ -45,10 +45,10 @@ bool TokenCache::KeptFresh(const Entry* e, TimePoint now) const {
 bool TokenCache::Servable(const Entry* e, TimePoint now) const {
   if (!e->token) return false;
   const Duration left = FromEpochSeconds(e->token->expires_on()) - now;
-  if (left > config_.cache.margin) return true;
+  if (left > options_.margin) return true;
   // Static stability: while refreshes fail (or IMDS keeps handing back the same
   // token), keep serving down to the hard floor. Never an expired token.
-  return (e->consecutive_failures > 0 || e->stalled) && left > config_.cache.hard_floor && left > Duration(0);
+  return (e->consecutive_failures > 0 || e->stalled) && left > options_.hard_floor && left > Duration(0);
 }
 
 const Token* TokenCache::Lookup(const TokenKey& key) {
@@ -85,7 +85,7 @@ void TokenCache::Get(const TokenKey& key, Callback callback, StillWaiting still_
     callback(r);
     return;
   }
-  if (stats_.waiters >= config_.limits.max_waiters || (e == nullptr && (e = FindOrCreate(key)) == nullptr)) {
+  if (stats_.waiters >= options_.max_waiters || (e == nullptr && (e = FindOrCreate(key)) == nullptr)) {
     ++stats_.shed;
     TokenResult r;
     r.kind = TokenResult::Kind::kShed;
@@ -96,7 +96,7 @@ void TokenCache::Get(const TokenKey& key, Callback callback, StillWaiting still_
   ++stats_.misses;
   ++e->misses;
   Touch(e);
-  e->waiters.push_back(Waiter{now + config_.limits.caller_deadline, std::move(callback), std::move(still_waiting)});
+  e->waiters.push_back(Waiter{now + options_.caller_deadline, std::move(callback), std::move(still_waiting)});
   ++stats_.waiters;
   if (e->waiters.size() == 1) ArmDeadline(e);
   if (e->fetch == FetchState::kIdle) {
@@ -116,7 +116,7 @@ TokenCache::Entry* TokenCache::Find(const TokenKey& key) {
 
 TokenCache::Entry* TokenCache::FindOrCreate(const TokenKey& key) {
   if (Entry* e = Find(key)) return e;
-  if (entries_.size() >= config_.cache.max_keys) {
+  if (entries_.size() >= options_.max_keys) {
     // Evict the least recently used key that nobody is waiting on, preferring
     // one the cache does not keep fresh (no token): a flood of new keys churns
     // through its own dead keys first, not through the keys that hold tokens
@@ -174,14 +174,14 @@ void TokenCache::EvictIdle() {
   std::vector<Entry*> idle;
   for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
     Entry* e = *it;
-    if (now - e->last_used <= config_.cache.idle_evict) break;  // the rest were used later
+    if (now - e->last_used <= options_.idle_evict) break;  // the rest were used later
     if (Evictable(e)) idle.push_back(e);
   }
   for (Entry* e : idle) {
     ++stats_.evicted_idle;
     Erase(e);
   }
-  const Duration period = std::clamp(config_.cache.idle_evict / 4, Duration(1000), Duration(60000));
+  const Duration period = std::clamp(options_.idle_evict / 4, Duration(1000), Duration(60000));
   sweep_timer_->Arm(period, [this] { EvictIdle(); });
 }
 
@@ -190,7 +190,7 @@ void TokenCache::EvictIdle() {
 void TokenCache::StartPrefetch(std::function<void()> done) {
   prefetch_done_ = std::move(done);
   size_t started = 0;
-  for (const TokenKey& key : config_.prefetch) {
+  for (const TokenKey& key : options_.prefetch) {
     Entry* e = FindOrCreate(key);
     if (e == nullptr) continue;
     e->prefetch = true;
@@ -203,13 +203,13 @@ void TokenCache::StartPrefetch(std::function<void()> done) {
   if (started == 0 && prefetch_pending_ == 0 && prefetch_done_) std::exchange(prefetch_done_, nullptr)();
 }
 
-void TokenCache::Reconfigure(const Config& config) {
-  config_ = config;
-  retry_policy_.set_config(config.retry);
+void TokenCache::Reconfigure(const Options& options) {
+  options_ = options;
+  retry_policy_.set_options(options.retry);
   for (auto& [key, e] : entries_) {
-    e->prefetch = std::find(config.prefetch.begin(), config.prefetch.end(), key) != config.prefetch.end();
+    e->prefetch = std::find(options.prefetch.begin(), options.prefetch.end(), key) != options.prefetch.end();
   }
-  for (const TokenKey& key : config.prefetch) {
+  for (const TokenKey& key : options.prefetch) {
     Entry* e = FindOrCreate(key);
     if (e == nullptr) continue;
     e->prefetch = true;

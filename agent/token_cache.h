@@ -42,7 +42,6 @@
 #include "agent/base/metrics.h"
 #include "agent/base/random.h"
 #include "agent/base/timer.h"
-#include "agent/config.h"
 #include "agent/retry_policy.h"
 #include "agent/token_broker.h"
 #include "agent/upstream_client.h"
@@ -105,8 +104,25 @@ class TokenCache : public TokenBroker, public MetricsSource {
   // its answer: its latency and HTTP status (0: transport error).
   using UpstreamObserver = std::function<void(Duration latency, int status)>;
 
-  TokenCache(const Config& config, Clock* clock, TimerFactory* timers, Random* random,
-             UpstreamClient* upstream, UpstreamScheduler* scheduler);
+  // Config "cache", plus "limits.max_waiters", "limits.caller_deadline_seconds",
+  // "retry" and "prefetch" (ranges checked by ParseConfig, agent/app/config.cc).
+  struct Options {
+    Duration margin = Duration(300000);          // "margin_seconds": hits need this much life left
+    Duration refresh_ahead = Duration(600000);   // "refresh_ahead_seconds": refresh 1/2..1 of this before the margin (jittered)
+    Duration hard_floor = Duration(60000);       // "hard_floor_seconds": while IMDS fails, serve down to this
+    Duration idle_evict = Duration(3600000);     // "idle_seconds": unused keys stop refreshing and go
+    size_t max_keys = 4096;                      // "max_keys": LRU cap
+    Duration negative_ttl = Duration(5000);      // "negative_ttl_seconds": cache IMDS 4xx this long (0: off)
+    Duration same_token_backoff = Duration(60000);  // "same_token_backoff_seconds"
+    size_t max_waiters = 4096;                   // "limits.max_waiters": callers waiting on IMDS in total
+    Duration caller_deadline = Duration(25000);  // "limits.caller_deadline_seconds"
+    RetryPolicy::Options retry;                  // "retry"
+    std::vector<TokenKey> prefetch;              // "prefetch": fetched at start, kept fresh forever
+  };
+
+  // Every collaborator is not owned and must outlive the cache.
+  TokenCache(const Options& options, Clock& clock, TimerFactory& timers, Random& random, UpstreamClient& upstream,
+             UpstreamScheduler& scheduler);
   ~TokenCache() override;
 
   // TokenBroker.
@@ -114,9 +130,9 @@ class TokenCache : public TokenBroker, public MetricsSource {
   using TokenBroker::Get;
   void Get(const TokenKey& key, Callback callback, StillWaiting still_waiting) override;
 
-  // Applies a reloaded config: margins, limits, the prefetch list (new keys are
+  // Applies reloaded options: margins, limits, the prefetch list (new keys are
   // fetched, removed ones become ordinary keys). Cached tokens stay.
-  void Reconfigure(const Config& config);
+  void Reconfigure(const Options& options);
   // Starts the prefetch round; `done` runs once every prefetch key has a token or
   // has failed its first round (at once when there is nothing to prefetch).
   void StartPrefetch(std::function<void()> done);
@@ -248,7 +264,7 @@ class TokenCache : public TokenBroker, public MetricsSource {
   EntryState ShownState(const Entry* e, TimePoint now) const;
   Duration Jitter(Duration span);
 
-  Config config_;
+  Options options_;
   Clock* clock_;
   TimerFactory* timers_;
   Random* random_;

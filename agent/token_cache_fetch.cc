@@ -70,7 +70,7 @@ void TokenCache::Enqueue(Entry* e) {
 
 void TokenCache::RetryLater(Entry* e) {
   const TimePoint now = clock_->Now();
-  if (KeptFresh(e, now)) ScheduleRefresh(e, now + config_.retry.max_delay / 2 + Jitter(config_.retry.max_delay / 2));
+  if (KeptFresh(e, now)) ScheduleRefresh(e, now + options_.retry.max_delay / 2 + Jitter(options_.retry.max_delay / 2));
 }
 
 void TokenCache::AbandonFetch(Entry* e) {
@@ -115,14 +115,13 @@ void TokenCache::OnUpstream(const TokenKey& key, uint64_t generation, UpstreamRe
   // Else evicted or superseded. The handlers below end the fetch or arm its retry.
   if (e != nullptr && e->fetch_generation == generation) {
     if (http && status == 200) {
-      std::string why;
-      auto token = Token::FromImdsBody(response.body, &why);
-      if (!token) {
+      StatusOr<std::shared_ptr<const Token>> token = Token::FromImdsBody(response.body);
+      if (!token.ok()) {
         OnFailure(e, response, "malformed_response", /*malformed=*/true);
-      } else if (FromEpochSeconds(token->expires_on()) <= clock_->Now()) {
+      } else if (FromEpochSeconds((*token)->expires_on()) <= clock_->Now()) {
         OnExpiredToken(e, response);
       } else {
-        OnToken(e, std::move(token));
+        OnToken(e, std::move(*token));
       }
     } else if (IsRejection(response)) {
       OnRejected(e, response);
@@ -149,8 +148,8 @@ void TokenCache::OnToken(Entry* e, std::shared_ptr<const Token> token) {
   const TimePoint expires = FromEpochSeconds(e->token->expires_on());
   // Refresh between margin + refresh_ahead/2 and margin + refresh_ahead before
   // expiry: spread over time, and always with slack to retry before the margin.
-  const Duration half = config_.cache.refresh_ahead / 2;
-  TimePoint at = expires - config_.cache.margin - half - Jitter(config_.cache.refresh_ahead - half);
+  const Duration half = options_.refresh_ahead / 2;
+  TimePoint at = expires - options_.margin - half - Jitter(options_.refresh_ahead - half);
   e->stalled = same || at <= now;
   if (e->stalled) {
     // IMDS handed back the token we had (it caches too), or one already inside
@@ -159,8 +158,8 @@ void TokenCache::OnToken(Entry* e, std::shared_ptr<const Token> token) {
     // its remaining life, never in a tight loop; one that expired went to
     // OnExpiredToken.
     if (same) ++stats_.same_token;
-    at = now + config_.cache.same_token_backoff;
-    const TimePoint latest = expires - config_.cache.hard_floor;
+    at = now + options_.same_token_backoff;
+    const TimePoint latest = expires - options_.hard_floor;
     if (at >= latest) {
       const TimePoint target = latest > now ? latest : expires;
       at = now + std::max((target - now) / 2, kMinRefreshDelay);
@@ -196,8 +195,8 @@ void TokenCache::OnRejected(Entry* e, const UpstreamResponse& response) {
   e->last_error_status = response.status;
   e->last_error = ImdsErrorCode(response.body);
   std::string body = ImdsErrorBody(response.status, response.body);
-  if (config_.cache.negative_ttl > Duration(0)) {
-    e->negative_until = now + config_.cache.negative_ttl;
+  if (options_.negative_ttl > Duration(0)) {
+    e->negative_until = now + options_.negative_ttl;
     e->negative_status = response.status;
     e->negative_body = body;
   }
@@ -207,7 +206,7 @@ void TokenCache::OnRejected(Entry* e, const UpstreamResponse& response) {
   r.status = response.status;
   r.body = std::move(body);
   AnswerWaiters(e, r);
-  if (e->prefetch) ScheduleRefresh(e, now + config_.retry.max_delay + Jitter(config_.retry.max_delay / 4));
+  if (e->prefetch) ScheduleRefresh(e, now + options_.retry.max_delay + Jitter(options_.retry.max_delay / 4));
   UpdateState(e);
 }
 
@@ -250,7 +249,7 @@ void TokenCache::OnFailure(Entry* e, const UpstreamResponse& response, const std
     r.description = "IMDS could not provide a token: " + e->last_error;
   }
   AnswerWaiters(e, r);
-  if (KeptFresh(e, now)) ScheduleRefresh(e, now + config_.retry.max_delay + Jitter(config_.retry.max_delay / 4));
+  if (KeptFresh(e, now)) ScheduleRefresh(e, now + options_.retry.max_delay + Jitter(options_.retry.max_delay / 4));
   UpdateState(e);
 }
 
@@ -285,7 +284,7 @@ void TokenCache::OnTimer(const TokenKey& key) {
     return;
   }
   e->next_refresh = TimePoint();
-  if (!e->prefetch && now - e->last_used > config_.cache.idle_evict) {
+  if (!e->prefetch && now - e->last_used > options_.idle_evict) {
     ++stats_.evicted_idle;
     Erase(e);
     return;
@@ -336,10 +335,10 @@ void TokenCache::OnDeadline(const TokenKey& key) {
     // IMDS budget, the budget is paused, or the attempt under way went out only
     // in the second half of the caller's wait with no IMDS failure before it:
     // then 429 + Retry-After (come back later). Otherwise IMDS: 500.
-    const TimePoint arrived = w.deadline - config_.limits.caller_deadline;
+    const TimePoint arrived = w.deadline - options_.caller_deadline;
     const bool held_by_budget = e->fetch == FetchState::kQueued || now < paused_until ||
                                 (e->retry.attempts == 0 && e->fetch == FetchState::kInFlight &&
-                                 e->attempt_started - arrived > config_.limits.caller_deadline / 2);
+                                 e->attempt_started - arrived > options_.caller_deadline / 2);
     TokenResult r;
     if (held_by_budget) {
       r.kind = TokenResult::Kind::kShed;

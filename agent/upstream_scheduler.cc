@@ -12,22 +12,19 @@ constexpr double kEpsilon = 1e-9;
 
 }  // namespace
 
-UpstreamScheduler::UpstreamScheduler(const Config::Budget& config, Clock& clock,
-                                     TimerFactory& timers)
-    : config_(config), clock_(clock), timer_(timers.NewTimer()) {
+UpstreamScheduler::UpstreamScheduler(const Options& options, Clock& clock, TimerFactory& timers)
+    : options_(options), clock_(clock), timer_(timers.NewTimer()) {
   tokens_ = burst();
   last_wall_ = clock_.Now();
 }
 
 UpstreamScheduler::~UpstreamScheduler() = default;
 
-int UpstreamScheduler::max_concurrent() const { return std::max(config_.max_concurrent, 1); }
-double UpstreamScheduler::burst() const { return static_cast<double>(std::max(config_.burst, 1)); }
 
 UpstreamScheduler::JobId UpstreamScheduler::Enqueue(Priority priority, std::function<void()> start) {
   const bool caller = priority == Priority::kCaller;
   Queue& q = caller ? caller_ : background_;
-  if (q.size() >= (caller ? config_.max_queue : config_.max_background_queue)) {
+  if (q.size() >= (caller ? options_.max_queue : options_.max_background_queue)) {
     ++rejected_total_;
     return kRejected;
   }
@@ -50,7 +47,7 @@ bool UpstreamScheduler::Demote(JobId id) {
   auto found = index_.find(id);
   if (found == index_.end()) return false;
   if (found->second.priority == Priority::kBackground) return true;
-  if (background_.size() >= config_.max_background_queue) return false;
+  if (background_.size() >= options_.max_background_queue) return false;
   background_.splice(background_.end(), caller_, found->second.it);
   found->second.priority = Priority::kBackground;
   return true;
@@ -78,10 +75,10 @@ void UpstreamScheduler::PauseFor(Duration d) {
   Reschedule();
 }
 
-void UpstreamScheduler::set_config(const Config::Budget& config) {
+void UpstreamScheduler::set_options(const Options& options) {
   // Account for the time so far at the old rate.
   Refill(Tick());
-  config_ = config;
+  options_ = options;
   tokens_ = std::min(tokens_, burst());
   Reschedule();
 }
@@ -91,7 +88,7 @@ UpstreamScheduler::Stats UpstreamScheduler::stats() const {
   s.queued_caller = caller_.size();
   s.queued_background = background_.size();
   s.in_flight = in_flight_;
-  s.max_concurrent = config_.max_concurrent;
+  s.max_concurrent = options_.max_concurrent;
   // Without advancing the estimate (const): the wall clock since last_wall_.
   const TimePoint now = clock_.Now();
   const Duration mono = mono_ + std::max(Duration(0), now - last_wall_);
@@ -121,21 +118,21 @@ void UpstreamScheduler::OnTimer() {
 }
 
 void UpstreamScheduler::Refill(Duration mono) {
-  if (config_.rate_per_second <= 0) {
+  if (options_.rate_per_second <= 0) {
     tokens_ = burst();
   } else if (mono > last_refill_) {
     const double elapsed_ms = static_cast<double>((mono - last_refill_).count());
-    tokens_ = std::min(burst(), tokens_ + elapsed_ms * config_.rate_per_second / 1000.0);
+    tokens_ = std::min(burst(), tokens_ + elapsed_ms * options_.rate_per_second / 1000.0);
   }
   last_refill_ = mono;
 }
 
 void UpstreamScheduler::Pump() {
-  while (queued() > 0 && in_flight_ < max_concurrent()) {
+  while (queued() > 0 && in_flight_ < options_.max_concurrent) {
     const Duration now = Tick();
     if (Paused(now)) break;
     Refill(now);
-    const bool limited = config_.rate_per_second > 0;
+    const bool limited = options_.rate_per_second > 0;
     if (limited && tokens_ < 1.0 - kEpsilon) break;
     const bool background = BackgroundsTurn();
     if (background || background_.empty()) {
@@ -161,7 +158,7 @@ bool UpstreamScheduler::BackgroundsTurn() const {
 }
 
 void UpstreamScheduler::Reschedule() {
-  if (queued() == 0 || in_flight_ >= max_concurrent()) {
+  if (queued() == 0 || in_flight_ >= options_.max_concurrent) {
     // Finished() or Enqueue() will call again.
     timer_->Disarm();
     return;
@@ -169,10 +166,10 @@ void UpstreamScheduler::Reschedule() {
   const Duration now = Tick();
   Duration wait(0);
   if (Paused(now)) wait = paused_until_ - now;
-  if (config_.rate_per_second > 0) {
+  if (options_.rate_per_second > 0) {
     Refill(now);
     if (tokens_ < 1.0 - kEpsilon) {
-      const double ms = (1.0 - tokens_) * 1000.0 / config_.rate_per_second;
+      const double ms = (1.0 - tokens_) * 1000.0 / options_.rate_per_second;
       // The tiny subtraction keeps 200.0000001 from becoming 201; at least
       // 1 ms, or a bucket a hair short of a token would spin at one instant.
       const auto token_wait = static_cast<int64_t>(std::ceil(ms - 1e-6));

@@ -26,7 +26,7 @@
 // now); a Demote()d one the back of the background queue.
 //
 // start() callbacks never run inside Enqueue/Promote/Demote/Cancel/Finished/
-// PauseFor/set_config: they run from the scheduler's timer (a zero delay when a
+// PauseFor/set_options: they run from the scheduler's timer (a zero delay when a
 // start is possible at once). A start() may call back into the scheduler
 // (Enqueue, Cancel, even Finished for a request that ended at once) but must
 // not destroy it.
@@ -50,7 +50,6 @@
 #include "agent/base/clock.h"
 #include "agent/base/metrics.h"
 #include "agent/base/timer.h"
-#include "agent/config.h"
 
 namespace mi {
 
@@ -73,9 +72,16 @@ class UpstreamScheduler : public MetricsSource {
     uint64_t started_total = 0;
   };
 
-  // Config: rate_per_second <= 0 disables the rate limit (concurrency still
-  // applies); burst and max_concurrent below 1 count as 1.
-  UpstreamScheduler(const Config::Budget& config, Clock& clock, TimerFactory& timers);
+  // Config "budget" (ranges checked by ParseConfig, agent/app/config.cc).
+  struct Options {
+    double rate_per_second = 5;  // "rate_per_second": token bucket refill (<= 0: no rate limit)
+    int burst = 5;               // "burst": bucket size; REQUIRES >= 1
+    int max_concurrent = 2;      // "max_concurrent": REQUIRES >= 1
+    size_t max_queue = 1024;     // "max_queue": queued caller jobs; beyond, Enqueue refuses (429)
+    size_t max_background_queue = 256;  // "max_background_queue": queued background jobs; beyond, refused
+  };
+
+  UpstreamScheduler(const Options& options, Clock& clock, TimerFactory& timers);
   ~UpstreamScheduler() override;
   UpstreamScheduler(const UpstreamScheduler&) = delete;
   UpstreamScheduler& operator=(const UpstreamScheduler&) = delete;
@@ -107,7 +113,7 @@ class UpstreamScheduler : public MetricsSource {
 
   // Applies at once (config reload). Jobs already queued beyond a smaller
   // max_queue or max_background_queue stay; only new ones are refused.
-  void set_config(const Config::Budget& config);
+  void set_options(const Options& options);
   Stats stats() const;
   // MetricsSource: in flight, the cap, queue depths, refusals, the pause.
   void WriteMetrics(MetricsWriter& out) const override;
@@ -135,10 +141,9 @@ class UpstreamScheduler : public MetricsSource {
   void Pump();
   // Arms the timer for when the next start may be possible (or disarms it).
   void Reschedule();
-  int max_concurrent() const;
-  double burst() const;
+  double burst() const { return static_cast<double>(options_.burst); }
 
-  Config::Budget config_;
+  Options options_;
   Clock& clock_;
   std::unique_ptr<Timer> timer_;
 

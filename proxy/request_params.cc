@@ -2,6 +2,7 @@
 
 #include <array>
 
+#include "agent/base/ascii.h"
 #include "agent/base/url.h"
 
 namespace mi::proxy {
@@ -9,8 +10,6 @@ namespace {
 
 constexpr std::string_view kLegacyPath = "/oauth2/token";
 constexpr std::string_view kImdsPath = "/metadata/identity/oauth2/token";
-
-char AsciiLower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
 enum Field { kResource, kClientId, kObjectId, kMiResId, kMsiResId, kApiVersion, kFieldCount };
 
@@ -24,29 +23,42 @@ int FieldOf(std::string_view name) {
   return -1;
 }
 
+bool NeedsDecoding(std::string_view s) {
+  for (char c : s) {
+    if (c == '%' || c == '+') return true;
+  }
+  return false;
+}
+
 // Splits "a=1&b=2" and records known fields; empty values count as absent.
-std::string ParseForm(std::string_view text, std::array<std::string, kFieldCount>* fields,
-                      std::array<bool, kFieldCount>* seen) {
+Status ParseForm(std::string_view text, std::array<std::string, kFieldCount>* fields,
+                 std::array<bool, kFieldCount>* seen) {
   while (!text.empty()) {
     size_t amp = text.find('&');
     std::string_view pair = text.substr(0, amp);
     text = amp == std::string_view::npos ? std::string_view() : text.substr(amp + 1);
     if (pair.empty()) continue;
     size_t eq = pair.find('=');
-    std::string name;
-    if (!UrlDecode(pair.substr(0, eq), true, &name)) return "malformed percent-encoding in a parameter name";
+    // Names are nearly always plain ("resource"): decoded only when they need it.
+    std::string_view name = pair.substr(0, eq);
+    std::string decoded_name;
+    if (NeedsDecoding(name)) {
+      StatusOr<std::string> decoded = UrlDecode(name, true);
+      if (!decoded.ok()) return Status::Error("malformed percent-encoding in a parameter name");
+      decoded_name = std::move(*decoded);
+      name = decoded_name;
+    }
     int field = FieldOf(name);
     if (field < 0) continue;  // grant_type, authority, ... are ignored
-    std::string value;
-    if (eq != std::string_view::npos && !UrlDecode(pair.substr(eq + 1), true, &value)) {
-      return "malformed percent-encoding in " + name;
-    }
-    if (value.empty()) continue;  // client_id= means "not given"
-    if ((*seen)[field]) return name + " is given more than once";
+    const std::string_view raw = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+    if (raw.empty()) continue;  // client_id= means "not given"
+    StatusOr<std::string> value = UrlDecode(raw, true);
+    if (!value.ok()) return Status::Error("malformed percent-encoding in " + std::string(name));
+    if ((*seen)[field]) return Status::Error(std::string(name) + " is given more than once");
     (*seen)[field] = true;
-    (*fields)[field] = std::move(value);
+    (*fields)[field] = std::move(*value);
   }
-  return "";
+  return Status::Ok();
 }
 
 }  // namespace
@@ -115,31 +127,20 @@ bool HostAllowList::Allows(std::string_view authority) const {
   return false;
 }
 
-std::string ParseTokenParams(std::string_view query, std::string_view form_body, ParsedParams* out) {
+StatusOr<ParsedParams> ParseTokenParams(std::string_view query, std::string_view form_body) {
   std::array<std::string, kFieldCount> fields;
   std::array<bool, kFieldCount> seen{};
-  std::string error = ParseForm(query, &fields, &seen);
-  if (error.empty()) error = ParseForm(form_body, &fields, &seen);
-  if (!error.empty()) return error;
-  if (seen[kMiResId] && seen[kMsiResId]) return "give one of mi_res_id and msi_res_id";
-  if (seen[kMsiResId]) {
-    fields[kMiResId] = std::move(fields[kMsiResId]);
-    seen[kMiResId] = true;
-  }
-  SelectorKind kind = SelectorKind::kDefault;
-  std::string* id = nullptr;
-  const std::pair<int, SelectorKind> selectors[] = {{kClientId, SelectorKind::kClientId},
-                                                    {kObjectId, SelectorKind::kObjectId},
-                                                    {kMiResId, SelectorKind::kResourceId}};
-  for (const auto& [field, k] : selectors) {
-    if (!seen[field]) continue;
-    if (id != nullptr) return "give at most one of client_id, object_id and mi_res_id";
-    kind = k;
-    id = &fields[field];
-  }
-  if (!seen[kResource]) return "Required parameter resource is missing";
-  out->has_api_version = seen[kApiVersion];
-  return MakeTokenKey(kind, id != nullptr ? *id : std::string(), fields[kResource], &out->key);
+  Status parsed = ParseForm(query, &fields, &seen);
+  if (parsed.ok()) parsed = ParseForm(form_body, &fields, &seen);
+  if (!parsed.ok()) return parsed;
+  SelectorFields selectors;
+  selectors.client_id = fields[kClientId];
+  selectors.object_id = fields[kObjectId];
+  selectors.mi_res_id = fields[kMiResId];
+  selectors.msi_res_id = fields[kMsiResId];
+  StatusOr<TokenKey> key = MakeTokenKey(selectors, fields[kResource]);
+  if (!key.ok()) return key.status();
+  return ParsedParams{std::move(*key), seen[kApiVersion]};
 }
 
 }  // namespace mi::proxy

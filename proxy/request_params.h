@@ -8,7 +8,8 @@
 #include <string_view>
 #include <vector>
 
-#include "agent/token.h"
+#include "agent/base/status.h"
+#include "agent/token_key.h"
 
 namespace mi::proxy {
 
@@ -48,8 +49,9 @@ struct ParsedParams {
   bool has_api_version = false;
 };
 
-// Parses query and (for POST) the form body. Returns "" on success, else the
-// error_description for a 400 invalid_request.
-std::string ParseTokenParams(std::string_view query, std::string_view form_body, ParsedParams* out);
+// Parses query and (for POST) the form body (the selector rule: MakeTokenKey,
+// agent/token_key.h). On error the message is the error_description for a 400
+// invalid_request.
+StatusOr<ParsedParams> ParseTokenParams(std::string_view query, std::string_view form_body);
 
 }  // namespace mi::proxy

@@ -66,12 +66,12 @@ struct TokenApi::CheckedHeaders {
   }
 };
 
-TokenApi::TokenApi(TokenBroker* broker, const Clock* clock, TokenApiOptions options)
+TokenApi::TokenApi(TokenBroker* broker, const Clock* clock, Options options)
     : broker_(broker), clock_(clock) {
   set_options(std::move(options));
 }
 
-void TokenApi::set_options(TokenApiOptions options) {
+void TokenApi::set_options(Options options) {
   options_ = std::move(options);
   allowed_hosts_ = HostAllowList();
   if (options_.absolute_form) allowed_hosts_.Add("169.254.169.254");
@@ -171,12 +171,12 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
     }
     form = request.body;
   }
-  ParsedParams params;
-  std::string invalid = ParseTokenParams(query, form, &params);
-  if (invalid.empty() && route == Route::kImds && !params.has_api_version) {
-    invalid = "Required query variable 'api-version' is missing";
+  StatusOr<ParsedParams> parsed = ParseTokenParams(query, form);
+  if (!parsed.ok()) return Reply(route, responder, Error(400, "invalid_request", parsed.status().message()));
+  const ParsedParams& params = *parsed;
+  if (route == Route::kImds && !params.has_api_version) {
+    return Reply(route, responder, Error(400, "invalid_request", "Required query variable 'api-version' is missing"));
   }
-  if (!invalid.empty()) return Reply(route, responder, Error(400, "invalid_request", invalid));
 
   // The hot path: a cached token, answered without touching IMDS.
   if (const Token* token = broker_->Lookup(params.key)) {

@@ -23,15 +23,6 @@
 
 namespace mi::proxy {
 
-struct TokenApiOptions {
-  bool allow_remote = false;   // serve non-loopback peers
-  bool absolute_form = false;  // accept "GET http://169.254.169.254/..." targets
-  // Host values served besides localhost, 127.0.0.1 and [::1] (and
-  // 169.254.169.254 with absolute_form), without a port:
-  std::vector<std::string> listen_hosts;   // the listener's addresses ("10.0.0.4", "::1" or "[::1]")
-  std::vector<std::string> allowed_hosts;  // config "allowed_hosts" ("myvm.internal", "[fd00::4]")
-};
-
 // Requests answered, by route and status code (for metrics).
 class RequestCounters {
  public:
@@ -46,10 +37,21 @@ class RequestCounters {
 
 class TokenApi : public HttpHandler, public MetricsSource {
  public:
-  TokenApi(TokenBroker* broker, const Clock* clock, TokenApiOptions options);
+  // Config keys at the top level (checked by ParseConfig, agent/app/config.cc),
+  // except listen_hosts, which the daemon fills in once the listeners are bound.
+  struct Options {
+    bool allow_remote = false;   // "allow_remote": serve non-loopback peers
+    bool absolute_form = false;  // "absolute_form": accept "GET http://169.254.169.254/..." targets
+    // Host values served besides localhost, 127.0.0.1 and [::1] (and
+    // 169.254.169.254 with absolute_form), without a port:
+    std::vector<std::string> listen_hosts;   // the listener's addresses ("10.0.0.4", "::1" or "[::1]")
+    std::vector<std::string> allowed_hosts;  // "allowed_hosts" ("myvm.internal", "[fd00::4]")
+  };
+
+  TokenApi(TokenBroker* broker, const Clock* clock, Options options);
 
   void OnRequest(const HttpRequest& request, Responder responder) override;
-  void set_options(TokenApiOptions options);
+  void set_options(Options options);
   const RequestCounters& counters() const { return counters_; }
   // MetricsSource: mi_agent_requests_total by route and status code.
   void WriteMetrics(MetricsWriter& out) const override;
@@ -69,7 +71,7 @@ class TokenApi : public HttpHandler, public MetricsSource {
 
   TokenBroker* broker_;
   const Clock* clock_;
-  TokenApiOptions options_;
+  Options options_;
   HostAllowList allowed_hosts_;  // built from options_
   RequestCounters counters_;
 };

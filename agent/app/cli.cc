@@ -49,7 +49,7 @@ bool TakeValue(const std::vector<std::string>& args, size_t* i, std::string* val
 
 }  // namespace
 
-std::string ApplyOverrides(const std::vector<std::string>& args, Config* config) {
+Status ApplyOverrides(const std::vector<std::string>& args, Config* config) {
   bool listen_given = false;
   bool health_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -62,38 +62,44 @@ std::string ApplyOverrides(const std::vector<std::string>& args, Config* config)
     }
     if (a != "--port" && a != "--listen" && a != "--imds-endpoint" && a != "--health" && a != "--log-level" &&
         a != "--log-format") {
-      return "unknown option " + a;
+      return Status::Error("unknown option " + a);
     }
-    if (!TakeValue(args, &i, &v)) return a + ": needs a value";
+    if (!TakeValue(args, &i, &v)) return Status::Error(a + ": needs a value");
     // Config strings end up in JSON (status, the config digest): UTF-8 only.
     if (size_t bad = InvalidUtf8Offset(v); bad != std::string::npos) {
-      return a + ": the value is not valid UTF-8 (byte " + std::to_string(bad) + ")";
+      return Status::Error(a + ": the value is not valid UTF-8 (byte " + std::to_string(bad) + ")");
     }
     if (a == "--port") {
       char* end = nullptr;
       long port = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || port < 0 || port > 65535) return "--port: expected 0..65535";
+      if (v.empty() || *end != '\0' || port < 0 || port > 65535) return Status::Error("--port: expected 0..65535");
       config->port = static_cast<uint16_t>(port);
     } else if (a == "--listen") {
       if (!listen_given) config->listen.clear();
       listen_given = true;
       config->listen.push_back(v);
     } else if (a == "--imds-endpoint") {
-      if (v.rfind("http://", 0) != 0 && v.rfind("https://", 0) != 0) return "--imds-endpoint: expected an http:// URL";
+      if (v.rfind("http://", 0) != 0 && v.rfind("https://", 0) != 0) {
+        return Status::Error("--imds-endpoint: expected an http:// URL");
+      }
       config->imds.endpoint = v;
     } else if (a == "--health") {
       ListenAddress addr;
-      if (!ParseListenAddress(v, &addr)) return "--health: expected HOST:PORT";
+      if (!ParseListenAddress(v, &addr)) return Status::Error("--health: expected HOST:PORT");
       if (!health_given) config->health.clear();
       health_given = true;
       config->health.push_back(addr);
     } else if (a == "--log-level") {
-      if (!ParseLogLevel(v, &config->log_level)) return "--log-level: expected debug, info, warning or error";
+      if (!ParseLogLevel(v, &config->log_level)) {
+        return Status::Error("--log-level: expected debug, info, warning or error");
+      }
     } else if (a == "--log-format") {
-      if (!ParseLogFormat(v, &config->log_format)) return "--log-format: expected auto, text, journal or json";
+      if (!ParseLogFormat(v, &config->log_format)) {
+        return Status::Error("--log-format: expected auto, text, journal or json");
+      }
     }
   }
-  return "";
+  return Status::Ok();
 }
 
 StatusOr<DaemonOptions> LoadDaemonOptions(const std::vector<std::string>& args) {
@@ -114,8 +120,8 @@ StatusOr<DaemonOptions> LoadDaemonOptions(const std::vector<std::string>& args) 
   }
   Status s = LoadConfigFile(options.config_path, /*missing_ok=*/!config_path_given, &options.config);
   if (!s.ok()) return Status::Error(kInvalidConfiguration + s.message());
-  std::string error = ApplyOverrides(overrides, &options.config);
-  if (!error.empty()) return Status::Error(error);
+  Status overridden = ApplyOverrides(overrides, &options.config);
+  if (!overridden.ok()) return overridden;
   options.overrides = [overrides = std::move(overrides)](Config* c) { ApplyOverrides(overrides, c); };
   return options;
 }
@@ -175,7 +181,7 @@ int RunCommandLine(const std::vector<std::string>& args) {
         return 1;
       }
       std::printf("%s: valid (port %u, IMDS %s, %zu prefetch key(s))\n", path.c_str(), config.port,
-                  config.imds.endpoint.c_str(), config.prefetch.size());
+                  config.imds.endpoint.c_str(), config.cache.prefetch.size());
       return 0;
     }
     if (a == "--config") {

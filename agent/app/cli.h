@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "agent/app/config.h"
 #include "agent/app/daemon.h"
 #include "agent/base/status.h"
-#include "agent/config.h"
 
 namespace mi {
 
@@ -35,9 +35,9 @@ int RunCli(int argc, char** argv);
 StatusOr<DaemonOptions> LoadDaemonOptions(const std::vector<std::string>& args);
 inline constexpr char kInvalidConfiguration[] = "invalid configuration: ";
 
-// Applies command-line overrides (--port, --listen, ...) to `config`. Returns ""
-// or an error message naming the option.
-std::string ApplyOverrides(const std::vector<std::string>& args, Config* config);
+// Applies command-line overrides (--port, --listen, ...) to `config`. On error
+// the message names the option; `config` may then be partly changed.
+Status ApplyOverrides(const std::vector<std::string>& args, Config* config);
 
 // Subcommands talking to a running agent (agent/app/commands.cc).
 int RunStatusCommand(const std::vector<std::string>& args);

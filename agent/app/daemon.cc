@@ -23,36 +23,11 @@
 namespace mi {
 namespace {
 
-proxy::ServerLimits TokenLimits(const Config& c) {
-  proxy::ServerLimits l;
-  l.max_connections = c.limits.max_connections;
-  l.max_header_bytes = c.limits.max_header_bytes;
-  l.max_body_bytes = c.limits.max_body_bytes;
-  l.header_timeout = c.limits.header_timeout;
-  l.idle_timeout = c.limits.idle_timeout;
-  l.max_pipelined = c.limits.max_pipelined;
-  return l;
-}
-
-// The health listener is small and local: few connections, short idle
-// keep-alive, and idle sockets (anyone's) make way for a probe instead of
-// locking it out with 503.
-proxy::ServerLimits HealthLimits(const Config& c) {
-  proxy::ServerLimits l = TokenLimits(c);
-  l.max_connections = c.health_limits.max_connections;
-  l.idle_timeout = c.health_limits.idle_timeout;
-  l.evict_idle_at_limit = true;
-  return l;
-}
-
-// `listen_hosts`: the token listener's bound addresses without their ports
-// (these include sockets adopted from the service manager).
-proxy::TokenApiOptions ApiOptions(const Config& c, std::vector<std::string> listen_hosts) {
-  proxy::TokenApiOptions o;
-  o.allow_remote = c.allow_remote;
-  o.absolute_form = c.absolute_form;
+// The token API's options with the listeners' bound hosts (these include
+// sockets adopted from the service manager).
+proxy::TokenApi::Options ApiOptions(const Config& c, std::vector<std::string> listen_hosts) {
+  proxy::TokenApi::Options o = c.api;
   o.listen_hosts = std::move(listen_hosts);
-  o.allowed_hosts = c.allowed_hosts;
   return o;
 }
 
@@ -65,7 +40,7 @@ std::string Digest(const Config& c) {
   j["cache"] = {c.cache.margin.count(), c.cache.refresh_ahead.count(), c.cache.max_keys};
   j["budget"] = {c.budget.rate_per_second, c.budget.burst, c.budget.max_concurrent};
   std::vector<std::string> prefetch;
-  for (const auto& k : c.prefetch) prefetch.push_back(k.Describe() + " " + k.resource);
+  for (const auto& k : c.cache.prefetch) prefetch.push_back(k.Describe() + " " + k.resource);
   j["prefetch"] = prefetch;
   uint64_t h = 1469598103934665603ULL;
   for (unsigned char ch : j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)) {
@@ -88,11 +63,11 @@ struct Daemon::Impl {
   // Everything with handles on the loop, torn down together after the drain.
   struct Parts {
     Parts(Impl* d)
-        : upstream(d->loop.uv(), d->config.imds, &d->logger),
+        : upstream(d->loop, d->config.imds, d->logger),
           scheduler(d->config.budget, d->loop.clock(), d->loop),
-          cache(d->config, &d->loop.clock(), &d->loop, &d->random, &upstream, &scheduler),
-          api(&cache, &d->loop.clock(), ApiOptions(d->config, {})),
-          server(d->loop.uv(), TokenLimits(d->config), api, d->logger),
+          cache(d->config.cache, d->loop.clock(), d->loop, d->random, upstream, scheduler),
+          api(&cache, &d->loop.clock(), d->config.api),
+          server(d->loop.uv(), d->config.limits, api, d->logger),
           health(cache, scheduler, upstream_metrics),
           process_metrics(MI_VERSION, TimePoint()),
           // /metrics in this order; the listeners' sources are declared below.
@@ -100,7 +75,7 @@ struct Daemon::Impl {
                      {&process_metrics, &api, &cache, &upstream_metrics, &scheduler, &token_listener_metrics,
                       &health_listener_metrics},
                      d->loop.clock(), &d->loop),
-          health_server(d->loop.uv(), HealthLimits(d->config), health_api, d->logger),
+          health_server(d->loop.uv(), d->config.health_limits, health_api, d->logger),
           token_listener_metrics("token", server),
           health_listener_metrics("health", health_server),
           watchdog(d->loop.NewTimer()) {}
@@ -270,12 +245,12 @@ Status Daemon::Impl::Start() {
   }
   ArmWatchdog();
 
-  const bool wait = config.ready_waits_for_prefetch && !config.prefetch.empty();
-  if (!config.prefetch.empty()) {
-    logger.Info("prefetching " + std::to_string(config.prefetch.size()) + " token(s)");
+  const bool wait = config.ready_waits_for_prefetch && !config.cache.prefetch.empty();
+  if (!config.cache.prefetch.empty()) {
+    logger.Info("prefetching " + std::to_string(config.cache.prefetch.size()) + " token(s)");
   }
   p.cache.StartPrefetch([this, wait] {
-    if (!config.prefetch.empty()) logger.Info("first prefetch round finished");
+    if (!config.cache.prefetch.empty()) logger.Info("first prefetch round finished");
     if (wait) OnReady();
   });
   if (!wait) OnReady();
@@ -377,12 +352,12 @@ void Daemon::Impl::Reload() {
   next.health = config.health;
   config = next;
   Parts& p = *parts;
-  p.upstream.set_config(config.imds);
-  p.scheduler.set_config(config.budget);
-  p.cache.Reconfigure(config);
+  p.upstream.set_options(config.imds);
+  p.scheduler.set_options(config.budget);
+  p.cache.Reconfigure(config.cache);
   p.api.set_options(ApiOptions(config, listen_hosts));
-  p.server.set_limits(TokenLimits(config));
-  p.health_server.set_limits(HealthLimits(config));
+  p.server.set_limits(config.limits);
+  p.health_server.set_limits(config.health_limits);
   p.health.info().config_digest = Digest(config);
   p.health.info().imds_endpoint = config.imds.endpoint;
   logger.Info("configuration reloaded from " + options.config_path + " (digest " + Digest(config) + ")");
@@ -395,7 +370,7 @@ void Daemon::Impl::Stop() {
   logger.Info("stopping: draining requests in flight");
   options.notifier->Stopping();
   parts->health_server.StopAccepting();
-  parts->server.Shutdown(config.limits.drain_timeout, [this] {
+  parts->server.Shutdown(config.drain_timeout, [this] {
     logger.Info("drained");
     // Tear down on a later turn: we are inside the server's callback.
     loop.Post([this] { parts.reset(); });

@@ -7,7 +7,7 @@
 #include <memory>
 #include <string>
 
-#include "agent/config.h"
+#include "agent/app/config.h"
 #include "agent/base/log.h"
 #include "agent/service_notifier.h"
 

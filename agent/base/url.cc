@@ -34,24 +34,24 @@ std::string UrlEncode(std::string_view in) {
   return out;
 }
 
-bool UrlDecode(std::string_view in, bool plus_as_space, std::string* out) {
-  out->clear();
-  out->reserve(in.size());
+StatusOr<std::string> UrlDecode(std::string_view in, bool plus_as_space) {
+  std::string out;
+  out.reserve(in.size());
   for (size_t i = 0; i < in.size(); ++i) {
     char c = in[i];
     if (c == '%') {
       int hi = i + 1 < in.size() ? HexValue(in[i + 1]) : -1;
       int lo = i + 2 < in.size() ? HexValue(in[i + 2]) : -1;
-      if (hi < 0 || lo < 0) return false;
-      out->push_back(static_cast<char>((hi << 4) | lo));
+      if (hi < 0 || lo < 0) return Status::Error("a '%' not followed by two hex digits");
+      out.push_back(static_cast<char>((hi << 4) | lo));
       i += 2;
     } else if (c == '+' && plus_as_space) {
-      out->push_back(' ');
+      out.push_back(' ');
     } else {
-      out->push_back(c);
+      out.push_back(c);
     }
   }
-  return true;
+  return out;
 }
 
 }  // namespace mi

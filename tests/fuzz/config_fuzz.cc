@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "agent/config.h"
+#include "agent/app/config.h"
 
 namespace {
 
@@ -30,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const std::string& host : config.listen) {
     if (host.empty()) Die("an accepted config with an empty listen address", text);
   }
-  for (const mi::TokenKey& key : config.prefetch) {
+  for (const mi::TokenKey& key : config.cache.prefetch) {
     if (key.resource.empty()) Die("an accepted prefetch key without a resource", text);
   }
   return 0;

@@ -54,14 +54,12 @@ class FixedClock : public Clock {
 };
 
 std::shared_ptr<const Token> MakeToken(const char* access, int64_t lifetime) {
-  std::string why;
   auto token = Token::FromImdsBody(
       std::string(R"({"access_token":")") + access + R"(","refresh_token":"","expires_in":"86399","expires_on":")" +
           std::to_string(kNow + lifetime) + R"(","not_before":")" + std::to_string(kNow - 1) +
-          R"(","resource":"https://management.azure.com/","token_type":"Bearer","client_id":"c0ffee00-0000-4000-8000-000000000001"})",
-      &why);
-  Must(token != nullptr, "the broker's token does not parse");
-  return token;
+          R"(","resource":"https://management.azure.com/","token_type":"Bearer","client_id":"c0ffee00-0000-4000-8000-000000000001"})");
+  Must(token.ok(), "the broker's token does not parse");
+  return *token;
 }
 
 // Answers from memory. The cached key (the default identity for
@@ -205,7 +203,7 @@ struct Harness {
     // A socketpair peer is never loopback: serve it anyway, or every request
     // would stop at the 401 and the checks behind it would go unfuzzed.
     // Absolute-form targets on, since that path is a superset of origin-form.
-    TokenApiOptions options;
+    TokenApi::Options options;
     options.allow_remote = true;
     options.absolute_form = true;
     broker = std::make_unique<FakeBroker>(&loop);

@@ -38,12 +38,12 @@ void CheckAnswer(const nlohmann::json& input, const mi::Token& token, const std:
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view input(reinterpret_cast<const char*>(data), size);
-  std::string why;
-  auto token = mi::Token::FromImdsBody(input, &why);
-  if (!token) {
-    if (why.empty()) Die("a rejected body without a reason", std::string(input));
+  const mi::StatusOr<std::shared_ptr<const mi::Token>> result = mi::Token::FromImdsBody(input);
+  if (!result.ok()) {
+    if (result.status().message().empty()) Die("a rejected body without a reason", std::string(input));
     return 0;
   }
+  const std::shared_ptr<const mi::Token>& token = *result;
 
   // As the cache does: expiry as a TimePoint, time left, valid-or-not.
   const mi::TimePoint now = mi::FromEpochSeconds(1795373045);

@@ -37,19 +37,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   (void)mi::proxy::RouteName(route);
 
-  mi::proxy::ParsedParams params;
-  const std::string error = mi::proxy::ParseTokenParams(query, body, &params);
-  if (!error.empty()) return 0;
-  const mi::TokenKey& key = params.key;
+  const mi::StatusOr<mi::proxy::ParsedParams> params = mi::proxy::ParseTokenParams(query, body);
+  if (!params.ok()) {
+    if (params.status().message().empty()) Die("refused without a description", input);
+    return 0;
+  }
+  const mi::TokenKey& key = params->key;
   if (key.resource.empty()) Die("accepted without a resource", input);
   for (char c : key.id) {
     if (c >= 'A' && c <= 'Z') Die("an id that is not lower-cased", input);
   }
-  mi::TokenKey again;
-  if (!mi::MakeTokenKey(key.kind, key.id, key.resource, &again).empty() || !(again == key)) {
-    Die("the key does not survive MakeTokenKey again", input);
-  }
-  if (mi::TokenKeyHash()(again) != mi::TokenKeyHash()(key)) Die("equal keys hash differently", input);
+  const mi::StatusOr<mi::TokenKey> again = mi::MakeTokenKey(mi::SelectorFields::Of(key.kind, key.id), key.resource);
+  if (!again.ok() || !(*again == key)) Die("the key does not survive MakeTokenKey again", input);
+  if (mi::TokenKeyHash()(*again) != mi::TokenKeyHash()(key)) Die("equal keys hash differently", input);
   (void)key.Describe();
   return 0;
 }

@@ -61,6 +61,6 @@ def get_token(port, resource, host="127.0.0.1", timeout=30.0):
 
 
 def write_config(path, **fields):
-    """Writes a config file; keys as in agent/config.h ("log" takes {"level": ...})."""
+    """Writes a config file; keys as in agent/app/config.h ("log" takes {"level": ...})."""
     path.write_text(json.dumps(fields, indent=2) + "\n")
     return str(path)

@@ -1,4 +1,4 @@
-#include "agent/config.h"
+#include "agent/app/config.h"
 
 #include "agent/app/cli.h"
 
@@ -28,7 +28,7 @@ TEST(ConfigTest, EmptyObjectMeansDefaults) {
   EXPECT_EQ(c.budget.max_concurrent, 2);
   EXPECT_EQ(c.budget.max_queue, 1024u);
   EXPECT_EQ(c.budget.max_background_queue, 256u);
-  EXPECT_EQ(c.retry.max_attempts, 5);
+  EXPECT_EQ(c.cache.retry.max_attempts, 5);
   EXPECT_EQ(c.health_limits.max_connections, 64u);
   EXPECT_EQ(c.health_limits.idle_timeout, Duration(5000));
 }
@@ -53,9 +53,9 @@ TEST(ConfigTest, FullDocument) {
                    &c);
   ASSERT_TRUE(s.ok()) << s.message();
   EXPECT_EQ(c.port, 8080);
-  EXPECT_TRUE(c.absolute_form);
+  EXPECT_TRUE(c.api.absolute_form);
   EXPECT_EQ(c.imds.timeout, Duration(500));
-  EXPECT_EQ(c.retry.delta, Duration(50));
+  EXPECT_EQ(c.cache.retry.delta, Duration(50));
   EXPECT_DOUBLE_EQ(c.budget.rate_per_second, 2.5);
   EXPECT_EQ(c.budget.max_queue, 5u);
   EXPECT_EQ(c.budget.max_background_queue, 7u);
@@ -64,10 +64,69 @@ TEST(ConfigTest, FullDocument) {
   EXPECT_EQ(c.health[1].port, 9001);
   EXPECT_EQ(c.health_limits.max_connections, 8u);
   EXPECT_EQ(c.health_limits.idle_timeout, Duration(500));
-  ASSERT_EQ(c.prefetch.size(), 2u);
-  EXPECT_EQ(c.prefetch[1].kind, SelectorKind::kResourceId);
+  ASSERT_EQ(c.cache.prefetch.size(), 2u);
+  EXPECT_EQ(c.cache.prefetch[1].kind, SelectorKind::kResourceId);
   EXPECT_EQ(c.log_level, LogLevel::kDebug);
   EXPECT_EQ(c.log_format, LogFormat::kJson);
+}
+
+TEST(ConfigTest, LimitsGoToTheComponentsThatUseThem) {
+  Config c;
+  Status s = Parse(R"({
+    "limits": {"max_connections": 100, "max_header_bytes": 4096, "max_body_bytes": 100,
+               "header_timeout_seconds": 2, "idle_timeout_seconds": 30, "max_pipelined": 4,
+               "max_waiters": 7, "caller_deadline_seconds": 3, "drain_seconds": 0.25},
+    "health_limits": {"max_connections": 8}
+  })",
+                   &c);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(c.limits.max_connections, 100u);
+  EXPECT_EQ(c.limits.max_header_bytes, 4096u);
+  EXPECT_EQ(c.limits.idle_timeout, Duration(30000));
+  EXPECT_FALSE(c.limits.evict_idle_at_limit);
+  EXPECT_EQ(c.cache.max_waiters, 7u);
+  EXPECT_EQ(c.cache.caller_deadline, Duration(3000));
+  EXPECT_EQ(c.drain_timeout, Duration(250));
+  // The health listener: its own two keys, the rest from "limits".
+  EXPECT_EQ(c.health_limits.max_connections, 8u);
+  EXPECT_EQ(c.health_limits.idle_timeout, Duration(5000));
+  EXPECT_TRUE(c.health_limits.evict_idle_at_limit);
+  EXPECT_EQ(c.health_limits.max_header_bytes, 4096u);
+  EXPECT_EQ(c.health_limits.max_body_bytes, 100u);
+  EXPECT_EQ(c.health_limits.header_timeout, Duration(2000));
+  EXPECT_EQ(c.health_limits.max_pipelined, 4u);
+}
+
+TEST(ConfigTest, DefaultsAreTheComponentsOwn) {
+  Config c;
+  ASSERT_TRUE(Parse("{}", &c).ok());
+  EXPECT_EQ(c.limits.max_connections, proxy::ServerLimits().max_connections);
+  EXPECT_EQ(c.cache.max_waiters, 4096u);
+  EXPECT_EQ(c.cache.caller_deadline, Duration(25000));
+  EXPECT_EQ(c.drain_timeout, Duration(10000));
+  EXPECT_EQ(c.cache.retry.max_delay, Duration(60000));
+  EXPECT_EQ(c.imds.max_response_bytes, 64u * 1024);
+  EXPECT_FALSE(c.api.allow_remote);
+  EXPECT_TRUE(c.api.listen_hosts.empty());
+}
+
+TEST(ConfigTest, PrefetchEntriesFollowTheSelectorRule) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"prefetch": [{"client_id": "0d1e2f30-aaaa-4bbb-8ccc-123456789abc"}]})", "prefetch[0].resource: required"},
+      {R"({"prefetch": [{"resource": "r", "mi_res_id": "/subscriptions/s/resourceGroups/g/providers/p/t/n",
+                         "msi_res_id": "/subscriptions/s/resourceGroups/g/providers/p/t/n"}]})",
+       "prefetch[0]: give one of mi_res_id and msi_res_id"},
+      {R"({"prefetch": [{"resource": "r"}, {"resource": "r", "client_id": "0d1e2f30-aaaa-4bbb-8ccc-123456789abc",
+                         "object_id": "0d1e2f30-aaaa-4bbb-8ccc-123456789abc"}]})",
+       "prefetch[1]: give at most one of client_id, object_id and mi_res_id"},
+      {R"({"prefetch": [{"resource": "r", "mi_res_id": "/x"}]})", "prefetch[0]: mi_res_id is not an Azure resource id"},
+  };
+  for (const auto& [text, expected] : cases) {
+    Config c;
+    Status s = Parse(text, &c);
+    ASSERT_FALSE(s.ok()) << text;
+    EXPECT_EQ(s.message(), expected) << text;
+  }
 }
 
 TEST(ConfigTest, ErrorsNameTheOffendingKeyAndChangeNothing) {
@@ -119,19 +178,19 @@ TEST(ConfigTest, CommandLineStringsMustBeUtf8) {
            {"--listen", "127.0.0.\xc3"},
            {"--log-level", "\xed\xa0\x80"}}) {
     Config c;
-    const std::string error = ApplyOverrides(args, &c);
+    const std::string error = ApplyOverrides(args, &c).message();
     EXPECT_NE(error.find(args[0] + ": the value is not valid UTF-8"), std::string::npos) << error;
     EXPECT_EQ(c.imds.endpoint, Config().imds.endpoint);
     EXPECT_EQ(c.listen, Config().listen);
   }
   Config c;
-  EXPECT_EQ(ApplyOverrides({"--imds-endpoint", "http://127.0.0.1:9/caf\xc3\xa9"}, &c), "");
+  EXPECT_TRUE(ApplyOverrides({"--imds-endpoint", "http://127.0.0.1:9/caf\xc3\xa9"}, &c).ok());
 }
 
 TEST(ConfigTest, AllowedHostsDefaultsToNone) {
   Config c;
   ASSERT_TRUE(Parse("{}", &c).ok());
-  EXPECT_TRUE(c.allowed_hosts.empty());
+  EXPECT_TRUE(c.api.allowed_hosts.empty());
 }
 
 TEST(ConfigTest, AllowedHostsTakesNamesAndAddresses) {
@@ -140,7 +199,7 @@ TEST(ConfigTest, AllowedHostsTakesNamesAndAddresses) {
                                          "x1"]})",
                    &c);
   ASSERT_TRUE(s.ok()) << s.message();
-  EXPECT_EQ(c.allowed_hosts, (std::vector<std::string>{"myvm.internal", "MyVM", "10.0.0.4", "[fd00::4]", "[::1]",
+  EXPECT_EQ(c.api.allowed_hosts, (std::vector<std::string>{"myvm.internal", "MyVM", "10.0.0.4", "[fd00::4]", "[::1]",
                                                        "a-b.c-d.e", "x1"}));
 }
 
@@ -171,11 +230,11 @@ TEST(ConfigTest, AllowedHostsEntriesAreValidated) {
   };
   for (const auto& [text, expected] : cases) {
     Config c;
-    c.allowed_hosts = {"kept"};
+    c.api.allowed_hosts = {"kept"};
     Status s = Parse(text, &c);
     EXPECT_FALSE(s.ok()) << text;
     EXPECT_EQ(s.message().rfind(expected, 0), 0u) << text << " -> " << s.message();
-    EXPECT_EQ(c.allowed_hosts, std::vector<std::string>{"kept"}) << text;
+    EXPECT_EQ(c.api.allowed_hosts, std::vector<std::string>{"kept"}) << text;
   }
   Config c;
   EXPECT_FALSE(Parse(R"({"allowed_hosts": [")" + std::string(64, 'a') + R"("]})", &c).ok()) << "label > 63";

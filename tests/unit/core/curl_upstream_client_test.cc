@@ -266,15 +266,15 @@ class CurlUpstreamTest : public ::testing::Test {
     EXPECT_TRUE(loop_.Close()) << "a handle was left open";
   }
 
-  Config::Imds ConfigFor(const TestServer& server) {
-    Config::Imds c;
+  CurlUpstreamClient::Options ConfigFor(const TestServer& server) {
+    CurlUpstreamClient::Options c;
     c.endpoint = server.endpoint();
     c.connect_timeout = Duration(2000);
     c.timeout = Duration(5000);
     return c;
   }
-  void MakeClient(const Config::Imds& config) {
-    client_ = std::make_unique<CurlUpstreamClient>(loop_.uv(), config, &logger_);
+  void MakeClient(const CurlUpstreamClient::Options& config) {
+    client_ = std::make_unique<CurlUpstreamClient>(loop_, config, logger_);
   }
 
   // Runs the loop until `done()` or `limit` of real time. A 5 ms repeating
@@ -356,7 +356,7 @@ TEST_F(CurlUpstreamTest, ResourceIdSelectorIsSentAsMiResId) {
 }
 
 TEST_F(CurlUpstreamTest, BuildUrlForEachSelector) {
-  Config::Imds c;
+  CurlUpstreamClient::Options c;
   c.api_version = "2019-08-01";
   EXPECT_EQ(CurlUpstreamClient::BuildUrl(c, Key()),
             "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2019-08-01"
@@ -426,7 +426,7 @@ TEST_F(CurlUpstreamTest, OversizeBodyIsTooLarge) {
     SCOPED_TRACE(c.name);
     TestServer server(TestServer::Mode::kRespond, c.response);
     ASSERT_TRUE(server.ok());
-    Config::Imds config = ConfigFor(server);
+    CurlUpstreamClient::Options config = ConfigFor(server);
     config.max_response_bytes = 1024;
     MakeClient(config);
     auto r = FetchAndWait(Key());
@@ -444,7 +444,7 @@ TEST_F(CurlUpstreamTest, OversizeBodyIsTooLarge) {
 TEST_F(CurlUpstreamTest, HangingServerTimesOut) {
   TestServer server(TestServer::Mode::kHang);
   ASSERT_TRUE(server.ok());
-  Config::Imds config = ConfigFor(server);
+  CurlUpstreamClient::Options config = ConfigFor(server);
   config.timeout = Duration(300);
   MakeClient(config);
   const auto start = std::chrono::steady_clock::now();
@@ -458,7 +458,7 @@ TEST_F(CurlUpstreamTest, HangingServerTimesOut) {
 }
 
 TEST_F(CurlUpstreamTest, RefusedConnectionIsAConnectError) {
-  Config::Imds config;
+  CurlUpstreamClient::Options config;
   config.endpoint = "http://127.0.0.1:" + std::to_string(DeadPort()) + "/metadata/identity/oauth2/token";
   MakeClient(config);
   auto r = FetchAndWait(Key());
@@ -531,7 +531,7 @@ TEST_F(CurlUpstreamTest, SetConfigAppliesToLaterFetches) {
   ASSERT_TRUE(first.ok() && second.ok());
   MakeClient(ConfigFor(first));
   EXPECT_EQ(FetchAndWait(Key())->body, "{\"n\":1}");
-  client_->set_config(ConfigFor(second));
+  client_->set_options(ConfigFor(second));
   EXPECT_EQ(FetchAndWait(Key())->body, "{\"n\":2}");
 }
 
@@ -564,49 +564,6 @@ TEST_F(CurlUpstreamTest, CallbackMayDestroyTheClient) {
   RunUntil([] { return false; }, Duration(50));
   EXPECT_EQ(calls, 1);
   EXPECT_EQ(client_, nullptr);
-}
-
-// --- agent/url.h ------------------------------------------------------------------
-
-TEST(UrlTest, EncodeKeepsOnlyUnreserved) {
-  EXPECT_EQ(UrlEncode("AZaz09-._~"), "AZaz09-._~");
-  EXPECT_EQ(UrlEncode("https://management.azure.com/"), "https%3A%2F%2Fmanagement.azure.com%2F");
-  EXPECT_EQ(UrlEncode("a b+c&d=e?f#g%"), "a%20b%2Bc%26d%3De%3Ff%23g%25");
-  EXPECT_EQ(UrlEncode("\xC3\xA9"), "%C3%A9");
-  EXPECT_EQ(UrlEncode(std::string_view("\0\xff", 2)), "%00%FF");
-  EXPECT_EQ(UrlEncode(""), "");
-}
-
-TEST(UrlTest, DecodePercentAndPlus) {
-  std::string out;
-  ASSERT_TRUE(UrlDecode("a+b%2Fc", true, &out));
-  EXPECT_EQ(out, "a b/c");
-  ASSERT_TRUE(UrlDecode("a+b%2Fc", false, &out));
-  EXPECT_EQ(out, "a+b/c");
-  ASSERT_TRUE(UrlDecode("%2f%2F%3a", true, &out));
-  EXPECT_EQ(out, "//:");
-  ASSERT_TRUE(UrlDecode("%2B", true, &out));
-  EXPECT_EQ(out, "+");
-  // Unencoded input passes through.
-  ASSERT_TRUE(UrlDecode("https://vault.azure.net/", true, &out));
-  EXPECT_EQ(out, "https://vault.azure.net/");
-  ASSERT_TRUE(UrlDecode("", true, &out));
-  EXPECT_EQ(out, "");
-}
-
-TEST(UrlTest, DecodeRejectsBadEscapes) {
-  std::string out;
-  for (const char* bad : {"%", "%2", "abc%", "abc%4", "%zz", "%G1", "%1G", "a%%20", "% 20"}) {
-    EXPECT_FALSE(UrlDecode(bad, true, &out)) << bad;
-  }
-}
-
-TEST(UrlTest, RoundTripsEveryByte) {
-  std::string all;
-  for (int i = 0; i < 256; ++i) all.push_back(static_cast<char>(i));
-  std::string out;
-  ASSERT_TRUE(UrlDecode(UrlEncode(all), true, &out));
-  EXPECT_EQ(out, all);
 }
 
 }  // namespace

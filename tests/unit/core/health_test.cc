@@ -1,6 +1,7 @@
 // The /status document and readiness from a real TokenCache on a fake clock and
 // a fake upstream: states, times, ordering, the default view's caps, the full
 // view's steps, and never a token. No HTTP: the routes are health_api_test.cc.
+#include "agent/app/config.h"
 #include "agent/health.h"
 
 #include <gtest/gtest.h>
@@ -43,12 +44,12 @@ class HealthModelTest : public ::testing::Test {
     config_.cache.margin = minutes(5);
     config_.cache.refresh_ahead = minutes(10);
     config_.cache.hard_floor = minutes(1);
-    config_.retry.max_attempts = 2;
+    config_.cache.retry.max_attempts = 2;
     config_.budget.rate_per_second = 1000;
     config_.budget.burst = 1000;
     config_.budget.max_concurrent = 3;
     scheduler_ = std::make_unique<UpstreamScheduler>(config_.budget, time_, time_);
-    cache_ = std::make_unique<TokenCache>(config_, &time_, &time_, &random_, &upstream_, scheduler_.get());
+    cache_ = std::make_unique<TokenCache>(config_.cache, time_, time_, random_, upstream_, *scheduler_);
     cache_->set_upstream_observer([this](Duration latency, int) { latency_.Observe(latency); });
     model_ = std::make_unique<HealthModel>(*cache_, *scheduler_, latency_);
     HealthModel::Info& info = model_->info();
@@ -68,9 +69,9 @@ class HealthModelTest : public ::testing::Test {
 
   static TokenKey Key(const std::string& resource, SelectorKind kind = SelectorKind::kDefault,
                       const std::string& id = "") {
-    TokenKey k;
-    EXPECT_EQ(MakeTokenKey(kind, id, resource, &k), "");
-    return k;
+    StatusOr<TokenKey> k = MakeTokenKey(SelectorFields::Of(kind, id), resource);
+    EXPECT_TRUE(k.ok()) << k.status().message();
+    return k.ok() ? *k : TokenKey();
   }
   int64_t Epoch(Duration from_now) { return ToEpochSeconds(time_.Now() + from_now); }
 
@@ -143,7 +144,7 @@ TEST(HealthModelReadyTest, ListenersThenReadiness) {
   FakeUpstream upstream;
   UpstreamLatency latency;
   UpstreamScheduler scheduler(config.budget, time, time);
-  TokenCache cache(config, &time, &time, &random, &upstream, &scheduler);
+  TokenCache cache(config.cache, time, time, random, upstream, scheduler);
   HealthModel model(cache, scheduler, latency);
   std::string why;
   EXPECT_FALSE(model.Ready(&why));

@@ -54,9 +54,9 @@ std::vector<Duration> Secs(std::vector<int> s) {
 
 class RetryPolicyTest : public ::testing::Test {
  protected:
-  Config::Retry config_;     // defaults: 5 attempts, delta 2 s, max 60 s, 410 window 70 s
+  RetryPolicy::Options config_;     // defaults: 5 attempts, delta 2 s, max 60 s, 410 window 70 s
   FakeRandom random_{0.5};   // 0.5: jitter factor exactly 1
-  RetryPolicy policy_{config_, &random_};
+  RetryPolicy policy_{config_, random_};
 };
 
 TEST_F(RetryPolicyTest, RetryableOutcomesFollowTheImdsSchedule) {
@@ -99,10 +99,10 @@ TEST_F(RetryPolicyTest, MalformedSuccessBodyIsRetried) {
 
 TEST_F(RetryPolicyTest, MaxAttemptsIsConfigurable) {
   config_.max_attempts = 3;
-  policy_.set_config(config_);
+  policy_.set_options(config_);
   EXPECT_EQ(AttemptStarts(policy_, Http(500)), Secs({0, 2, 6}));
   config_.max_attempts = 1;
-  policy_.set_config(config_);
+  policy_.set_options(config_);
   EXPECT_EQ(AttemptStarts(policy_, Http(500)), Secs({0}));
 }
 
@@ -134,7 +134,7 @@ TEST_F(RetryPolicyTest, JitterExtremes) {
 
 TEST_F(RetryPolicyTest, WaitIsCappedAtMaxDelayEvenWithJitter) {
   config_.max_attempts = 10;
-  policy_.set_config(config_);
+  policy_.set_options(config_);
   random_.set_value(0.999);
   RetryState state;
   std::vector<Duration> delays;
@@ -182,7 +182,7 @@ TEST_F(RetryPolicyTest, GoneWindowCoversOtherFailuresDuringTheUpgrade) {
 
 TEST_F(RetryPolicyTest, GoneWindowIsConfigurable) {
   config_.gone_window = seconds(20);
-  policy_.set_config(config_);
+  policy_.set_options(config_);
   // Within max_attempts the normal schedule applies; past it the window is over.
   EXPECT_EQ(AttemptStarts(policy_, Http(410)), Secs({0, 2, 6, 14, 30}));
 }
@@ -222,7 +222,7 @@ TEST_F(RetryPolicyTest, RetryAfterIsCapped) {
   ASSERT_TRUE(d.retry);
   EXPECT_EQ(d.delay, seconds(60));
   config_.retry_after_cap = seconds(30);
-  policy_.set_config(config_);
+  policy_.set_options(config_);
   RetryState other;
   EXPECT_EQ(policy_.Decide(other, Http(503, "3600"), kT0).delay, seconds(30));
 }

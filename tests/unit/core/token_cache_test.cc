@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/base/log.h"
 #include "tests/fakes/fake_random.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/fake_upstream.h"
@@ -36,7 +37,7 @@ class TokenCacheTest : public ::testing::Test {
 
   void Build() {
     scheduler_ = std::make_unique<UpstreamScheduler>(config_.budget, time_, time_);
-    cache_ = std::make_unique<TokenCache>(config_, &time_, &time_, &random_, &upstream_, scheduler_.get());
+    cache_ = std::make_unique<TokenCache>(config_.cache, time_, time_, random_, upstream_, *scheduler_);
   }
   void TearDown() override {
     cache_.reset();
@@ -45,9 +46,9 @@ class TokenCacheTest : public ::testing::Test {
 
   static TokenKey Key(const std::string& resource = "https://management.azure.com/",
                       SelectorKind kind = SelectorKind::kDefault, const std::string& id = "") {
-    TokenKey k;
-    EXPECT_EQ(MakeTokenKey(kind, id, resource, &k), "");
-    return k;
+    StatusOr<TokenKey> k = MakeTokenKey(SelectorFields::Of(kind, id), resource);
+    EXPECT_TRUE(k.ok()) << k.status().message();
+    return k.ok() ? *k : TokenKey();
   }
 
   int64_t Epoch(Duration from_now) { return ToEpochSeconds(time_.Now() + from_now); }
@@ -74,7 +75,10 @@ class TokenCacheTest : public ::testing::Test {
     return nlohmann::json::parse(body)["access_token"];
   }
 
-  Config config_;
+  struct {
+    TokenCache::Options cache;
+    UpstreamScheduler::Options budget;
+  } config_;
   FakeTime time_;
   FakeRandom random_;
   FakeUpstream upstream_;
@@ -234,7 +238,7 @@ TEST_F(TokenCacheTest, SameTokenAgainBacksOffAndNeverServesExpired) {
 }
 
 TEST_F(TokenCacheTest, StaticStabilityServesInsideMarginDownToTheFloorWhileUpstreamFails) {
-  config_.retry.max_attempts = 2;
+  config_.cache.retry.max_attempts = 2;
   Build();
   const TokenKey key = Key();
   const int64_t expires = Epoch(minutes(30));
@@ -259,7 +263,7 @@ TEST_F(TokenCacheTest, StaticStabilityServesInsideMarginDownToTheFloorWhileUpstr
 }
 
 TEST_F(TokenCacheTest, UpstreamFailureNeverYieldsAnExpiredToken) {
-  config_.retry.max_attempts = 1;
+  config_.cache.retry.max_attempts = 1;
   Build();
   const TokenKey key = Key();
   Warm(key, minutes(10));
@@ -275,7 +279,7 @@ TEST_F(TokenCacheTest, UpstreamFailureNeverYieldsAnExpiredToken) {
 }
 
 TEST_F(TokenCacheTest, PrefetchWarmsAtStartAndSignalsTheRound) {
-  config_.prefetch = {Key("https://vault.azure.net"),
+  config_.cache.prefetch = {Key("https://vault.azure.net"),
                       Key("https://storage.azure.com/", SelectorKind::kClientId,
                           "0d1e2f30-aaaa-bbbb-cccc-123456789abc")};
   Build();
@@ -287,14 +291,14 @@ TEST_F(TokenCacheTest, PrefetchWarmsAtStartAndSignalsTheRound) {
   EXPECT_FALSE(done);
   upstream_.Respond(FakeUpstream::Http(400, R"({"error":"invalid_request"})"));
   EXPECT_TRUE(done) << "the round ends when each key has a token or failed";
-  EXPECT_NE(cache_->Lookup(config_.prefetch[0]), nullptr);
+  EXPECT_NE(cache_->Lookup(config_.cache.prefetch[0]), nullptr);
   // Prefetch keys are kept fresh even if nobody uses them.
   time_.Advance(hours(30));
   while (upstream_.pending() > 0) {
     upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("b", Epoch(hours(24)))));
     time_.RunPending();
   }
-  EXPECT_NE(cache_->Lookup(config_.prefetch[0]), nullptr);
+  EXPECT_NE(cache_->Lookup(config_.cache.prefetch[0]), nullptr);
 }
 
 TEST_F(TokenCacheTest, IdleKeysStopRefreshingAndAreDropped) {
@@ -321,7 +325,7 @@ TEST_F(TokenCacheTest, KeyCapEvictsLeastRecentlyUsed) {
 }
 
 TEST_F(TokenCacheTest, CallerDeadlineAnswers500AndTheFetchGoesOn) {
-  config_.limits.caller_deadline = seconds(20);
+  config_.cache.caller_deadline = seconds(20);
   Build();
   const TokenKey key = Key();
   auto r = Get(key);
@@ -337,7 +341,7 @@ TEST_F(TokenCacheTest, CallerDeadlineAnswers500AndTheFetchGoesOn) {
 }
 
 TEST_F(TokenCacheTest, WaiterCapShedsWith429) {
-  config_.limits.max_waiters = 10;
+  config_.cache.max_waiters = 10;
   Build();
   std::vector<std::shared_ptr<std::vector<TokenResult>>> results;
   for (int i = 0; i < 15; ++i) results.push_back(Get(Key("https://r/" + std::to_string(i))));
@@ -364,7 +368,7 @@ TEST_F(TokenCacheTest, QueueFullShedsWith429) {
 }
 
 TEST_F(TokenCacheTest, RetriesRetryableFailuresThenServes) {
-  config_.retry.delta = seconds(2);
+  config_.cache.retry.delta = seconds(2);
   Build();
   const TokenKey key = Key();
   auto r = Get(key);
@@ -381,7 +385,7 @@ TEST_F(TokenCacheTest, RetriesRetryableFailuresThenServes) {
 }
 
 TEST_F(TokenCacheTest, MalformedTokenBodyIsAFailureNotACrash) {
-  config_.retry.max_attempts = 1;
+  config_.cache.retry.max_attempts = 1;
   Build();
   auto r = Get(Key());
   time_.RunPending();
@@ -397,7 +401,7 @@ namespace mi {
 namespace {
 
 TEST_F(TokenCacheTest, DeadlineWhileHeldByTheBudgetIs429NotA500) {
-  config_.limits.caller_deadline = seconds(10);
+  config_.cache.caller_deadline = seconds(10);
   config_.budget.max_concurrent = 1;
   Build();
   // One slow fetch occupies the only IMDS slot; a second key waits in the queue.
@@ -429,7 +433,7 @@ TEST_F(TokenCacheTest, DeadlineWhileHeldByTheBudgetIs429NotA500) {
 // --- floods of misses for keys that never get a token (issue #11, item 1) ----------
 
 TEST_F(TokenCacheTest, DeadlineDropsAQueuedFetchForAKeyWithoutAToken) {
-  config_.limits.caller_deadline = seconds(10);
+  config_.cache.caller_deadline = seconds(10);
   config_.budget.max_concurrent = 1;
   Build();
   auto blocker = Get(Key("https://slow/"));
@@ -478,7 +482,7 @@ TEST_F(TokenCacheTest, AFloodOfNewKeysEvictsJunkBeforeKeysHoldingTokens) {
 TEST_F(TokenCacheTest, CallersWhoHungUpGiveUpTheirPlaceBeforeTheirDeadline) {
   // A flood whose process died: its queued misses must not keep new keys out
   // for the rest of the caller deadline.
-  config_.limits.caller_deadline = seconds(25);
+  config_.cache.caller_deadline = seconds(25);
   config_.budget.max_concurrent = 1;
   config_.budget.max_queue = 3;
   Build();
@@ -552,7 +556,7 @@ TEST_F(TokenCacheTest, WithoutPressureAHalfClosedCallerStillGetsItsToken) {
 }
 
 TEST_F(TokenCacheTest, DeadlineDemotesTheQueuedFetchOfAKeyHoldingAToken) {
-  config_.limits.caller_deadline = seconds(10);
+  config_.cache.caller_deadline = seconds(10);
   config_.budget.max_concurrent = 1;
   config_.cache.refresh_ahead = Duration(0);
   Build();
@@ -582,7 +586,7 @@ TEST_F(TokenCacheTest, DeadlineDemotesTheQueuedFetchOfAKeyHoldingAToken) {
 }
 
 TEST_F(TokenCacheTest, KeysThatNeverHadATokenAreNotRefreshedInTheBackground) {
-  config_.retry.max_attempts = 1;
+  config_.cache.retry.max_attempts = 1;
   config_.budget.max_concurrent = 1;
   config_.budget.max_queue = 1;
   Build();
@@ -612,10 +616,10 @@ TEST_F(TokenCacheTest, KeysThatNeverHadATokenAreNotRefreshedInTheBackground) {
     }
   }
   // A failure for a key whose callers left is not retried either.
-  config_.retry.max_attempts = 5;
-  cache_->Reconfigure(config_);
-  config_.limits.caller_deadline = seconds(2);
-  cache_->Reconfigure(config_);
+  config_.cache.retry.max_attempts = 5;
+  cache_->Reconfigure(config_.cache);
+  config_.cache.caller_deadline = seconds(2);
+  cache_->Reconfigure(config_.cache);
   auto left = Get(Key("https://left/"));
   time_.RunPending();
   time_.Advance(seconds(3));  // the caller gives up while the request is out
@@ -702,16 +706,16 @@ TEST_F(TokenCacheTest, ExpiredTokensFromImdsBackOffLikeAnyFailure) {
 }
 
 TEST_F(TokenCacheTest, TokenInsideTheFloorGoesToItsWaitersButIsNotPolledForEverySecond) {
-  config_.prefetch = {Key("https://prefetched/")};
+  config_.cache.prefetch = {Key("https://prefetched/")};
   Build();
   cache_->StartPrefetch([] {});
   time_.RunPending();
   ASSERT_EQ(upstream_.pending(), 1u);
-  auto r = Get(config_.prefetch[0]);
+  auto r = Get(config_.cache.prefetch[0]);
   upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("short", Epoch(seconds(30)))));
   ASSERT_EQ(r->size(), 1u);
   EXPECT_EQ(r->at(0).kind, Kind::kToken) << "a valid token, as before";
-  EXPECT_EQ(cache_->Lookup(config_.prefetch[0]), nullptr) << "but not cached: it is inside the floor";
+  EXPECT_EQ(cache_->Lookup(config_.cache.prefetch[0]), nullptr) << "but not cached: it is inside the floor";
   const size_t before = upstream_.calls();
   for (int i = 0; i < 300; ++i) {  // 5 minutes of IMDS answering the same short-lived token
     while (upstream_.pending() > 0) {
@@ -731,8 +735,8 @@ TEST_F(TokenCacheTest, SummaryCountsEveryKeyAsTheSnapshotShowsIt) {
   config_.budget.max_queue = 3;
   config_.cache.max_keys = 12;
   config_.cache.idle_evict = minutes(20);
-  config_.limits.caller_deadline = seconds(10);
-  config_.prefetch = {Key("https://prefetched/")};
+  config_.cache.caller_deadline = seconds(10);
+  config_.cache.prefetch = {Key("https://prefetched/")};
   Build();
   cache_->StartPrefetch([] {});
   auto check = [&](int step) {

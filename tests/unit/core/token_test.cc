@@ -21,67 +21,62 @@ std::string WithExpiresOn(const std::string& value) {
   return R"({"access_token":"secret-tok","expires_on":)" + value + R"(,"token_type":"Bearer"})";
 }
 
+// The reason FromImdsBody refuses `body`, "" when it accepts it.
+std::string Why(const std::string& body) {
+  StatusOr<std::shared_ptr<const Token>> token = Token::FromImdsBody(body);
+  if (token.ok()) return "";
+  EXPECT_FALSE(token.status().message().empty());
+  return token.status().message();
+}
+
 TEST(TokenBodyTest, DeeplyNestedExtraFieldIsMalformedNotAStackOverflow) {
   // Used to overflow the stack while the extra field was serialised.
   const std::string body = Nested(R"({"access_token":"secret-tok","expires_on":"1900000000","x":)", 30000, "}");
-  std::string why;
-  EXPECT_FALSE(Token::FromImdsBody(body, &why));
+  const std::string why = Why(body);
+  EXPECT_NE(why, "");
   EXPECT_EQ(why.find("secret-tok"), std::string::npos);
   // Release builds survived 30,000 but not this many.
-  std::string why2;
-  EXPECT_FALSE(Token::FromImdsBody(Nested(R"({"access_token":"t","expires_on":"1900000000","x":)", 200000, "}"),
-                                   &why2));
+  EXPECT_NE(Why(Nested(R"({"access_token":"t","expires_on":"1900000000","x":)", 200000, "}")), "");
   // Nesting inside strings is text, not depth.
-  std::string why3;
-  EXPECT_TRUE(Token::FromImdsBody(
-      R"({"access_token":"t","expires_on":"1900000000","x":")" + std::string(1000, '[') + R"(\"["})", &why3))
-      << why3;
+  EXPECT_EQ(Why(R"({"access_token":"t","expires_on":"1900000000","x":")" + std::string(1000, '[') + R"(\"["})"),
+            "");
 }
 
 TEST(TokenBodyTest, ExpiresOnOutOfRangeOrNotAnIntegerIsMalformed) {
   for (const char* bad : {"9999999999999999", "9223372036854775807", "18446744073709551615", "1e300", "1.5", "-5",
                           "0", "253402300800", "\"9999999999999999\"", "\"253402300800\"", "\"-5\"", "\"1.5\"",
                           "\"1e3\"", "true", "null", "[1900000000]"}) {
-    std::string why;
-    EXPECT_FALSE(Token::FromImdsBody(WithExpiresOn(bad), &why)) << bad;
-    EXPECT_FALSE(why.empty());
+    EXPECT_EQ(Why(WithExpiresOn(bad)), "IMDS answer has no usable expires_on (epoch seconds up to year 9999)") << bad;
   }
   for (const char* good : {"1900000000", "\"1900000000\"", "253402300799", "\"253402300799\""}) {
-    std::string why;
-    EXPECT_TRUE(Token::FromImdsBody(WithExpiresOn(good), &why)) << good << ": " << why;
+    EXPECT_EQ(Why(WithExpiresOn(good)), "") << good;
   }
 }
 
 TEST(TokenBodyTest, NotBeforeIsRangeCheckedToo) {
   for (const char* bad : {"9999999999999999", "1e300", "1.5", "-5", "\"soon\""}) {
-    std::string why;
     const std::string body =
         R"({"access_token":"t","expires_on":"1900000000","not_before":)" + std::string(bad) + "}";
-    EXPECT_FALSE(Token::FromImdsBody(body, &why)) << bad;
+    EXPECT_EQ(Why(body), "IMDS answer has a malformed not_before") << bad;
   }
-  std::string why;
-  EXPECT_TRUE(Token::FromImdsBody(R"({"access_token":"t","expires_on":"1900000000","not_before":"0"})", &why))
-      << why;
+  EXPECT_EQ(Why(R"({"access_token":"t","expires_on":"1900000000","not_before":"0"})"), "");
 }
 
 TEST(TokenBodyTest, TheLatestExpiryStillComputesExpiresIn) {
-  std::string why;
-  auto token = Token::FromImdsBody(WithExpiresOn("253402300799"), &why);
-  ASSERT_TRUE(token) << why;
+  auto token = Token::FromImdsBody(WithExpiresOn("253402300799"));
+  ASSERT_TRUE(token.ok()) << token.status().message();
   std::string body;
-  token->AppendBody(FromEpochSeconds(253402300799 - 7), &body);
+  (*token)->AppendBody(FromEpochSeconds(253402300799 - 7), &body);
   EXPECT_EQ(json::parse(body)["expires_in"], "7");
 }
 
 TEST(TokenBodyTest, ExtraFieldsAreStringsOrDropped) {
-  std::string why;
   auto token = Token::FromImdsBody(
       R"({"access_token":"t","expires_on":"1900000000","client_id":"c","ext_expires_in":86399,)"
-      R"("ratio":1.5,"flag":true,"off":false,"obj":{"a":1},"arr":[1,2],"nothing":null})",
-      &why);
-  ASSERT_TRUE(token) << why;
+      R"("ratio":1.5,"flag":true,"off":false,"obj":{"a":1},"arr":[1,2],"nothing":null})");
+  ASSERT_TRUE(token.ok()) << token.status().message();
   std::string body;
-  token->AppendBody(FromEpochSeconds(1900000000 - 60), &body);
+  (*token)->AppendBody(FromEpochSeconds(1900000000 - 60), &body);
   json j = json::parse(body);
   for (auto it = j.begin(); it != j.end(); ++it) EXPECT_TRUE(it->is_string()) << it.key() << " " << body;
   EXPECT_EQ(j["client_id"], "c");
@@ -98,18 +93,19 @@ TEST(TokenBodyTest, NotAnObjectOrNoAccessTokenIsMalformedAndTheErrorHoldsNoBody)
   for (const char* bad : {"", "secret-tok", "[\"secret-tok\"]", "\"secret-tok\"", "{\"access_token\":\"secret-tok\"",
                           R"({"token":"secret-tok","expires_on":"1900000000"})",
                           R"({"access_token":7,"expires_on":"1900000000"})"}) {
-    std::string why;
-    EXPECT_FALSE(Token::FromImdsBody(bad, &why)) << bad;
+    StatusOr<std::shared_ptr<const Token>> token = Token::FromImdsBody(bad);
+    EXPECT_FALSE(token.ok()) << bad;
+    const std::string& why = token.status().message();
     EXPECT_FALSE(why.empty()) << bad;
     EXPECT_EQ(why.find("secret-tok"), std::string::npos) << why;
   }
 }
 
 TEST(TokenBodyTest, ExpiresInNeverGoesNegativeAndTheUpstreamValueIsNotServed) {
-  std::string why;
-  auto token = Token::FromImdsBody(
-      R"({"access_token":"t","expires_in":"86399","expires_on":"1900000000","token_type":"Bearer"})", &why);
-  ASSERT_TRUE(token) << why;
+  StatusOr<std::shared_ptr<const Token>> parsed = Token::FromImdsBody(
+      R"({"access_token":"t","expires_in":"86399","expires_on":"1900000000","token_type":"Bearer"})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status().message();
+  const std::shared_ptr<const Token>& token = *parsed;
   std::string body;
   token->AppendBody(FromEpochSeconds(1900000000 - 100), &body);
   EXPECT_EQ(json::parse(body)["expires_in"], "100");
@@ -121,13 +117,12 @@ TEST(TokenBodyTest, ExpiresInNeverGoesNegativeAndTheUpstreamValueIsNotServed) {
 
 // The cache tells a renewed token from the same one again by its fingerprint.
 TEST(TokenBodyTest, TheFingerprintFollowsTheAccessTokenOnly) {
-  std::string why;
-  auto a = Token::FromImdsBody(R"({"access_token":"tok-a","expires_on":"1900000000"})", &why);
-  auto again = Token::FromImdsBody(R"({"access_token":"tok-a","expires_on":"1900000100","x":"y"})", &why);
-  auto b = Token::FromImdsBody(R"({"access_token":"tok-b","expires_on":"1900000000"})", &why);
-  ASSERT_TRUE(a && again && b) << why;
-  EXPECT_EQ(a->fingerprint(), again->fingerprint());
-  EXPECT_NE(a->fingerprint(), b->fingerprint());
+  auto a = Token::FromImdsBody(R"({"access_token":"tok-a","expires_on":"1900000000"})");
+  auto again = Token::FromImdsBody(R"({"access_token":"tok-a","expires_on":"1900000100","x":"y"})");
+  auto b = Token::FromImdsBody(R"({"access_token":"tok-b","expires_on":"1900000000"})");
+  ASSERT_TRUE(a.ok() && again.ok() && b.ok());
+  EXPECT_EQ((*a)->fingerprint(), (*again)->fingerprint());
+  EXPECT_NE((*a)->fingerprint(), (*b)->fingerprint());
 }
 
 TEST(ImdsErrorBodyTest, AJsonErrorObjectPassesThroughUnchanged) {

@@ -50,7 +50,7 @@ class UpstreamSchedulerTest : public ::testing::Test {
 
   FakeTime time_;
   const TimePoint t0_ = time_.Now();
-  Config::Budget budget_;
+  UpstreamScheduler::Options budget_;
   std::unique_ptr<UpstreamScheduler> scheduler_;
   std::vector<std::string> order_;
   std::vector<Duration> starts_;
@@ -351,9 +351,9 @@ TEST_F(UpstreamSchedulerTest, ConfigChangesApplyAtOnce) {
   for (int i = 0; i < 4; ++i) Held(Priority::kCaller, "j" + std::to_string(i));
   time_.Advance(seconds(1));
   EXPECT_EQ(order_.size(), 1u);
-  Config::Budget wider = budget_;
+  UpstreamScheduler::Options wider = budget_;
   wider.max_concurrent = 3;
-  scheduler_->set_config(wider);
+  scheduler_->set_options(wider);
   time_.Advance(seconds(1));
   EXPECT_EQ(order_.size(), 3u);
   EXPECT_EQ(scheduler_->stats().in_flight, 3);

@@ -43,14 +43,14 @@ class HealthApiTest : public ::testing::Test {
     config_.cache.margin = minutes(5);
     config_.cache.refresh_ahead = minutes(10);
     config_.cache.hard_floor = minutes(1);
-    config_.retry.max_attempts = 2;
+    config_.cache.retry.max_attempts = 2;
     config_.budget.rate_per_second = 1000;
     config_.budget.burst = 1000;
     config_.budget.max_concurrent = 3;
     scheduler_ = std::make_unique<UpstreamScheduler>(config_.budget, time_, time_);
-    cache_ = std::make_unique<TokenCache>(config_, &time_, &time_, &random_, &upstream_, scheduler_.get());
+    cache_ = std::make_unique<TokenCache>(config_.cache, time_, time_, random_, upstream_, *scheduler_);
     cache_->set_upstream_observer([this](Duration latency, int) { metrics_.Observe(latency); });
-    api_ = std::make_unique<TokenApi>(cache_.get(), &time_, TokenApiOptions{});
+    api_ = std::make_unique<TokenApi>(cache_.get(), &time_, TokenApi::Options{});
     model_ = std::make_unique<HealthModel>(*cache_, *scheduler_, metrics_);
     model_->info().version = "9.8.7";
     model_->info().start_time = time_.Now();
@@ -75,9 +75,9 @@ class HealthApiTest : public ::testing::Test {
   }
   static TokenKey Key(const std::string& resource, SelectorKind kind = SelectorKind::kDefault,
                       const std::string& id = "") {
-    TokenKey k;
-    EXPECT_EQ(MakeTokenKey(kind, id, resource, &k), "");
-    return k;
+    StatusOr<TokenKey> k = MakeTokenKey(SelectorFields::Of(kind, id), resource);
+    EXPECT_TRUE(k.ok()) << k.status().message();
+    return k.ok() ? *k : TokenKey();
   }
   int64_t Epoch(Duration from_now) { return ToEpochSeconds(time_.Now() + from_now); }
   void Warm(const TokenKey& key, Duration life, int secret) {
@@ -150,7 +150,10 @@ class HealthApiTest : public ::testing::Test {
     EXPECT_EQ(text.find("SECRETTOKEN"), std::string::npos) << "a token fragment in output:\n" << text;
   }
 
-  Config config_;
+  struct {
+    TokenCache::Options cache;
+    UpstreamScheduler::Options budget;
+  } config_;
   FakeTime time_;
   FakeRandom random_;
   FakeUpstream upstream_;

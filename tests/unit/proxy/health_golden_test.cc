@@ -13,6 +13,7 @@
 
 #include "agent/app/process_metrics.h"
 #include "agent/base/event_loop.h"
+#include "agent/app/config.h"
 #include "agent/health.h"
 #include "agent/token_cache.h"
 #include "agent/upstream_latency.h"
@@ -37,14 +38,14 @@ class HealthGoldenTest : public ::testing::Test {
     config_.cache.margin = minutes(5);
     config_.cache.refresh_ahead = minutes(10);
     config_.cache.hard_floor = minutes(1);
-    config_.retry.max_attempts = 2;
+    config_.cache.retry.max_attempts = 2;
     config_.budget.rate_per_second = 1000;
     config_.budget.burst = 1000;
     config_.budget.max_concurrent = 3;
     scheduler_ = std::make_unique<UpstreamScheduler>(config_.budget, time_, time_);
-    cache_ = std::make_unique<TokenCache>(config_, &time_, &time_, &random_, &upstream_, scheduler_.get());
+    cache_ = std::make_unique<TokenCache>(config_.cache, time_, time_, random_, upstream_, *scheduler_);
     cache_->set_upstream_observer([this](Duration latency, int) { latency_.Observe(latency); });
-    api_ = std::make_unique<TokenApi>(cache_.get(), &time_, TokenApiOptions{});
+    api_ = std::make_unique<TokenApi>(cache_.get(), &time_, TokenApi::Options{});
     // Never listening: their counters stay zero, their families are locked.
     token_server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits{}, *api_, logger_);
     health_server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits{}, *api_, logger_);
@@ -82,9 +83,9 @@ class HealthGoldenTest : public ::testing::Test {
 
   static TokenKey Key(const std::string& resource, SelectorKind kind = SelectorKind::kDefault,
                       const std::string& id = "") {
-    TokenKey k;
-    EXPECT_EQ(MakeTokenKey(kind, id, resource, &k), "");
-    return k;
+    StatusOr<TokenKey> k = MakeTokenKey(SelectorFields::Of(kind, id), resource);
+    EXPECT_TRUE(k.ok()) << k.status().message();
+    return k.ok() ? *k : TokenKey();
   }
   int64_t Epoch(Duration from_now) { return ToEpochSeconds(time_.Now() + from_now); }
   void Fetch(const TokenKey& key, UpstreamResponse response, Duration latency) {

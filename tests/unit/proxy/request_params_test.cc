@@ -127,7 +127,10 @@ TEST(ClassifyTargetTest, QueryIsSplitOff) {
 }
 
 std::string Parse(std::string_view query, std::string_view form, ParsedParams* out) {
-  return ParseTokenParams(query, form, out);
+  StatusOr<ParsedParams> parsed = ParseTokenParams(query, form);
+  if (!parsed.ok()) return parsed.status().message();
+  *out = std::move(*parsed);
+  return "";
 }
 
 TEST(ParseTokenParamsTest, DecodesPlusAndPercent) {
@@ -186,6 +189,20 @@ TEST(ParseTokenParamsTest, Errors) {
   EXPECT_NE(Parse("resource=r&mi_res_id=%2Fsubscriptions%2Fx", "", &p), "") << "not an ARM id";
   EXPECT_NE(Parse("resource=%ZZ", "", &p), "") << "bad escape";
   EXPECT_NE(Parse("resource=a%00b", "", &p), "") << "control characters";
+}
+
+TEST(ParseTokenParamsTest, ErrorDescriptions) {
+  ParsedParams p;
+  EXPECT_EQ(Parse("resource=%ZZ", "", &p), "malformed percent-encoding in resource");
+  EXPECT_EQ(Parse("re%zource=r", "", &p), "malformed percent-encoding in a parameter name");
+  EXPECT_EQ(Parse("resource=a&resource=b", "", &p), "resource is given more than once");
+  EXPECT_EQ(Parse("", "", &p), "Required parameter resource is missing");
+  EXPECT_EQ(Parse(std::string("client_id=") + kGuid + "&object_id=" + kGuid, "", &p),
+            "give at most one of client_id, object_id and mi_res_id")
+      << "the selector rule comes before the missing resource";
+  EXPECT_EQ(Parse(std::string("mi_res_id=") + kArm + "&msi_res_id=" + kArm, "", &p),
+            "give one of mi_res_id and msi_res_id");
+  EXPECT_EQ(Parse("resource=r&client_id=abc", "", &p), "client_id is not a GUID");
 }
 
 TEST(IdentityShapeTest, GuidAndArmId) {

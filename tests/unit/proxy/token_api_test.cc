@@ -40,12 +40,11 @@ class FakeBroker : public TokenBroker {
 // Checks that need no connection: the result → HTTP mapping and token bodies.
 TEST(TokenApiMapTest, TokenBodyHasStringValuesAndRecomputedExpiresIn) {
   FakeTime time;
-  std::string why;
-  auto token = Token::FromImdsBody(FakeUpstream::TokenBody("abc", ToEpochSeconds(time.Now()) + 100), &why);
-  ASSERT_TRUE(token) << why;
+  auto token = Token::FromImdsBody(FakeUpstream::TokenBody("abc", ToEpochSeconds(time.Now()) + 100));
+  ASSERT_TRUE(token.ok()) << token.status().message();
   TokenResult r;
   r.kind = TokenResult::Kind::kToken;
-  r.token = token;
+  r.token = *token;
   HttpResponse resp = TokenApi::MapResult(r, time.Now() + std::chrono::seconds(40));
   EXPECT_EQ(resp.status, 200);
   auto j = nlohmann::json::parse(resp.body);
@@ -56,11 +55,10 @@ TEST(TokenApiMapTest, TokenBodyHasStringValuesAndRecomputedExpiresIn) {
 }
 
 TEST(TokenApiMapTest, ExpiresOnAsNumberBecomesAString) {
-  std::string why;
-  auto token = Token::FromImdsBody(R"({"access_token":"t","expires_on":1900000000,"token_type":"Bearer"})", &why);
-  ASSERT_TRUE(token) << why;
+  auto token = Token::FromImdsBody(R"({"access_token":"t","expires_on":1900000000,"token_type":"Bearer"})");
+  ASSERT_TRUE(token.ok()) << token.status().message();
   std::string body;
-  token->AppendBody(FromEpochSeconds(1900000000 - 5), &body);
+  (*token)->AppendBody(FromEpochSeconds(1900000000 - 5), &body);
   EXPECT_EQ(nlohmann::json::parse(body)["expires_on"], "1900000000");
 }
 
@@ -68,8 +66,9 @@ TEST(TokenApiMapTest, MalformedImdsBodiesAreRejectedWithoutEchoingThem) {
   for (const char* bad : {"", "[]", "{", R"({"access_token":""})", R"({"access_token":"secret-tok"})",
                           R"({"access_token":"secret-tok","expires_on":"soon"})",
                           R"({"access_token":"secret-tok","expires_on":"1900000000","token_type":7})"}) {
-    std::string why;
-    EXPECT_FALSE(Token::FromImdsBody(bad, &why)) << bad;
+    auto token = Token::FromImdsBody(bad);
+    EXPECT_FALSE(token.ok()) << bad;
+    const std::string why = token.status().message();
     EXPECT_EQ(why.find("secret-tok"), std::string::npos) << "never a token in an error";
     EXPECT_FALSE(why.empty());
   }
@@ -132,8 +131,8 @@ std::shared_ptr<testing::RecordingSink> Call(TokenApi& api, const std::string& r
   return sink;
 }
 
-TokenApiOptions AllowRemote() {
-  TokenApiOptions o;
+TokenApi::Options AllowRemote() {
+  TokenApi::Options o;
   o.allow_remote = true;
   return o;
 }
@@ -149,7 +148,7 @@ std::string StatusAndError(const testing::RecordingSink& sink) {
 
 TEST(TokenApiPeerTest, NonLoopbackPeerGets401UnauthorizedClient) {
   Fixture f;
-  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.time, TokenApi::Options{});
   auto sink = Call(api, "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n\r\n",
                    /*loopback=*/false, "10.1.2.3:4567");
   EXPECT_EQ(StatusAndError(*sink), "401 unauthorized_client");
@@ -169,9 +168,9 @@ TEST(TokenApiPeerTest, AllowRemoteServesNonLoopbackPeers) {
 TEST(TokenApiPeerTest, CacheHitAndFetchRenderTheSameToken) {
   Fixture f;
   std::string why;
-  f.broker.cached = Token::FromImdsBody(FakeUpstream::TokenBody("tok", ToEpochSeconds(f.time.Now()) + 3600), &why);
+  f.broker.cached = Token::FromImdsBody(FakeUpstream::TokenBody("tok", ToEpochSeconds(f.time.Now()) + 3600)).value();
   ASSERT_TRUE(f.broker.cached) << why;
-  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.time, TokenApi::Options{});
   const std::string raw = "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n\r\n";
   auto hit = Call(api, raw);
   ASSERT_EQ(hit->status(), 200);
@@ -200,8 +199,8 @@ TEST(TokenApiLoopbackTest, RealLoopbackPeerIsServed) {
   Logger logger;
   FakeBroker broker;
   std::string why;
-  broker.cached = Token::FromImdsBody(FakeUpstream::TokenBody("tok", ToEpochSeconds(loop.clock().Now()) + 3600), &why);
-  TokenApi api(&broker, &loop.clock(), TokenApiOptions{});
+  broker.cached = Token::FromImdsBody(FakeUpstream::TokenBody("tok", ToEpochSeconds(loop.clock().Now()) + 3600)).value();
+  TokenApi api(&broker, &loop.clock(), TokenApi::Options{});
   std::string answer;
   {
     HttpServer server(loop.uv(), ServerLimits(), api, logger);
@@ -248,7 +247,7 @@ void ExpectAnswers(Fixture&, TokenApi& api, const std::vector<HostCase>& cases) 
 TEST(TokenApiHostTest, ForeignHostIsRefusedBeforeTheCache) {
   Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.time, TokenApi::Options{});
   ExpectAnswers(f, api,
                 {
                     {Get("Host: attacker.example:50342\r\n"), "400 invalid_request"},
@@ -267,7 +266,7 @@ TEST(TokenApiHostTest, ForeignHostIsRefusedBeforeTheCache) {
 TEST(TokenApiHostTest, LoopbackNamesAreServedOnAnyPortInAnyCase) {
   Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.time, TokenApi::Options{});
   ExpectAnswers(f, api,
                 {
                     {Get("Host: localhost\r\n"), "500 unknown"},
@@ -282,7 +281,7 @@ TEST(TokenApiHostTest, LoopbackNamesAreServedOnAnyPortInAnyCase) {
 TEST(TokenApiHostTest, HostIsRequiredOnceInHttp11NotInHttp10) {
   Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.time, TokenApi::Options{});
   ExpectAnswers(f, api,
                 {
                     {Get(""), "400 invalid_request"},
@@ -298,7 +297,7 @@ TEST(TokenApiHostTest, HostIsRequiredOnceInHttp11NotInHttp10) {
 TEST(TokenApiHostTest, OriginIsRefused) {
   Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.time, TokenApi::Options{});
   ExpectAnswers(f, api,
                 {
                     {Get("Host: localhost\r\nOrigin: http://attacker.example\r\n"), "400 invalid_request"},
@@ -310,7 +309,7 @@ TEST(TokenApiHostTest, OriginIsRefused) {
 
 TEST(TokenApiHostTest, OtherChecksKeepTheirAnswersForAGoodHost) {
   Fixture f;
-  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.time, TokenApi::Options{});
   ExpectAnswers(f, api,
                 {
                     {"GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
@@ -323,7 +322,7 @@ TEST(TokenApiHostTest, OtherChecksKeepTheirAnswersForAGoodHost) {
 TEST(TokenApiHostTest, ListenAddressesAndAllowedHostsAreServed) {
   Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApiOptions options;
+  TokenApi::Options options;
   options.listen_hosts = {"10.0.0.4", "fd00::4", "[fd00::5]"};
   options.allowed_hosts = {"MyVM.internal", "[fd00::6]"};
   TokenApi api(&f.broker, &f.time, options);
@@ -343,7 +342,7 @@ TEST(TokenApiHostTest, ListenAddressesAndAllowedHostsAreServed) {
 TEST(TokenApiHostTest, SetOptionsReplacesTheAllowedHosts) {
   Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApiOptions options;
+  TokenApi::Options options;
   options.allowed_hosts = {"old.internal"};
   TokenApi api(&f.broker, &f.time, options);
   options.allowed_hosts = {"new.internal"};
@@ -359,7 +358,7 @@ TEST(TokenApiHostTest, SetOptionsReplacesTheAllowedHosts) {
 TEST(TokenApiHostTest, AbsoluteFormAuthorityMustBeImdsOrAllowed) {
   Fixture f;
   f.broker.next.kind = TokenResult::Kind::kUnavailable;
-  TokenApiOptions options;
+  TokenApi::Options options;
   options.absolute_form = true;
   options.allowed_hosts = {"myvm.internal"};
   TokenApi api(&f.broker, &f.time, options);
@@ -381,7 +380,7 @@ TEST(TokenApiHostTest, AbsoluteFormAuthorityMustBeImdsOrAllowed) {
 
 TEST(TokenApiHostTest, TrailerMetadataDoesNotPass) {
   Fixture f;
-  TokenApi api(&f.broker, &f.time, TokenApiOptions{});
+  TokenApi api(&f.broker, &f.time, TokenApi::Options{});
   auto answer = Call(
       api,
       "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n"

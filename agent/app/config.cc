@@ -1,14 +1,17 @@
-#include "agent/config.h"
+#include "agent/app/config.h"
 
 #include <cmath>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 #include <uv.h>
 
-#include "agent/platform.h"
+#include "agent/base/socket_address.h"
 #include "agent/base/text.h"
+#include "agent/platform.h"
 
 namespace mi {
 namespace {
@@ -63,23 +66,24 @@ class Reader {
   }
 
   void Number(const std::string& key, double* out, double min, double max) {
-    if (const json* v = Take(key)) {
-      double d = v->is_number() ? v->get<double>() : NAN;
-      if (!std::isfinite(d) || d < min || d > max) {
-        std::ostringstream m;
-        m << "expected a number from " << min << " to " << max;
-        Fail(key, m.str());
-      } else {
-        *out = d;
-      }
-    }
+    if (std::optional<double> d = NumberIn(key, min, max)) *out = *d;
   }
 
   // "<name>_seconds": seconds, fractions allowed (tests scale time down).
   void Seconds(const std::string& key, Duration* out, double min, double max) {
-    double s = -1;
-    Number(key, &s, min, max);
-    if (s >= 0) *out = Duration(static_cast<int64_t>(std::llround(s * 1000)));
+    if (std::optional<double> s = NumberIn(key, min, max)) {
+      *out = Duration(static_cast<int64_t>(std::llround(*s * 1000)));
+    }
+  }
+
+  // A nested object read by `read` with its own Reader (keys named
+  // "<key>.<name>"), then checked for unknown keys. Nothing when absent.
+  void Section(const std::string& key, const std::function<void(Reader&)>& read) {
+    if (const json* o = Object(key)) {
+      Reader s(*o, Path(key), error_);
+      read(s);
+      s.Finish();
+    }
   }
 
   // Returns the nested object (or null when absent or not an object).
@@ -110,36 +114,26 @@ class Reader {
   }
 
  private:
+  // The value of `key` when it is a number within [min, max]; else nothing
+  // (and an error when the key is there).
+  std::optional<double> NumberIn(const std::string& key, double min, double max) {
+    const json* v = Take(key);
+    if (v == nullptr) return std::nullopt;
+    const double d = v->is_number() ? v->get<double>() : NAN;
+    if (!std::isfinite(d) || d < min || d > max) {
+      std::ostringstream m;
+      m << "expected a number from " << min << " to " << max;
+      Fail(key, m.str());
+      return std::nullopt;
+    }
+    return d;
+  }
+
   const json& object_;
   std::string path_;
   std::string* error_;
   std::vector<std::string> taken_;
 };
-
-bool ParseHostPort(const std::string& text, ListenAddress* out) {
-  std::string host;
-  std::string port;
-  if (!text.empty() && text[0] == '[') {
-    size_t close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') return false;
-    host = text.substr(1, close - 1);
-    port = text.substr(close + 2);
-  } else {
-    size_t colon = text.rfind(':');
-    if (colon == std::string::npos || text.find(':') != colon) return false;
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  if (host.empty() || port.empty() || port.size() > 5) return false;
-  for (char c : port) {
-    if (c < '0' || c > '9') return false;
-  }
-  int p = std::stoi(port);
-  if (p > 65535) return false;
-  out->host = host;
-  out->port = static_cast<uint16_t>(p);
-  return true;
-}
 
 // A Host name as allowed_hosts takes it: DNS labels (letters, digits, inner
 // hyphens; an IPv4 address is one too) or a bracketed IPv6 address. No port.
@@ -196,44 +190,29 @@ void ParsePrefetch(Reader& r, std::string* error, std::vector<TokenKey>* out) {
     }
     Reader ir(item, path, error);
     std::string resource;
-    std::string selectors[4];
+    std::string client_id, object_id, mi_res_id, msi_res_id;
     ir.String("resource", &resource);
-    ir.String("client_id", &selectors[1]);
-    ir.String("object_id", &selectors[2]);
-    ir.String("mi_res_id", &selectors[3]);
-    std::string legacy;
-    ir.String("msi_res_id", &legacy);
+    ir.String("client_id", &client_id);
+    ir.String("object_id", &object_id);
+    ir.String("mi_res_id", &mi_res_id);
+    ir.String("msi_res_id", &msi_res_id);
     ir.Finish();
     if (!error->empty()) return;
-    if (!legacy.empty()) {
-      if (!selectors[3].empty()) {
-        *error = path + ": give mi_res_id or msi_res_id, not both";
-        return;
-      }
-      selectors[3] = legacy;
-    }
     if (resource.empty()) {
       *error = path + ".resource: required";
       return;
     }
-    SelectorKind kind = SelectorKind::kDefault;
-    std::string id;
-    for (int k = 1; k < 4; ++k) {
-      if (selectors[k].empty()) continue;
-      if (kind != SelectorKind::kDefault) {
-        *error = path + ": at most one of client_id, object_id, mi_res_id";
-        return;
-      }
-      kind = static_cast<SelectorKind>(k);
-      id = selectors[k];
-    }
-    TokenKey key;
-    std::string why = MakeTokenKey(kind, id, resource, &key);
-    if (!why.empty()) {
-      *error = path + ": " + why;
+    SelectorFields fields;
+    fields.client_id = client_id;
+    fields.object_id = object_id;
+    fields.mi_res_id = mi_res_id;
+    fields.msi_res_id = msi_res_id;
+    StatusOr<TokenKey> key = MakeTokenKey(fields, resource);
+    if (!key.ok()) {
+      *error = path + ": " + key.status().message();
       return;
     }
-    keys.push_back(std::move(key));
+    keys.push_back(std::move(*key));
   }
   *out = std::move(keys);
 }
@@ -241,6 +220,14 @@ void ParsePrefetch(Reader& r, std::string* error, std::vector<TokenKey>* out) {
 }  // namespace
 
 std::string DefaultConfigPath() { return platform::DefaultConfigPath(); }
+
+proxy::ServerLimits DefaultHealthLimits() {
+  proxy::ServerLimits l;
+  l.max_connections = 64;
+  l.idle_timeout = Duration(5000);
+  l.evict_idle_at_limit = true;
+  return l;
+}
 
 Status ParseConfig(const std::string& text, Config* out) {
   // The parser refuses bad UTF-8 too, but only as "not valid JSON".
@@ -267,69 +254,64 @@ Status ParseConfig(const std::string& text, Config* out) {
     }
     c.listen = std::move(hosts);
   }
-  r.Bool("allow_remote", &c.allow_remote);
-  r.Bool("absolute_form", &c.absolute_form);
-  ParseAllowedHosts(r, &error, &c.allowed_hosts);
+  r.Bool("allow_remote", &c.api.allow_remote);
+  r.Bool("absolute_form", &c.api.absolute_form);
+  ParseAllowedHosts(r, &error, &c.api.allowed_hosts);
 
-  if (const json* o = r.Object("imds")) {
-    Reader s(*o, "imds", &error);
-    s.String("endpoint", &c.imds.endpoint);
-    s.String("api_version", &c.imds.api_version);
-    s.Seconds("connect_timeout_seconds", &c.imds.connect_timeout, 0.001, 600);
-    s.Seconds("timeout_seconds", &c.imds.timeout, 0.001, 600);
-    s.Integer("max_response_bytes", &c.imds.max_response_bytes, 1024, 16 << 20);
-    s.Finish();
-    if (error.empty() && c.imds.endpoint.rfind("http://", 0) != 0 && c.imds.endpoint.rfind("https://", 0) != 0) {
-      error = "imds.endpoint: expected an http:// URL";
-    }
+  CurlUpstreamClient::Options& imds = c.imds;
+  r.Section("imds", [&](Reader& s) {
+    s.String("endpoint", &imds.endpoint);
+    s.String("api_version", &imds.api_version);
+    s.Seconds("connect_timeout_seconds", &imds.connect_timeout, 0.001, 600);
+    s.Seconds("timeout_seconds", &imds.timeout, 0.001, 600);
+    s.Integer("max_response_bytes", &imds.max_response_bytes, 1024, 16 << 20);
+  });
+  if (error.empty() && imds.endpoint.rfind("http://", 0) != 0 && imds.endpoint.rfind("https://", 0) != 0) {
+    error = "imds.endpoint: expected an http:// URL";
   }
-  if (const json* o = r.Object("cache")) {
-    Reader s(*o, "cache", &error);
-    s.Seconds("margin_seconds", &c.cache.margin, 0, 86400);
-    s.Seconds("refresh_ahead_seconds", &c.cache.refresh_ahead, 0, 86400);
-    s.Seconds("hard_floor_seconds", &c.cache.hard_floor, 0, 86400);
-    s.Seconds("idle_seconds", &c.cache.idle_evict, 0.001, 30 * 86400);
-    s.Integer("max_keys", &c.cache.max_keys, 1, 10000000);
-    s.Seconds("negative_ttl_seconds", &c.cache.negative_ttl, 0, 3600);
-    s.Seconds("same_token_backoff_seconds", &c.cache.same_token_backoff, 0.001, 86400);
-    s.Finish();
-  }
-  if (const json* o = r.Object("retry")) {
-    Reader s(*o, "retry", &error);
-    s.Integer("max_attempts", &c.retry.max_attempts, 1, 100);
-    s.Seconds("delta_seconds", &c.retry.delta, 0, 3600);
-    s.Seconds("max_delay_seconds", &c.retry.max_delay, 0, 3600);
-    s.Seconds("gone_window_seconds", &c.retry.gone_window, 0, 3600);
-    s.Seconds("retry_after_cap_seconds", &c.retry.retry_after_cap, 0, 3600);
-    s.Finish();
-  }
-  if (const json* o = r.Object("budget")) {
-    Reader s(*o, "budget", &error);
-    s.Number("rate_per_second", &c.budget.rate_per_second, 0.01, 1000);
-    s.Integer("burst", &c.budget.burst, 1, 1000);
-    s.Integer("max_concurrent", &c.budget.max_concurrent, 1, 64);
-    s.Integer("max_queue", &c.budget.max_queue, 1, 1000000);
-    s.Integer("max_background_queue", &c.budget.max_background_queue, 1, 1000000);
-    s.Finish();
-  }
-  if (const json* o = r.Object("limits")) {
-    Reader s(*o, "limits", &error);
-    s.Integer("max_connections", &c.limits.max_connections, 1, 1000000);
-    s.Integer("max_header_bytes", &c.limits.max_header_bytes, 256, 1 << 20);
-    s.Integer("max_body_bytes", &c.limits.max_body_bytes, 0, 1 << 20);
-    s.Seconds("header_timeout_seconds", &c.limits.header_timeout, 0.001, 3600);
-    s.Seconds("idle_timeout_seconds", &c.limits.idle_timeout, 0.001, 86400);
-    s.Integer("max_pipelined", &c.limits.max_pipelined, 1, 1024);
-    s.Integer("max_waiters", &c.limits.max_waiters, 1, 10000000);
-    s.Seconds("caller_deadline_seconds", &c.limits.caller_deadline, 0.001, 3600);
-    s.Seconds("drain_seconds", &c.limits.drain_timeout, 0, 3600);
-    s.Finish();
-  }
+  TokenCache::Options& cache = c.cache;
+  r.Section("cache", [&](Reader& s) {
+    s.Seconds("margin_seconds", &cache.margin, 0, 86400);
+    s.Seconds("refresh_ahead_seconds", &cache.refresh_ahead, 0, 86400);
+    s.Seconds("hard_floor_seconds", &cache.hard_floor, 0, 86400);
+    s.Seconds("idle_seconds", &cache.idle_evict, 0.001, 30 * 86400);
+    s.Integer("max_keys", &cache.max_keys, 1, 10000000);
+    s.Seconds("negative_ttl_seconds", &cache.negative_ttl, 0, 3600);
+    s.Seconds("same_token_backoff_seconds", &cache.same_token_backoff, 0.001, 86400);
+  });
+  RetryPolicy::Options& retry = c.cache.retry;
+  r.Section("retry", [&](Reader& s) {
+    s.Integer("max_attempts", &retry.max_attempts, 1, 100);
+    s.Seconds("delta_seconds", &retry.delta, 0, 3600);
+    s.Seconds("max_delay_seconds", &retry.max_delay, 0, 3600);
+    s.Seconds("gone_window_seconds", &retry.gone_window, 0, 3600);
+    s.Seconds("retry_after_cap_seconds", &retry.retry_after_cap, 0, 3600);
+  });
+  UpstreamScheduler::Options& budget = c.budget;
+  r.Section("budget", [&](Reader& s) {
+    s.Number("rate_per_second", &budget.rate_per_second, 0.01, 1000);
+    s.Integer("burst", &budget.burst, 1, 1000);
+    s.Integer("max_concurrent", &budget.max_concurrent, 1, 64);
+    s.Integer("max_queue", &budget.max_queue, 1, 1000000);
+    s.Integer("max_background_queue", &budget.max_background_queue, 1, 1000000);
+  });
+  proxy::ServerLimits& limits = c.limits;
+  r.Section("limits", [&](Reader& s) {
+    s.Integer("max_connections", &limits.max_connections, 1, 1000000);
+    s.Integer("max_header_bytes", &limits.max_header_bytes, 256, 1 << 20);
+    s.Integer("max_body_bytes", &limits.max_body_bytes, 0, 1 << 20);
+    s.Seconds("header_timeout_seconds", &limits.header_timeout, 0.001, 3600);
+    s.Seconds("idle_timeout_seconds", &limits.idle_timeout, 0.001, 86400);
+    s.Integer("max_pipelined", &limits.max_pipelined, 1, 1024);
+    s.Integer("max_waiters", &cache.max_waiters, 1, 10000000);
+    s.Seconds("caller_deadline_seconds", &cache.caller_deadline, 0.001, 3600);
+    s.Seconds("drain_seconds", &c.drain_timeout, 0, 3600);
+  });
   if (const json* list = r.Array("health")) {
     std::vector<ListenAddress> addrs;
     for (const auto& h : *list) {
       ListenAddress a;
-      if (!h.is_string() || !ParseHostPort(h.get<std::string>(), &a)) {
+      if (!h.is_string() || !ParseHostPort(h.get_ref<const std::string&>(), &a.host, &a.port)) {
         r.Fail("health", "expected a list of \"host:port\" strings such as \"127.0.0.1:50343\"");
         break;
       }
@@ -337,32 +319,34 @@ Status ParseConfig(const std::string& text, Config* out) {
     }
     c.health = std::move(addrs);
   }
-  if (const json* o = r.Object("health_limits")) {
-    Reader s(*o, "health_limits", &error);
+  r.Section("health_limits", [&](Reader& s) {
     s.Integer("max_connections", &c.health_limits.max_connections, 1, 10000);
     s.Seconds("idle_timeout_seconds", &c.health_limits.idle_timeout, 0.001, 3600);
-    s.Finish();
-  }
-  ParsePrefetch(r, &error, &c.prefetch);
+  });
+  ParsePrefetch(r, &error, &c.cache.prefetch);
   r.Bool("ready_waits_for_prefetch", &c.ready_waits_for_prefetch);
-  if (const json* o = r.Object("log")) {
-    Reader s(*o, "log", &error);
-    std::string level;
-    std::string format;
+  std::string level;
+  std::string format;
+  r.Section("log", [&](Reader& s) {
     s.String("level", &level);
     s.String("format", &format);
-    s.Finish();
-    if (!level.empty() && !ParseLogLevel(level, &c.log_level)) {
-      s.Fail("level", "expected debug, info, warning or error");
-    }
-    if (!format.empty() && !ParseLogFormat(format, &c.log_format)) {
-      s.Fail("format", "expected auto, text, journal or json");
-    }
+  });
+  if (!level.empty() && !ParseLogLevel(level, &c.log_level)) {
+    r.Fail("log.level", "expected debug, info, warning or error");
+  }
+  if (!format.empty() && !ParseLogFormat(format, &c.log_format)) {
+    r.Fail("log.format", "expected auto, text, journal or json");
   }
   r.Finish();
 
   if (error.empty() && c.listen.empty()) error = "listen: at least one address is needed";
   if (!error.empty()) return Status::Error(error);
+  // The health listener takes what "health_limits" does not set from "limits".
+  proxy::ServerLimits health = c.limits;
+  health.max_connections = c.health_limits.max_connections;
+  health.idle_timeout = c.health_limits.idle_timeout;
+  health.evict_idle_at_limit = c.health_limits.evict_idle_at_limit;
+  c.health_limits = health;
   *out = std::move(c);
   return Status::Ok();
 }
@@ -380,6 +364,8 @@ Status LoadConfigFile(const std::string& path, bool missing_ok, Config* out) {
   return s;
 }
 
-bool ParseListenAddress(const std::string& text, ListenAddress* out) { return ParseHostPort(text, out); }
+bool ParseListenAddress(const std::string& text, ListenAddress* out) {
+  return ParseHostPort(text, &out->host, &out->port);
+}
 
 }  // namespace mi

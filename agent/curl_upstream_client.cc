@@ -89,10 +89,8 @@ CurlUpstreamClient::CurlUpstreamClient(EventLoop& loop, const Options& options, 
   EnsureCurlGlobalInit();
   multi_ = curl_multi_init();
   if (multi_ == nullptr) Fatal("curl_multi_init", "out of memory");
-  int rc = timer_.Init(uv_timer_init, loop_, this);
-  if (rc != 0) Fatal("uv_timer_init", uv_strerror(rc));
-  rc = failed_timer_.Init(uv_timer_init, loop_, this);
-  if (rc != 0) Fatal("uv_timer_init", uv_strerror(rc));
+  MI_CHECK_UV(timer_.Init(uv_timer_init, loop_, this), "uv_timer_init");
+  MI_CHECK_UV(failed_timer_.Init(uv_timer_init, loop_, this), "uv_timer_init");
 
   CURLMcode mc = curl_multi_setopt(multi_, CURLMOPT_SOCKETFUNCTION, &CurlUpstreamClient::OnCurlSocket);
   if (mc == CURLM_OK) mc = curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/base/fnv.h"
 #include "agent/base/text.h"
 
 namespace mi {
@@ -54,15 +55,6 @@ std::string AsStringValue(const json& v) {
   return "";
 }
 
-uint64_t Fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
-
 }  // namespace
 
 StatusOr<std::shared_ptr<const Token>> Token::FromImdsBody(std::string_view body) {
@@ -86,7 +78,7 @@ StatusOr<std::shared_ptr<const Token>> Token::FromImdsBody(std::string_view body
     return Status::Error("IMDS answer has a malformed token_type");
   }
   const std::string& access = at->get_ref<const std::string&>();
-  token->fingerprint_ = Fnv1a(access);
+  token->fingerprint_ = Fnv1a64(access);
 
   auto string_or = [&](const char* name, const char* fallback) {
     auto it = doc.find(name);

@@ -1,9 +1,9 @@
 #include "proxy/token_api.h"
 
-#include <cctype>
 #include <memory>
 #include <utility>
 
+#include "agent/base/ascii.h"
 #include "proxy/error_body.h"
 
 namespace mi::proxy {
@@ -20,10 +20,7 @@ bool IsFormContentType(const std::string* value) {
   if (value == nullptr) return false;
   // "application/x-www-form-urlencoded" optionally followed by "; charset=...".
   constexpr std::string_view kForm = "application/x-www-form-urlencoded";
-  if (value->size() < kForm.size()) return false;
-  for (size_t i = 0; i < kForm.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>((*value)[i])) != kForm[i]) return false;
-  }
+  if (!StartsWithIgnoreCase(*value, kForm)) return false;
   std::string_view rest = std::string_view(*value).substr(kForm.size());
   while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
   return rest.empty() || rest.front() == ';';

@@ -1,6 +1,8 @@
 // mi-agent.exe: the Windows main. `service`, `install` and `uninstall` are the
 // Service Control Manager's (scm_service.h); everything else is the same
 // command line as on Linux (agent/app/cli.h).
+// winsock2.h before windows.h: agent/app/cli.h brings in curl.h and uv.h, which need it.
+#include <winsock2.h>
 #include <windows.h>
 
 #include <cstdio>

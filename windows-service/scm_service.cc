@@ -66,7 +66,7 @@ class ServiceInstance final : public ServiceNotifier {
   // to the SCM as a failed start.
   ServiceInstance(DaemonOptions options, std::string startup_error)
       : options_(std::move(options)), startup_error_(std::move(startup_error)), log_(&clock_) {
-    auto drain = std::chrono::duration_cast<std::chrono::milliseconds>(options_.config.limits.drain_timeout);
+    auto drain = std::chrono::duration_cast<std::chrono::milliseconds>(options_.config.drain_timeout);
     stop_wait_hint_ms_ = static_cast<DWORD>(drain.count()) + 5000;
     stop_pending_limit_ = drain + kStopSlack;
   }

@@ -2,23 +2,16 @@
 // The one abort path. For conditions that only resource exhaustion at start-up
 // (or a broken invariant) can produce, where nothing sensible is left to do:
 // print one line to stderr and abort. Never for input from a caller or IMDS.
-
-#include <uv.h>
-
-#include <cstdio>
-#include <cstdlib>
+// (No libuv include here: Windows code includes this before <winsock2.h>.)
 
 namespace mi {
 
-[[noreturn]] inline void Fatal(const char* what, const char* detail) {
-  std::fprintf(stderr, "mi-agent: fatal: %s: %s\n", what, detail);
-  std::abort();
-}
+// "mi-agent: fatal: <what>: <detail>" on stderr, then abort().
+[[noreturn]] void Fatal(const char* what, const char* detail);
 
-// A libuv call that cannot fail on an initialised, open handle.
-inline void CheckUv(int rc, const char* what) {
-  if (rc != 0) Fatal(what, uv_strerror(rc));
-}
+// A libuv call that cannot fail on an initialised, open handle: Fatal with
+// uv_strerror(rc) unless rc == 0.
+void CheckUv(int rc, const char* what);
 
 }  // namespace mi
 

@@ -1,20 +1,10 @@
 #include "agent/base/event_loop.h"
 
 #include <cstdio>
-#include <cstdlib>
+
+#include "agent/base/check.h"
 
 namespace mi {
-namespace {
-
-void CheckUv(int rc, const char* what) {
-  if (rc != 0) {
-    // Only reachable on resource exhaustion at init: nothing sensible to do.
-    std::fprintf(stderr, "mi-agent: fatal: %s: %s\n", what, uv_strerror(rc));
-    std::abort();
-  }
-}
-
-}  // namespace
 
 EventLoop::EventLoop() {
   CheckUv(uv_loop_init(&loop_), "uv_loop_init");

@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/base/ascii.h"
+#include "agent/base/fnv.h"
 #include "agent/base/text.h"
 
 namespace mi::emulator {
@@ -40,30 +42,6 @@ uint64_t SplitMix64(uint64_t* state) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
-}
-
-uint64_t Fnv1a(std::string_view s) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-bool IEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
-      return false;
-  }
-  return true;
 }
 
 std::string GuidFromHash(uint64_t seed) {
@@ -194,7 +172,7 @@ bool ParseMatch(const json& j, Match* out, std::string* error) {
     } else {
       ++selectors;
       m.selector_param = key == "msi_res_id" ? "mi_res_id" : key;
-      m.selector_value = Lower(it->get<std::string>());
+      m.selector_value = ToLower(it->get<std::string>());
     }
   }
   if (selectors > 1 || (selectors == 1 && m.require_default)) {
@@ -474,8 +452,8 @@ IdentitySet DefaultIdentities() {
 
 Identity DeriveUserAssigned(std::string client_id, std::string object_id, std::string mi_res_id) {
   Identity id;
-  std::string lower = Lower(client_id);
-  if (object_id.empty()) object_id = GuidFromHash(Fnv1a(lower));
+  std::string lower = ToLower(client_id);
+  if (object_id.empty()) object_id = GuidFromHash(Fnv1a64(lower));
   if (mi_res_id.empty()) {
     std::string name = lower.substr(0, 8);
     for (char& c : name) {
@@ -533,8 +511,8 @@ Status ValidateIdentities(const IdentitySet& set) {
   for (const Identity& id : set.user_assigned) all.push_back(&id);
   for (size_t a = 0; a < all.size(); ++a) {
     for (size_t b = a + 1; b < all.size(); ++b) {
-      if (IEquals(all[a]->client_id, all[b]->client_id) || IEquals(all[a]->object_id, all[b]->object_id) ||
-          IEquals(all[a]->mi_res_id, all[b]->mi_res_id)) {
+      if (EqualsIgnoreCase(all[a]->client_id, all[b]->client_id) || EqualsIgnoreCase(all[a]->object_id, all[b]->object_id) ||
+          EqualsIgnoreCase(all[a]->mi_res_id, all[b]->mi_res_id)) {
         return Status::Error("identities: two identities share an id (" + all[b]->client_id + ")");
       }
     }
@@ -658,7 +636,7 @@ struct Emulator::Query {
     if (match->resource && *match->resource != resource) return false;
     if (match->require_default && !selector_param.empty()) return false;
     if (!match->selector_param.empty() &&
-        (NormalizedParam() != match->selector_param || !IEquals(selector_value, match->selector_value)))
+        (NormalizedParam() != match->selector_param || !EqualsIgnoreCase(selector_value, match->selector_value)))
       return false;
     return true;
   }
@@ -773,7 +751,7 @@ void Emulator::HandleToken(const proxy::HttpRequest& request, proxy::Responder r
     return;
   }
   const std::string* metadata = FindHeader(request, "metadata");
-  if (metadata == nullptr || !IEquals(*metadata, "true")) {
+  if (metadata == nullptr || !EqualsIgnoreCase(*metadata, "true")) {
     Answer(seq, query, reply, Error(400, "invalid_request", "Required metadata header not specified"), "");
     return;
   }
@@ -961,7 +939,7 @@ const Identity* Emulator::ResolveIdentity(const Query& query, proxy::HttpRespons
   std::string param = query.NormalizedParam();
   auto matches = [&](const Identity& id) {
     const std::string& v = param == "client_id" ? id.client_id : param == "object_id" ? id.object_id : id.mi_res_id;
-    return IEquals(v, query.selector_value);
+    return EqualsIgnoreCase(v, query.selector_value);
   };
   if (ids.system_assigned && matches(ids.system)) return &ids.system;
   for (const Identity& id : ids.user_assigned) {
@@ -973,7 +951,7 @@ const Identity* Emulator::ResolveIdentity(const Query& query, proxy::HttpRespons
 
 std::shared_ptr<Emulator::Token> Emulator::GetToken(const Identity& identity, const std::string& resource) {
   TimePoint now = clock_.Now();
-  std::string key = Lower(identity.client_id) + '\x1f' + resource;
+  std::string key = ToLower(identity.client_id) + '\x1f' + resource;
   auto it = cache_.find(key);
   Duration margin = std::min(options_.reissue_before, options_.lifetime);
   if (it != cache_.end() && now + margin < FromEpochSeconds(it->second->expires_on)) return it->second;

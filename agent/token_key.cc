@@ -76,7 +76,7 @@ bool IsArmResourceId(std::string_view s) {
 
 StatusOr<TokenKey> MakeTokenKey(const SelectorFields& fields, std::string_view resource) {
   if (!fields.mi_res_id.empty() && !fields.msi_res_id.empty()) {
-    return Status::Error("give one of mi_res_id and msi_res_id");
+    return Status::Error(kBothResourceIds, "give one of mi_res_id and msi_res_id");
   }
   const std::string_view res_id = fields.mi_res_id.empty() ? fields.msi_res_id : fields.mi_res_id;
   SelectorKind kind = SelectorKind::kDefault;
@@ -87,7 +87,7 @@ StatusOr<TokenKey> MakeTokenKey(const SelectorFields& fields, std::string_view r
   for (const auto& [value, k] : selectors) {
     if (value.empty()) continue;
     if (kind != SelectorKind::kDefault) {
-      return Status::Error("give at most one of client_id, object_id and mi_res_id");
+      return Status::Error(kSeveralSelectors, "give at most one of client_id, object_id and mi_res_id");
     }
     kind = k;
     id = value;

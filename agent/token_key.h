@@ -64,7 +64,10 @@ bool IsArmResourceId(std::string_view s);
 // client_id, object_id and mi_res_id", then the resource ("Required parameter
 // resource is missing", "resource is too long", "... control characters") and
 // the id's syntax ("client_id is not a GUID", "mi_res_id is not an Azure
-// resource id"). The messages are the token API's error_description.
+// resource id"). The messages are the token API's error_description; the two
+// selector conflicts carry a code (Status::code()) for callers with their own
+// wording (the config file).
+enum TokenKeyError : int { kBothResourceIds = 1, kSeveralSelectors = 2 };
 StatusOr<TokenKey> MakeTokenKey(const SelectorFields& fields, std::string_view resource);
 
 }  // namespace mi

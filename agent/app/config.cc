@@ -198,16 +198,27 @@ void ParsePrefetch(Reader& r, std::string* error, std::vector<TokenKey>* out) {
     ir.String("msi_res_id", &msi_res_id);
     ir.Finish();
     if (!error->empty()) return;
-    if (resource.empty()) {
-      *error = path + ".resource: required";
-      return;
-    }
     SelectorFields fields;
     fields.client_id = client_id;
     fields.object_id = object_id;
     fields.mi_res_id = mi_res_id;
     fields.msi_res_id = msi_res_id;
     StatusOr<TokenKey> key = MakeTokenKey(fields, resource);
+    // The rule is MakeTokenKey's; the config file words its two conflicts (and
+    // a missing resource, checked between them) as it always has.
+    const int code = key.ok() ? 0 : key.status().code();
+    if (code == kBothResourceIds) {
+      *error = path + ": give mi_res_id or msi_res_id, not both";
+      return;
+    }
+    if (resource.empty()) {
+      *error = path + ".resource: required";
+      return;
+    }
+    if (code == kSeveralSelectors) {
+      *error = path + ": at most one of client_id, object_id, mi_res_id";
+      return;
+    }
     if (!key.ok()) {
       *error = path + ": " + key.status().message();
       return;

@@ -14,14 +14,19 @@ class Status {
  public:
   Status() = default;
   static Status Ok() { return Status(); }
-  static Status Error(std::string message) { return Status(std::move(message)); }
+  static Status Error(std::string message) { return Status(std::move(message), 0); }
+  // `code` names the failure for a caller that words it its own way (0: none);
+  // the codes belong to the function that returns them.
+  static Status Error(int code, std::string message) { return Status(std::move(message), code); }
 
   bool ok() const { return !failed_; }
   const std::string& message() const { return message_; }
+  int code() const { return code_; }
 
  private:
-  explicit Status(std::string message) : failed_(true), message_(std::move(message)) {}
+  Status(std::string message, int code) : failed_(true), code_(code), message_(std::move(message)) {}
   bool failed_ = false;
+  int code_ = 0;
   std::string message_;
 };
 

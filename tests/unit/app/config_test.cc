@@ -115,10 +115,15 @@ TEST(ConfigTest, PrefetchEntriesFollowTheSelectorRule) {
       {R"({"prefetch": [{"client_id": "0d1e2f30-aaaa-4bbb-8ccc-123456789abc"}]})", "prefetch[0].resource: required"},
       {R"({"prefetch": [{"resource": "r", "mi_res_id": "/subscriptions/s/resourceGroups/g/providers/p/t/n",
                          "msi_res_id": "/subscriptions/s/resourceGroups/g/providers/p/t/n"}]})",
-       "prefetch[0]: give one of mi_res_id and msi_res_id"},
+       "prefetch[0]: give mi_res_id or msi_res_id, not both"},
+      // The conflict between the two resource-id names is reported before a missing resource...
+      {R"({"prefetch": [{"mi_res_id": "/a", "msi_res_id": "/b"}]})", "prefetch[0]: give mi_res_id or msi_res_id, not both"},
+      // ... and a missing resource before two selectors (the wording of earlier releases).
+      {R"({"prefetch": [{"client_id": "0d1e2f30-aaaa-4bbb-8ccc-123456789abc", "object_id": "x"}]})",
+       "prefetch[0].resource: required"},
       {R"({"prefetch": [{"resource": "r"}, {"resource": "r", "client_id": "0d1e2f30-aaaa-4bbb-8ccc-123456789abc",
                          "object_id": "0d1e2f30-aaaa-4bbb-8ccc-123456789abc"}]})",
-       "prefetch[1]: give at most one of client_id, object_id and mi_res_id"},
+       "prefetch[1]: at most one of client_id, object_id, mi_res_id"},
       {R"({"prefetch": [{"resource": "r", "mi_res_id": "/x"}]})", "prefetch[0]: mi_res_id is not an Azure resource id"},
   };
   for (const auto& [text, expected] : cases) {

@@ -41,13 +41,16 @@
 #include "agent/base/uv_handle.h"
 #include "proxy/http/http_listener.h"
 #include "proxy/http/http_message.h"
+#include "proxy/http/request_parser.h"
 
 namespace mi::proxy {
 
 struct ServerLimits {
   size_t max_connections = 10000;
-  size_t max_header_bytes = 8192;   // request line + headers
-  size_t max_body_bytes = 8192;
+  // The parser's caps (request line + headers; de-chunked body): the defaults are
+  // the parser's own, declared once in request_parser.h.
+  size_t max_header_bytes = RequestParser::Limits().max_header_bytes;
+  size_t max_body_bytes = RequestParser::Limits().max_body_bytes;
   // From first byte of a request to headers complete (408); a body then gets
   // the same allowance again, counted from the end of the headers.
   Duration header_timeout = Duration(10000);

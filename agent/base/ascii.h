@@ -7,6 +7,8 @@
 
 namespace mi {
 
+constexpr bool IsAsciiDigit(char c) { return c >= '0' && c <= '9'; }
+
 constexpr char AsciiLower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
 inline std::string ToLower(std::string_view s) {

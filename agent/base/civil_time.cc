@@ -4,17 +4,17 @@
 #include <cinttypes>
 #include <cstdio>
 
+#include "agent/base/ascii.h"
+
 namespace mi {
 namespace {
-
-bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
 // Reads exactly `n` digits at *s, advancing it.
 bool ReadDigits(std::string_view* s, size_t n, int* out) {
   if (s->size() < n) return false;
   int v = 0;
   for (size_t i = 0; i < n; ++i) {
-    if (!IsDigit((*s)[i])) return false;
+    if (!IsAsciiDigit((*s)[i])) return false;
     v = v * 10 + ((*s)[i] - '0');
   }
   s->remove_prefix(n);

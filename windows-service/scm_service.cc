@@ -85,10 +85,10 @@ class ServiceInstance final : public ServiceNotifier {
     log_.set_format(LogFormat::kText);
     log_.set_level(options_.config.log_level);
     if (logging) log_.set_sink([this](std::string_view line) { log_file_.Write(line); });
-    log_.Info("service: starting mi-agent " MI_VERSION " (log file " + platform::Utf8FromWide(log_file_.path()) +
-              ")");
+    MI_LOG(log_, kInfo) << "service: starting mi-agent " MI_VERSION " (log file "
+                        << platform::Utf8FromWide(log_file_.path()) << ")";
     if (!startup_error_.empty()) {
-      log_.Error("service: cannot start: " + startup_error_);
+      MI_LOG(log_, kError) << "service: cannot start: " << startup_error_;
       exit_code_ = 1;
       Report(SERVICE_STOPPED, 0, ERROR_SERVICE_SPECIFIC_ERROR, 1);
       return;
@@ -105,9 +105,9 @@ class ServiceInstance final : public ServiceNotifier {
     loop.join();
 
     if (exit_code_ == 0) {
-      log_.Info("service: stopped");
+      MI_LOG(log_, kInfo) << "service: stopped";
     } else {
-      log_.Error("service: stopped with exit code " + std::to_string(exit_code_.load()));
+      MI_LOG(log_, kError) << "service: stopped with exit code " << exit_code_.load();
     }
     if (exit_code_ == 0) {
       Report(SERVICE_STOPPED, 0);
@@ -176,7 +176,7 @@ class ServiceInstance final : public ServiceNotifier {
         daemon_ = nullptr;
       }
     } catch (const std::exception& e) {
-      log_.Error(std::string("service: start-up failed: ") + e.what());
+      MI_LOG(log_, kError) << "service: start-up failed: " << e.what();
       rc = 1;
     }
     exit_code_ = rc;

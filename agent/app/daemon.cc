@@ -141,16 +141,16 @@ int Daemon::Impl::Run() {
   logger.set_format(config.log_format);
   // Before the first token: a core file or a debugger must not see one.
   if (options.allow_core_dumps) {
-    logger.Warning(
-        "core dumps allowed (--allow-core-dumps, for debugging only): a crash or a debugger can write this "
-        "process's memory to disk; cached tokens stay excluded, copies in transit may not");
+    MI_LOG(logger, kWarning)
+        << "core dumps allowed (--allow-core-dumps, for debugging only): a crash or a debugger can write this "
+           "process's memory to disk; cached tokens stay excluded, copies in transit may not";
   } else {
     Status dumps = ForbidCoreDumps();
-    if (!dumps.ok()) logger.Warning("cannot disable core dumps, continuing: " + dumps.message());
+    if (!dumps.ok()) MI_LOG(logger, kWarning) << "cannot disable core dumps, continuing: " << dumps.message();
   }
   Status s = Start();
   if (!s.ok()) {
-    logger.Error("start-up failed: " + s.message());
+    MI_LOG(logger, kError) << "start-up failed: " << s.message();
     parts.reset();
     loop.Close();
     return 1;
@@ -158,17 +158,17 @@ int Daemon::Impl::Run() {
   loop.Run();
   parts.reset();
   if (!loop.Close()) {
-    logger.Error("event loop closed with handles still open");
+    MI_LOG(logger, kError) << "event loop closed with handles still open";
     return 1;
   }
-  logger.Info("stopped");
+  MI_LOG(logger, kInfo) << "stopped";
   return 0;
 }
 
 Status Daemon::Impl::Start() {
   parts = std::make_unique<Parts>(this);
   Parts& p = *parts;
-  logger.Info(std::string("mi-agent ") + MI_VERSION + " starting; IMDS " + config.imds.endpoint);
+  MI_LOG(logger, kInfo) << "mi-agent " MI_VERSION " starting; IMDS " << config.imds.endpoint;
 
   // Token listeners: sockets passed by the service manager, else bind our own.
   std::vector<uv_os_sock_t> activated;
@@ -179,7 +179,7 @@ Status Daemon::Impl::Start() {
       s = p.server.Adopt(fd);
       if (!s.ok()) return s;
     }
-    logger.Info("adopted " + std::to_string(activated.size()) + " socket(s) from the service manager");
+    MI_LOG(logger, kInfo) << "adopted " << activated.size() << " socket(s) from the service manager";
   } else {
     for (const std::string& host : config.listen) {
       s = p.server.Listen(host, config.port);
@@ -196,8 +196,8 @@ Status Daemon::Impl::Start() {
     listen_hosts.push_back(a.substr(0, a.rfind(':')));  // "[::1]:50342" -> "[::1]"
   }
   p.api.set_options(ApiOptions(config, listen_hosts));
-  logger.Info("serving tokens on " + where);
-  for (const auto& a : p.health_server.BoundAddresses()) logger.Info("health endpoint on " + a);
+  MI_LOG(logger, kInfo) << "serving tokens on " << where;
+  for (const auto& a : p.health_server.BoundAddresses()) MI_LOG(logger, kInfo) << "health endpoint on " << a;
   p.health.set_listening();
 
   HealthModel::Info& info = p.health.info();
@@ -220,10 +220,12 @@ Status Daemon::Impl::Start() {
               e.last_error + ")";
     }
     const bool bad = e.state == EntryState::kFailing || e.state == EntryState::kDegraded;
-    if (bad || from == EntryState::kFailing || from == EntryState::kDegraded) {
-      logger.Log(bad ? LogLevel::kWarning : LogLevel::kInfo, line);
+    if (bad) {
+      MI_LOG(logger, kWarning) << line;
+    } else if (from == EntryState::kFailing || from == EntryState::kDegraded) {
+      MI_LOG(logger, kInfo) << line;
     } else {
-      logger.Debug(line);
+      MI_LOG(logger, kDebug) << line;
     }
     UpdateStatusLine();
   });
@@ -247,10 +249,10 @@ Status Daemon::Impl::Start() {
 
   const bool wait = config.ready_waits_for_prefetch && !config.cache.prefetch.empty();
   if (!config.cache.prefetch.empty()) {
-    logger.Info("prefetching " + std::to_string(config.cache.prefetch.size()) + " token(s)");
+    MI_LOG(logger, kInfo) << "prefetching " << config.cache.prefetch.size() << " token(s)";
   }
   p.cache.StartPrefetch([this, wait] {
-    if (!config.cache.prefetch.empty()) logger.Info("first prefetch round finished");
+    if (!config.cache.prefetch.empty()) MI_LOG(logger, kInfo) << "first prefetch round finished";
     if (wait) OnReady();
   });
   if (!wait) OnReady();
@@ -269,7 +271,7 @@ void Daemon::Impl::WatchSignal(int signum, void (*handler)(uv_signal_t*, int)) {
 void Daemon::Impl::OnReady() {
   if (stopping || !parts || parts->health.ready()) return;
   parts->health.set_ready();
-  logger.Info("ready");
+  MI_LOG(logger, kInfo) << "ready";
   UpdateStatusLine();
   options.notifier->Ready();
 }
@@ -310,9 +312,10 @@ void Daemon::Impl::LogUpstreamChange() {
   }
   if (h.failing == upstream_failing && error == upstream_error) return;
   if (h.failing) {
-    logger.Warning("IMDS request failed: " + error + "; retrying with backoff, cached tokens are served while valid");
+    MI_LOG(logger, kWarning) << "IMDS request failed: " << error
+                             << "; retrying with backoff, cached tokens are served while valid";
   } else {
-    logger.Info("IMDS answering again (last failure: " + upstream_error + ")");
+    MI_LOG(logger, kInfo) << "IMDS answering again (last failure: " << upstream_error << ")";
   }
   upstream_failing = h.failing;
   upstream_error = std::move(error);
@@ -327,7 +330,7 @@ void Daemon::Impl::Reload() {
     if (parts->health.ready()) options.notifier->Ready();
   };
   if (options.config_path.empty()) {
-    logger.Info("reload requested; no configuration file to read");
+    MI_LOG(logger, kInfo) << "reload requested; no configuration file to read";
     done();
     return;
   }
@@ -335,12 +338,12 @@ void Daemon::Impl::Reload() {
   Status s = LoadConfigFile(options.config_path, /*missing_ok=*/false, &next);
   if (s.ok() && options.overrides) options.overrides(&next);
   if (!s.ok()) {
-    logger.Error("reload rejected, keeping the running configuration: " + s.message());
+    MI_LOG(logger, kError) << "reload rejected, keeping the running configuration: " << s.message();
     done();
     return;
   }
   if (next.port != config.port || next.listen != config.listen) {
-    logger.Warning("reload: listener addresses changed; restart the service to apply them");
+    MI_LOG(logger, kWarning) << "reload: listener addresses changed; restart the service to apply them";
   }
   config.log_level = next.log_level;
   config.log_format = next.log_format;
@@ -360,18 +363,19 @@ void Daemon::Impl::Reload() {
   p.health_server.set_limits(config.health_limits);
   p.health.info().config_digest = Digest(config);
   p.health.info().imds_endpoint = config.imds.endpoint;
-  logger.Info("configuration reloaded from " + options.config_path + " (digest " + Digest(config) + ")");
+  MI_LOG(logger, kInfo) << "configuration reloaded from " << options.config_path << " (digest " << Digest(config)
+                         << ")";
   done();
 }
 
 void Daemon::Impl::Stop() {
   if (stopping || !parts) return;
   stopping = true;
-  logger.Info("stopping: draining requests in flight");
+  MI_LOG(logger, kInfo) << "stopping: draining requests in flight";
   options.notifier->Stopping();
   parts->health_server.StopAccepting();
   parts->server.Shutdown(config.drain_timeout, [this] {
-    logger.Info("drained");
+    MI_LOG(logger, kInfo) << "drained";
     // Tear down on a later turn: we are inside the server's callback.
     loop.Post([this] { parts.reset(); });
   });

@@ -1,5 +1,7 @@
 #pragma once
 // Logging: one line per event, with a level. Never pass a token to a logger.
+// The one way to log is the MI_LOG macro at the end of this file:
+//   MI_LOG(logger, kInfo) << "serving tokens on " << where;
 // Every message is escaped (AppendEscaped, agent/text.h: \n, \r, \t, \xHH for
 // other control characters and for bytes that are not UTF-8) in every format,
 // so a value from a caller or IMDS can never start a line of its own.
@@ -45,11 +47,9 @@ class Logger {
   static Logger& Discard();
 
   bool Enabled(LogLevel level) const { return level >= level_; }
+  // Writes one finished line. Log with MI_LOG (below), not with this: MI_LOG
+  // tests the level before it builds the message; this is what it ends in.
   void Log(LogLevel level, std::string_view message);
-  void Debug(std::string_view m) { Log(LogLevel::kDebug, m); }
-  void Info(std::string_view m) { Log(LogLevel::kInfo, m); }
-  void Warning(std::string_view m) { Log(LogLevel::kWarning, m); }
-  void Error(std::string_view m) { Log(LogLevel::kError, m); }
 
  private:
   const Clock* clock_;
@@ -97,12 +97,19 @@ class LogMessage {
   std::string text_;
 };
 
+// Turns `LogMessage << ...` into void so MI_LOG can be a conditional
+// expression (`&` binds looser than `<<`).
+struct LogVoidify {
+  void operator&(const LogMessage&) const {}
+};
+
 }  // namespace mi
 
 // MI_LOG(logger, kDebug) << "text " << value;  `logger` is a Logger& (never null).
 // The level is checked once, before any operand is evaluated: a disabled line
-// costs one comparison and formats nothing.
-#define MI_LOG(logger, level)                                  \
-  if (!(logger).Enabled(::mi::LogLevel::level)) {              \
-  } else                                                       \
-    ::mi::LogMessage((logger), ::mi::LogLevel::level)
+// costs one comparison and formats nothing. The macro is one expression, so it
+// is safe as the body of an unbraced `if` or loop.
+#define MI_LOG(logger, level)                        \
+  !(logger).Enabled(::mi::LogLevel::level)           \
+      ? (void)0                                      \
+      : ::mi::LogVoidify() & ::mi::LogMessage((logger), ::mi::LogLevel::level)

@@ -57,31 +57,33 @@ Status WriteFileAtomically(uv_loop_t* loop, const std::string& path, const std::
 
 // State the signal callbacks reach through handle->data.
 struct Runner {
-  EventLoop* loop = nullptr;
-  Logger* logger = nullptr;
-  Emulator* emulator = nullptr;
-  proxy::HttpServer* server = nullptr;
+  Runner(EventLoop& l, Logger& lg, Emulator& e, proxy::HttpServer& s) : loop(l), logger(lg), emulator(e), server(s) {}
+
+  EventLoop& loop;
+  Logger& logger;
+  Emulator& emulator;
+  proxy::HttpServer& server;
   UvHandle<uv_signal_t> sigint;
   UvHandle<uv_signal_t> sigterm;
   bool stopping = false;
 
   void OnSignal(int signum) {
     if (stopping) {
-      loop->Stop();  // a second signal: do not wait for the drain
+      loop.Stop();  // a second signal: do not wait for the drain
       return;
     }
     stopping = true;
-    logger->Info(std::string("imds-emulator: ") + (signum == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
-    emulator->AbortPending();
-    server->Shutdown(Duration(2000), [this] {
+    MI_LOG(logger, kInfo) << "imds-emulator: " << (signum == SIGINT ? "SIGINT" : "SIGTERM") << ", stopping";
+    emulator.AbortPending();
+    server.Shutdown(Duration(2000), [this] {
       sigint.Close();
       sigterm.Close();
-      loop->Stop();
+      loop.Stop();
     });
   }
 
   Status WatchSignal(UvHandle<uv_signal_t>& handle, int signum) {
-    int rc = handle.Init(uv_signal_init, loop->uv(), this);
+    int rc = handle.Init(uv_signal_init, loop.uv(), this);
     if (rc != 0) return Status::Error(std::string("uv_signal_init: ") + uv_strerror(rc));
     rc = uv_signal_start(
         handle.get(),
@@ -248,18 +250,14 @@ int RunEmulator(const CliOptions& options) {
 
   int exit_code = 0;
   {
-    Emulator emulator(loop.clock(), loop, &logger, options.emulator);
+    Emulator emulator(loop.clock(), loop, logger, options.emulator);
     emulator.SetFaults(options.faults);
 
     proxy::ServerLimits limits;
     limits.max_body_bytes = 1 << 20;  // admin scripts
     limits.idle_timeout = Duration(600000);
     proxy::HttpServer server(loop.uv(), limits, emulator, logger);
-    Runner runner;
-    runner.loop = &loop;
-    runner.logger = &logger;
-    runner.emulator = &emulator;
-    runner.server = &server;
+    Runner runner(loop, logger, emulator, server);
 
     Status s = server.Listen(options.host, options.port);
     if (s.ok()) s = runner.WatchSignal(runner.sigint, SIGINT);

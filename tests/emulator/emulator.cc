@@ -664,7 +664,7 @@ struct Emulator::Token {
   int64_t not_before = 0;
 };
 
-Emulator::Emulator(Clock& clock, TimerFactory& timers, Logger* logger, EmulatorOptions options)
+Emulator::Emulator(Clock& clock, TimerFactory& timers, Logger& logger, EmulatorOptions options)
     : clock_(clock), timers_(timers), logger_(logger), options_(std::move(options)) {
   uint64_t state = static_cast<uint64_t>(EpochMs(clock_.Now())) ^ reinterpret_cast<uintptr_t>(this);
   instance_ = SplitMix64(&state);
@@ -694,7 +694,9 @@ void Emulator::OnRequest(const proxy::HttpRequest& request, proxy::Responder rep
     return;
   }
   proxy::HttpResponse r = Error(404, "not_found", "No handler for this path");
-  if (options_.log_requests && logger_) logger_->Info(request.peer + " " + request.method + " " + std::string(path) + " -> 404");
+  if (options_.log_requests) {
+    MI_LOG(logger_, kInfo) << request.peer << " " << request.method << " " << path << " -> 404";
+  }
   reply.Send(std::move(r));
 }
 
@@ -1059,11 +1061,9 @@ void Emulator::Finish(uint64_t seq, const Query& query, const char* outcome) {
     fault = e->fault;
     latency = e->latency_ms;
   }
-  if (options_.log_requests && logger_) {
-    std::string line = query.describe + " -> " + std::to_string(status) + " " + outcome;
-    if (!fault.empty()) line += " fault=" + fault;
-    line += " " + std::to_string(latency) + "ms";
-    logger_->Info(line);
+  if (options_.log_requests) {
+    MI_LOG(logger_, kInfo) << query.describe << " -> " << status << " " << outcome
+                           << (fault.empty() ? "" : " fault=") << fault << " " << latency << "ms";
   }
 }
 
@@ -1296,8 +1296,8 @@ void Emulator::HandleAdmin(const proxy::HttpRequest& request, std::string_view p
   if (known && !method_ok) {
     r = Error(405, "invalid_request", "Method not allowed");
   }
-  if (options_.log_requests && logger_) {
-    logger_->Info(request.peer + " " + request.method + " " + std::string(path) + " -> " + std::to_string(r.status));
+  if (options_.log_requests) {
+    MI_LOG(logger_, kInfo) << request.peer << " " << request.method << " " << path << " -> " << r.status;
   }
   reply.Send(std::move(r));
 }

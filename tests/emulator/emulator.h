@@ -218,10 +218,10 @@ struct EmulatorOptions {
   bool log_requests = false;  // one line per request (never a token)
 };
 
-// Loop thread only. `clock`, `timers` and `logger` (may be null) must outlive it.
+// Loop thread only. `clock`, `timers` and `logger` (Logger::Discard() for none) must outlive it.
 class Emulator : public proxy::HttpHandler {
  public:
-  Emulator(Clock& clock, TimerFactory& timers, Logger* logger, EmulatorOptions options);
+  Emulator(Clock& clock, TimerFactory& timers, Logger& logger, EmulatorOptions options);
   ~Emulator() override;
   Emulator(const Emulator&) = delete;
   Emulator& operator=(const Emulator&) = delete;
@@ -280,7 +280,7 @@ class Emulator : public proxy::HttpHandler {
 
   Clock& clock_;
   TimerFactory& timers_;
-  Logger* logger_;
+  Logger& logger_;
   EmulatorOptions options_;
   uint64_t instance_;  // mixed into token ids so restarts never repeat a token
 

@@ -15,8 +15,8 @@ TEST(LoggerTest, JournalFormatCarriesSyslogPriority) {
   std::vector<std::string> lines;
   logger.set_sink([&](std::string_view l) { lines.emplace_back(l); });
   logger.set_format(LogFormat::kJournal);
-  logger.Warning("upstream failing");
-  logger.Debug("hidden at info");
+  MI_LOG(logger, kWarning) << "upstream failing";
+  MI_LOG(logger, kDebug) << "hidden at info";
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_EQ(lines[0], "<4>upstream failing");
 }
@@ -26,7 +26,7 @@ TEST(LoggerTest, JsonFormatIsOneObjectPerLine) {
   std::vector<std::string> lines;
   logger.set_sink([&](std::string_view l) { lines.emplace_back(l); });
   logger.set_format(LogFormat::kJson);
-  logger.Error("a \"quoted\"\nmessage");
+  MI_LOG(logger, kError) << "a \"quoted\"\nmessage";
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_EQ(lines[0].find('\n'), std::string::npos);
   EXPECT_NE(lines[0].find("\"level\":\"error\""), std::string::npos);
@@ -41,7 +41,7 @@ TEST(LoggerTest, NoValueCanForgeALineInAnyFormat) {
     std::vector<std::string> lines;
     logger.set_sink([&](std::string_view l) { lines.emplace_back(l); });
     logger.set_format(format);
-    logger.Warning(hostile);
+    MI_LOG(logger, kWarning) << hostile;
     ASSERT_EQ(lines.size(), 1u);
     const std::string& line = lines[0];
     for (char c : line) {
@@ -57,7 +57,6 @@ TEST(LoggerTest, NoValueCanForgeALineInAnyFormat) {
     EXPECT_NE(msg.find("bad\\nforged line\\r\\x1b[31m\\xff end"), std::string::npos) << msg;
   }
 }
-
 
 TEST(LogMacro, FormatsOnlyWhenTheLevelIsOn) {
   Logger logger;
@@ -84,6 +83,19 @@ TEST(LogMacro, DiscardLoggerDropsEverything) {
   int evaluated = 0;
   MI_LOG(discard, kError) << (++evaluated);
   EXPECT_EQ(evaluated, 0);
+}
+
+TEST(LogMacro, IsOneStatementInAnUnbracedIfElse) {
+  Logger logger;
+  std::vector<std::string> lines;
+  logger.set_sink([&](std::string_view line) { lines.emplace_back(line); });
+  logger.set_format(LogFormat::kJournal);
+  for (bool bad : {true, false}) {
+    if (bad) MI_LOG(logger, kWarning) << "bad";
+    else MI_LOG(logger, kInfo) << "good";
+  }
+  if (lines.empty()) MI_LOG(logger, kError) << "never";
+  EXPECT_EQ(lines, (std::vector<std::string>{"<4>bad", "<6>good"}));
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 // The /status document and readiness from a real TokenCache on a fake clock and
 // a fake upstream: states, times, ordering, the default view's caps, the full
 // view's steps, and never a token. No HTTP: the routes are health_api_test.cc.
-#include "agent/app/config.h"
 #include "agent/health.h"
 
 #include <gtest/gtest.h>
@@ -14,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/app/config.h"
 #include "agent/token_cache.h"
 #include "agent/upstream_latency.h"
 #include "agent/upstream_scheduler.h"

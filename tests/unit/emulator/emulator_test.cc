@@ -29,7 +29,7 @@ using Record = testing::RecordingSink;
 class EmulatorTest : public ::testing::Test {
  protected:
   void Make(EmulatorOptions options = EmulatorOptions()) {
-    emulator_ = std::make_unique<Emulator>(time_, time_, nullptr, std::move(options));
+    emulator_ = std::make_unique<Emulator>(time_, time_, Logger::Discard(), std::move(options));
   }
 
   std::shared_ptr<Record> Request(const std::string& method, const std::string& target,

@@ -213,19 +213,24 @@ Status Daemon::Impl::Start() {
     LogUpstreamChange();
   });
   p.cache.set_state_observer([this](const EntrySnapshot& e, EntryState from) {
-    std::string line = "identity " + e.key.Describe() + " resource " + e.key.resource + ": " +
-                       EntryStateName(from) + " -> " + EntryStateName(e.state);
-    if (!e.last_error.empty() && (e.state == EntryState::kFailing || e.state == EntryState::kDegraded)) {
-      line += " (last error: " + (e.last_error_status != 0 ? std::to_string(e.last_error_status) + " " : "") +
-              e.last_error + ")";
-    }
     const bool bad = e.state == EntryState::kFailing || e.state == EntryState::kDegraded;
+    // Built only for a level that is on (MI_LOG evaluates nothing otherwise).
+    auto line = [&] {
+      std::string text = "identity " + e.key.Describe() + " resource " + e.key.resource + ": " +
+                         EntryStateName(from) + " -> " + EntryStateName(e.state);
+      if (bad && !e.last_error.empty()) {
+        text += " (last error: " + (e.last_error_status != 0 ? std::to_string(e.last_error_status) + " " : "") +
+                e.last_error + ")";
+      }
+      return text;
+    };
+    // Warning into trouble, info out of it, debug otherwise (every refresh).
     if (bad) {
-      MI_LOG(logger, kWarning) << line;
+      MI_LOG(logger, kWarning) << line();
     } else if (from == EntryState::kFailing || from == EntryState::kDegraded) {
-      MI_LOG(logger, kInfo) << line;
+      MI_LOG(logger, kInfo) << line();
     } else {
-      MI_LOG(logger, kDebug) << line;
+      MI_LOG(logger, kDebug) << line();
     }
     UpdateStatusLine();
   });

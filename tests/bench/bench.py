@@ -992,20 +992,21 @@ class Bench:
                               f"{q3(ar['p99_ms'], br['p99_ms'])} |")
             md.append("")
 
-        md.append(f"## Cold burst: {a.burst} concurrent requests, one uncached key, IMDS delay {a.burst_delay_ms} ms\n")
-        md.append("Latency of each request from its own send; the client sends the burst over "
-                  "`send spread` ms, so late requests join the upstream call already in flight. "
-                  "`p50 from burst start` counts from the first send.\n")
-        md.append("`upstream ms`: the emulator's own arrival-to-answer time for that call (its 50 ms delay "
-                  "plus its scheduling); the rest of a client's latency is the proxy and the network.\n")
-        md.append("| server | burst | ok | errors | upstream calls | upstream ms | min ms | p50 ms | max ms | send spread ms | p50 from burst start ms |")
-        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for r in self.res["burst"]:
-            md.append(f"| {r['server']} | {r['rep'] + 1} | {r['ok']} | {r['errors']} | {r['upstream_calls']} | "
-                      f"{r['upstream_ms']:.0f} | {r['min_ms']:.1f} | {r['p50_ms']:.1f} | {r['max_ms']:.1f} | {r['send_spread_ms']:.1f}"
-                      + (" (client preempted)" if r["send_spread_ms"] > BURST_SPREAD_MS else "")
-                      + f" | {r['p50_from_start_ms']:.1f} |")
-        md.append("")
+        if self.res["burst"]:  # not when --phases left it out
+            md.append(f"## Cold burst: {a.burst} concurrent requests, one uncached key, IMDS delay {a.burst_delay_ms} ms\n")
+            md.append("Latency of each request from its own send; the client sends the burst over "
+                      "`send spread` ms, so late requests join the upstream call already in flight. "
+                      "`p50 from burst start` counts from the first send.\n")
+            md.append("`upstream ms`: the emulator's own arrival-to-answer time for that call (its 50 ms delay "
+                      "plus its scheduling); the rest of a client's latency is the proxy and the network.\n")
+            md.append("| server | burst | ok | errors | upstream calls | upstream ms | min ms | p50 ms | max ms | send spread ms | p50 from burst start ms |")
+            md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for r in self.res["burst"]:
+                md.append(f"| {r['server']} | {r['rep'] + 1} | {r['ok']} | {r['errors']} | {r['upstream_calls']} | "
+                          f"{r['upstream_ms']:.0f} | {r['min_ms']:.1f} | {r['p50_ms']:.1f} | {r['max_ms']:.1f} | {r['send_spread_ms']:.1f}"
+                          + (" (client preempted)" if r["send_spread_ms"] > BURST_SPREAD_MS else "")
+                          + f" | {r['p50_from_start_ms']:.1f} |")
+            md.append("")
 
         m = self.res["memory"]
         if m:

@@ -81,7 +81,7 @@ def test_security_exposure_at_most_2(tmp_path):
     assert exposure <= MAX_EXPOSURE, output
 
 
-def test_service_settings_the_agent_relies_on():
+def test_service_settings_the_agent_relies_on(tmp_path):
     s = settings(SERVICE)
     one = {k: v[-1] for k, v in s.items()}
     assert one["Type"] == "notify"
@@ -103,8 +103,14 @@ def test_service_settings_the_agent_relies_on():
     assert "@system-service" in s["SystemCallFilter"]
     assert one["IPAddressDeny"] == "any"
     assert set(one["IPAddressAllow"].split()) == {"localhost", "169.254.169.254"}
-    # The upstream the unit lets through is the one the agent talks to by default.
-    assert "169.254.169.254" in open(os.path.join(h.SOURCE_DIR, "agent", "config.h")).read()
+    # The upstream the unit lets through is the one the agent talks to by default
+    # (asked of the binary: `--check-config` on an empty file names it).
+    h.require_binaries("agent")
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    checked = subprocess.run(agent_command("--check-config", str(empty)), capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
+    assert "IMDS http://169.254.169.254/" in checked.stdout, checked.stdout
 
 
 def test_socket_listens_on_both_loopbacks():

@@ -118,13 +118,11 @@ void HttpConnection::Start() {
     peer_ = FormatAddress(ss);
     loopback_ = IsLoopback(ss);
   }
-  if (loopback_) {
-    sockaddr_storage local;
-    std::memset(&local, 0, sizeof local);
-    len = sizeof local;
-    if (uv_tcp_getsockname(&tcp_, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
-      caller_ = server_->peers_.Resolve(ss, local);
-    }
+  sockaddr_storage local;  // the caller is looked up here, once per connection
+  std::memset(&local, 0, sizeof local);
+  len = sizeof local;
+  if (loopback_ && uv_tcp_getsockname(&tcp_, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+    caller_ = server_->peers_.Resolve(ss, local);
   }
   if (!StartReading()) return;
   UpdateTimer();

@@ -159,7 +159,7 @@ class SockDiagResolver : public PeerResolver {
   PeerCredentials Resolve(const sockaddr_storage& peer, const sockaddr_storage& local) override {
     sock_diag::Query q;
     if (!sock_diag::MakeQuery(peer, local, &q) || !Open()) return {};
-    DropStale();
+    if (unsettled_) DropStale();
     const uint32_t seq = ++seq_;
     uint8_t request[128];
     const size_t n = sock_diag::BuildRequest(q, seq, request, sizeof request);
@@ -170,21 +170,17 @@ class SockDiagResolver : public PeerResolver {
                       static_cast<ssize_t>(n)) {
       return {};
     }
+    unsettled_ = true;  // until the kernel's answer has been read
     for (int i = 0; i < kMaxDatagrams; ++i) {
       pollfd p = {fd_, POLLIN, 0};
       if (::poll(&p, 1, kPollMs) <= 0) return {};
       size_t got = 0;
       if (!Receive(&got)) continue;
       PeerCredentials credentials;
-      switch (sock_diag::ParseAnswer(buffer_, got, seq, q, &credentials)) {
-        case sock_diag::Answer::kFound:
-          return credentials;
-        case sock_diag::Answer::kMore:
-          continue;
-        case sock_diag::Answer::kNotFound:
-        case sock_diag::Answer::kMalformed:
-          return {};
-      }
+      const sock_diag::Answer answer = sock_diag::ParseAnswer(buffer_, got, seq, q, &credentials);
+      if (answer == sock_diag::Answer::kMore) continue;
+      unsettled_ = false;
+      return answer == sock_diag::Answer::kFound ? credentials : PeerCredentials();
     }
     return {};
   }
@@ -213,15 +209,18 @@ class SockDiagResolver : public PeerResolver {
     return true;
   }
 
-  // Answers that came after an earlier lookup gave up on them.
+  // Answers that came after an earlier lookup gave up on them (their
+  // sequence would not match anyway; this keeps them from piling up).
   void DropStale() {
     for (int i = 0; i < kMaxStale; ++i) {
-      if (::recv(fd_, buffer_, sizeof buffer_, MSG_DONTWAIT | MSG_TRUNC) < 0) return;
+      if (::recv(fd_, buffer_, sizeof buffer_, MSG_DONTWAIT | MSG_TRUNC) < 0) break;
     }
+    unsettled_ = false;
   }
 
   int fd_ = -1;
   bool broken_ = false;
+  bool unsettled_ = false;  // a lookup gave up before its answer was read
   uint32_t seq_ = 0;
   alignas(nlmsghdr) uint8_t buffer_[8192];
 };

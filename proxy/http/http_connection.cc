@@ -118,6 +118,12 @@ void HttpConnection::Start() {
     peer_ = FormatAddress(ss);
     loopback_ = IsLoopback(ss);
   }
+  sockaddr_storage local;  // the caller is looked up here, once per connection
+  std::memset(&local, 0, sizeof local);
+  len = sizeof local;
+  if (loopback_ && uv_tcp_getsockname(&tcp_, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+    caller_ = server_->peers_.Resolve(ss, local);
+  }
   if (!StartReading()) return;
   UpdateTimer();
   server_->listener_.ListIdle(this);
@@ -384,6 +390,7 @@ void HttpConnection::Dispatch() {
   slot.exchange = exchange.get();
   request.peer = peer_;
   request.peer_is_loopback = loopback_;
+  request.caller = caller_;
   if (server_ == nullptr) return;  // the Responder, dropped here, answers 500
   ++server_->stats_.requests;
   server_->handler_.OnRequest(request, Responder(std::move(exchange)));

@@ -187,6 +187,7 @@ class HttpConnection {
   std::string pending_in_;  // input not parsed yet (paused for back-pressure)
   std::string peer_;
   bool loopback_ = false;
+  PeerCredentials caller_;  // resolved once, in Start()
 
   // Responses in request order; references stay valid on push_back/pop_front.
   std::deque<detail::Slot> fifo_;

@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "agent/base/peer_credentials.h"
+
 namespace mi::proxy {
 
 struct HttpRequest {
@@ -23,6 +25,10 @@ struct HttpRequest {
   bool keep_alive = true;
   bool peer_is_loopback = false;  // 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104
   std::string peer;               // "127.0.0.1:53122" (for logs)
+  // The owner of the client's socket, looked up once when a loopback
+  // connection is accepted (HttpServer's PeerResolver); known = false for
+  // other peers and when the lookup fails.
+  PeerCredentials caller;
 
   // First value of header `lower_name`, or null.
   const std::string* Header(std::string_view lower_name) const {

@@ -15,11 +15,14 @@
 
 namespace mi::proxy {
 
-HttpServer::HttpServer(uv_loop_t* loop, const ServerLimits& limits, HttpHandler& handler, Logger& logger)
+HttpServer::HttpServer(uv_loop_t* loop, const ServerLimits& limits, HttpHandler& handler, Logger& logger,
+                       PeerResolver* peers)
     : loop_(loop),
       limits_(limits),
       handler_(handler),
       logger_(logger),
+      own_peers_(peers == nullptr ? MakeSystemPeerResolver() : nullptr),
+      peers_(peers == nullptr ? *own_peers_ : *peers),
       read_buffer_(new char[kReadBufferSize]),
       listener_(*this) {
   MI_CHECK_UV(check_.Init(uv_check_init, loop_, this), "uv_check_init");

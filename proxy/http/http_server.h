@@ -37,6 +37,7 @@
 
 #include "agent/base/clock.h"
 #include "agent/base/log.h"
+#include "agent/base/peer_lookup.h"
 #include "agent/base/status.h"
 #include "agent/base/uv_handle.h"
 #include "proxy/http/http_listener.h"
@@ -79,8 +80,12 @@ struct ServerStats {
 
 class HttpServer {
  public:
-  // `handler` and `logger` must outlive the server.
-  HttpServer(uv_loop_t* loop, const ServerLimits& limits, HttpHandler& handler, Logger& logger);
+  // `handler`, `logger` and `peers` must outlive the server. `peers` names the
+  // owner of each accepted loopback connection's client socket, once per
+  // connection (HttpRequest::caller); null: the platform's own
+  // (MakeSystemPeerResolver(), owned by the server).
+  HttpServer(uv_loop_t* loop, const ServerLimits& limits, HttpHandler& handler, Logger& logger,
+             PeerResolver* peers = nullptr);
   // Closes listeners and connections (handles are released in close callbacks).
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
@@ -140,6 +145,8 @@ class HttpServer {
   ServerLimits limits_;
   HttpHandler& handler_;
   Logger& logger_;
+  std::unique_ptr<PeerResolver> own_peers_;  // when none was given
+  PeerResolver& peers_;
   ServerStats stats_;
   std::unique_ptr<char[]> read_buffer_;  // one for every connection (see HttpConnection::OnAlloc)
   HttpListener listener_;

@@ -13,13 +13,18 @@
 
 #include "agent/base/event_loop.h"
 #include "agent/base/log.h"
+#include "agent/base/peer_lookup.h"
+#include "agent/base/socket_address.h"
 #include "agent/base/uv_handle.h"
 #include "tests/fakes/loopback.h"
 
 #ifndef _WIN32
 #include <arpa/inet.h>
+#include <grp.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #endif
 
@@ -73,8 +78,9 @@ class HttpServerTest : public ::testing::Test {
     EXPECT_TRUE(loop_.Close());
   }
 
-  void StartServer(const ServerLimits& limits = ServerLimits(), const std::string& host = "127.0.0.1") {
-    server_ = std::make_unique<HttpServer>(loop_.uv(), limits, handler_, logger_);
+  void StartServer(const ServerLimits& limits = ServerLimits(), const std::string& host = "127.0.0.1",
+                   PeerResolver* peers = nullptr) {
+    server_ = std::make_unique<HttpServer>(loop_.uv(), limits, handler_, logger_, peers);
     Status st = server_->Listen(host, 0);
     ASSERT_TRUE(st.ok()) << st.message();
     ASSERT_EQ(server_->BoundPorts().size(), 1u);
@@ -857,6 +863,170 @@ TEST_F(HttpServerTest, AdoptsListeningSocket) {
 }
 #endif
 
+
+// The caller's identity: looked up once per loopback connection, at accept.
+
+class CountingResolver : public PeerResolver {
+ public:
+  PeerCredentials Resolve(const sockaddr_storage& peer, const sockaddr_storage& local) override {
+    ++calls;
+    peers.push_back(FormatAddress(peer));
+    locals.push_back(FormatAddress(local));
+    PeerCredentials c;
+    c.known = true;
+    c.uid = 4000 + static_cast<uint32_t>(calls);
+    c.inode = 77;
+    return c;
+  }
+  int calls = 0;
+  std::vector<std::string> peers;
+  std::vector<std::string> locals;
+};
+
+TEST_F(HttpServerTest, CallerIsResolvedOncePerConnection) {
+  CountingResolver peers;
+  StartServer(ServerLimits(), "127.0.0.1", &peers);
+  auto c = Connect();
+  for (int i = 1; i <= 3; ++i) {
+    c->Write("GET /r HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_TRUE(RunUntil([&] { return c->responses().size() == static_cast<size_t>(i); }));
+  }
+  auto d = Connect();
+  d->Write("GET /r HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return d->responses().size() == 1; }));
+  ASSERT_EQ(handler_.requests.size(), 4u);
+  EXPECT_EQ(peers.calls, 2);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(handler_.requests[i].caller.known);
+    EXPECT_EQ(handler_.requests[i].caller.uid, 4001u);
+    EXPECT_EQ(handler_.requests[i].caller.inode, 77u);
+  }
+  EXPECT_EQ(handler_.requests[3].caller.uid, 4002u);
+  // Asked with the client's address as the peer and the listener's as ours.
+  ASSERT_EQ(peers.peers.size(), 2u);
+  EXPECT_EQ(peers.peers[0], handler_.requests[0].peer);
+  EXPECT_EQ(peers.peers[1], handler_.requests[3].peer);
+  EXPECT_NE(peers.peers[0], peers.peers[1]);
+  EXPECT_EQ(peers.locals, std::vector<std::string>(2, server_->BoundAddresses()[0]));
+}
+
+#ifndef _WIN32
+TEST_F(HttpServerTest, CallerIsNotLookedUpForOtherPeers) {
+  CountingResolver peers;
+  StartServer(ServerLimits(), "127.0.0.1", &peers);
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  ASSERT_TRUE(server_->AdoptConnection(fds[0]).ok());
+  const std::string request = "GET /pair HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::write(fds[1], request.data(), request.size()), static_cast<ssize_t>(request.size()));
+  ASSERT_TRUE(RunUntil([&] { return handler_.requests.size() == 1; }));
+  EXPECT_EQ(peers.calls, 0);
+  EXPECT_FALSE(handler_.requests[0].caller.known);
+  ::close(fds[1]);
+}
+#endif
+
+#ifdef __linux__
+// The real lookup (the server's own resolver): this process is the client.
+TEST_F(HttpServerTest, CallerIsThisProcessOnIpv4AndIpv6Loopback) {
+  for (const char* host : {"127.0.0.1", "::1"}) {
+    SCOPED_TRACE(host);
+    handler_.requests.clear();
+    server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits(), handler_, logger_);
+    Status st = server_->Listen(host, 0);
+    if (!st.ok() && std::string(host) == "::1") GTEST_SKIP() << "no IPv6 loopback: " << st.message();
+    ASSERT_TRUE(st.ok()) << st.message();
+    port_ = server_->BoundPorts()[0];
+    auto c = Connect(host);
+    c->Write("GET /who HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
+    ASSERT_EQ(handler_.requests.size(), 1u);
+    const PeerCredentials& caller = handler_.requests[0].caller;
+    ASSERT_TRUE(caller.known) << "sock_diag answered nothing (is NETLINK_SOCK_DIAG available?)";
+    EXPECT_EQ(caller.uid, ::getuid());
+    EXPECT_NE(caller.inode, 0u);
+  }
+}
+
+// A temporary system user (removed at the end, also on failure).
+class TemporaryUser {
+ public:
+  TemporaryUser() : name_("mi-peer-test-" + std::to_string(::getpid())) {
+    const std::string add = "useradd --system --no-create-home --shell /usr/sbin/nologin " + name_ + " >/dev/null 2>&1";
+    if (std::system(add.c_str()) != 0) return;
+    created_ = true;
+    if (const passwd* pw = ::getpwnam(name_.c_str())) {
+      uid_ = pw->pw_uid;
+      gid_ = pw->pw_gid;
+      found_ = true;
+    }
+  }
+  ~TemporaryUser() {
+    if (!created_) return;
+    const std::string del = "userdel " + name_ + " >/dev/null 2>&1";
+    if (std::system(del.c_str()) != 0) ADD_FAILURE() << "could not remove the test user " << name_;
+  }
+  bool ok() const { return created_ && found_; }
+  uid_t uid() const { return uid_; }
+  gid_t gid() const { return gid_; }
+
+ private:
+  std::string name_;
+  bool created_ = false;
+  bool found_ = false;
+  uid_t uid_ = 0;
+  gid_t gid_ = 0;
+};
+
+// A client run as another user: the handler sees that user, not the server's.
+TEST_F(HttpServerTest, CallerIsTheUserOfAnotherProcess) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (creates a user and runs a client as it)";
+  if (::access("/usr/sbin/useradd", X_OK) != 0 && ::access("/usr/bin/useradd", X_OK) != 0) {
+    GTEST_SKIP() << "no useradd";
+  }
+  TemporaryUser user;
+  ASSERT_TRUE(user.ok()) << "useradd failed";
+  ASSERT_NE(user.uid(), ::getuid());
+  StartServer(ServerLimits(), "127.0.0.1");
+  handler_.on_request = [](const HttpRequest&, Responder r) {
+    HttpResponse response = TextResponse("ok");
+    response.close = true;
+    r.Send(std::move(response));
+  };
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Only system calls from here: drop to the user, ask, read to EOF.
+    if (::setgroups(0, nullptr) != 0 || ::setgid(user.gid()) != 0 || ::setuid(user.uid()) != 0) ::_exit(2);
+    int s = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr;
+    std::memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port_);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    timeval timeout{10, 0};
+    ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    if (::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) ::_exit(3);
+    static const char kRequest[] = "GET /who HTTP/1.1\r\nHost: x\r\n\r\n";
+    if (::write(s, kRequest, sizeof kRequest - 1) != static_cast<ssize_t>(sizeof kRequest - 1)) ::_exit(4);
+    char buf[512];
+    ssize_t total = 0;
+    for (ssize_t n; (n = ::read(s, buf, sizeof buf)) > 0;) total += n;
+    ::_exit(total > 0 ? 0 : 5);
+  }
+  const bool answered = RunUntil([&] { return handler_.requests.size() == 1 && server_->stats().open_connections == 0; });
+  int status = 0;
+  if (!answered) ::kill(child, SIGKILL);
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(answered);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "client status " << status;
+  ASSERT_EQ(handler_.requests.size(), 1u);
+  const PeerCredentials& caller = handler_.requests[0].caller;
+  ASSERT_TRUE(caller.known);
+  EXPECT_EQ(caller.uid, user.uid());
+  EXPECT_NE(caller.uid, ::getuid());
+}
+#endif
 
 }  // namespace
 }  // namespace mi::proxy

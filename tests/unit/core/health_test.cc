@@ -13,10 +13,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent/app/config.h"
 #include "agent/token_cache.h"
 #include "agent/upstream_latency.h"
 #include "agent/upstream_scheduler.h"
+#include "tests/fakes/fake_core.h"
 #include "tests/fakes/fake_random.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/fake_upstream.h"
@@ -41,17 +41,6 @@ std::string Secret(int n) { return "eyJ0eXAiOiJKV1QiSECRETTOKEN" + std::to_strin
 class HealthModelTest : public ::testing::Test {
  protected:
   HealthModelTest() {
-    config_.cache.margin = minutes(5);
-    config_.cache.refresh_ahead = minutes(10);
-    config_.cache.hard_floor = minutes(1);
-    config_.cache.retry.max_attempts = 2;
-    config_.budget.rate_per_second = 1000;
-    config_.budget.burst = 1000;
-    config_.budget.max_concurrent = 3;
-    scheduler_ = std::make_unique<UpstreamScheduler>(config_.budget, time_, time_);
-    cache_ = std::make_unique<TokenCache>(config_.cache, time_, time_, random_, upstream_, *scheduler_);
-    cache_->set_upstream_observer([this](Duration latency, int) { latency_.Observe(latency); });
-    model_ = std::make_unique<HealthModel>(*cache_, *scheduler_, latency_);
     HealthModel::Info& info = model_->info();
     info.version = "9.8.7";
     info.start_time = time_.Now();
@@ -61,12 +50,6 @@ class HealthModelTest : public ::testing::Test {
     model_->set_listening();
     model_->set_ready();
   }
-  ~HealthModelTest() override {
-    model_.reset();
-    cache_.reset();
-    scheduler_.reset();
-  }
-
   static TokenKey Key(const std::string& resource, SelectorKind kind = SelectorKind::kDefault,
                       const std::string& id = "") {
     StatusOr<TokenKey> k = MakeTokenKey(SelectorFields::Of(kind, id), resource);
@@ -109,14 +92,13 @@ class HealthModelTest : public ::testing::Test {
     EXPECT_EQ(text.find("SECRETTOKEN"), std::string::npos) << "a token fragment in output:\n" << text;
   }
 
-  Config config_;
-  FakeTime time_;
-  FakeRandom random_;
-  FakeUpstream upstream_;
-  UpstreamLatency latency_;
-  std::unique_ptr<UpstreamScheduler> scheduler_;
-  std::unique_ptr<TokenCache> cache_;
-  std::unique_ptr<HealthModel> model_;
+  FakeCore core_;  // first: its cache outlives everything below that reads it
+  FakeTime& time_ = core_.time;
+  FakeUpstream& upstream_ = core_.upstream;
+  UpstreamLatency& latency_ = core_.latency;
+  std::unique_ptr<UpstreamScheduler>& scheduler_ = core_.scheduler;
+  std::unique_ptr<TokenCache>& cache_ = core_.cache;
+  std::unique_ptr<HealthModel>& model_ = core_.model;
 };
 
 TEST_F(HealthModelTest, EmptyAgentRendersWithoutIdentities) {
@@ -138,14 +120,8 @@ TEST_F(HealthModelTest, EmptyAgentRendersWithoutIdentities) {
 }
 
 TEST(HealthModelReadyTest, ListenersThenReadiness) {
-  Config config;
-  FakeTime time;
-  FakeRandom random;
-  FakeUpstream upstream;
-  UpstreamLatency latency;
-  UpstreamScheduler scheduler(config.budget, time, time);
-  TokenCache cache(config.cache, time, time, random, upstream, scheduler);
-  HealthModel model(cache, scheduler, latency);
+  FakeCore core;
+  HealthModel& model = *core.model;
   std::string why;
   EXPECT_FALSE(model.Ready(&why));
   EXPECT_EQ(why, "listeners are not up");
@@ -153,7 +129,7 @@ TEST(HealthModelReadyTest, ListenersThenReadiness) {
   why.clear();
   EXPECT_FALSE(model.Ready(&why));
   EXPECT_EQ(why, "the first prefetch round has not finished");
-  json s = json::parse(model.StatusJson(time.Now()));
+  json s = json::parse(model.StatusJson(core.time.Now()));
   EXPECT_EQ(s["ready"], false);
   EXPECT_EQ(s["not_ready_reason"], "the first prefetch round has not finished");
   EXPECT_EQ(model.start_time(), TimePoint());

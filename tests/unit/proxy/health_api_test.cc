@@ -18,6 +18,7 @@
 #include "agent/upstream_latency.h"
 #include "agent/upstream_scheduler.h"
 #include "proxy/token_api.h"
+#include "tests/fakes/fake_core.h"
 #include "tests/fakes/fake_random.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/fake_upstream.h"
@@ -40,18 +41,7 @@ std::string Secret(int n) { return "eyJ0eXAiOiJKV1QiSECRETTOKEN" + std::to_strin
 class HealthApiTest : public ::testing::Test {
  protected:
   HealthApiTest() {
-    config_.cache.margin = minutes(5);
-    config_.cache.refresh_ahead = minutes(10);
-    config_.cache.hard_floor = minutes(1);
-    config_.cache.retry.max_attempts = 2;
-    config_.budget.rate_per_second = 1000;
-    config_.budget.burst = 1000;
-    config_.budget.max_concurrent = 3;
-    scheduler_ = std::make_unique<UpstreamScheduler>(config_.budget, time_, time_);
-    cache_ = std::make_unique<TokenCache>(config_.cache, time_, time_, random_, upstream_, *scheduler_);
-    cache_->set_upstream_observer([this](Duration latency, int) { metrics_.Observe(latency); });
     api_ = std::make_unique<TokenApi>(cache_.get(), &time_, TokenApi::Options{});
-    model_ = std::make_unique<HealthModel>(*cache_, *scheduler_, metrics_);
     model_->info().version = "9.8.7";
     model_->info().start_time = time_.Now();
     model_->set_listening();
@@ -61,10 +51,7 @@ class HealthApiTest : public ::testing::Test {
   }
   ~HealthApiTest() override {
     health_.reset();
-    model_.reset();
     api_.reset();
-    cache_.reset();
-    scheduler_.reset();
   }
 
   std::unique_ptr<HealthApi> MakeApi(TimerFactory* timers) {
@@ -150,18 +137,14 @@ class HealthApiTest : public ::testing::Test {
     EXPECT_EQ(text.find("SECRETTOKEN"), std::string::npos) << "a token fragment in output:\n" << text;
   }
 
-  struct {
-    TokenCache::Options cache;
-    UpstreamScheduler::Options budget;
-  } config_;
-  FakeTime time_;
-  FakeRandom random_;
-  FakeUpstream upstream_;
-  UpstreamLatency metrics_;
-  std::unique_ptr<UpstreamScheduler> scheduler_;
-  std::unique_ptr<TokenCache> cache_;
+  FakeCore core_;  // first: its cache outlives everything below that reads it
+  FakeTime& time_ = core_.time;
+  FakeUpstream& upstream_ = core_.upstream;
+  UpstreamLatency& metrics_ = core_.latency;
+  std::unique_ptr<UpstreamScheduler>& scheduler_ = core_.scheduler;
+  std::unique_ptr<TokenCache>& cache_ = core_.cache;
+  std::unique_ptr<HealthModel>& model_ = core_.model;
   std::unique_ptr<TokenApi> api_;
-  std::unique_ptr<HealthModel> model_;
   std::unique_ptr<ProcessMetrics> process_;
   std::unique_ptr<HealthApi> health_;
 };
@@ -279,7 +262,7 @@ TEST_F(HealthApiTest, FullViewWithoutTimersIsBuiltInOneGo) {
 // 10 MB. It is written a slice per loop turn from the snapshot taken when it was
 // asked for, while the loop keeps serving hits in between.
 TEST_F(HealthApiTest, FullViewIsWrittenAcrossTurnsFromOneSnapshot) {
-  ASSERT_EQ(config_.cache.max_keys, 4096u);
+  ASSERT_EQ(core_.cache_options.max_keys, 4096u);
   health_ = MakeApi(&time_);
   auto resource = [](int i) {
     std::string r = "https://r" + std::to_string(i) + ".example/";

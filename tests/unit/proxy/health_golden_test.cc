@@ -13,13 +13,13 @@
 
 #include "agent/app/process_metrics.h"
 #include "agent/base/event_loop.h"
-#include "agent/app/config.h"
 #include "agent/health.h"
 #include "agent/token_cache.h"
 #include "agent/upstream_latency.h"
 #include "agent/upstream_scheduler.h"
 #include "proxy/health_api.h"
 #include "proxy/token_api.h"
+#include "tests/fakes/fake_core.h"
 #include "tests/fakes/fake_random.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/fake_upstream.h"
@@ -35,23 +35,11 @@ using std::chrono::minutes;
 class HealthGoldenTest : public ::testing::Test {
  protected:
   HealthGoldenTest() {
-    config_.cache.margin = minutes(5);
-    config_.cache.refresh_ahead = minutes(10);
-    config_.cache.hard_floor = minutes(1);
-    config_.cache.retry.max_attempts = 2;
-    config_.budget.rate_per_second = 1000;
-    config_.budget.burst = 1000;
-    config_.budget.max_concurrent = 3;
-    scheduler_ = std::make_unique<UpstreamScheduler>(config_.budget, time_, time_);
-    cache_ = std::make_unique<TokenCache>(config_.cache, time_, time_, random_, upstream_, *scheduler_);
-    cache_->set_upstream_observer([this](Duration latency, int) { latency_.Observe(latency); });
     api_ = std::make_unique<TokenApi>(cache_.get(), &time_, TokenApi::Options{});
     // Never listening: their counters stay zero, their families are locked.
     token_server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits{}, *api_, logger_);
     health_server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits{}, *api_, logger_);
 
-    // As the daemon wires it.
-    model_ = std::make_unique<HealthModel>(*cache_, *scheduler_, latency_);
     HealthModel::Info& info = model_->info();
     info.version = "9.8.7-\"rc\\1\"";  // label escaping
     info.start_time = time_.Now();
@@ -72,12 +60,9 @@ class HealthGoldenTest : public ::testing::Test {
     health_.reset();
     health_listener_.reset();
     token_listener_.reset();
-    model_.reset();
     health_server_.reset();
     token_server_.reset();
     api_.reset();
-    cache_.reset();
-    scheduler_.reset();
     EXPECT_TRUE(loop_.Close());
   }
 
@@ -152,19 +137,18 @@ class HealthGoldenTest : public ::testing::Test {
     EXPECT_EQ(got, want) << name;
   }
 
-  Config config_;
-  FakeTime time_;
-  FakeRandom random_;
-  FakeUpstream upstream_;
+  FakeCore core_;  // first: its cache outlives everything below that reads it
+  FakeTime& time_ = core_.time;
+  FakeUpstream& upstream_ = core_.upstream;
+  UpstreamLatency& latency_ = core_.latency;
+  std::unique_ptr<UpstreamScheduler>& scheduler_ = core_.scheduler;
+  std::unique_ptr<TokenCache>& cache_ = core_.cache;
+  std::unique_ptr<HealthModel>& model_ = core_.model;
   EventLoop loop_;
   Logger logger_;
-  UpstreamLatency latency_;
-  std::unique_ptr<UpstreamScheduler> scheduler_;
-  std::unique_ptr<TokenCache> cache_;
   std::unique_ptr<TokenApi> api_;
   std::unique_ptr<HttpServer> token_server_;
   std::unique_ptr<HttpServer> health_server_;
-  std::unique_ptr<HealthModel> model_;
   std::unique_ptr<ProcessMetrics> process_;
   std::unique_ptr<ListenerMetrics> token_listener_;
   std::unique_ptr<ListenerMetrics> health_listener_;

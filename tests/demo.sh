@@ -48,7 +48,13 @@ cat >"$work/config.json" <<JSON
 JSON
 build/mi-agent --config "$work/config.json" --log-format text 2>"$work/agent.log" &
 pids+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$health/readyz" >/dev/null && break; sleep 0.05; done
+ready=0
+for _ in $(seq 200); do curl -sf "http://127.0.0.1:$health/readyz" >/dev/null && { ready=1; break; }; sleep 0.05; done
+if [ "$ready" != 1 ]; then
+  echo "mi-agent did not become ready within 10 s; its log:" >&2
+  cat "$work/agent.log" >&2
+  exit 1
+fi
 
 show() { echo; echo "\$ $*"; "$@"; echo; }
 redact() { sed -E 's/"access_token":"([^"]{12})[^"]*"/"access_token":"\1…(redacted)"/'; }

@@ -71,6 +71,9 @@ struct TokenResult {
   std::string body;
   std::string description;  // for kUnavailable; never contains a token
   int retry_after_seconds = 0;
+  // The Get joined a fetch already under way for its key (single flight), for
+  // the audit trail's cache outcome (hit / miss / coalesced).
+  bool coalesced = false;
 };
 
 }  // namespace mi

@@ -19,8 +19,9 @@ BASE = ("agent/base/",)
 CORE = BASE + ("agent/core:",)          # agent/<file> (not a subfolder): see allowed()
 HTTP = BASE + ("proxy/http/",)
 # The proxy sees the core only through its interfaces: the token types, the broker
-# seam and the health model (token.h, token_key.h, token_broker.h, health.h).
-CORE_INTERFACES = ("agent/token.h", "agent/token_key.h", "agent/token_broker.h", "agent/health.h")
+# seam, the health model, and the caller/audit/authorization interfaces.
+CORE_INTERFACES = ("agent/token.h", "agent/token_key.h", "agent/token_broker.h", "agent/health.h",
+                   "agent/caller.h", "agent/audit_event.h", "agent/access_gate.h")
 PROXY = HTTP + CORE_INTERFACES + ("proxy/",)
 APP = HTTP + ("agent/core:", "proxy/", "agent/app/")
 

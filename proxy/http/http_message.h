@@ -3,6 +3,7 @@
 // channel that carries the answer back (ResponseSink behind a Responder). No
 // libuv here: handlers are tested with a RecordingSink (tests/fakes).
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -29,6 +30,9 @@ struct HttpRequest {
   // connection is accepted (HttpServer's PeerResolver); known = false for
   // other peers and when the lookup fails.
   PeerCredentials caller;
+  // Which kind of listener accepted the connection (audit records name it).
+  enum class Transport : uint8_t { kTcp, kUnix };
+  Transport transport = Transport::kTcp;
 
   // First value of header `lower_name`, or null.
   const std::string* Header(std::string_view lower_name) const {

@@ -17,6 +17,10 @@ starts is stopped on exit, including on SIGINT/SIGTERM):
   4. memory: a fresh mi-agent idle, with 1,000 cached tokens, with 10,000
      open idle connections;
   5. start-to-ready of mi-agent without prefetch;
+  (authz, only when asked: --phases authz) the cost of per-caller authorization
+     (issue #13): mi-agent with "authorization" off and with enforce and
+     --authz-rules uid-only rules (the matching one last), interleaved, at 64
+     keep-alive connections and with a new connection per request;
   6. results/latest.md, results/latest.json, results/latest.png (gnuplot).
 """
 
@@ -51,6 +55,8 @@ BURST_SPREAD_MS = 10.0  # a client that took longer to send the burst was preemp
 TARGET_RSS_1000_MB = 8.0
 TARGET_RSS_10K_MB = 64.0
 TARGET_READY_MS = 50.0
+TARGET_AUTHZ_KEEPALIVE = 1.05  # issue #13: enforce + 10 rules vs off, CPU per cached request, 64 connections
+TARGET_AUTHZ_NEWCONN = 1.5     # issue #13: a new connection per request, uid-only rules vs off
 
 
 def log(msg):
@@ -286,11 +292,14 @@ def parse_wrk(out):
     return r
 
 
-def run_wrk(url, conns, duration, cpu, server_pid):
+def run_wrk(url, conns, duration, cpu, server_pid, headers=()):
     pids = tree_pids(server_pid)
     u0, s0 = cpu_times(pids)
     argv = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency",
-            "--timeout", "5s", "-H", "Metadata: true", url]
+            "--timeout", "5s", "-H", "Metadata: true"]
+    for h in headers:
+        argv += ["-H", h]
+    argv.append(url)
     t0 = time.monotonic()
     with tempfile.TemporaryFile(mode="w+") as out:
         p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -524,7 +533,7 @@ class Bench:
         self.a = args
         self.work = tempfile.mkdtemp(prefix="mi-bench-")
         self.procs = Procs(self.work, args.pidfile or os.path.join(self.work, "pids"))
-        self.res = {"throughput": [], "burst": [], "memory": {}, "ready": {}, "notes": []}
+        self.res = {"throughput": [], "burst": [], "memory": {}, "ready": {}, "authz": [], "notes": []}
         self.agent_cfg = None
 
     # --- process start-up ------------------------------------------------------
@@ -556,7 +565,7 @@ class Bench:
     def emu_count(self):
         return self.emu_admin("GET", "/admin/requests?limit=0")["count"]
 
-    def write_agent_config(self, port, health_port):
+    def write_agent_config(self, port, health_port, extra=None):
         cfg = {
             "port": port,
             "listen": ["127.0.0.1"],
@@ -570,15 +579,16 @@ class Bench:
             "cache": {"max_keys": 20000},
             "log": {"level": "warning", "format": "text"},
         }
+        cfg.update(extra or {})
         self.agent_cfg = cfg
         path = os.path.join(self.work, f"agent-{port}.json")
         with open(path, "w") as f:
             json.dump(cfg, f, indent=1)
         return path
 
-    def start_agent(self, name="mi-agent", binary=None):
+    def start_agent(self, name="mi-agent", binary=None, extra=None):
         port, hport = free_port(), free_port()
-        cfg = self.write_agent_config(port, hport)
+        cfg = self.write_agent_config(port, hport, extra)
         p = self.procs.start(name, [binary or self.a.agent, "--config", cfg], cpu=self.a.server_cpu)
         wait_until(lambda: self._ready(hport), 10, f"{name} /readyz", proc=p)
         return p, port, hport
@@ -668,6 +678,64 @@ class Bench:
             med["errors"] = sum(r["non2xx"] + r["sock_errors"] for r in rs)
             med["requests"] = sum(r["requests"] for r in rs)
             self.res["throughput"].append({"server": name, "conns": conns, **med, "runs": rs})
+
+    def authz_policy(self):
+        """--authz-rules uid-only rules, the one matching this process last, so every
+        request walks all of them (the worst case for a linear policy)."""
+        n = max(1, self.a.authz_rules)
+        rules = [{"name": f"other-{i}", "callers": {"uids": [40000 + i]},
+                  "identities": [{"client_id": f"00000000-0000-4000-8000-{i:012d}"}],
+                  "resources": [f"https://other-{i}.example/"]} for i in range(n - 1)]
+        rules.append({"name": "bench", "callers": {"uids": [os.geteuid()]}, "identities": ["default"],
+                      "resources": [RESOURCE]})
+        return {"authorization": {"mode": "enforce", "rules": rules}}
+
+    def authz(self):
+        """Cost of authorization: off vs enforce, same binary, interleaved runs."""
+        a = self.a
+        variants = [("authz-off", {}), ("authz-enforce", self.authz_policy())]
+        servers = []
+        for name, extra in variants:
+            p, port, _ = self.start_agent(name, extra=extra)
+            url = f"http://127.0.0.1:{port}{TOKEN_PATH}"
+            st, body = http_get(port, TOKEN_PATH, {"Metadata": "true"})
+            if st != 200:
+                raise RuntimeError(f"{name} warm-up answered {st}: {body[:200]!r}")
+            run_wrk(url, 16, 1, a.client_cpu, p.pid)
+            servers.append((name, p, url))
+        modes = [("keep-alive", 64, ()), ("new connection per request", 16, ("Connection: close",))]
+        runs = {}
+        for rep in range(a.reps):
+            for mode, conns, headers in modes:
+                for name, p, url in servers:
+                    r = run_wrk(url, conns, a.duration, a.client_cpu, p.pid, headers)
+                    runs.setdefault((mode, conns, name), []).append(r)
+                    log(f"authz {mode:<27} c={conns:<3} rep {rep + 1}/{a.reps} {name:<13} {r['rps']:>8.0f} req/s  "
+                        f"cpu {r['cpu_us_per_req']:.2f} us/req  err {r['non2xx'] + r['sock_errors']}"
+                        + (f"  wrk: {r['wrk_error']}" if r.get("wrk_error") else ""))
+        for name, p, _ in servers:
+            self.procs.stop(p)
+        out = []
+        for (mode, conns, name), rs in runs.items():
+            med = {k: statistics.median([r[k] for r in rs]) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
+            med["errors"] = sum(r["non2xx"] + r["sock_errors"] for r in rs)
+            out.append({"mode": mode, "conns": conns, "server": name, **med, "runs": rs})
+        self.res["authz"] = out
+
+    def _authz_md(self, md):
+        a = self.a
+        rows = self.res.get("authz") or []
+        if not rows:
+            return
+        md.append(f"## Authorization cost: off vs enforce with {a.authz_rules} uid-only rules (issue #13)\n")
+        md.append("The same binary twice, runs interleaved; the rule that matches the caller is the last one. "
+                  "`new connection per request`: wrk with `Connection: close` (connect, one request, close).\n")
+        md.append("| mode | conns | server | req/s | p50 ms | p99 ms | CPU µs/req | errors |")
+        md.append("|---|---:|---|---:|---:|---:|---:|---:|")
+        for r in rows:
+            md.append(f"| {r['mode']} | {r['conns']} | {r['server']} | {r['rps']:.0f} | {r['p50_ms']:.3f} | "
+                      f"{r['p99_ms']:.3f} | {r['cpu_us_per_req']:.2f} | {r['errors']} |")
+        md.append("")
 
     def cold_burst(self):
         a = self.a
@@ -882,6 +950,18 @@ class Bench:
                         f"{m['idle_conns_kb'] / 1024:.1f} MB never used, "
                         f"{m.get('used_conns_kb', 0) / 1024:.1f} MB after one request each",
                         mb <= TARGET_RSS_10K_MB))
+        az = {(r["mode"], r["server"]): r for r in self.res.get("authz") or []}
+        for mode, target, label in (("keep-alive", TARGET_AUTHZ_KEEPALIVE,
+                                     f"enforce with {self.a.authz_rules} rules: CPU per cached request ≤ "
+                                     f"{TARGET_AUTHZ_KEEPALIVE}× off at 64 keep-alive connections"),
+                                    ("new connection per request", TARGET_AUTHZ_NEWCONN,
+                                     f"enforce, uid-only rules, a new connection per request: CPU ≤ "
+                                     f"{TARGET_AUTHZ_NEWCONN}× off")):
+            off, on = az.get((mode, "authz-off")), az.get((mode, "authz-enforce"))
+            if off and on and off["cpu_us_per_req"]:
+                ratio = on["cpu_us_per_req"] / off["cpu_us_per_req"]
+                out.append((label, f"{ratio:.3f}× ({on['cpu_us_per_req']:.2f} vs {off['cpu_us_per_req']:.2f} µs)",
+                            ratio <= target))
         r = self.res["ready"]
         if r:
             out.append(("start to ready ≤ 50 ms", f"{r['ready_median_ms']:.1f} ms median, {r['ready_max_ms']:.1f} ms max "
@@ -1024,8 +1104,9 @@ class Bench:
             md.append(f"| reference: `mi-agent --version`, CPU | {r['version_cpu_median_ms']:.1f} | "
                       f"{r['version_cpu_max_ms']:.1f} |")
             md.append("")
+        self._authz_md(md)
 
-        md.append("## Targets (issue #7; measured, not asserted)\n")
+        md.append("## Targets (issues #7 and #13; measured, not asserted)\n")
         md.append("| target | measured | met |")
         md.append("|---|---|---|")
         for name, measured, ok in self.targets():
@@ -1105,6 +1186,8 @@ unset multiplot
             self.memory()
         if "ready" in phases:
             self.start_to_ready()
+        if "authz" in phases:
+            self.authz()
         self.procs.stop_all()
         if self.res["throughput"]:
             self.plot()
@@ -1145,7 +1228,9 @@ def main():
     ap.add_argument("--lifetime", type=int, default=86400, help="emulator token lifetime, seconds")
     ap.add_argument("--server-cpu", type=int, default=0)
     ap.add_argument("--client-cpu", type=int, default=1)
-    ap.add_argument("--phases", default="throughput,burst,memory,ready")
+    ap.add_argument("--phases", default="throughput,burst,memory,ready",
+                    help="comma-separated; also: authz (the cost of authorization, issue #13)")
+    ap.add_argument("--authz-rules", type=int, default=10, help="rules in the authz phase's enforce policy")
     ap.add_argument("--nginx-open-file-cache", action="store_true",
                     help="add open_file_cache to nginx (a stronger peer than the issue's configuration)")
     ap.add_argument("--pidfile", default="", help="append every started pid here (run.sh's trap reads it)")

@@ -494,7 +494,7 @@ TEST_F(TokenCacheTest, CallersWhoHungUpGiveUpTheirPlaceBeforeTheirDeadline) {
   for (int i = 0; i < 3; ++i) {
     auto out = std::make_shared<std::vector<TokenResult>>();
     cache_->Get(
-        Key("https://junk-" + std::to_string(i) + "/"), [out](const TokenResult& r) { out->push_back(r); },
+        Key("https://junk-" + std::to_string(i) + "/"), CallerTag(), [out](const TokenResult& r) { out->push_back(r); },
         [connected] { return *connected; });
     junk.push_back(out);
   }
@@ -529,7 +529,7 @@ TEST_F(TokenCacheTest, UnderPressureAFetchWhoseCallersHungUpIsNotSent) {
   time_.RunPending();
   auto connected = std::make_shared<bool>(true);
   auto out = std::make_shared<std::vector<TokenResult>>();
-  cache_->Get(Key("https://junk/"), [out](const TokenResult& r) { out->push_back(r); },
+  cache_->Get(Key("https://junk/"), CallerTag(), [out](const TokenResult& r) { out->push_back(r); },
               [connected] { return *connected; });
   auto live = Get(Key("https://live/"));
   *connected = false;
@@ -547,7 +547,7 @@ TEST_F(TokenCacheTest, UnderPressureAFetchWhoseCallersHungUpIsNotSent) {
 TEST_F(TokenCacheTest, WithoutPressureAHalfClosedCallerStillGetsItsToken) {
   Build();
   auto out = std::make_shared<std::vector<TokenResult>>();
-  cache_->Get(Key("https://one/"), [out](const TokenResult& r) { out->push_back(r); }, [] { return false; });
+  cache_->Get(Key("https://one/"), CallerTag(), [out](const TokenResult& r) { out->push_back(r); }, [] { return false; });
   time_.RunPending();
   ASSERT_EQ(upstream_.pending(), 1u);
   upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("t", Epoch(hours(24)))));

@@ -27,21 +27,22 @@ class UpstreamSchedulerTest : public ::testing::Test {
     budget_.max_concurrent = 2;
     budget_.max_queue = 1024;
     budget_.max_background_queue = 1024;
+    budget_.max_queue_per_caller = 1024;  // the fair-share tests set their own
   }
   void Make() { scheduler_ = std::make_unique<UpstreamScheduler>(budget_, time_, time_); }
   Duration Elapsed() const { return time_.Now() - t0_; }
 
   // A job that records its name and start time, and finishes at once.
-  UpstreamScheduler::JobId Quick(Priority p, std::string name) {
-    return scheduler_->Enqueue(p, [this, name] {
+  UpstreamScheduler::JobId Quick(Priority p, std::string name, CallerTag owner = CallerTag()) {
+    return scheduler_->Enqueue(p, owner, [this, name] {
       order_.push_back(name);
       starts_.push_back(Elapsed());
       scheduler_->Finished();
     });
   }
   // A job that holds its slot until Release(name).
-  UpstreamScheduler::JobId Held(Priority p, std::string name) {
-    return scheduler_->Enqueue(p, [this, name] {
+  UpstreamScheduler::JobId Held(Priority p, std::string name, CallerTag owner = CallerTag()) {
+    return scheduler_->Enqueue(p, owner, [this, name] {
       order_.push_back(name);
       starts_.push_back(Elapsed());
     });
@@ -70,7 +71,7 @@ TEST_F(UpstreamSchedulerTest, RateIsNeverExceededOverAMinute) {
   int finished = 0;
   std::vector<std::unique_ptr<Timer>> timers;
   for (int i = 0; i < 500; ++i) {
-    auto id = scheduler_->Enqueue(i % 3 == 0 ? Priority::kCaller : Priority::kBackground, [&] {
+    auto id = scheduler_->Enqueue(i % 3 == 0 ? Priority::kCaller : Priority::kBackground, CallerTag(), [&] {
       starts_.push_back(Elapsed());
       // Each request takes 150 ms.
       timers.push_back(time_.NewTimer());
@@ -110,7 +111,7 @@ TEST_F(UpstreamSchedulerTest, ConcurrencyIsNeverExceeded) {
   int running = 0, max_running = 0, done = 0;
   std::vector<std::unique_ptr<Timer>> timers;
   for (int i = 0; i < 200; ++i) {
-    scheduler_->Enqueue(i % 2 ? Priority::kCaller : Priority::kBackground, [&] {
+    scheduler_->Enqueue(i % 2 ? Priority::kCaller : Priority::kBackground, CallerTag(), [&] {
       ++running;
       max_running = std::max(max_running, running);
       EXPECT_LE(scheduler_->stats().in_flight, 3);
@@ -154,9 +155,9 @@ TEST_F(UpstreamSchedulerTest, PromoteMovesABackgroundJobAheadOfBackground) {
   Quick(Priority::kBackground, "b2");
   auto b3 = Quick(Priority::kBackground, "b3");
   Quick(Priority::kCaller, "c1");
-  scheduler_->Promote(b3);
-  scheduler_->Promote(b3);      // already a caller job: no-op
-  scheduler_->Promote(123456);  // unknown: no-op
+  scheduler_->Promote(b3, CallerTag());
+  scheduler_->Promote(b3, CallerTag());      // already a caller job: no-op
+  scheduler_->Promote(123456, CallerTag());  // unknown: no-op
   EXPECT_EQ(scheduler_->stats().queued_caller, 2u);
   EXPECT_EQ(scheduler_->stats().queued_background, 2u);
   Release();
@@ -336,7 +337,7 @@ TEST_F(UpstreamSchedulerTest, CancelRemovesAQueuedJob) {
 TEST_F(UpstreamSchedulerTest, StartMayReenter) {
   budget_.max_concurrent = 1;
   Make();
-  scheduler_->Enqueue(Priority::kCaller, [&] {
+  scheduler_->Enqueue(Priority::kCaller, CallerTag(), [&] {
     order_.push_back("outer");
     Quick(Priority::kCaller, "inner");
     scheduler_->Finished();

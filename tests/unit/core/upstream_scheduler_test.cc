@@ -334,6 +334,111 @@ TEST_F(UpstreamSchedulerTest, CancelRemovesAQueuedJob) {
   EXPECT_EQ(time_.armed_timers(), 0u);
 }
 
+// --- the fair share: round robin over owners, a share of the queue each ------------
+
+const CallerTag kA = CallerTag::Uid(1001);
+const CallerTag kB = CallerTag::Uid(1002);
+const CallerTag kC = CallerTag::Uid(1003);
+
+TEST_F(UpstreamSchedulerTest, ANewcomerStartsWithinTwoStartsOfAFloodOfAnotherCaller) {
+  budget_.max_concurrent = 1;
+  Make();
+  for (int i = 0; i < 100; ++i) ASSERT_NE(Quick(Priority::kCaller, "a" + std::to_string(i), kA), 0u) << i;
+  Quick(Priority::kCaller, "b", kB);
+  EXPECT_EQ(scheduler_->stats().caller_owners, 2u);
+  time_.Advance(seconds(60));
+  ASSERT_EQ(order_.size(), 101u);
+  const size_t b_at = std::find(order_.begin(), order_.end(), "b") - order_.begin();
+  EXPECT_LT(b_at, 2u) << "B waits for at most one of A's jobs, not for all 100";
+  // A's own jobs keep their order (FIFO within a caller).
+  std::vector<std::string> a_order;
+  for (const std::string& name : order_) {
+    if (name != "b") a_order.push_back(name);
+  }
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(a_order[i], "a" + std::to_string(i));
+  EXPECT_EQ(scheduler_->stats().caller_owners, 0u);
+}
+
+TEST_F(UpstreamSchedulerTest, CallerJobsTakeTurnsInTheOrderTheirOwnersCame) {
+  budget_.max_concurrent = 1;
+  Make();
+  Held(Priority::kCaller, "busy", kC);
+  time_.RunPending();
+  for (int i = 0; i < 3; ++i) Quick(Priority::kCaller, "a" + std::to_string(i), kA);
+  for (int i = 0; i < 2; ++i) Quick(Priority::kCaller, "b" + std::to_string(i), kB);
+  Quick(Priority::kCaller, "c0", kC);
+  Release();
+  time_.Advance(seconds(10));
+  EXPECT_EQ(order_, (std::vector<std::string>{"busy", "a0", "b0", "c0", "a1", "b1", "a2"}));
+}
+
+TEST_F(UpstreamSchedulerTest, BackgroundKeepsItsShareAmongSeveralCallers) {
+  budget_.max_concurrent = 1;
+  Make();
+  Held(Priority::kBackground, "busy");
+  time_.RunPending();
+  for (int i = 0; i < 3; ++i) {
+    Quick(Priority::kCaller, "a" + std::to_string(i), kA);
+    Quick(Priority::kCaller, "b" + std::to_string(i), kB);
+  }
+  Quick(Priority::kBackground, "r");
+  Release();
+  time_.Advance(seconds(10));
+  EXPECT_EQ(order_, (std::vector<std::string>{"busy", "a0", "b0", "a1", "b1", "r", "a2", "b2"}));
+}
+
+TEST_F(UpstreamSchedulerTest, EachCallerHasItsShareOfTheQueue) {
+  budget_.max_concurrent = 1;
+  budget_.max_queue = 10;
+  budget_.max_queue_per_caller = 2;
+  Make();
+  Held(Priority::kCaller, "busy", kA);
+  time_.RunPending();  // started: no longer queued, no longer in A's share
+  EXPECT_NE(Quick(Priority::kCaller, "a0", kA), 0u);
+  EXPECT_FALSE(scheduler_->CallerShareFull(kA));
+  EXPECT_NE(Quick(Priority::kCaller, "a1", kA), 0u);
+  EXPECT_TRUE(scheduler_->CallerShareFull(kA));
+  EXPECT_EQ(Quick(Priority::kCaller, "a2", kA), UpstreamScheduler::kRejected) << "A holds its share";
+  EXPECT_NE(Quick(Priority::kCaller, "b0", kB), 0u) << "B still finds room";
+  EXPECT_FALSE(scheduler_->CallerShareFull(kB));
+  // Background work is no caller's: never refused for a caller's share.
+  EXPECT_NE(Quick(Priority::kBackground, "r", kA), 0u);
+  EXPECT_EQ(scheduler_->stats().rejected_total, 1u);
+  EXPECT_EQ(scheduler_->stats().rejected_caller_share_total, 1u);
+  Release();
+  time_.Advance(seconds(10));
+  EXPECT_EQ(order_, (std::vector<std::string>{"busy", "a0", "b0", "a1", "r"}));
+}
+
+TEST_F(UpstreamSchedulerTest, PromoteDemoteAndCancelKeepTheRoundRobinInStep) {
+  budget_.max_concurrent = 1;
+  budget_.max_queue_per_caller = 1;
+  Make();
+  Held(Priority::kBackground, "busy");
+  time_.RunPending();
+  Quick(Priority::kCaller, "a0", kA);
+  auto b_refresh = Quick(Priority::kBackground, "b-refresh");
+  auto a_refresh = Quick(Priority::kBackground, "a-refresh");
+  // A promoted job is its new owner's, past the owner's share (it was admitted already).
+  scheduler_->Promote(a_refresh, kA);
+  scheduler_->Promote(b_refresh, kB);
+  EXPECT_EQ(scheduler_->stats().queued_caller, 3u);
+  EXPECT_EQ(scheduler_->stats().caller_owners, 2u);
+  // Demoting B's only job takes B out of the round; cancelling it too.
+  EXPECT_TRUE(scheduler_->Demote(b_refresh));
+  EXPECT_EQ(scheduler_->stats().caller_owners, 1u);
+  EXPECT_TRUE(scheduler_->Cancel(b_refresh));
+  auto c0 = Quick(Priority::kCaller, "c0", kC);
+  EXPECT_TRUE(scheduler_->Cancel(c0));
+  EXPECT_EQ(scheduler_->stats().caller_owners, 1u);
+  Quick(Priority::kCaller, "b0", kB);
+  Release();
+  time_.Advance(seconds(10));
+  EXPECT_EQ(order_, (std::vector<std::string>{"busy", "a0", "b0", "a-refresh"}));
+  EXPECT_EQ(scheduler_->stats().caller_owners, 0u);
+  EXPECT_EQ(scheduler_->stats().queued_caller, 0u);
+}
+
 TEST_F(UpstreamSchedulerTest, StartMayReenter) {
   budget_.max_concurrent = 1;
   Make();

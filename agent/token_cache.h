@@ -214,8 +214,9 @@ class TokenCache : public TokenBroker, public MetricsSource {
     FetchState fetch = FetchState::kIdle;
     UpstreamScheduler::JobId job = 0;       // kQueued only
     // The caller whose job the fetch is in the IMDS queue: who created it, or
-    // the first caller to wait on it since it was background work. Set while
-    // the fetch has waiters.
+    // the first caller to wait on it since it last had none. Set exactly while
+    // the key has waiters (Get sets it, the three places waiters leave --
+    // AnswerWaiters, OnDeadline, DropGoneWaiters -- clear it with the last).
     std::optional<CallerTag> fetch_caller;
     RetryState retry;
     uint64_t fetch_generation = 0;

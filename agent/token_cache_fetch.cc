@@ -263,7 +263,6 @@ void TokenCache::FinishFetch(Entry* e) {
   if (e->fetch == FetchState::kQueued) scheduler_->Cancel(e->job);
   e->fetch = FetchState::kIdle;
   e->job = 0;
-  e->fetch_caller.reset();
   if (e->first_round) {
     e->first_round = false;
     if (--prefetch_pending_ == 0 && prefetch_done_) std::exchange(prefetch_done_, nullptr)();
@@ -307,6 +306,7 @@ void TokenCache::AnswerWaiters(Entry* e, TokenResult result) {
   if (e->waiters.empty()) return;
   std::vector<Waiter> waiters;
   waiters.swap(e->waiters);
+  e->fetch_caller.reset();
   for (const Waiter& w : waiters) Unwait(w);
   if (e->deadline_timer) e->deadline_timer->Disarm();
   for (auto& w : waiters) {
@@ -342,6 +342,7 @@ void TokenCache::OnDeadline(const TokenKey& key) {
                            std::make_move_iterator(e->waiters.begin() + static_cast<std::ptrdiff_t>(expired)));
   e->waiters.erase(e->waiters.begin(), e->waiters.begin() + static_cast<std::ptrdiff_t>(expired));
   for (const Waiter& w : late) Unwait(w);
+  if (e->waiters.empty()) e->fetch_caller.reset();
   stats_.deadline_expired += expired;
   ArmDeadline(e);
   std::vector<TokenResult> results;
@@ -372,8 +373,6 @@ void TokenCache::OnDeadline(const TokenKey& key) {
 }
 
 void TokenCache::OnLastCallerLeft(Entry* e) {
-  // The fetch is no caller's any more: the next caller to wait on it owns it.
-  e->fetch_caller.reset();
   // A request already sent goes on (its answer is cheap to keep). One not sent
   // yet goes on only as background work, for a key the cache keeps fresh; any
   // other key has nobody left to fetch for.
@@ -393,6 +392,7 @@ bool TokenCache::DropGoneWaiters(Entry* e) {
   std::vector<Waiter> gone(std::make_move_iterator(keep), std::make_move_iterator(e->waiters.end()));
   e->waiters.erase(keep, e->waiters.end());
   for (const Waiter& w : gone) Unwait(w);
+  if (e->waiters.empty()) e->fetch_caller.reset();
   stats_.shed += gone.size();
   ArmDeadline(e);
   // Their connections are gone (or half-closed): the answer is a formality.

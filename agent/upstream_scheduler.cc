@@ -4,6 +4,8 @@
 #include <cmath>
 #include <utility>
 
+#include "agent/base/check.h"
+
 namespace mi {
 namespace {
 
@@ -33,7 +35,7 @@ UpstreamScheduler::JobId UpstreamScheduler::Enqueue(Priority priority, CallerTag
   }
   const JobId id = next_id_++;
   Queue& q = caller ? CallerQueue(owner) : background_;
-  q.push_back(Job{id, owner, std::move(start)});
+  q.push_back(Job{id, caller ? owner : CallerTag::Unknown(), std::move(start)});
   index_.emplace(id, Entry{priority, std::prev(q.end())});
   Reschedule();
   return id;
@@ -42,6 +44,12 @@ UpstreamScheduler::JobId UpstreamScheduler::Enqueue(Priority priority, CallerTag
 bool UpstreamScheduler::CallerShareFull(CallerTag owner) const {
   auto found = callers_.find(owner);
   return found != callers_.end() && found->second.jobs.size() >= options_.max_queue_per_caller;
+}
+
+UpstreamScheduler::OwnerQueue& UpstreamScheduler::QueueOf(CallerTag owner) {
+  auto found = callers_.find(owner);
+  MI_CHECK(found != callers_.end());  // a queued caller job's owner is in the round
+  return found->second;
 }
 
 UpstreamScheduler::Queue& UpstreamScheduler::CallerQueue(CallerTag owner) {
@@ -60,7 +68,7 @@ void UpstreamScheduler::CallerJobLeft(CallerTag owner) {
 }
 
 UpstreamScheduler::Job UpstreamScheduler::TakeCallerJob() {
-  OwnerQueue& turn = callers_.at(turns_.front());
+  OwnerQueue& turn = QueueOf(turns_.front());
   Job job = std::move(turn.jobs.front());
   turn.jobs.pop_front();
   // To the end of the round; CallerJobLeft takes it out if that was its last job.
@@ -85,7 +93,7 @@ bool UpstreamScheduler::Demote(JobId id) {
   if (found->second.priority == Priority::kBackground) return true;
   if (background_.size() >= options_.max_background_queue) return false;
   const CallerTag owner = found->second.it->owner;
-  background_.splice(background_.end(), callers_.at(owner).jobs, found->second.it);
+  background_.splice(background_.end(), QueueOf(owner).jobs, found->second.it);
   found->second.priority = Priority::kBackground;
   CallerJobLeft(owner);
   return true;
@@ -96,7 +104,7 @@ bool UpstreamScheduler::Cancel(JobId id) {
   if (found == index_.end()) return false;
   if (found->second.priority == Priority::kCaller) {
     const CallerTag owner = found->second.it->owner;
-    callers_.at(owner).jobs.erase(found->second.it);
+    QueueOf(owner).jobs.erase(found->second.it);
     CallerJobLeft(owner);
   } else {
     background_.erase(found->second.it);

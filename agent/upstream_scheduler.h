@@ -168,6 +168,8 @@ class UpstreamScheduler : public MetricsSource {
   // Where a caller job of `owner` goes: its owner's queue, joining the round
   // robin (at its end) when the owner had nothing queued.
   Queue& CallerQueue(CallerTag owner);
+  // The queue of an owner with caller jobs queued.
+  OwnerQueue& QueueOf(CallerTag owner);
   // After a caller job of `owner` left its queue: an owner with nothing
   // queued leaves the round robin.
   void CallerJobLeft(CallerTag owner);

@@ -3,6 +3,7 @@
 
 #include <functional>
 
+#include "agent/caller_tag.h"
 #include "agent/token.h"
 
 namespace mi {
@@ -22,11 +23,18 @@ class TokenBroker {
 
   // The miss path: `callback` runs exactly once on the loop thread — maybe before
   // Get returns (negative cache, shedding), usually when IMDS answers. Concurrent
-  // Gets for one key share one upstream request. `still_waiting` (may be empty:
-  // always) lets the broker drop work for callers that left before their
-  // deadline; their callback still runs once.
-  virtual void Get(const TokenKey& key, Callback callback, StillWaiting still_waiting) = 0;
-  void Get(const TokenKey& key, Callback callback) { Get(key, std::move(callback), nullptr); }
+  // Gets for one key share one upstream request (the result says `coalesced`
+  // to the Gets that joined one already under way). `caller` is who asks
+  // (agent/caller_tag.h): each caller has its own share of the waiters and of
+  // the IMDS queue, and is shed (kShed) beyond it. `still_waiting` (may be
+  // empty: always) lets the broker drop work for callers that left before
+  // their deadline; their callback still runs once.
+  virtual void Get(const TokenKey& key, CallerTag caller, Callback callback, StillWaiting still_waiting) = 0;
+  void Get(const TokenKey& key, CallerTag caller, Callback callback) {
+    Get(key, caller, std::move(callback), nullptr);
+  }
+  // For tests and tools: an unknown caller (CallerTag::Unknown()).
+  void Get(const TokenKey& key, Callback callback) { Get(key, CallerTag::Unknown(), std::move(callback), nullptr); }
 };
 
 }  // namespace mi

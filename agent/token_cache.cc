@@ -62,7 +62,7 @@ const Token* TokenCache::Lookup(const TokenKey& key) {
   return e->token.get();
 }
 
-void TokenCache::Get(const TokenKey& key, Callback callback, StillWaiting still_waiting) {
+void TokenCache::Get(const TokenKey& key, CallerTag caller, Callback callback, StillWaiting still_waiting) {
   const TimePoint now = clock_->Now();
   Entry* e = Find(key);
   if (e != nullptr && Servable(e, now)) {
@@ -85,8 +85,13 @@ void TokenCache::Get(const TokenKey& key, Callback callback, StillWaiting still_
     callback(r);
     return;
   }
-  if (stats_.waiters >= options_.max_waiters || (e == nullptr && (e = FindOrCreate(key)) == nullptr)) {
+  // A miss adds a waiter: within the caller's share, and the total.
+  auto mine = waiting_.find(caller);
+  const bool share_full = mine != waiting_.end() && mine->second >= options_.max_waiters_per_caller;
+  if (share_full || stats_.waiters >= options_.max_waiters ||
+      (e == nullptr && (e = FindOrCreate(key)) == nullptr)) {
     ++stats_.shed;
+    if (share_full) ++stats_.shed_caller_share;
     TokenResult r;
     r.kind = TokenResult::Kind::kShed;
     r.retry_after_seconds = 1;
@@ -96,14 +101,18 @@ void TokenCache::Get(const TokenKey& key, Callback callback, StillWaiting still_
   ++stats_.misses;
   ++e->misses;
   Touch(e);
-  e->waiters.push_back(Waiter{now + options_.caller_deadline, std::move(callback), std::move(still_waiting)});
+  const bool joined = e->fetch != FetchState::kIdle;
+  e->waiters.push_back(
+      Waiter{now + options_.caller_deadline, caller, joined, std::move(callback), std::move(still_waiting)});
   ++stats_.waiters;
+  ++waiting_[caller];
+  if (!e->fetch_caller) e->fetch_caller = caller;
   if (e->waiters.size() == 1) ArmDeadline(e);
-  if (e->fetch == FetchState::kIdle) {
+  if (!joined) {
     StartFetch(e);
   } else {
     ++stats_.coalesced;
-    if (e->fetch == FetchState::kQueued) scheduler_->Promote(e->job);
+    if (e->fetch == FetchState::kQueued) scheduler_->Promote(e->job, *e->fetch_caller);
   }
 }
 

@@ -24,6 +24,14 @@
 //  * prefetch keys are fetched at start and kept fresh forever;
 //  * idle keys stop refreshing and are dropped; the number of keys is capped (LRU);
 //  * IMDS's definite "no" (4xx) is cached briefly;
+//  * a fair share per caller (CallerTag, agent/caller_tag.h): a caller with
+//    `max_waiters_per_caller` callbacks waiting on IMDS is shed (429) for a
+//    further miss, whether it would start a fetch or join one under way (of
+//    any caller); a fetch's job in the IMDS queue belongs to the caller that
+//    created it, or for which it became a caller job (Promote), and takes
+//    that caller's turn in the scheduler's round robin and a place in its
+//    share of the queue (UpstreamScheduler::Options::max_queue_per_caller).
+//    Background work is no caller's;
 //  * while IMDS fails, valid tokens are served down to `hard_floor` before expiry.
 // Every upstream request goes through one UpstreamScheduler (the IMDS budget)
 // and one RetryPolicy. Time and the upstream are injected. It does not log: the
@@ -32,6 +40,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -77,6 +86,7 @@ struct CacheStats {
   uint64_t coalesced = 0;          // misses that joined a fetch already under way
   uint64_t negative_hits = 0;
   uint64_t shed = 0;               // callers answered 429 by the agent
+  uint64_t shed_caller_share = 0;  // of which: their caller held its share of the waiters or of the IMDS queue
   uint64_t deadline_expired = 0;   // callers answered 500 at their deadline
   uint64_t upstream_requests = 0;
   uint64_t upstream_by_class[6] = {};  // [0] transport errors, [1..5] 1xx..5xx
@@ -115,6 +125,9 @@ class TokenCache : public TokenBroker, public MetricsSource {
     Duration negative_ttl = Duration(5000);      // "negative_ttl_seconds": cache IMDS 4xx this long (0: off)
     Duration same_token_backoff = Duration(60000);  // "same_token_backoff_seconds"
     size_t max_waiters = 4096;                   // "limits.max_waiters": callers waiting on IMDS in total
+    // "limits.max_waiters_per_caller": waiting callbacks of one CallerTag.
+    // ParseConfig's default: a quarter of max_waiters, at least 16.
+    size_t max_waiters_per_caller = 1024;
     Duration caller_deadline = Duration(25000);  // "limits.caller_deadline_seconds"
     RetryPolicy::Options retry;                  // "retry"
     std::vector<TokenKey> prefetch;              // "prefetch": fetched at start, kept fresh forever
@@ -128,7 +141,7 @@ class TokenCache : public TokenBroker, public MetricsSource {
   // TokenBroker.
   const Token* Lookup(const TokenKey& key) override;
   using TokenBroker::Get;
-  void Get(const TokenKey& key, Callback callback, StillWaiting still_waiting) override;
+  void Get(const TokenKey& key, CallerTag caller, Callback callback, StillWaiting still_waiting) override;
 
   // Applies reloaded options: margins, limits, the prefetch list (new keys are
   // fetched, removed ones become ordinary keys). Cached tokens stay.
@@ -166,6 +179,8 @@ class TokenCache : public TokenBroker, public MetricsSource {
  private:
   struct Waiter {
     TimePoint deadline;
+    CallerTag caller;
+    bool coalesced;  // joined a fetch already under way (TokenResult::coalesced)
     Callback callback;
     StillWaiting still_waiting;  // empty: always
     bool gone() const { return still_waiting && !still_waiting(); }
@@ -198,6 +213,11 @@ class TokenCache : public TokenBroker, public MetricsSource {
     // belong to the fetch under way.
     FetchState fetch = FetchState::kIdle;
     UpstreamScheduler::JobId job = 0;       // kQueued only
+    // The caller whose job the fetch is in the IMDS queue: who created it, or
+    // the first caller to wait on it since it last had none. Set exactly while
+    // the key has waiters (Get sets it, the three places waiters leave --
+    // AnswerWaiters, OnDeadline, DropGoneWaiters -- clear it with the last).
+    std::optional<CallerTag> fetch_caller;
     RetryState retry;
     uint64_t fetch_generation = 0;
     TimePoint attempt_started{};
@@ -246,7 +266,10 @@ class TokenCache : public TokenBroker, public MetricsSource {
   void RetryLater(Entry* e);
   void ScheduleRefresh(Entry* e, TimePoint at);
   void OnTimer(const TokenKey& key);
-  void AnswerWaiters(Entry* e, const TokenResult& result);
+  // Answers every waiter of e with `result` (coalesced set per waiter).
+  void AnswerWaiters(Entry* e, TokenResult result);
+  // A waiter leaves (answered or dropped): the counts by caller and in total.
+  void Unwait(const Waiter& w);
   void ArmDeadline(Entry* e);
   void OnDeadline(const TokenKey& key);
   // The last caller of `e` left: a fetch not yet sent goes on only as
@@ -278,6 +301,8 @@ class TokenCache : public TokenBroker, public MetricsSource {
   // expired since their state was last updated (ShownState), not every key.
   size_t by_state_[4] = {};                          // Entry::state, by EntryState
   std::set<std::pair<int64_t, Entry*>> expiries_;   // (expires_on, entry) of each token held
+  // Waiters by caller (callers with none are not in the map): the fair share.
+  std::unordered_map<CallerTag, size_t, CallerTag::Hash> waiting_;
   std::unique_ptr<Timer> sweep_timer_;
   TimePoint last_gone_sweep_{};
   size_t prefetch_pending_ = 0;

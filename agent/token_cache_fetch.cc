@@ -5,6 +5,7 @@
 #include "agent/token_cache.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace mi {
 namespace {
@@ -47,21 +48,26 @@ void TokenCache::Enqueue(Entry* e) {
   const uint64_t generation = e->fetch_generation;
   auto start = [this, key = e->key, generation] { Attempt(key, generation); };
   e->fetch = FetchState::kQueued;
-  e->job = scheduler_->Enqueue(priority, start);
+  // Background work is no caller's: its owner is ignored.
+  const CallerTag owner = e->fetch_caller.value_or(CallerTag::Unknown());
+  e->job = scheduler_->Enqueue(priority, owner, start);
   // Callers who hung up may still hold places in the callers' queue.
   if (e->job == 0 && priority == Priority::kCaller && SweepGoneCallers(e)) {
-    e->job = scheduler_->Enqueue(priority, std::move(start));
+    e->job = scheduler_->Enqueue(priority, owner, std::move(start));
   }
   if (e->job != 0) return;
-  // The IMDS queue is full: the agent is the one shedding. A key the cache
-  // keeps fresh tries again later; any other waits for its next caller.
+  // The IMDS queue is full, or the fetch's caller has its share of it queued:
+  // the agent is the one shedding. A key the cache keeps fresh tries again
+  // later; any other waits for its next caller.
+  const bool share_full = priority == Priority::kCaller && scheduler_->CallerShareFull(owner);
   FinishFetch(e);
   if (!e->waiters.empty()) {
     stats_.shed += e->waiters.size();
+    if (share_full) stats_.shed_caller_share += e->waiters.size();
     TokenResult r;
     r.kind = TokenResult::Kind::kShed;
     r.retry_after_seconds = 1;
-    AnswerWaiters(e, r);
+    AnswerWaiters(e, std::move(r));
   }
   // No UpdateState: shedding says nothing about IMDS, and a flood of shed keys
   // must not become a flood of state-change logs.
@@ -170,7 +176,7 @@ void TokenCache::OnToken(Entry* e, std::shared_ptr<const Token> token) {
   TokenResult r;
   r.kind = TokenResult::Kind::kToken;
   r.token = e->token;
-  AnswerWaiters(e, r);
+  AnswerWaiters(e, std::move(r));
   UpdateState(e);
 }
 
@@ -181,7 +187,7 @@ void TokenCache::OnExpiredToken(Entry* e, const UpstreamResponse& response) {
   TokenResult r;
   r.kind = TokenResult::Kind::kUnavailable;
   r.description = "IMDS returned an expired token";
-  AnswerWaiters(e, r);
+  AnswerWaiters(e, std::move(r));
   OnFailure(e, response, "expired_token", /*malformed=*/true);
 }
 
@@ -205,7 +211,7 @@ void TokenCache::OnRejected(Entry* e, const UpstreamResponse& response) {
   r.kind = TokenResult::Kind::kRejected;
   r.status = response.status;
   r.body = std::move(body);
-  AnswerWaiters(e, r);
+  AnswerWaiters(e, std::move(r));
   if (e->prefetch) ScheduleRefresh(e, now + options_.retry.max_delay + Jitter(options_.retry.max_delay / 4));
   UpdateState(e);
 }
@@ -248,7 +254,7 @@ void TokenCache::OnFailure(Entry* e, const UpstreamResponse& response, const std
     r.kind = TokenResult::Kind::kUnavailable;
     r.description = "IMDS could not provide a token: " + e->last_error;
   }
-  AnswerWaiters(e, r);
+  AnswerWaiters(e, std::move(r));
   if (KeptFresh(e, now)) ScheduleRefresh(e, now + options_.retry.max_delay + Jitter(options_.retry.max_delay / 4));
   UpdateState(e);
 }
@@ -296,13 +302,23 @@ void TokenCache::OnTimer(const TokenKey& key) {
 
 // --- waiters ---------------------------------------------------------------------
 
-void TokenCache::AnswerWaiters(Entry* e, const TokenResult& result) {
+void TokenCache::AnswerWaiters(Entry* e, TokenResult result) {
   if (e->waiters.empty()) return;
   std::vector<Waiter> waiters;
   waiters.swap(e->waiters);
-  stats_.waiters -= waiters.size();
+  e->fetch_caller.reset();
+  for (const Waiter& w : waiters) Unwait(w);
   if (e->deadline_timer) e->deadline_timer->Disarm();
-  for (auto& w : waiters) w.callback(result);
+  for (auto& w : waiters) {
+    result.coalesced = w.coalesced;
+    w.callback(result);
+  }
+}
+
+void TokenCache::Unwait(const Waiter& w) {
+  --stats_.waiters;
+  auto mine = waiting_.find(w.caller);
+  if (mine != waiting_.end() && --mine->second == 0) waiting_.erase(mine);
 }
 
 void TokenCache::ArmDeadline(Entry* e) {
@@ -325,7 +341,8 @@ void TokenCache::OnDeadline(const TokenKey& key) {
   std::vector<Waiter> late(std::make_move_iterator(e->waiters.begin()),
                            std::make_move_iterator(e->waiters.begin() + static_cast<std::ptrdiff_t>(expired)));
   e->waiters.erase(e->waiters.begin(), e->waiters.begin() + static_cast<std::ptrdiff_t>(expired));
-  stats_.waiters -= expired;
+  for (const Waiter& w : late) Unwait(w);
+  if (e->waiters.empty()) e->fetch_caller.reset();
   stats_.deadline_expired += expired;
   ArmDeadline(e);
   std::vector<TokenResult> results;
@@ -348,6 +365,7 @@ void TokenCache::OnDeadline(const TokenKey& key) {
       r.kind = TokenResult::Kind::kUnavailable;
       r.description = "IMDS did not provide a token within the deadline";
     }
+    r.coalesced = w.coalesced;
     results.push_back(std::move(r));
   }
   if (e->waiters.empty()) OnLastCallerLeft(e);
@@ -373,14 +391,18 @@ bool TokenCache::DropGoneWaiters(Entry* e) {
   if (keep == e->waiters.end()) return false;
   std::vector<Waiter> gone(std::make_move_iterator(keep), std::make_move_iterator(e->waiters.end()));
   e->waiters.erase(keep, e->waiters.end());
-  stats_.waiters -= gone.size();
+  for (const Waiter& w : gone) Unwait(w);
+  if (e->waiters.empty()) e->fetch_caller.reset();
   stats_.shed += gone.size();
   ArmDeadline(e);
   // Their connections are gone (or half-closed): the answer is a formality.
   TokenResult r;
   r.kind = TokenResult::Kind::kShed;
   r.retry_after_seconds = 1;
-  for (auto& w : gone) w.callback(r);
+  for (auto& w : gone) {
+    r.coalesced = w.coalesced;
+    w.callback(r);
+  }
   return true;
 }
 

@@ -20,6 +20,14 @@ void TokenCache::WriteMetrics(MetricsWriter& w) const {
   w.One("mi_agent_waiters", "gauge", "Callers waiting for an IMDS answer.", static_cast<double>(cs.waiters));
   w.One("mi_agent_requests_shed_total", "counter", "Callers answered 429 because the agent was shedding load.",
         static_cast<double>(cs.shed));
+  // Only once a caller was shed for its share: a /metrics page where that never
+  // happened reads as it did before the fair share existed.
+  if (cs.shed_caller_share > 0) {
+    w.One("mi_agent_requests_shed_caller_share_total", "counter",
+          "Callers answered 429 because their caller (uid) held its share of the waiters or of the IMDS queue "
+          "(also in mi_agent_requests_shed_total).",
+          static_cast<double>(cs.shed_caller_share));
+  }
   w.One("mi_agent_requests_deadline_expired_total", "counter", "Callers answered at their deadline without a token.",
         static_cast<double>(cs.deadline_expired));
 

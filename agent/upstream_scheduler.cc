@@ -4,6 +4,8 @@
 #include <cmath>
 #include <utility>
 
+#include "agent/base/check.h"
+
 namespace mi {
 namespace {
 
@@ -21,25 +23,67 @@ UpstreamScheduler::UpstreamScheduler(const Options& options, Clock& clock, Timer
 UpstreamScheduler::~UpstreamScheduler() = default;
 
 
-UpstreamScheduler::JobId UpstreamScheduler::Enqueue(Priority priority, std::function<void()> start) {
+UpstreamScheduler::JobId UpstreamScheduler::Enqueue(Priority priority, CallerTag owner,
+                                                    std::function<void()> start) {
   const bool caller = priority == Priority::kCaller;
-  Queue& q = caller ? caller_ : background_;
-  if (q.size() >= (caller ? options_.max_queue : options_.max_background_queue)) {
+  const bool full = caller ? queued_caller_ >= options_.max_queue : background_.size() >= options_.max_background_queue;
+  const bool share_full = caller && !full && CallerShareFull(owner);
+  if (full || share_full) {
     ++rejected_total_;
+    if (share_full) ++rejected_caller_share_total_;
     return kRejected;
   }
   const JobId id = next_id_++;
-  q.push_back(Job{id, std::move(start)});
+  Queue& q = caller ? CallerQueue(owner) : background_;
+  q.push_back(Job{id, caller ? owner : CallerTag::Unknown(), std::move(start)});
   index_.emplace(id, Entry{priority, std::prev(q.end())});
   Reschedule();
   return id;
 }
 
-void UpstreamScheduler::Promote(JobId id) {
+bool UpstreamScheduler::CallerShareFull(CallerTag owner) const {
+  auto found = callers_.find(owner);
+  return found != callers_.end() && found->second.jobs.size() >= options_.max_queue_per_caller;
+}
+
+UpstreamScheduler::OwnerQueue& UpstreamScheduler::QueueOf(CallerTag owner) {
+  auto found = callers_.find(owner);
+  MI_CHECK(found != callers_.end());  // a queued caller job's owner is in the round
+  return found->second;
+}
+
+UpstreamScheduler::Queue& UpstreamScheduler::CallerQueue(CallerTag owner) {
+  ++queued_caller_;
+  auto [it, added] = callers_.try_emplace(owner);
+  if (added) it->second.turn = turns_.insert(turns_.end(), owner);
+  return it->second.jobs;
+}
+
+void UpstreamScheduler::CallerJobLeft(CallerTag owner) {
+  --queued_caller_;
+  auto found = callers_.find(owner);
+  if (found == callers_.end() || !found->second.jobs.empty()) return;
+  turns_.erase(found->second.turn);
+  callers_.erase(found);
+}
+
+UpstreamScheduler::Job UpstreamScheduler::TakeCallerJob() {
+  OwnerQueue& turn = QueueOf(turns_.front());
+  Job job = std::move(turn.jobs.front());
+  turn.jobs.pop_front();
+  // To the end of the round; CallerJobLeft takes it out if that was its last job.
+  turns_.splice(turns_.end(), turns_, turns_.begin());
+  CallerJobLeft(job.owner);
+  return job;
+}
+
+void UpstreamScheduler::Promote(JobId id, CallerTag owner) {
   auto found = index_.find(id);
   if (found == index_.end() || found->second.priority == Priority::kCaller) return;
+  found->second.it->owner = owner;
   // splice keeps the iterator valid.
-  caller_.splice(caller_.end(), background_, found->second.it);
+  Queue& q = CallerQueue(owner);
+  q.splice(q.end(), background_, found->second.it);
   found->second.priority = Priority::kCaller;
 }
 
@@ -48,16 +92,23 @@ bool UpstreamScheduler::Demote(JobId id) {
   if (found == index_.end()) return false;
   if (found->second.priority == Priority::kBackground) return true;
   if (background_.size() >= options_.max_background_queue) return false;
-  background_.splice(background_.end(), caller_, found->second.it);
+  const CallerTag owner = found->second.it->owner;
+  background_.splice(background_.end(), QueueOf(owner).jobs, found->second.it);
   found->second.priority = Priority::kBackground;
+  CallerJobLeft(owner);
   return true;
 }
 
 bool UpstreamScheduler::Cancel(JobId id) {
   auto found = index_.find(id);
   if (found == index_.end()) return false;
-  Queue& q = found->second.priority == Priority::kCaller ? caller_ : background_;
-  q.erase(found->second.it);
+  if (found->second.priority == Priority::kCaller) {
+    const CallerTag owner = found->second.it->owner;
+    QueueOf(owner).jobs.erase(found->second.it);
+    CallerJobLeft(owner);
+  } else {
+    background_.erase(found->second.it);
+  }
   index_.erase(found);
   Reschedule();
   return true;
@@ -85,7 +136,8 @@ void UpstreamScheduler::set_options(const Options& options) {
 
 UpstreamScheduler::Stats UpstreamScheduler::stats() const {
   Stats s;
-  s.queued_caller = caller_.size();
+  s.queued_caller = queued_caller_;
+  s.caller_owners = turns_.size();
   s.queued_background = background_.size();
   s.in_flight = in_flight_;
   s.max_concurrent = options_.max_concurrent;
@@ -95,6 +147,7 @@ UpstreamScheduler::Stats UpstreamScheduler::stats() const {
   if (paused_until_ > mono) s.paused_until = now + (paused_until_ - mono);
   s.pauses_total = pauses_total_;
   s.rejected_total = rejected_total_;
+  s.rejected_caller_share_total = rejected_caller_share_total_;
   s.started_total = started_total_;
   return s;
 }
@@ -140,9 +193,13 @@ void UpstreamScheduler::Pump() {
     } else {
       ++caller_streak_;
     }
-    Queue& q = background ? background_ : caller_;
-    Job job = std::move(q.front());
-    q.pop_front();
+    Job job;
+    if (background) {
+      job = std::move(background_.front());
+      background_.pop_front();
+    } else {
+      job = TakeCallerJob();
+    }
     index_.erase(job.id);
     if (limited) tokens_ = std::max(0.0, tokens_ - 1.0);
     ++in_flight_;
@@ -154,7 +211,7 @@ void UpstreamScheduler::Pump() {
 }
 
 bool UpstreamScheduler::BackgroundsTurn() const {
-  return caller_.empty() || (!background_.empty() && caller_streak_ >= kCallerStartsPerBackground);
+  return queued_caller_ == 0 || (!background_.empty() && caller_streak_ >= kCallerStartsPerBackground);
 }
 
 void UpstreamScheduler::Reschedule() {

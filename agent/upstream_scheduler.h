@@ -14,16 +14,26 @@
 //    a caller's place: a caller Enqueue is refused (the caller answers 429) only
 //    when `max_queue` callers already wait, however much background work is
 //    queued; a refused background Enqueue is the owner's to retry later;
+//  * a share of the callers' queue per caller: a caller Enqueue is also
+//    refused when its owner (CallerTag, agent/caller_tag.h) already has
+//    `max_queue_per_caller` caller jobs waiting, so one caller never fills the
+//    queue and a newcomer always finds room;
 //  * a global pause: after IMDS said 429, nothing starts until the pause ends.
 //
-// Start order: callers' jobs before background (refresh, prefetch) ones, FIFO
-// within a priority, except that background keeps a bounded share of the starts:
-// after kCallerStartsPerBackground caller starts in a row while background jobs
+// Start order: callers' jobs before background (refresh, prefetch) ones,
+// except that background keeps a bounded share of the starts: after
+// kCallerStartsPerBackground caller starts in a row while background jobs
 // wait, the next start is a background one. So a flood of callers cannot hold
 // back the refresh of tokens already cached, and while callers wait background
-// work takes at most 1 start in kCallerStartsPerBackground + 1. A Promote()d
-// job joins the back of the caller queue (its caller started waiting only
-// now); a Demote()d one the back of the background queue.
+// work takes at most 1 start in kCallerStartsPerBackground + 1. Background jobs
+// start FIFO. Caller jobs start round robin over their owners: each owner with
+// queued jobs has a turn, in the order they joined the round, and starts the
+// oldest of its jobs; an owner new to the round joins at its end. So an owner
+// with hundreds of queued jobs delays a newcomer by at most one start per
+// other owner waiting, not by all of its jobs. A job's owner is fixed at
+// Enqueue, or given by Promote() (the caller for whom it became a caller job).
+// A Promote()d job joins the back of its owner's jobs (its caller started
+// waiting only now); a Demote()d one the back of the background queue.
 //
 // start() callbacks never run inside Enqueue/Promote/Demote/Cancel/Finished/
 // PauseFor/set_options: they run from the scheduler's timer (a zero delay when a
@@ -50,6 +60,7 @@
 #include "agent/base/clock.h"
 #include "agent/base/metrics.h"
 #include "agent/base/timer.h"
+#include "agent/caller_tag.h"
 
 namespace mi {
 
@@ -63,12 +74,14 @@ class UpstreamScheduler : public MetricsSource {
 
   struct Stats {
     size_t queued_caller = 0;
+    size_t caller_owners = 0;  // owners with caller jobs queued (in the round robin)
     size_t queued_background = 0;
     int in_flight = 0;
     int max_concurrent = 0;    // the cap as configured
     TimePoint paused_until{};  // epoch (zero) when not paused
     uint64_t pauses_total = 0;    // PauseFor() calls
-    uint64_t rejected_total = 0;  // Enqueue()s refused: that priority's queue full
+    uint64_t rejected_total = 0;  // Enqueue()s refused: that priority's queue full, or the owner's share
+    uint64_t rejected_caller_share_total = 0;  // of which: the owner had max_queue_per_caller queued
     uint64_t started_total = 0;
   };
 
@@ -79,6 +92,11 @@ class UpstreamScheduler : public MetricsSource {
     int max_concurrent = 2;      // "max_concurrent": REQUIRES >= 1
     size_t max_queue = 1024;     // "max_queue": queued caller jobs; beyond, Enqueue refuses (429)
     size_t max_background_queue = 256;  // "max_background_queue": queued background jobs; beyond, refused
+    // Queued caller jobs of one owner; beyond, its Enqueue refuses (429). Not
+    // a key of its own: ParseConfig gives it the share of max_queue that
+    // "limits.max_waiters_per_caller" is of "limits.max_waiters" (256 of 1024
+    // by default). REQUIRES >= 1.
+    size_t max_queue_per_caller = 256;
   };
 
   UpstreamScheduler(const Options& options, Clock& clock, TimerFactory& timers);
@@ -89,13 +107,15 @@ class UpstreamScheduler : public MetricsSource {
   // Queues a job. `start` runs once, on a later turn, when the job's turn comes
   // (see the start order above), a concurrency slot is free, a bucket token is
   // available and no pause is in force; the job then owns a slot until
-  // Finished(). Returns the job's id, or kRejected (0) when the queue of that
-  // priority is full (`start` is dropped).
-  JobId Enqueue(Priority priority, std::function<void()> start);
-  // A queued background job becomes a caller job (it may take the caller queue
-  // past max_queue: it was admitted already). No-op for unknown, started or
-  // already caller jobs.
-  void Promote(JobId id);
+  // Finished(). `owner` is the caller a caller job is for (ignored for
+  // background jobs: background work is no caller's). Returns the job's id, or
+  // kRejected (0) when the queue of that priority is full or, for a caller
+  // job, `owner` has its share queued already (`start` is dropped).
+  JobId Enqueue(Priority priority, CallerTag owner, std::function<void()> start);
+  // A queued background job becomes a caller job of `owner` (it may take the
+  // caller queue past max_queue, and `owner` past its share: it was admitted
+  // already). No-op for unknown, started or already caller jobs.
+  void Promote(JobId id, CallerTag owner);
   // A queued caller job becomes a background job (its callers left, the fetch
   // is now a refresh). True when the job is now a queued background job (also
   // when it was one already); false, and nothing changes, when it is unknown,
@@ -112,18 +132,28 @@ class UpstreamScheduler : public MetricsSource {
   void PauseFor(Duration d);
 
   // Applies at once (config reload). Jobs already queued beyond a smaller
-  // max_queue or max_background_queue stay; only new ones are refused.
+  // max_queue, max_background_queue or max_queue_per_caller stay; only new
+  // ones are refused.
   void set_options(const Options& options);
   Stats stats() const;
+  // Whether a caller Enqueue for `owner` would now be refused for its share
+  // (max_queue_per_caller), not for a full queue.
+  bool CallerShareFull(CallerTag owner) const;
   // MetricsSource: in flight, the cap, queue depths, refusals, the pause.
   void WriteMetrics(MetricsWriter& out) const override;
 
  private:
   struct Job {
-    JobId id;
+    JobId id = 0;
+    CallerTag owner;  // caller jobs only
     std::function<void()> start;
   };
   using Queue = std::list<Job>;
+  // One owner's queued caller jobs (FIFO) and its place in the round robin.
+  struct OwnerQueue {
+    Queue jobs;
+    std::list<CallerTag>::iterator turn;
+  };
   struct Entry {
     Priority priority;
     Queue::iterator it;
@@ -134,7 +164,18 @@ class UpstreamScheduler : public MetricsSource {
   void OnTimer();
   void Refill(Duration mono);
   bool Paused(Duration mono) const { return paused_until_ > mono; }
-  size_t queued() const { return caller_.size() + background_.size(); }
+  size_t queued() const { return queued_caller_ + background_.size(); }
+  // Where a caller job of `owner` goes: its owner's queue, joining the round
+  // robin (at its end) when the owner had nothing queued.
+  Queue& CallerQueue(CallerTag owner);
+  // The queue of an owner with caller jobs queued.
+  OwnerQueue& QueueOf(CallerTag owner);
+  // After a caller job of `owner` left its queue: an owner with nothing
+  // queued leaves the round robin.
+  void CallerJobLeft(CallerTag owner);
+  // Takes the next caller job: the oldest of the owner whose turn it is; that
+  // owner then goes to the end of the round.
+  Job TakeCallerJob();
   // Whether the next start is a background job (see the start order).
   bool BackgroundsTurn() const;
   // Starts what can start now, then arms the timer for the next possibility.
@@ -147,7 +188,11 @@ class UpstreamScheduler : public MetricsSource {
   Clock& clock_;
   std::unique_ptr<Timer> timer_;
 
-  Queue caller_;
+  // The callers' side: a queue per owner with jobs queued, and the owners in
+  // round-robin order (front: the next turn).
+  std::unordered_map<CallerTag, OwnerQueue, CallerTag::Hash> callers_;
+  std::list<CallerTag> turns_;
+  size_t queued_caller_ = 0;
   Queue background_;
   std::unordered_map<JobId, Entry> index_;
   JobId next_id_ = 1;
@@ -165,6 +210,7 @@ class UpstreamScheduler : public MetricsSource {
   int caller_streak_ = 0;  // caller starts since the last background one, while background waited
   uint64_t pauses_total_ = 0;
   uint64_t rejected_total_ = 0;
+  uint64_t rejected_caller_share_total_ = 0;
   uint64_t started_total_ = 0;
 };
 

@@ -181,7 +181,7 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
   }
   auto pending = std::make_shared<Responder>(std::move(responder));
   broker_->Get(
-      params.key, [this, route, pending](const TokenResult& result) { Reply(route, *pending, MapResult(result, clock_->Now())); },
+      params.key, CallerTag::Of(request.caller), [this, route, pending](const TokenResult& result) { Reply(route, *pending, MapResult(result, clock_->Now())); },
       [pending] { return pending->connected(); });
 }
 

@@ -1,5 +1,6 @@
 #include "agent/app/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -228,6 +229,20 @@ void ParsePrefetch(Reader& r, std::string* error, std::vector<TokenKey>* out) {
   *out = std::move(keys);
 }
 
+// "limits.max_waiters_per_caller" (`given`, 0 when absent: a quarter of
+// max_waiters, at least 16, at most max_waiters), and the same share of the
+// callers' IMDS queue (budget.max_queue), at least one place: one knob for
+// both halves of a caller's fair share.
+void SetFairShare(size_t given, Config* c) {
+  const size_t waiters = c->cache.max_waiters;
+  const size_t per_caller = given != 0 ? given : std::min(waiters, std::max<size_t>(16, waiters / 4));
+  c->cache.max_waiters_per_caller = per_caller;
+  const uint64_t queue = c->budget.max_queue;
+  c->budget.max_queue_per_caller =
+      per_caller >= waiters ? c->budget.max_queue
+                            : static_cast<size_t>(std::max<uint64_t>(1, (queue * per_caller + waiters - 1) / waiters));
+}
+
 }  // namespace
 
 std::string DefaultConfigPath() { return platform::DefaultConfigPath(); }
@@ -307,6 +322,7 @@ Status ParseConfig(const std::string& text, Config* out) {
     s.Integer("max_background_queue", &budget.max_background_queue, 1, 1000000);
   });
   proxy::ServerLimits& limits = c.limits;
+  size_t waiters_per_caller = 0;  // 0: not given
   r.Section("limits", [&](Reader& s) {
     s.Integer("max_connections", &limits.max_connections, 1, 1000000);
     s.Integer("max_header_bytes", &limits.max_header_bytes, 256, 1 << 20);
@@ -315,6 +331,7 @@ Status ParseConfig(const std::string& text, Config* out) {
     s.Seconds("idle_timeout_seconds", &limits.idle_timeout, 0.001, 86400);
     s.Integer("max_pipelined", &limits.max_pipelined, 1, 1024);
     s.Integer("max_waiters", &cache.max_waiters, 1, 10000000);
+    s.Integer("max_waiters_per_caller", &waiters_per_caller, 1, 10000000);
     s.Seconds("caller_deadline_seconds", &cache.caller_deadline, 0.001, 3600);
     s.Seconds("drain_seconds", &c.drain_timeout, 0, 3600);
   });
@@ -352,6 +369,7 @@ Status ParseConfig(const std::string& text, Config* out) {
 
   if (error.empty() && c.listen.empty()) error = "listen: at least one address is needed";
   if (!error.empty()) return Status::Error(error);
+  SetFairShare(waiters_per_caller, &c);
   // The health listener takes what "health_limits" does not set from "limits".
   proxy::ServerLimits health = c.limits;
   health.max_connections = c.health_limits.max_connections;

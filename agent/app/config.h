@@ -48,9 +48,10 @@ struct Config {
   // --- Upstream (IMDS), cache, retry policy, budget ---------------------------
   CurlUpstreamClient::Options imds;  // "imds"
   // "cache", "retry" (cache.retry), "prefetch" (cache.prefetch), and
-  // "limits.max_waiters", "limits.caller_deadline_seconds".
+  // "limits.max_waiters", "limits.max_waiters_per_caller", "limits.caller_deadline_seconds".
   TokenCache::Options cache;
-  UpstreamScheduler::Options budget;  // "budget"
+  // "budget"; max_queue_per_caller follows from "limits.max_waiters_per_caller".
+  UpstreamScheduler::Options budget;
 
   // --- Health listener --------------------------------------------------------------
   std::vector<ListenAddress> health = {{"127.0.0.1", 50343}};  // "health": ["127.0.0.1:50343"], [] = off

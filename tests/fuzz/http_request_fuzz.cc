@@ -78,7 +78,7 @@ class FakeBroker : public TokenBroker {
     return nullptr;
   }
 
-  void Get(const TokenKey& key, Callback callback, StillWaiting) override {
+  void Get(const TokenKey& key, CallerTag, Callback callback, StillWaiting) override {
     TokenResult r;
     const std::string_view resource = key.resource;
     if (resource.rfind("https://shed", 0) == 0) {  // shedding: answered inside Get

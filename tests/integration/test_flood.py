@@ -123,7 +123,10 @@ def test_a_flood_that_hangs_up_leaves_no_429_behind(agent_factory, emulator):
     try:
         agent = agent_factory(emulator, config={
             "imds": {"timeout_seconds": 30},
-            "budget": {"rate_per_second": 5, "burst": 5, "max_concurrent": 1, "max_queue": 40}})
+            "budget": {"rate_per_second": 5, "burst": 5, "max_concurrent": 1, "max_queue": 40},
+            # One caller may fill the whole queue (its share is all of it): this is
+            # about callers who hung up, not about the fair share (test_fair_share.py).
+            "limits": {"max_waiters_per_caller": 4096}})
         # One slow IMDS request holds the only upstream slot for 10 s, so the
         # queue stands still while the flood fills it.
         emulator.faults([{"match": {"resource": "https://blocker.example/"}, "delay_ms": 10000}])

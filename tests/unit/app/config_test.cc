@@ -110,6 +110,38 @@ TEST(ConfigTest, DefaultsAreTheComponentsOwn) {
   EXPECT_TRUE(c.api.listen_hosts.empty());
 }
 
+// One knob for a caller's fair share: its waiters, and the same share of the
+// callers' IMDS queue.
+TEST(ConfigTest, TheFairShareFollowsMaxWaitersPerCaller) {
+  Config c;
+  ASSERT_TRUE(ParseConfig("{}", &c).ok());
+  EXPECT_EQ(c.cache.max_waiters_per_caller, 1024u) << "a quarter of max_waiters";
+  EXPECT_EQ(c.budget.max_queue_per_caller, 256u) << "a quarter of max_queue";
+
+  Config small;
+  ASSERT_TRUE(ParseConfig(R"({"limits": {"max_waiters": 40}, "budget": {"max_queue": 10}})", &small).ok());
+  EXPECT_EQ(small.cache.max_waiters_per_caller, 16u) << "at least 16";
+  EXPECT_EQ(small.budget.max_queue_per_caller, 4u) << "16/40 of 10, rounded up";
+  Config tiny;
+  ASSERT_TRUE(ParseConfig(R"({"limits": {"max_waiters": 5}})", &tiny).ok());
+  EXPECT_EQ(tiny.cache.max_waiters_per_caller, 5u) << "never above max_waiters";
+  EXPECT_EQ(tiny.budget.max_queue_per_caller, 1024u) << "the whole queue: no share";
+
+  Config given;
+  ASSERT_TRUE(ParseConfig(R"({"limits": {"max_waiters": 1000, "max_waiters_per_caller": 100},
+                              "budget": {"max_queue": 50}})", &given).ok());
+  EXPECT_EQ(given.cache.max_waiters_per_caller, 100u);
+  EXPECT_EQ(given.budget.max_queue_per_caller, 5u);
+  Config one;
+  ASSERT_TRUE(ParseConfig(R"({"limits": {"max_waiters_per_caller": 1}})", &one).ok());
+  EXPECT_EQ(one.budget.max_queue_per_caller, 1u) << "at least one place";
+
+  Config bad;
+  Status s = ParseConfig(R"({"limits": {"max_waiters_per_caller": 0}})", &bad);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("limits.max_waiters_per_caller"), std::string::npos) << s.message();
+}
+
 TEST(ConfigTest, PrefetchEntriesFollowTheSelectorRule) {
   const std::pair<const char*, const char*> cases[] = {
       {R"({"prefetch": [{"client_id": "0d1e2f30-aaaa-4bbb-8ccc-123456789abc"}]})", "prefetch[0].resource: required"},

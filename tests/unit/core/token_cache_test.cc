@@ -60,6 +60,16 @@ class TokenCacheTest : public ::testing::Test {
     return out;
   }
 
+  // The same for a Get by `caller`.
+  std::shared_ptr<std::vector<TokenResult>> GetAs(CallerTag caller, const TokenKey& key) {
+    auto out = std::make_shared<std::vector<TokenResult>>();
+    cache_->Get(key, caller, [out](const TokenResult& r) { out->push_back(r); });
+    return out;
+  }
+  static bool Shed(const std::shared_ptr<std::vector<TokenResult>>& r) {
+    return r->size() == 1 && r->at(0).kind == Kind::kShed;
+  }
+
   // Fills the cache for `key` with a token living `life`.
   void Warm(const TokenKey& key, Duration life, const std::string& access = "tok-1") {
     auto r = Get(key);
@@ -494,7 +504,7 @@ TEST_F(TokenCacheTest, CallersWhoHungUpGiveUpTheirPlaceBeforeTheirDeadline) {
   for (int i = 0; i < 3; ++i) {
     auto out = std::make_shared<std::vector<TokenResult>>();
     cache_->Get(
-        Key("https://junk-" + std::to_string(i) + "/"), [out](const TokenResult& r) { out->push_back(r); },
+        Key("https://junk-" + std::to_string(i) + "/"), CallerTag(), [out](const TokenResult& r) { out->push_back(r); },
         [connected] { return *connected; });
     junk.push_back(out);
   }
@@ -529,7 +539,7 @@ TEST_F(TokenCacheTest, UnderPressureAFetchWhoseCallersHungUpIsNotSent) {
   time_.RunPending();
   auto connected = std::make_shared<bool>(true);
   auto out = std::make_shared<std::vector<TokenResult>>();
-  cache_->Get(Key("https://junk/"), [out](const TokenResult& r) { out->push_back(r); },
+  cache_->Get(Key("https://junk/"), CallerTag(), [out](const TokenResult& r) { out->push_back(r); },
               [connected] { return *connected; });
   auto live = Get(Key("https://live/"));
   *connected = false;
@@ -547,7 +557,7 @@ TEST_F(TokenCacheTest, UnderPressureAFetchWhoseCallersHungUpIsNotSent) {
 TEST_F(TokenCacheTest, WithoutPressureAHalfClosedCallerStillGetsItsToken) {
   Build();
   auto out = std::make_shared<std::vector<TokenResult>>();
-  cache_->Get(Key("https://one/"), [out](const TokenResult& r) { out->push_back(r); }, [] { return false; });
+  cache_->Get(Key("https://one/"), CallerTag(), [out](const TokenResult& r) { out->push_back(r); }, [] { return false; });
   time_.RunPending();
   ASSERT_EQ(upstream_.pending(), 1u);
   upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("t", Epoch(hours(24)))));
@@ -783,6 +793,191 @@ TEST_F(TokenCacheTest, SummaryCountsEveryKeyAsTheSnapshotShowsIt) {
   }
   EXPECT_GT(cache_->stats().evicted_lru + cache_->stats().evicted_idle, 0u);
   EXPECT_GT(cache_->stats().shed, 0u);
+}
+
+// --- the fair share per caller ------------------------------------------------------
+
+const CallerTag kA = CallerTag::Uid(1001);
+const CallerTag kB = CallerTag::Uid(1002);
+
+TEST_F(TokenCacheTest, ACallerAtItsShareOfWaitersIsShedWhileAnotherIsAdmitted) {
+  config_.cache.max_waiters = 100;
+  config_.cache.max_waiters_per_caller = 3;
+  Build();
+  std::vector<std::shared_ptr<std::vector<TokenResult>>> a;
+  for (int i = 0; i < 3; ++i) a.push_back(GetAs(kA, Key("https://a/" + std::to_string(i))));
+  for (auto& r : a) EXPECT_TRUE(r->empty()) << "within A's share: waiting";
+  auto a_over = GetAs(kA, Key("https://a/new"));
+  ASSERT_TRUE(Shed(a_over)) << "A's fourth waiter is over its share";
+  EXPECT_GE(a_over->at(0).retry_after_seconds, 1);
+  auto b = GetAs(kB, Key("https://b/0"));
+  EXPECT_TRUE(b->empty()) << "B has its own share";
+  // Joining a fetch under way counts too, whoever's fetch it is.
+  auto a_joins_b = GetAs(kA, Key("https://b/0"));
+  EXPECT_TRUE(Shed(a_joins_b));
+  auto a_joins_own = GetAs(kA, Key("https://a/0"));
+  EXPECT_TRUE(Shed(a_joins_own));
+  auto b_joins_a = GetAs(kB, Key("https://a/0"));
+  EXPECT_TRUE(b_joins_a->empty());
+  EXPECT_EQ(cache_->stats().shed_caller_share, 3u);
+  EXPECT_EQ(cache_->stats().shed, 3u);
+  EXPECT_EQ(cache_->stats().waiters, 5u);
+
+  // An answered waiter gives its place back.
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 4u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("tok-a0", Epoch(hours(24)))));  // a/0
+  ASSERT_EQ(a[0]->size(), 1u);
+  EXPECT_EQ(a[0]->at(0).kind, Kind::kToken);
+  ASSERT_EQ(b_joins_a->size(), 1u);
+  EXPECT_EQ(b_joins_a->at(0).kind, Kind::kToken);
+  EXPECT_TRUE(GetAs(kA, Key("https://a/again"))->empty()) << "A is back within its share";
+  EXPECT_EQ(cache_->stats().shed_caller_share, 3u);
+}
+
+TEST_F(TokenCacheTest, TheTotalCapStillHoldsAcrossCallers) {
+  config_.cache.max_waiters = 4;
+  config_.cache.max_waiters_per_caller = 3;
+  Build();
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(GetAs(kA, Key("https://a/" + std::to_string(i)))->empty());
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(GetAs(kB, Key("https://b/" + std::to_string(i)))->empty());
+  EXPECT_TRUE(Shed(GetAs(CallerTag::Uid(1003), Key("https://c/"))));
+  EXPECT_EQ(cache_->stats().shed_caller_share, 0u) << "shed by the total, not by a share";
+}
+
+TEST_F(TokenCacheTest, UnresolvedCallersShareOneShare) {
+  config_.cache.max_waiters_per_caller = 2;
+  Build();
+  EXPECT_TRUE(GetAs(CallerTag::Unknown(), Key("https://u/0"))->empty());
+  EXPECT_TRUE(GetAs(CallerTag::Unknown(), Key("https://u/1"))->empty());
+  EXPECT_TRUE(Shed(GetAs(CallerTag::Unknown(), Key("https://u/2"))));
+  EXPECT_TRUE(GetAs(kA, Key("https://u/2"))->empty());
+}
+
+TEST_F(TokenCacheTest, DeadlinesAndHangUpsGiveTheirPlacesBack) {
+  config_.cache.max_waiters_per_caller = 2;
+  config_.cache.caller_deadline = seconds(10);
+  Build();
+  auto first = GetAs(kA, Key("https://a/0"));
+  auto connected = std::make_shared<bool>(true);
+  auto hung_up = std::make_shared<std::vector<TokenResult>>();
+  cache_->Get(
+      Key("https://a/1"), kA, [hung_up](const TokenResult& r) { hung_up->push_back(r); },
+      [connected] { return *connected; });
+  EXPECT_TRUE(Shed(GetAs(kA, Key("https://a/2"))));
+  time_.RunPending();
+  // Silent IMDS: the first waiter reaches its deadline.
+  time_.Advance(seconds(11));
+  ASSERT_EQ(first->size(), 1u);
+  ASSERT_EQ(hung_up->size(), 1u);
+  EXPECT_EQ(cache_->stats().waiters, 0u);
+  EXPECT_TRUE(GetAs(kA, Key("https://a/3"))->empty());
+  EXPECT_TRUE(GetAs(kA, Key("https://a/4"))->empty());
+  EXPECT_TRUE(Shed(GetAs(kA, Key("https://a/5"))));
+}
+
+TEST_F(TokenCacheTest, ACallerAtItsShareOfTheImdsQueueIsShed) {
+  config_.budget.max_concurrent = 1;
+  config_.budget.max_queue = 100;
+  config_.budget.max_queue_per_caller = 2;
+  Build();
+  auto busy = GetAs(kA, Key("https://a/busy"));
+  time_.RunPending();  // in flight: out of the queue
+  ASSERT_EQ(upstream_.pending(), 1u);
+  EXPECT_TRUE(GetAs(kA, Key("https://a/0"))->empty());
+  EXPECT_TRUE(GetAs(kA, Key("https://a/1"))->empty());
+  auto over = GetAs(kA, Key("https://a/2"));
+  EXPECT_TRUE(Shed(over)) << "A has its share of the IMDS queue";
+  EXPECT_TRUE(GetAs(kA, Key("https://a/0"))->empty()) << "joining A's own queued fetch takes no new place";
+  EXPECT_TRUE(GetAs(kB, Key("https://b/0"))->empty()) << "B still finds room in the queue";
+  EXPECT_EQ(cache_->stats().shed_caller_share, 1u);
+  MetricsWriter w(time_.Now());
+  cache_->WriteMetrics(w);
+  EXPECT_NE(w.Take().find("mi_agent_requests_shed_caller_share_total 1\n"), std::string::npos);
+}
+
+TEST_F(TokenCacheTest, TheCallerShareMetricAppearsOnlyOnceACallerWasShed) {
+  Build();
+  Warm(Key(), hours(24));
+  MetricsWriter w(time_.Now());
+  cache_->WriteMetrics(w);
+  const std::string text = w.Take();
+  EXPECT_NE(text.find("mi_agent_requests_shed_total 0"), std::string::npos);
+  EXPECT_EQ(text.find("caller_share"), std::string::npos) << "/metrics reads as before the fair share";
+}
+
+TEST_F(TokenCacheTest, ANewCallersFetchGoesOutBeforeAFloodOfAnotherCallersFetches) {
+  config_.budget.max_concurrent = 1;
+  Build();
+  std::vector<std::shared_ptr<std::vector<TokenResult>>> flood;
+  for (int i = 0; i < 100; ++i) flood.push_back(GetAs(kA, Key("https://flood/" + std::to_string(i))));
+  auto b = GetAs(kB, Key("https://b/"));
+  time_.RunPending();
+  // One request at a time: B's is among the first two IMDS sees.
+  for (int sent = 0; sent < 2 && b->empty(); ++sent) {
+    ASSERT_EQ(upstream_.pending(), 1u);
+    upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("tok", Epoch(hours(24)))));
+    time_.RunPending();
+  }
+  ASSERT_EQ(b->size(), 1u) << "B waited behind A's flood";
+  EXPECT_EQ(b->at(0).kind, Kind::kToken);
+  size_t answered = 0;
+  for (auto& r : flood) answered += r->size();
+  EXPECT_LE(answered, 1u);
+}
+
+TEST_F(TokenCacheTest, ABackgroundFetchJoinedByACallerBecomesThatCallersJob) {
+  config_.budget.max_concurrent = 1;
+  config_.cache.refresh_ahead = Duration(0);
+  config_.cache.caller_deadline = hours(1);  // A's flood stays queued
+  Build();
+  const TokenKey fresh = Key("https://fresh/");
+  Warm(fresh, minutes(10));
+  // Hold the only slot, queue a flood of A, then let the refresh of `fresh`
+  // come due (background work, no caller's).
+  auto busy = GetAs(kA, Key("https://busy/"));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  std::vector<std::shared_ptr<std::vector<TokenResult>>> flood;
+  for (int i = 0; i < 20; ++i) flood.push_back(GetAs(kA, Key("https://flood/" + std::to_string(i))));
+  time_.Advance(minutes(6));  // inside the margin: the refresh is queued, and a Get is a miss
+  ASSERT_EQ(scheduler_->stats().queued_background, 1u);
+  auto b = GetAs(kB, fresh);
+  ASSERT_TRUE(b->empty());
+  EXPECT_EQ(scheduler_->stats().queued_background, 0u) << "promoted";
+  EXPECT_EQ(scheduler_->stats().caller_owners, 2u) << "as B's job, not A's";
+}
+
+TEST_F(TokenCacheTest, CoalescedSaysWhichGetsJoinedAFetchUnderWay) {
+  config_.cache.caller_deadline = seconds(10);
+  Build();
+  const TokenKey key = Key();
+  auto first = Get(key);
+  auto second = Get(key);
+  auto third = GetAs(kA, key);
+  time_.RunPending();
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("tok", Epoch(hours(24)))));
+  ASSERT_EQ(first->size(), 1u);
+  ASSERT_EQ(second->size(), 1u);
+  ASSERT_EQ(third->size(), 1u);
+  EXPECT_FALSE(first->at(0).coalesced) << "it started the fetch";
+  EXPECT_TRUE(second->at(0).coalesced);
+  EXPECT_TRUE(third->at(0).coalesced);
+  EXPECT_EQ(cache_->stats().coalesced, 2u);
+  // A hit is no join.
+  auto hit = Get(key);
+  ASSERT_EQ(hit->size(), 1u);
+  EXPECT_FALSE(hit->at(0).coalesced);
+  // Answers at the deadline say it too.
+  const TokenKey slow = Key("https://slow/");
+  auto s1 = Get(slow);
+  auto s2 = Get(slow);
+  time_.RunPending();
+  time_.Advance(seconds(11));
+  ASSERT_EQ(s1->size(), 1u);
+  ASSERT_EQ(s2->size(), 1u);
+  EXPECT_FALSE(s1->at(0).coalesced);
+  EXPECT_TRUE(s2->at(0).coalesced);
 }
 
 }  // namespace

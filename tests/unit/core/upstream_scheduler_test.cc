@@ -27,21 +27,22 @@ class UpstreamSchedulerTest : public ::testing::Test {
     budget_.max_concurrent = 2;
     budget_.max_queue = 1024;
     budget_.max_background_queue = 1024;
+    budget_.max_queue_per_caller = 1024;  // the fair-share tests set their own
   }
   void Make() { scheduler_ = std::make_unique<UpstreamScheduler>(budget_, time_, time_); }
   Duration Elapsed() const { return time_.Now() - t0_; }
 
   // A job that records its name and start time, and finishes at once.
-  UpstreamScheduler::JobId Quick(Priority p, std::string name) {
-    return scheduler_->Enqueue(p, [this, name] {
+  UpstreamScheduler::JobId Quick(Priority p, std::string name, CallerTag owner = CallerTag()) {
+    return scheduler_->Enqueue(p, owner, [this, name] {
       order_.push_back(name);
       starts_.push_back(Elapsed());
       scheduler_->Finished();
     });
   }
   // A job that holds its slot until Release(name).
-  UpstreamScheduler::JobId Held(Priority p, std::string name) {
-    return scheduler_->Enqueue(p, [this, name] {
+  UpstreamScheduler::JobId Held(Priority p, std::string name, CallerTag owner = CallerTag()) {
+    return scheduler_->Enqueue(p, owner, [this, name] {
       order_.push_back(name);
       starts_.push_back(Elapsed());
     });
@@ -70,7 +71,7 @@ TEST_F(UpstreamSchedulerTest, RateIsNeverExceededOverAMinute) {
   int finished = 0;
   std::vector<std::unique_ptr<Timer>> timers;
   for (int i = 0; i < 500; ++i) {
-    auto id = scheduler_->Enqueue(i % 3 == 0 ? Priority::kCaller : Priority::kBackground, [&] {
+    auto id = scheduler_->Enqueue(i % 3 == 0 ? Priority::kCaller : Priority::kBackground, CallerTag(), [&] {
       starts_.push_back(Elapsed());
       // Each request takes 150 ms.
       timers.push_back(time_.NewTimer());
@@ -110,7 +111,7 @@ TEST_F(UpstreamSchedulerTest, ConcurrencyIsNeverExceeded) {
   int running = 0, max_running = 0, done = 0;
   std::vector<std::unique_ptr<Timer>> timers;
   for (int i = 0; i < 200; ++i) {
-    scheduler_->Enqueue(i % 2 ? Priority::kCaller : Priority::kBackground, [&] {
+    scheduler_->Enqueue(i % 2 ? Priority::kCaller : Priority::kBackground, CallerTag(), [&] {
       ++running;
       max_running = std::max(max_running, running);
       EXPECT_LE(scheduler_->stats().in_flight, 3);
@@ -154,9 +155,9 @@ TEST_F(UpstreamSchedulerTest, PromoteMovesABackgroundJobAheadOfBackground) {
   Quick(Priority::kBackground, "b2");
   auto b3 = Quick(Priority::kBackground, "b3");
   Quick(Priority::kCaller, "c1");
-  scheduler_->Promote(b3);
-  scheduler_->Promote(b3);      // already a caller job: no-op
-  scheduler_->Promote(123456);  // unknown: no-op
+  scheduler_->Promote(b3, CallerTag());
+  scheduler_->Promote(b3, CallerTag());      // already a caller job: no-op
+  scheduler_->Promote(123456, CallerTag());  // unknown: no-op
   EXPECT_EQ(scheduler_->stats().queued_caller, 2u);
   EXPECT_EQ(scheduler_->stats().queued_background, 2u);
   Release();
@@ -333,10 +334,115 @@ TEST_F(UpstreamSchedulerTest, CancelRemovesAQueuedJob) {
   EXPECT_EQ(time_.armed_timers(), 0u);
 }
 
+// --- the fair share: round robin over owners, a share of the queue each ------------
+
+const CallerTag kA = CallerTag::Uid(1001);
+const CallerTag kB = CallerTag::Uid(1002);
+const CallerTag kC = CallerTag::Uid(1003);
+
+TEST_F(UpstreamSchedulerTest, ANewcomerStartsWithinTwoStartsOfAFloodOfAnotherCaller) {
+  budget_.max_concurrent = 1;
+  Make();
+  for (int i = 0; i < 100; ++i) ASSERT_NE(Quick(Priority::kCaller, "a" + std::to_string(i), kA), 0u) << i;
+  Quick(Priority::kCaller, "b", kB);
+  EXPECT_EQ(scheduler_->stats().caller_owners, 2u);
+  time_.Advance(seconds(60));
+  ASSERT_EQ(order_.size(), 101u);
+  const size_t b_at = std::find(order_.begin(), order_.end(), "b") - order_.begin();
+  EXPECT_LT(b_at, 2u) << "B waits for at most one of A's jobs, not for all 100";
+  // A's own jobs keep their order (FIFO within a caller).
+  std::vector<std::string> a_order;
+  for (const std::string& name : order_) {
+    if (name != "b") a_order.push_back(name);
+  }
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(a_order[i], "a" + std::to_string(i));
+  EXPECT_EQ(scheduler_->stats().caller_owners, 0u);
+}
+
+TEST_F(UpstreamSchedulerTest, CallerJobsTakeTurnsInTheOrderTheirOwnersCame) {
+  budget_.max_concurrent = 1;
+  Make();
+  Held(Priority::kCaller, "busy", kC);
+  time_.RunPending();
+  for (int i = 0; i < 3; ++i) Quick(Priority::kCaller, "a" + std::to_string(i), kA);
+  for (int i = 0; i < 2; ++i) Quick(Priority::kCaller, "b" + std::to_string(i), kB);
+  Quick(Priority::kCaller, "c0", kC);
+  Release();
+  time_.Advance(seconds(10));
+  EXPECT_EQ(order_, (std::vector<std::string>{"busy", "a0", "b0", "c0", "a1", "b1", "a2"}));
+}
+
+TEST_F(UpstreamSchedulerTest, BackgroundKeepsItsShareAmongSeveralCallers) {
+  budget_.max_concurrent = 1;
+  Make();
+  Held(Priority::kBackground, "busy");
+  time_.RunPending();
+  for (int i = 0; i < 3; ++i) {
+    Quick(Priority::kCaller, "a" + std::to_string(i), kA);
+    Quick(Priority::kCaller, "b" + std::to_string(i), kB);
+  }
+  Quick(Priority::kBackground, "r");
+  Release();
+  time_.Advance(seconds(10));
+  EXPECT_EQ(order_, (std::vector<std::string>{"busy", "a0", "b0", "a1", "b1", "r", "a2", "b2"}));
+}
+
+TEST_F(UpstreamSchedulerTest, EachCallerHasItsShareOfTheQueue) {
+  budget_.max_concurrent = 1;
+  budget_.max_queue = 10;
+  budget_.max_queue_per_caller = 2;
+  Make();
+  Held(Priority::kCaller, "busy", kA);
+  time_.RunPending();  // started: no longer queued, no longer in A's share
+  EXPECT_NE(Quick(Priority::kCaller, "a0", kA), 0u);
+  EXPECT_FALSE(scheduler_->CallerShareFull(kA));
+  EXPECT_NE(Quick(Priority::kCaller, "a1", kA), 0u);
+  EXPECT_TRUE(scheduler_->CallerShareFull(kA));
+  EXPECT_EQ(Quick(Priority::kCaller, "a2", kA), UpstreamScheduler::kRejected) << "A holds its share";
+  EXPECT_NE(Quick(Priority::kCaller, "b0", kB), 0u) << "B still finds room";
+  EXPECT_FALSE(scheduler_->CallerShareFull(kB));
+  // Background work is no caller's: never refused for a caller's share.
+  EXPECT_NE(Quick(Priority::kBackground, "r", kA), 0u);
+  EXPECT_EQ(scheduler_->stats().rejected_total, 1u);
+  EXPECT_EQ(scheduler_->stats().rejected_caller_share_total, 1u);
+  Release();
+  time_.Advance(seconds(10));
+  EXPECT_EQ(order_, (std::vector<std::string>{"busy", "a0", "b0", "a1", "r"}));
+}
+
+TEST_F(UpstreamSchedulerTest, PromoteDemoteAndCancelKeepTheRoundRobinInStep) {
+  budget_.max_concurrent = 1;
+  budget_.max_queue_per_caller = 1;
+  Make();
+  Held(Priority::kBackground, "busy");
+  time_.RunPending();
+  Quick(Priority::kCaller, "a0", kA);
+  auto b_refresh = Quick(Priority::kBackground, "b-refresh");
+  auto a_refresh = Quick(Priority::kBackground, "a-refresh");
+  // A promoted job is its new owner's, past the owner's share (it was admitted already).
+  scheduler_->Promote(a_refresh, kA);
+  scheduler_->Promote(b_refresh, kB);
+  EXPECT_EQ(scheduler_->stats().queued_caller, 3u);
+  EXPECT_EQ(scheduler_->stats().caller_owners, 2u);
+  // Demoting B's only job takes B out of the round; cancelling it too.
+  EXPECT_TRUE(scheduler_->Demote(b_refresh));
+  EXPECT_EQ(scheduler_->stats().caller_owners, 1u);
+  EXPECT_TRUE(scheduler_->Cancel(b_refresh));
+  auto c0 = Quick(Priority::kCaller, "c0", kC);
+  EXPECT_TRUE(scheduler_->Cancel(c0));
+  EXPECT_EQ(scheduler_->stats().caller_owners, 1u);
+  Quick(Priority::kCaller, "b0", kB);
+  Release();
+  time_.Advance(seconds(10));
+  EXPECT_EQ(order_, (std::vector<std::string>{"busy", "a0", "b0", "a-refresh"}));
+  EXPECT_EQ(scheduler_->stats().caller_owners, 0u);
+  EXPECT_EQ(scheduler_->stats().queued_caller, 0u);
+}
+
 TEST_F(UpstreamSchedulerTest, StartMayReenter) {
   budget_.max_concurrent = 1;
   Make();
-  scheduler_->Enqueue(Priority::kCaller, [&] {
+  scheduler_->Enqueue(Priority::kCaller, CallerTag(), [&] {
     order_.push_back("outer");
     Quick(Priority::kCaller, "inner");
     scheduler_->Finished();

@@ -27,14 +27,16 @@ class FakeBroker : public TokenBroker {
     lookups.push_back(key);
     return cached.get();
   }
-  void Get(const TokenKey& key, Callback callback, StillWaiting) override {
+  void Get(const TokenKey& key, CallerTag caller, Callback callback, StillWaiting) override {
     gets.push_back(key);
+    callers.push_back(caller);
     callback(next);
   }
   std::shared_ptr<const Token> cached;
   TokenResult next;
   std::vector<TokenKey> lookups;
   std::vector<TokenKey> gets;
+  std::vector<CallerTag> callers;
 };
 
 // Checks that need no connection: the result → HTTP mapping and token bodies.
@@ -184,6 +186,36 @@ TEST(TokenApiPeerTest, CacheHitAndFetchRenderTheSameToken) {
   ASSERT_EQ(miss->status(), 200);
   EXPECT_EQ(miss->body(), hit->body()) << "one rendering for the hit and the miss";
   EXPECT_EQ(f.broker.gets.size(), 1u);
+}
+
+// The broker learns who asks (the fair share): the connection's caller as a
+// CallerTag; callers the listener could not resolve share the unknown tag.
+TEST(TokenApiPeerTest, AMissIsAttributedToTheConnectionsCaller) {
+  Fixture f;
+  f.broker.next.kind = TokenResult::Kind::kUnavailable;
+  TokenApi api(&f.broker, &f.time, TokenApi::Options{});
+  const std::string raw = "GET /oauth2/token?resource=x HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n\r\n";
+  for (bool known : {true, false}) {
+    RequestParser parser{RequestParser::Limits{}};
+    RequestParser::Event event;
+    parser.Feed(raw, &event);
+    ASSERT_EQ(event, RequestParser::Event::kRequest);
+    HttpRequest& request = parser.request();
+    request.peer_is_loopback = true;
+    request.caller.known = known;
+    request.caller.uid = 1234;
+    request.caller.pid = 77;
+    auto sink = std::make_shared<testing::RecordingSink>();
+    api.OnRequest(request, Responder(sink));
+    EXPECT_EQ(sink->status(), 500);
+  }
+  ASSERT_EQ(f.broker.callers.size(), 2u);
+#ifdef _WIN32
+  EXPECT_EQ(f.broker.callers[0], CallerTag::Pid(77));
+#else
+  EXPECT_EQ(f.broker.callers[0], CallerTag::Uid(1234));
+#endif
+  EXPECT_EQ(f.broker.callers[1], CallerTag::Unknown());
 }
 
 }  // namespace

@@ -5,15 +5,12 @@
 #include <memory>
 #include <utility>
 
-#ifdef __linux__
-#include <sys/socket.h>
-#endif
-
 #include "agent/base/check.h"
 #include "agent/base/log.h"
 #include "agent/base/socket_address.h"
 #include "proxy/http/http_server.h"
 #include "proxy/http/response_writer.h"
+#include "proxy/http/unix_socket.h"
 
 namespace mi::proxy {
 namespace detail {
@@ -143,29 +140,14 @@ void HttpConnection::IdentifyTcpPeer() {
   }
 }
 
-// A Unix socket's peer is on this host by construction. The kernel recorded
-// its credentials at connect() (SO_PEERCRED: pid, effective uid and gid, as
-// seen from our namespaces), so no lookup is needed; a peer in a pid namespace
-// we cannot see has pid 0 there.
+// A Unix socket's peer is on this host by construction, and the kernel
+// recorded its credentials at connect(): no lookup.
 void HttpConnection::IdentifyUnixPeer() {
   loopback_ = true;
   peer_ = "unix";
-#ifdef __linux__
   uv_os_fd_t fd;
-  if (uv_fileno(reinterpret_cast<const uv_handle_t*>(&socket_), &fd) != 0) return;
-  ucred cred;
-  std::memset(&cred, 0, sizeof cred);
-  socklen_t len = sizeof cred;
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof cred) {
-    MI_LOG(server_->logger_, kDebug) << "http: SO_PEERCRED failed on a unix socket connection, caller unknown";
-    return;
-  }
-  caller_.known = true;
-  caller_.uid = static_cast<uint32_t>(cred.uid);
-  caller_.gid = static_cast<uint32_t>(cred.gid);
-  caller_.pid = cred.pid > 0 ? static_cast<uint32_t>(cred.pid) : 0;
+  if (uv_fileno(reinterpret_cast<const uv_handle_t*>(&socket_), &fd) == 0) caller_ = UnixPeerCredentials(fd);
   if (caller_.pid != 0) peer_ = "unix:pid=" + std::to_string(caller_.pid);
-#endif
 }
 
 void HttpConnection::Reject() {

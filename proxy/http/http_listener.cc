@@ -4,17 +4,16 @@
 #include <cstring>
 
 #ifndef _WIN32
-#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <unistd.h>
 #endif
 
 #include "agent/base/log.h"
 #include "agent/base/socket_address.h"
 #include "proxy/http/http_connection.h"
 #include "proxy/http/http_server.h"
+#include "proxy/http/unix_socket.h"
 
 namespace mi::proxy {
 namespace {
@@ -25,44 +24,6 @@ constexpr int kBacklog = 1024;
 constexpr size_t kMaxRejecting = 256;
 // Flood warnings (max_connections reached, accept failing) at most once per this.
 constexpr uint64_t kLogIntervalMs = 60000;
-
-#ifndef _WIN32
-// Clears the way for binding a Unix socket at `path`: nothing there, or a
-// socket file nobody listens on any more (left by a crash), which is removed.
-// Anything else is refused: a file that is not a socket (a symlink is not
-// followed: lstat, and unlink removes the link itself, never its target), a
-// socket someone accepts on, or one we cannot probe.
-Status ClearStaleSocket(const std::string& path, const std::string& what) {
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return Status::Ok();
-    return Status::Error(what + ": " + std::strerror(errno));
-  }
-  if (!S_ISSOCK(st.st_mode)) return Status::Error(what + ": the path exists and is not a socket");
-  sockaddr_un addr;
-  std::memset(&addr, 0, sizeof addr);
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.data(), path.size());  // the caller checked the length
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-  if (fd < 0) return Status::Error(what + ": socket: " + std::strerror(errno));
-  // Non-blocking: a listener with a full backlog answers EAGAIN instead of
-  // making us wait; it is in use all the same.
-  int rc = ::fcntl(fd, F_SETFL, O_NONBLOCK);
-  if (rc == 0) rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
-  const int err = rc == 0 ? 0 : errno;
-  ::close(fd);
-  if (err == ECONNREFUSED) {
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-      return Status::Error(what + ": cannot remove the stale socket: " + std::strerror(errno));
-    }
-    return Status::Ok();
-  }
-  if (err == 0 || err == EAGAIN || err == EINPROGRESS) {
-    return Status::Error(what + ": address already in use (another process listens on it)");
-  }
-  return Status::Error(what + ": cannot tell whether the existing socket is in use: " + std::strerror(err));
-}
-#endif
 
 }  // namespace
 
@@ -94,7 +55,7 @@ Status HttpListener::ListenUnix(const std::string& path) {
     return Status::Error(what + ": expected a path of 1 to " + std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
                          " bytes");
   }
-  Status s = ClearStaleSocket(path, what);
+  Status s = ClearStaleUnixSocket(path, what);
   if (!s.ok()) return s;
   auto listener = std::make_unique<UvHandle<uv_pipe_t>>();
   int rc = listener->Init(uv_pipe_init, server_.loop_, this, 0);
@@ -132,12 +93,17 @@ Status HttpListener::Adopt(uv_os_sock_t fd) {
 // A socket the service manager bound: it is not ours to unlink (uv_pipe_open
 // records no path, so closing leaves the file alone).
 Status HttpListener::AdoptUnix(uv_os_sock_t fd, const std::string& what) {
+#ifdef _WIN32
+  (void)fd;
+  return Status::Error(what + ": unix_socket is not supported on Windows");
+#else
   auto listener = std::make_unique<UvHandle<uv_pipe_t>>();
   int rc = listener->Init(uv_pipe_init, server_.loop_, this, 0);
   if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
   rc = uv_pipe_open(listener->get(), fd);
   if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
   return StartListener({nullptr, std::move(listener)}, what);
+#endif
 }
 
 Status HttpListener::StartListener(Listening listener, const std::string& what) {

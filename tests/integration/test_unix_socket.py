@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -179,6 +180,17 @@ def test_stale_socket_is_replaced_and_other_files_refused(agent_factory, emulato
         a.stop()
     assert regular.read_text() == "keep me"
     assert link.is_symlink() and stat.S_ISSOCK(os.lstat(target).st_mode)
+
+
+def test_a_new_path_on_reload_is_a_warning_and_the_socket_stays(agent_factory, emulator, run_dir):
+    path = run_dir / "token.sock"
+    agent = unix_agent(agent_factory, emulator, path)
+    agent.write_config({**agent.config, "unix_socket": str(run_dir / "other.sock")})
+    agent.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in agent.output(), what="the reload")
+    assert "reload: listener addresses changed; restart the service to apply them" in agent.output()
+    assert not os.path.lexists(run_dir / "other.sock")
+    assert unix_get(str(path), "/oauth2/token?resource=" + ARM, {"Metadata": "true"})[0] == 200
 
 
 def test_check_config_refuses_a_relative_unix_socket(tmp_path):

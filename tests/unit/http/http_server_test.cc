@@ -1250,8 +1250,11 @@ TEST_F(HttpServerTest, AdoptsListeningUnixSocketAndLeavesItsFile) {
 // A client forked as another uid and gid: SO_PEERCRED names them and its pid.
 TEST_F(HttpServerTest, UnixCallerIsTheUidAndPidOfAnotherProcess) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (runs a client as another uid)";
-  constexpr uid_t kUid = 4242;
-  constexpr gid_t kGid = 4343;
+  // Ids no account or group has: the client runs as nobody real.
+  uid_t uid = 4242;
+  while (::getpwuid(uid) != nullptr) ++uid;
+  gid_t gid = 4343;
+  while (::getgrgid(gid) != nullptr) ++gid;
   StartUnixServer();
   handler_.on_request = [](const HttpRequest&, Responder r) {
     HttpResponse response = TextResponse("ok");
@@ -1263,7 +1266,7 @@ TEST_F(HttpServerTest, UnixCallerIsTheUidAndPidOfAnotherProcess) {
   ASSERT_GE(child, 0);
   if (child == 0) {
     // Only system calls from here: drop to the ids, ask, read to EOF.
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(kGid, kGid, kGid) != 0 || ::setresuid(kUid, kUid, kUid) != 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(gid, gid, gid) != 0 || ::setresuid(uid, uid, uid) != 0) {
       ::_exit(2);
     }
     int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
@@ -1290,8 +1293,8 @@ TEST_F(HttpServerTest, UnixCallerIsTheUidAndPidOfAnotherProcess) {
   ASSERT_EQ(handler_.requests.size(), 1u);
   const HttpRequest& r = handler_.requests[0];
   ASSERT_TRUE(r.caller.known);
-  EXPECT_EQ(r.caller.uid, kUid);
-  EXPECT_EQ(r.caller.gid, kGid);
+  EXPECT_EQ(r.caller.uid, uid);
+  EXPECT_EQ(r.caller.gid, gid);
   EXPECT_EQ(r.caller.pid, static_cast<uint32_t>(child));
   EXPECT_EQ(r.peer, "unix:pid=" + std::to_string(child));
 }

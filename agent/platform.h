@@ -28,8 +28,9 @@ std::unique_ptr<ServiceNotifier> MakeNotifier();
 // Appends them to *out, in the order given, and clears the LISTEN_* variables
 // so that nothing started later inherits them. No sockets passed: *out is left
 // unchanged and the result is ok. A passed descriptor that is not a listening
-// TCP socket (IPv4 or IPv6) is an error naming it; then *out is left unchanged.
-// The caller owns the sockets (uv_tcp_open them, or close them).
+// TCP socket (IPv4 or IPv6) or Unix stream socket is an error naming it; then
+// *out is left unchanged. The caller owns the sockets (HttpServer::Adopt them,
+// or close them).
 // Call once, at start-up, before the first bind.
 Status TakeActivatedSockets(std::vector<uv_os_sock_t>* out);
 

@@ -87,14 +87,17 @@ Status TakeActivatedSockets(std::vector<uv_os_sock_t>* out) {
   }
   std::vector<uv_os_sock_t> taken;
   for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; ++fd) {
-    // Any family (AF_INET or AF_INET6), stream, listening, any port.
-    const int r = sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, /*listening=*/1, /*port=*/0);
+    // Any family (AF_INET or AF_INET6), stream, listening, any port; or a
+    // listening Unix stream socket (ListenStream=/run/mi-agent/token.sock).
+    int r = sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, /*listening=*/1, /*port=*/0);
+    if (r == 0) r = sd_is_socket_unix(fd, SOCK_STREAM, /*listening=*/1, /*path=*/nullptr, /*length=*/0);
     if (r < 0) {
       return Status::Error("socket activation: fd " + std::to_string(fd) + ": " + std::strerror(-r));
     }
     if (r == 0) {
       return Status::Error("socket activation: fd " + std::to_string(fd) +
-                           " is not a listening TCP socket (use ListenStream= with an IP address)");
+                           " is not a listening TCP or Unix stream socket (use ListenStream= with an IP address or "
+                           "a path)");
     }
     taken.push_back(fd);
   }

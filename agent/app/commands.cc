@@ -9,10 +9,14 @@
 //     degraded, failing or without a token; 2: agent unreachable.
 //
 //   mi-agent token --resource R [--client-id ID|--object-id ID|--mi-res-id ID]
-//                  [--host H] [--port N] [--show-token]
+//                  [--host H] [--port N | --unix-socket PATH] [--config PATH]
+//                  [--show-token]
 //     GET /oauth2/token from the token listener with "Metadata: true" and print
 //     the answer with the access token redacted. Exit 0: 200; 1: an error answer
-//     (printed); 2: agent unreachable.
+//     (printed); 2: agent unreachable. The listener: --unix-socket, or
+//     --host/--port, or else the agent's Unix socket when there is one (the
+//     config file's "unix_socket", else /run/mi-agent/token.sock if it is a
+//     socket), or else TCP 127.0.0.1:50342.
 #include <curl/curl.h>
 
 #include <algorithm>
@@ -26,6 +30,10 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#ifndef _WIN32
+#include <sys/stat.h>
+#endif
 
 #include "agent/app/cli.h"
 
@@ -82,8 +90,9 @@ size_t Collect(char* data, size_t size, size_t n, void* user) {
   return len;
 }
 
+// `unix_socket`: connect to that Unix socket instead of the URL's host.
 HttpResult HttpGet(const std::string& url, const std::vector<std::string>& headers, long timeout_seconds,
-                   size_t max_body) {
+                   size_t max_body, const std::string& unix_socket = std::string()) {
   HttpResult out;
   out.max_body = max_body;
   std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
@@ -104,6 +113,7 @@ HttpResult HttpGet(const std::string& url, const std::vector<std::string>& heade
   char errbuf[CURL_ERROR_SIZE] = {0};
   CURL* c = curl.get();
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  if (!unix_socket.empty()) curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, unix_socket.c_str());
   // The agent is local: never through an HTTP proxy, whatever the environment says.
   curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
   curl_easy_setopt(c, CURLOPT_PROXY, "");
@@ -179,6 +189,24 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
     }
     std::printf("%s\n", line.c_str());
   }
+}
+
+// Where the agent's Unix socket is when the command line names no listener:
+// the config file's "unix_socket" (a file we cannot read or parse names
+// none: the agent reports its own config errors), else the conventional path
+// if a socket is there. "" = none: TCP.
+constexpr const char* kDefaultUnixSocket = "/run/mi-agent/token.sock";
+
+std::string DefaultUnixSocket(const std::string& config_path) {
+  Config config;
+  if (LoadConfigFile(config_path, /*missing_ok=*/true, &config).ok() && !config.unix_socket.empty()) {
+    return config.unix_socket;
+  }
+#ifndef _WIN32
+  struct stat st;
+  if (::stat(kDefaultUnixSocket, &st) == 0 && S_ISSOCK(st.st_mode)) return kDefaultUnixSocket;
+#endif
+  return std::string();
 }
 
 }  // namespace
@@ -289,6 +317,9 @@ int RunTokenCommand(const std::vector<std::string>& args) {
   std::string resource, selector, selector_value, host = "127.0.0.1";
   long port = 50342;
   bool show = false;
+  bool tcp_given = false;  // --host or --port: TCP, whatever Unix socket there is
+  std::string unix_socket;
+  std::string config_path = DefaultConfigPath();
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     const bool has_value = i + 1 < args.size();
@@ -309,7 +340,17 @@ int RunTokenCommand(const std::vector<std::string>& args) {
       selector_value = args[++i];
     } else if (a == "--host" && has_value) {
       host = args[++i];
+      tcp_given = true;
+    } else if (a == "--unix-socket" && has_value) {
+      unix_socket = args[++i];
+      if (unix_socket.empty()) {
+        std::fprintf(stderr, "mi-agent token: --unix-socket: expected a path\n");
+        return 2;
+      }
+    } else if (a == "--config" && has_value) {
+      config_path = args[++i];
     } else if (a == "--port" && has_value) {
+      tcp_given = true;
       char* end = nullptr;
       port = std::strtol(args[++i].c_str(), &end, 10);
       if (*end != '\0' || port < 1 || port > 65535) {
@@ -325,15 +366,23 @@ int RunTokenCommand(const std::vector<std::string>& args) {
     std::fprintf(stderr, "mi-agent token: --resource is required\n%s", kTokenUsage);
     return 2;
   }
-  // An IPv6 literal needs brackets in a URL.
+  if (tcp_given && !unix_socket.empty()) {
+    std::fprintf(stderr, "mi-agent token: give --unix-socket or --host/--port, not both\n");
+    return 2;
+  }
+  if (!tcp_given && unix_socket.empty()) unix_socket = DefaultUnixSocket(config_path);
+  // An IPv6 literal needs brackets in a URL. Over a Unix socket the URL's host
+  // is only the Host header: "localhost", which the agent always accepts.
   const std::string authority =
-      (host.find(':') != std::string::npos && host.front() != '[' ? "[" + host + "]" : host) + ":" +
-      std::to_string(port);
-  std::string url = "http://" + authority + "/oauth2/token?resource=" + Escape(resource);
+      !unix_socket.empty() ? "unix:" + unix_socket
+                           : (host.find(':') != std::string::npos && host.front() != '[' ? "[" + host + "]" : host) +
+                                 ":" + std::to_string(port);
+  std::string url = std::string("http://") + (unix_socket.empty() ? authority : "localhost") +
+                    "/oauth2/token?resource=" + Escape(resource);
   if (!selector.empty()) url += "&" + selector + "=" + Escape(selector_value);
 
   // A miss waits for IMDS; the agent answers by its caller deadline (25 s by default).
-  const HttpResult r = HttpGet(url, {"Metadata: true"}, 90, 4u << 20);
+  const HttpResult r = HttpGet(url, {"Metadata: true"}, 90, 4u << 20, unix_socket);
   if (!r.reached) {
     std::fprintf(stderr, "mi-agent token: cannot reach the agent at %s: %s\n", authority.c_str(), r.error.c_str());
     return 2;

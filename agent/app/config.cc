@@ -243,6 +243,34 @@ void SetFairShare(size_t given, Config* c) {
                             : static_cast<size_t>(std::max<uint64_t>(1, (queue * per_caller + waiters - 1) / waiters));
 }
 
+// "unix_socket": "" (off) or an absolute path that fits sockaddr_un (107
+// bytes on Linux; the same bound everywhere, so a file checks alike).
+void ParseUnixSocket(Reader& r, std::string* out) {
+  constexpr size_t kMaxPath = 107;
+  const json* v = r.Take("unix_socket");
+  if (v == nullptr) return;
+  if (!v->is_string()) {
+    r.Fail("unix_socket", "expected a path such as \"/run/mi-agent/token.sock\", or \"\" for none");
+    return;
+  }
+  const std::string& path = v->get_ref<const std::string&>();
+#ifdef _WIN32
+  if (!path.empty()) {
+    r.Fail("unix_socket", "not supported on Windows");
+    return;
+  }
+#endif
+  if (!path.empty() && (path.front() != '/' || path.back() == '/' || path.find('\0') != std::string::npos)) {
+    r.Fail("unix_socket", "expected an absolute path to a socket file, such as \"/run/mi-agent/token.sock\"");
+    return;
+  }
+  if (path.size() > kMaxPath) {
+    r.Fail("unix_socket", "longer than " + std::to_string(kMaxPath) + " bytes (the limit of a Unix socket address)");
+    return;
+  }
+  *out = path;
+}
+
 }  // namespace
 
 std::string DefaultConfigPath() { return platform::DefaultConfigPath(); }
@@ -280,6 +308,7 @@ Status ParseConfig(const std::string& text, Config* out) {
     }
     c.listen = std::move(hosts);
   }
+  ParseUnixSocket(r, &c.unix_socket);
   r.Bool("allow_remote", &c.api.allow_remote);
   r.Bool("absolute_form", &c.api.absolute_form);
   ParseAllowedHosts(r, &error, &c.api.allowed_hosts);
@@ -367,7 +396,7 @@ Status ParseConfig(const std::string& text, Config* out) {
   }
   r.Finish();
 
-  if (error.empty() && c.listen.empty()) error = "listen: at least one address is needed";
+  if (error.empty() && c.listen.empty() && c.unix_socket.empty()) error = "listen: at least one address is needed";
   if (!error.empty()) return Status::Error(error);
   SetFairShare(waiters_per_caller, &c);
   // The health listener takes what "health_limits" does not set from "limits".

@@ -37,6 +37,11 @@ struct Config {
   // --- Token listener -------------------------------------------------------
   uint16_t port = 50342;                                   // "port"
   std::vector<std::string> listen = {"127.0.0.1", "::1"};  // "listen": addresses to bind
+  // "unix_socket": the path of a Unix stream socket serving the same API
+  // (e.g. "/run/mi-agent/token.sock"), callers identified by SO_PEERCRED;
+  // "" = none. Absolute, shorter than sockaddr_un's sun_path. With it set,
+  // "listen" may be [] (Unix socket only). Not on Windows.
+  std::string unix_socket;
   // "allow_remote", "absolute_form", "allowed_hosts" (listen_hosts stays empty:
   // the daemon fills it in from the bound listeners).
   proxy::TokenApi::Options api;

@@ -37,6 +37,7 @@ std::string Digest(const Config& c) {
   nlohmann::json j;
   j["port"] = c.port;
   j["listen"] = c.listen;
+  if (!c.unix_socket.empty()) j["unix_socket"] = c.unix_socket;  // absent when off: digests stay as they were
   j["imds"] = {c.imds.endpoint, c.imds.api_version, c.imds.timeout.count()};
   j["cache"] = {c.cache.margin.count(), c.cache.refresh_ahead.count(), c.cache.max_keys};
   j["budget"] = {c.budget.rate_per_second, c.budget.burst, c.budget.max_concurrent};
@@ -98,6 +99,7 @@ struct Daemon::Impl {
 
   int Run();
   Status Start();
+  Status ListenUnixSocket();
   void OnReady();
   void Stop();
   void Reload();
@@ -186,6 +188,8 @@ Status Daemon::Impl::Start() {
       if (!s.ok()) return s;
     }
   }
+  s = ListenUnixSocket();
+  if (!s.ok()) return s;
   for (const ListenAddress& a : config.health) {
     s = p.health_server.Listen(a.host, a.port);
     if (!s.ok()) return s;
@@ -193,6 +197,8 @@ Status Daemon::Impl::Start() {
   std::string where;
   for (const auto& a : p.server.BoundAddresses()) {
     where += (where.empty() ? "" : ", ") + a;
+    // A Unix socket names no host: its clients send "Host: localhost" (always allowed).
+    if (a.rfind("unix:", 0) == 0) continue;
     listen_hosts.push_back(a.substr(0, a.rfind(':')));  // "[::1]:50342" -> "[::1]"
   }
   p.api.set_options(ApiOptions(config, listen_hosts));
@@ -262,6 +268,16 @@ Status Daemon::Impl::Start() {
   });
   if (!wait) OnReady();
   return Status::Ok();
+}
+
+// "unix_socket": bound here unless the service manager passed that very socket.
+Status Daemon::Impl::ListenUnixSocket() {
+  if (config.unix_socket.empty()) return Status::Ok();
+  const std::string name = "unix:" + config.unix_socket;
+  for (const std::string& a : parts->server.BoundAddresses()) {
+    if (a == name) return Status::Ok();
+  }
+  return parts->server.ListenUnix(config.unix_socket);
 }
 
 void Daemon::Impl::WatchSignal(int signum, void (*handler)(uv_signal_t*, int)) {
@@ -347,7 +363,7 @@ void Daemon::Impl::Reload() {
     done();
     return;
   }
-  if (next.port != config.port || next.listen != config.listen) {
+  if (next.port != config.port || next.listen != config.listen || next.unix_socket != config.unix_socket) {
     MI_LOG(logger, kWarning) << "reload: listener addresses changed; restart the service to apply them";
   }
   config.log_level = next.log_level;
@@ -357,6 +373,7 @@ void Daemon::Impl::Reload() {
   // Listeners stay as they are (sockets and connections are kept); the rest applies.
   next.port = config.port;
   next.listen = config.listen;
+  next.unix_socket = config.unix_socket;
   next.health = config.health;
   config = next;
   Parts& p = *parts;

@@ -10,6 +10,7 @@
 #include "agent/base/socket_address.h"
 #include "proxy/http/http_server.h"
 #include "proxy/http/response_writer.h"
+#include "proxy/http/unix_socket.h"
 
 namespace mi::proxy {
 namespace detail {
@@ -67,10 +68,11 @@ void DetachExchange(Slot& slot) {
 
 }  // namespace
 
-HttpConnection::HttpConnection(HttpServer* server)
+HttpConnection::HttpConnection(HttpServer* server, HttpRequest::Transport transport)
     : server_(server),
+      transport_(transport),
       parser_({server->limits_.max_header_bytes, server->limits_.max_body_bytes}) {
-  std::memset(&tcp_, 0, sizeof tcp_);
+  std::memset(&socket_, 0, sizeof socket_);
   std::memset(&write_req_, 0, sizeof write_req_);
   std::memset(&shutdown_req_, 0, sizeof shutdown_req_);
   write_req_.data = this;
@@ -94,9 +96,10 @@ void HttpConnection::LogFailure(std::string_view what, int uv_error) {
   MI_LOG(server_->logger_, kDebug) << "http: " << what << ' ' << peer_ << " failed, closing: " << uv_strerror(uv_error);
 }
 
-bool HttpConnection::InitTcp() {
-  if (uv_tcp_init(server_->loop_, &tcp_) != 0) return false;
-  tcp_.data = this;
+bool HttpConnection::InitStream() {
+  const int rc = is_tcp() ? uv_tcp_init(server_->loop_, &socket_.tcp) : uv_pipe_init(server_->loop_, &socket_.pipe, 0);
+  if (rc != 0) return false;
+  stream()->data = this;
   return true;
 }
 
@@ -106,27 +109,45 @@ void HttpConnection::Start() {
   admission_ = Admission::kServed;
   ++server_->stats_.open_connections;
   ++server_->stats_.accepted;
+  if (is_tcp()) {
+    IdentifyTcpPeer();
+  } else {
+    IdentifyUnixPeer();
+  }
+  if (!StartReading()) return;
+  UpdateTimer();
+  server_->listener_.ListIdle(this);
+}
+
+void HttpConnection::IdentifyTcpPeer() {
   // Small answers must not wait for Nagle.
-  int rc = uv_tcp_nodelay(&tcp_, 1);
+  int rc = uv_tcp_nodelay(&socket_.tcp, 1);
   if (rc != 0) {
     MI_LOG(server_->logger_, kDebug) << "http: TCP_NODELAY failed, continuing: " << uv_strerror(rc);
   }
   sockaddr_storage ss;
   std::memset(&ss, 0, sizeof ss);
   int len = sizeof ss;
-  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+  if (uv_tcp_getpeername(&socket_.tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
     peer_ = FormatAddress(ss);
     loopback_ = IsLoopback(ss);
   }
   sockaddr_storage local;  // the caller is looked up here, once per connection
   std::memset(&local, 0, sizeof local);
   len = sizeof local;
-  if (loopback_ && uv_tcp_getsockname(&tcp_, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+  if (loopback_ && uv_tcp_getsockname(&socket_.tcp, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
     caller_ = server_->peers_.Resolve(ss, local);
   }
-  if (!StartReading()) return;
-  UpdateTimer();
-  server_->listener_.ListIdle(this);
+}
+
+// A Unix socket's peer is on this host by construction, and the kernel
+// recorded its credentials at connect(): no lookup.
+void HttpConnection::IdentifyUnixPeer() {
+  loopback_ = true;
+  peer_ = "unix";
+  uv_os_fd_t fd;
+  if (uv_fileno(reinterpret_cast<const uv_handle_t*>(&socket_), &fd) == 0) caller_ = UnixPeerCredentials(fd);
+  if (caller_.pid != 0) peer_ = "unix:pid=" + std::to_string(caller_.pid);
 }
 
 void HttpConnection::Reject() {
@@ -182,8 +203,8 @@ void HttpConnection::Close(bool reset) {
   reading_ = false;
   if (server_ != nullptr) server_->OnConnectionClosing(this);
   // A reset is impossible once uv_shutdown() started (lingering): close then.
-  if (reset && !was_lingering && uv_tcp_close_reset(&tcp_, OnClosed) == 0) return;
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), OnClosed);
+  if (reset && !was_lingering && is_tcp() && uv_tcp_close_reset(&socket_.tcp, OnClosed) == 0) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(&socket_), OnClosed);
 }
 
 void HttpConnection::OnClosed(uv_handle_t* handle) noexcept {
@@ -391,6 +412,7 @@ void HttpConnection::Dispatch() {
   request.peer = peer_;
   request.peer_is_loopback = loopback_;
   request.caller = caller_;
+  request.transport = transport_;
   if (server_ == nullptr) return;  // the Responder, dropped here, answers 500
   ++server_->stats_.requests;
   server_->handler_.OnRequest(request, Responder(std::move(exchange)));

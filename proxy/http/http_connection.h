@@ -3,7 +3,13 @@
 // them to the handler, writes the answers in request order, lingers, closes.
 // Internal to mi_http (http_server.cc and http_listener.cc create them).
 //
-// Lifetime: heap-allocated; owns its uv_tcp_t inline and is deleted in that
+// Its socket is a TCP stream (uv_tcp_t) or a Unix stream socket (uv_pipe_t),
+// chosen at construction and held inline in one union: both begin with
+// libuv's stream fields, so stream() serves either and the read/write path
+// does not look at the kind. Only accept-time calls differ (TCP_NODELAY and
+// the peer lookup for TCP, SO_PEERCRED for a Unix socket) and a reset close.
+//
+// Lifetime: heap-allocated; owns its socket handle inline and is deleted in that
 // handle's close callback, which libuv runs after every write/shutdown
 // callback of the handle and never inside another callback of this connection
 // (a self-owned wrapper, uv_handle.h rule 2). Close() only starts that: after
@@ -70,13 +76,14 @@ class HttpConnection {
     kClosed,             // uv_close() started; deleted in its callback
   };
 
-  explicit HttpConnection(HttpServer* server);
+  HttpConnection(HttpServer* server, HttpRequest::Transport transport);
   HttpConnection(const HttpConnection&) = delete;
   HttpConnection& operator=(const HttpConnection&) = delete;
 
-  bool InitTcp();
+  // uv_tcp_init or uv_pipe_init, by the transport.
+  bool InitStream();
   bool InitTimer();
-  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&socket_); }
 
   // Admitted: counted in open_connections, reading.
   void Start();
@@ -87,9 +94,9 @@ class HttpConnection {
   // already given go out first, in order) and closes after the last. Returns
   // how many requests it answered.
   size_t RefuseWaiting();
-  // The one teardown: starts closing; the object is deleted in the tcp close
-  // callback. With `reset`, the peer sees a TCP reset instead of an orderly
-  // close. REQUIRES: InitTcp() succeeded.
+  // The one teardown: starts closing; the object is deleted in the socket's
+  // close callback. With `reset`, a TCP peer sees a reset instead of an
+  // orderly close (a Unix socket just closes). REQUIRES: InitStream() succeeded.
   void Close(bool reset = false);
   // Responder::Abort(): reset the connection on the next turn, unanswered.
   void Abort();
@@ -129,7 +136,11 @@ class HttpConnection {
   bool draining() const { return state_ == State::kDraining; }
   bool aborting() const { return state_ == State::kAborting; }
   bool input_stopped() const { return input_ == Input::kStopped; }
+  bool is_tcp() const { return transport_ == HttpRequest::Transport::kTcp; }
   const ServerLimits& limits() const;
+  // At Start(): peer_, loopback_ and caller_, once per connection.
+  void IdentifyTcpPeer();
+  void IdentifyUnixPeer();
   // Another request may be dispatched: few enough in flight, and the client
   // is reading what we already owe it.
   bool HasRoom() const;
@@ -169,8 +180,15 @@ class HttpConnection {
   static void OnTimerCb(uv_timer_t* timer) noexcept;
   void HandleRead(ssize_t nread, const uv_buf_t* buf);
 
+  // Both kinds begin with libuv's stream fields (stream()).
+  union Socket {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  };
+
   HttpServer* server_;
-  uv_tcp_t tcp_;  // initialised before the object is handed to anyone (InitTcp)
+  const HttpRequest::Transport transport_;
+  Socket socket_;  // initialised before the object is handed to anyone (InitStream)
   UvHandle<uv_timer_t> timer_;
   uv_write_t write_req_;
   uv_shutdown_t shutdown_req_;
@@ -185,8 +203,8 @@ class HttpConnection {
   bool write_in_flight_ = false;  // a uv_write() of writing_ is pending
 
   std::string pending_in_;  // input not parsed yet (paused for back-pressure)
-  std::string peer_;
-  bool loopback_ = false;
+  std::string peer_;        // "127.0.0.1:53122", "unix:pid=4711" (for logs)
+  bool loopback_ = false;   // a loopback TCP peer, or any Unix socket peer
   PeerCredentials caller_;  // resolved once, in Start()
 
   // Responses in request order; references stay valid on push_back/pop_front.

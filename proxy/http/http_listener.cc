@@ -1,11 +1,19 @@
 #include "proxy/http/http_listener.h"
 
+#include <cerrno>
 #include <cstring>
+
+#ifndef _WIN32
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#endif
 
 #include "agent/base/log.h"
 #include "agent/base/socket_address.h"
 #include "proxy/http/http_connection.h"
 #include "proxy/http/http_server.h"
+#include "proxy/http/unix_socket.h"
 
 namespace mi::proxy {
 namespace {
@@ -34,22 +42,73 @@ Status HttpListener::Listen(const std::string& host_in, uint16_t port) {
   if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
   rc = uv_tcp_bind(listener->get(), reinterpret_cast<const sockaddr*>(&addr), v6 ? UV_TCP_IPV6ONLY : 0);
   if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
-  return StartListener(std::move(listener), what);
+  return StartListener({std::move(listener), nullptr}, what);
+}
+
+Status HttpListener::ListenUnix(const std::string& path) {
+#ifdef _WIN32
+  (void)path;
+  return Status::Error("unix_socket is not supported on Windows");
+#else
+  const std::string what = "listen unix:" + path;
+  if (path.empty() || path.size() >= sizeof(sockaddr_un{}.sun_path) || path.find('\0') != std::string::npos) {
+    return Status::Error(what + ": expected a path of 1 to " + std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
+                         " bytes");
+  }
+  Status s = ClearStaleUnixSocket(path, what);
+  if (!s.ok()) return s;
+  auto listener = std::make_unique<UvHandle<uv_pipe_t>>();
+  int rc = listener->Init(uv_pipe_init, server_.loop_, this, 0);
+  if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
+  rc = uv_pipe_bind(listener->get(), path.c_str());
+  if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
+  // From here the handle owns the path: closing it (also on the error paths
+  // below) unlinks it.
+  // Any local user may connect, as any local user may reach the TCP listener:
+  // what a caller gets is decided per request from its SO_PEERCRED
+  // credentials (authorization policy), not by the file mode.
+  if (::chmod(path.c_str(), 0666) != 0) return Status::Error(what + ": chmod: " + std::strerror(errno));
+  return StartListener({nullptr, std::move(listener)}, what);
+#endif
 }
 
 Status HttpListener::Adopt(uv_os_sock_t fd) {
   std::string what = "adopt listening socket " + std::to_string(static_cast<long long>(fd));
+#ifndef _WIN32
+  sockaddr_storage ss;
+  std::memset(&ss, 0, sizeof ss);
+  socklen_t ss_len = sizeof ss;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &ss_len) == 0 && ss.ss_family == AF_UNIX) {
+    return AdoptUnix(fd, what);
+  }
+#endif
   auto listener = std::make_unique<UvHandle<uv_tcp_t>>();
   int rc = listener->Init(uv_tcp_init, server_.loop_, this);
   if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
   rc = uv_tcp_open(listener->get(), fd);
   if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
-  return StartListener(std::move(listener), what);
+  return StartListener({std::move(listener), nullptr}, what);
 }
 
-Status HttpListener::StartListener(std::unique_ptr<UvHandle<uv_tcp_t>> listener, const std::string& what) {
+// A socket the service manager bound: it is not ours to unlink (uv_pipe_open
+// records no path, so closing leaves the file alone).
+Status HttpListener::AdoptUnix(uv_os_sock_t fd, const std::string& what) {
+#ifdef _WIN32
+  (void)fd;
+  return Status::Error(what + ": unix_socket is not supported on Windows");
+#else
+  auto listener = std::make_unique<UvHandle<uv_pipe_t>>();
+  int rc = listener->Init(uv_pipe_init, server_.loop_, this, 0);
+  if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
+  rc = uv_pipe_open(listener->get(), fd);
+  if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
+  return StartListener({nullptr, std::move(listener)}, what);
+#endif
+}
+
+Status HttpListener::StartListener(Listening listener, const std::string& what) {
   // bind() may report EADDRINUSE only here.
-  int rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener->get()), kBacklog, OnConnectionCb);
+  int rc = uv_listen(listener.stream(), kBacklog, OnConnectionCb);
   if (rc != 0) return Status::Error(what + ": " + uv_strerror(rc));
   listeners_.push_back(std::move(listener));
   return Status::Ok();
@@ -58,10 +117,22 @@ Status HttpListener::StartListener(std::unique_ptr<UvHandle<uv_tcp_t>> listener,
 std::vector<std::string> HttpListener::BoundAddresses() const {
   std::vector<std::string> out;
   for (const auto& l : listeners_) {
+    if (l.pipe) {
+      char path[512];
+      size_t len = sizeof path;
+      if (uv_pipe_getsockname(l.pipe->get(), path, &len) == 0) {
+        std::string name(path, len);
+        if (!name.empty() && name[0] == '\0') name[0] = '@';  // a Linux abstract socket, as systemd writes it
+        out.push_back("unix:" + name);
+      } else {
+        out.emplace_back();
+      }
+      continue;
+    }
     sockaddr_storage ss;
     std::memset(&ss, 0, sizeof ss);
     int len = sizeof ss;
-    if (uv_tcp_getsockname(l->get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    if (uv_tcp_getsockname(l.tcp->get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
       out.push_back(FormatAddress(ss));
     } else {
       out.emplace_back();
@@ -76,7 +147,8 @@ std::vector<uint16_t> HttpListener::BoundPorts() const {
     sockaddr_storage ss;
     std::memset(&ss, 0, sizeof ss);
     int len = sizeof ss;
-    out.push_back(uv_tcp_getsockname(l->get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0 ? PortOf(ss) : 0);
+    const bool named = l.tcp && uv_tcp_getsockname(l.tcp->get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0;
+    out.push_back(named ? PortOf(ss) : 0);
   }
   return out;
 }
@@ -94,7 +166,9 @@ void HttpListener::OnConnection(uv_stream_t* listener, int status) {
     }
     return;  // ignore errors, continue serving
   }
-  HttpConnection* c = server_.NewConnection();
+  const auto transport =
+      listener->type == UV_NAMED_PIPE ? HttpRequest::Transport::kUnix : HttpRequest::Transport::kTcp;
+  HttpConnection* c = server_.NewConnection(transport);
   if (c == nullptr) {
     MI_LOG(server_.logger_, kError) << "http: cannot create a socket handle, connection left pending";
     return;
@@ -126,7 +200,7 @@ Status HttpListener::AdoptConnection(uv_os_sock_t fd) {
     return Status::Error("adopt connected socket " + std::to_string(static_cast<long long>(fd)) + ": " + why);
   };
   if (server_.shutting_down_) return fail("the server is shutting down");
-  HttpConnection* c = server_.NewConnection();
+  HttpConnection* c = server_.NewConnection(HttpRequest::Transport::kTcp);
   if (c == nullptr) return fail("cannot create a socket handle");
   if (!c->InitTimer()) {
     c->Close();

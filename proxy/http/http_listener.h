@@ -1,6 +1,6 @@
 #pragma once
-// The accepting side of an HttpServer: listening sockets (bound or adopted),
-// accept(), admission at max_connections (503 + Retry-After, or closing the
+// The accepting side of an HttpServer: listening sockets (TCP or Unix stream,
+// bound or adopted), accept(), admission at max_connections (503 + Retry-After, or closing the
 // connection idle longest), and the idle list that choice reads. Internal to
 // mi_http: HttpServer owns one and forwards its public calls here.
 
@@ -26,11 +26,13 @@ class HttpListener {
   HttpListener& operator=(const HttpListener&) = delete;
 
   Status Listen(const std::string& host, uint16_t port);
+  Status ListenUnix(const std::string& path);
   Status Adopt(uv_os_sock_t fd);
   Status AdoptConnection(uv_os_sock_t fd);
   std::vector<std::string> BoundAddresses() const;
   std::vector<uint16_t> BoundPorts() const;
-  // Closes the listening sockets (their handles close in their destructors).
+  // Closes the listening sockets (their handles close in their destructors;
+  // libuv unlinks the path of a Unix socket it bound as it closes it).
   void StopAccepting() { listeners_.clear(); }
 
   // The idle list: connections that owe their client nothing, the one quiet
@@ -49,12 +51,22 @@ class HttpListener {
     uint64_t at = 0;
   };
 
+  // One listening socket: exactly one of the two handles is set.
+  struct Listening {
+    std::unique_ptr<UvHandle<uv_tcp_t>> tcp;
+    std::unique_ptr<UvHandle<uv_pipe_t>> pipe;  // a Unix stream socket
+    uv_stream_t* stream() const {
+      return tcp ? reinterpret_cast<uv_stream_t*>(tcp->get()) : reinterpret_cast<uv_stream_t*>(pipe->get());
+    }
+  };
+
   static void OnConnectionCb(uv_stream_t* listener, int status) noexcept;
   void OnConnection(uv_stream_t* listener, int status);
   // A new connection with its socket open: served, or answered 503 beyond
   // max_connections (unless an idle one can make room).
   void Admit(HttpConnection* c);
-  Status StartListener(std::unique_ptr<UvHandle<uv_tcp_t>> listener, const std::string& what);
+  Status AdoptUnix(uv_os_sock_t fd, const std::string& what);
+  Status StartListener(Listening listener, const std::string& what);
   // evict_idle_at_limit: closes the first idle-listed connection that still
   // owes nothing; false if there is none.
   bool EvictIdlest();
@@ -62,7 +74,7 @@ class HttpListener {
   bool ShouldLog(Throttle* t);
 
   HttpServer& server_;
-  std::vector<std::unique_ptr<UvHandle<uv_tcp_t>>> listeners_;
+  std::vector<Listening> listeners_;
   HttpConnection* idle_head_ = nullptr;
   HttpConnection* idle_tail_ = nullptr;
   size_t rejecting_ = 0;  // connections being answered 503 beyond max_connections

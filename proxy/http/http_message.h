@@ -24,11 +24,12 @@ struct HttpRequest {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;  // de-chunked
   bool keep_alive = true;
-  bool peer_is_loopback = false;  // 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104
-  std::string peer;               // "127.0.0.1:53122" (for logs)
+  bool peer_is_loopback = false;  // 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104, or a Unix socket peer
+  std::string peer;               // "127.0.0.1:53122", "unix:pid=4711" (for logs)
   // The owner of the client's socket, looked up once when a loopback
-  // connection is accepted (HttpServer's PeerResolver); known = false for
-  // other peers and when the lookup fails.
+  // connection is accepted (HttpServer's PeerResolver), or for a Unix socket
+  // the kernel's SO_PEERCRED (uid, gid, pid); known = false for other peers
+  // and when the lookup fails.
   PeerCredentials caller;
   // Which kind of listener accepted the connection (audit records name it).
   enum class Transport : uint8_t { kTcp, kUnix };

@@ -43,9 +43,9 @@ HttpServer::~HttpServer() {
   // The listeners, check_, idle_ and deadline_timer_ close in their destructors.
 }
 
-HttpConnection* HttpServer::NewConnection() {
-  auto* c = new HttpConnection(this);
-  if (!c->InitTcp()) {
+HttpConnection* HttpServer::NewConnection(HttpRequest::Transport transport) {
+  auto* c = new HttpConnection(this, transport);
+  if (!c->InitStream()) {
     delete c;  // never handed to libuv
     return nullptr;
   }

@@ -21,7 +21,11 @@
 //  * Idle keep-alive connections are closed after idle_timeout.
 //  * Responses carry Content-Length, Content-Type, and "Connection: close" when
 //    the server will close after them; writes are batched per connection per
-//    loop turn. TCP_NODELAY is set on accepted sockets.
+//    loop turn. TCP_NODELAY is set on accepted TCP sockets.
+//  * Listeners are TCP (IPv4/IPv6) or Unix stream sockets, served alike. Each
+//    request says which (HttpRequest::transport) and who the caller is
+//    (HttpRequest::caller): for loopback TCP from the PeerResolver, for a Unix
+//    socket from SO_PEERCRED (Linux), both once per connection at accept.
 //  * The handler must not destroy the server from inside OnRequest (the
 //    Shutdown `done` callback may). On POSIX the process must ignore SIGPIPE
 //    (a client may vanish while its answer is written).
@@ -94,10 +98,25 @@ class HttpServer {
   // Binds and listens; may be called for several addresses. Port 0 picks an
   // ephemeral port (see BoundPorts()). IPv6 sockets are v6-only.
   Status Listen(const std::string& host, uint16_t port) { return listener_.Listen(host, port); }
-  // Adopts an already-listening socket (systemd socket activation).
+  // Binds a Unix stream socket at `path` (POSIX; on Windows an error, "unix_socket
+  // is not supported on Windows") and listens. The socket file is made 0666:
+  // any local user may connect, and what each gets is the authorization
+  // policy's decision on its SO_PEERCRED credentials (per request), not the
+  // file mode's. `path` must be shorter than sockaddr_un's sun_path. A file
+  // that exists there is refused unless it is a socket that refuses
+  // connections (nobody listens: left by a crash), which is removed; symlinks
+  // are never followed. The file is unlinked when the listener closes
+  // (StopAccepting, Shutdown, destruction) if this server created it.
+  // Blocking system calls (lstat, connect, unlink): start-up only.
+  Status ListenUnix(const std::string& path) { return listener_.ListenUnix(path); }
+  // Adopts an already-listening socket (systemd socket activation): TCP, or a
+  // Unix stream socket (getsockname's family decides), which is served like
+  // one from ListenUnix() but never unlinked (the service manager owns it).
   Status Adopt(uv_os_sock_t fd) { return listener_.Adopt(fd); }
-  // "127.0.0.1:50342", "[::1]:50342" for each listener, in order.
+  // "127.0.0.1:50342", "[::1]:50342", "unix:/run/mi-agent/token.sock" for
+  // each listener, in order.
   std::vector<std::string> BoundAddresses() const { return listener_.BoundAddresses(); }
+  // Each listener's port, in order (0 for a Unix socket).
   std::vector<uint16_t> BoundPorts() const { return listener_.BoundPorts(); }
 
   void set_limits(const ServerLimits& limits) { limits_ = limits; }  // applies to new connections/requests
@@ -116,7 +135,8 @@ class HttpServer {
 
   // Serves an already-connected stream socket as if it had just been accepted
   // (limits, timers and max_connections apply). For the fuzzer, which drives
-  // the server over socketpair(): such a peer is not loopback. On success the
+  // the server over socketpair(): served as TCP, such a peer is not loopback
+  // and its caller is unknown. On success the
   // server owns `fd`; on error the caller still does.
   Status AdoptConnection(uv_os_sock_t fd) { return listener_.AdoptConnection(fd); }
 
@@ -125,9 +145,9 @@ class HttpServer {
   friend class HttpListener;
   static constexpr size_t kReadBufferSize = 64 * 1024;
 
-  // A connection with its tcp handle initialised, in connections_; null if
-  // uv_tcp_init failed.
-  HttpConnection* NewConnection();
+  // A connection with its socket handle (TCP or pipe) initialised, in
+  // connections_; null if the handle's init failed.
+  HttpConnection* NewConnection(HttpRequest::Transport transport);
   // For connections.
   void Schedule(HttpConnection* c);
   void OnConnectionClosing(HttpConnection* c);  // Close() started

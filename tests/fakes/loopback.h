@@ -116,16 +116,16 @@ inline std::vector<ParsedResponse> ParseResponses(const std::string& data) {
 }
 
 // A libuv client on the test's own loop (for a server on that loop): writes,
-// resets, and collects what arrives until the server closes.
+// resets, and collects what arrives until the server closes. Over TCP
+// (Connect) or a Unix stream socket (ConnectUnix, POSIX).
 class LoopbackClient {
  public:
-  explicit LoopbackClient(uv_loop_t* loop) {
-    EXPECT_EQ(tcp_.Init(uv_tcp_init, loop, this), 0);
-  }
+  explicit LoopbackClient(uv_loop_t* loop) : loop_(loop) {}
   LoopbackClient(const LoopbackClient&) = delete;
   LoopbackClient& operator=(const LoopbackClient&) = delete;
 
   void Connect(const std::string& host, uint16_t port) {
+    ASSERT_EQ(tcp_.Init(uv_tcp_init, loop_, this), 0);
     sockaddr_storage addr;
     std::memset(&addr, 0, sizeof addr);
     if (host.find(':') != std::string::npos) {
@@ -134,37 +134,19 @@ class LoopbackClient {
       ASSERT_EQ(uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr)), 0);
     }
     auto* req = new uv_connect_t();
-    int rc = uv_tcp_connect(req, tcp_.get(), reinterpret_cast<const sockaddr*>(&addr), [](uv_connect_t* r, int status) {
-      auto* self = static_cast<LoopbackClient*>(r->handle->data);
-      delete r;
-      if (self == nullptr) return;
-      self->connect_status_ = status;
-      self->connect_done_ = true;
-      if (status == 0) {
-        uv_read_start(
-            reinterpret_cast<uv_stream_t*>(self->tcp_.get()),
-            [](uv_handle_t*, size_t suggested, uv_buf_t* buf) {
-              *buf = uv_buf_init(new char[suggested], static_cast<unsigned int>(suggested));
-            },
-            [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
-              std::unique_ptr<char[]> owned(buf->base);
-              auto* client = static_cast<LoopbackClient*>(s->data);
-              if (client == nullptr) return;
-              if (nread > 0) client->received_.append(buf->base, static_cast<size_t>(nread));
-              if (nread < 0) {
-                // Like a real client: done with the connection once the server is.
-                client->eof_ = true;
-                client->read_error_ = static_cast<int>(nread);
-                client->tcp_.Close();
-              }
-            });
-      }
-    });
+    int rc = uv_tcp_connect(req, tcp_.get(), reinterpret_cast<const sockaddr*>(&addr), OnConnect);
+    if (rc != 0) delete req;
     ASSERT_EQ(rc, 0);
   }
 
+  void ConnectUnix(const std::string& path) {
+    ASSERT_EQ(pipe_.Init(uv_pipe_init, loop_, this, 0), 0);
+    auto* req = new uv_connect_t();
+    uv_pipe_connect(req, pipe_.get(), path.c_str(), OnConnect);  // reports errors in the callback
+  }
+
   void Write(std::string data) {
-    ASSERT_NE(tcp_.get(), nullptr) << "write after close";
+    ASSERT_NE(stream(), nullptr) << "write after close";
     struct WriteReq {
       uv_write_t req;
       std::string data;
@@ -172,15 +154,23 @@ class LoopbackClient {
     auto* w = new WriteReq();
     w->data = std::move(data);
     uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned int>(w->data.size()));
-    int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(tcp_.get()), &buf, 1,
-                      [](uv_write_t* r, int) { delete reinterpret_cast<WriteReq*>(r); });
+    int rc = uv_write(&w->req, stream(), &buf, 1, [](uv_write_t* r, int) { delete reinterpret_cast<WriteReq*>(r); });
     if (rc != 0) delete w;
     EXPECT_EQ(rc, 0);
   }
 
-  // Closes with RST (SO_LINGER 0).
-  void Reset() { tcp_.CloseReset(); }
-  void Close() { tcp_.Close(); }
+  // Closes with RST (SO_LINGER 0); a Unix socket just closes.
+  void Reset() {
+    if (pipe_.is_open()) {
+      pipe_.Close();
+    } else {
+      tcp_.CloseReset();
+    }
+  }
+  void Close() {
+    tcp_.Close();
+    pipe_.Close();
+  }
 
   bool connect_done() const { return connect_done_; }
   int connect_status() const { return connect_status_; }
@@ -189,7 +179,41 @@ class LoopbackClient {
   std::vector<ParsedResponse> responses() const { return ParseResponses(received_); }
 
  private:
+  uv_stream_t* stream() const {
+    if (tcp_.get() != nullptr && tcp_.is_open()) return reinterpret_cast<uv_stream_t*>(tcp_.get());
+    if (pipe_.get() != nullptr && pipe_.is_open()) return reinterpret_cast<uv_stream_t*>(pipe_.get());
+    return nullptr;
+  }
+
+  static void OnConnect(uv_connect_t* r, int status) {
+    auto* self = static_cast<LoopbackClient*>(r->handle->data);
+    delete r;
+    if (self == nullptr) return;
+    self->connect_status_ = status;
+    self->connect_done_ = true;
+    if (status != 0) return;
+    uv_read_start(
+        self->stream(),
+        [](uv_handle_t*, size_t suggested, uv_buf_t* buf) {
+          *buf = uv_buf_init(new char[suggested], static_cast<unsigned int>(suggested));
+        },
+        [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+          std::unique_ptr<char[]> owned(buf->base);
+          auto* client = static_cast<LoopbackClient*>(s->data);
+          if (client == nullptr) return;
+          if (nread > 0) client->received_.append(buf->base, static_cast<size_t>(nread));
+          if (nread < 0) {
+            // Like a real client: done with the connection once the server is.
+            client->eof_ = true;
+            client->read_error_ = static_cast<int>(nread);
+            client->Close();
+          }
+        });
+  }
+
+  uv_loop_t* loop_;
   UvHandle<uv_tcp_t> tcp_;
+  UvHandle<uv_pipe_t> pipe_;
   bool connect_done_ = false;
   int connect_status_ = 0;
   bool eof_ = false;

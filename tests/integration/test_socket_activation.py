@@ -1,8 +1,9 @@
 """Socket activation as mi-agent.socket does it, with systemd-socket-activate
 holding the listening sockets: the first connection starts the agent, the
 agent adopts the passed socket(s) instead of binding its configured address,
-and that first request gets its token. A passed socket of the wrong kind is
-refused at start-up.
+and that first request gets its token. A passed Unix stream socket is served
+too (and left in place at stop: it is the service manager's). A passed socket
+of the wrong kind is refused at start-up.
 """
 
 import os
@@ -25,10 +26,11 @@ def binaries(request):
         pytest.skip("systemd-socket-activate not installed (package systemd)")
 
 
-def activate(tmp_path, listen, agent_args, extra=()):
+def activate(tmp_path, listen, agent_args, extra=(), **config_fields):
     """Runs mi-agent under systemd-socket-activate (which execs it in place, so
-    the process id is the agent's), with an empty config file of its own."""
-    config = h.write_config(tmp_path / "config.json")
+    the process id is the agent's), with a config file of its own (empty
+    unless `config_fields` say otherwise)."""
+    config = h.write_config(tmp_path / "config.json", **config_fields)
     agent_args = ["--config", config, *agent_args]
     argv = [ACTIVATE, *extra]
     for address in listen:
@@ -124,6 +126,43 @@ def test_datagram_socket_refused(tmp_path, emulator):
             s.sendto(b"wake up", ("127.0.0.1", port))
         code = proc.wait(timeout=20)
         assert code != 0, proc.output()
-        assert "not a listening TCP socket" in proc.output(), proc.output()
+        assert "not a listening TCP or Unix stream socket" in proc.output(), proc.output()
+    finally:
+        proc.stop()
+
+
+def unix_token(path, resource):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(path)
+        s.sendall(f"GET /oauth2/token?resource={resource} HTTP/1.1\r\nHost: localhost\r\nMetadata: true\r\n"
+                  "Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def test_unix_socket_passed_and_configured_is_served_once(tmp_path, emulator):
+    """ListenStream=/run/mi-agent/token.sock with "unix_socket" naming the same
+    path: the agent serves the passed socket and binds no second one."""
+    path = str(tmp_path / "token.sock")
+    port = free_port()
+    proc = activate(tmp_path, [f"127.0.0.1:{port}", path],
+                    ["--no-health", "--imds-endpoint", emulator.endpoint, "--log-format", "text"],
+                    unix_socket=path)
+    try:
+        wait_for(lambda: os.path.exists(path) or not proc.alive(), timeout=h.START_TIMEOUT,
+                 what="systemd-socket-activate to listen")
+        assert proc.alive(), proc.output()
+        answer = unix_token(path, "https://vault.azure.net")  # the first connection starts the agent
+        assert answer.startswith(b"HTTP/1.1 200 "), (answer[:300], proc.output())
+        assert b'"token_type":"Bearer"' in answer
+        log = proc.output()
+        assert "adopted 2 socket" in log, log
+        assert f"serving tokens on 127.0.0.1:{port}, unix:{path}\n" in log, log
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, proc.output()
+        assert os.path.exists(path), "the agent removed the service manager's socket file"
     finally:
         proc.stop()

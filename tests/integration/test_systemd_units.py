@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 
 import pytest
@@ -103,6 +104,10 @@ def test_service_settings_the_agent_relies_on(tmp_path):
     assert "@system-service" in s["SystemCallFilter"]
     assert one["IPAddressDeny"] == "any"
     assert set(one["IPAddressAllow"].split()) == {"localhost", "169.254.169.254"}
+    # "unix_socket": /run/mi-agent/token.sock needs a directory the service may
+    # write (ProtectSystem=strict) and every caller may search.
+    assert one["RuntimeDirectory"] == "mi-agent"
+    assert one["RuntimeDirectoryMode"] == "0755"
     # The upstream the unit lets through is the one the agent talks to by default
     # (asked of the binary: `--check-config` on an empty file names it).
     h.require_binaries("agent")
@@ -118,6 +123,33 @@ def test_socket_listens_on_both_loopbacks():
     assert sorted(s["ListenStream"]) == sorted(["127.0.0.1:50342", "[::1]:50342"])
     assert s["BindIPv6Only"] == ["ipv6-only"]
     assert s["WantedBy"] == ["sockets.target"]
+
+
+def test_socket_documents_the_unix_socket(tmp_path):
+    """The Unix socket is off by default and shown commented out; uncommented,
+    the unit still verifies."""
+    text = open(SOCKET).read()
+    assert "\n#ListenStream=/run/mi-agent/token.sock\n" in text
+    assert "\n#SocketMode=0666\n" in text
+    assert '"unix_socket"' in text and "RuntimeDirectory=" in text
+    require_analyze()
+    h.require_binaries("agent")
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "mi-agent.socket").write_text(
+        text.replace("#ListenStream=/run/mi-agent/token.sock", "ListenStream=/run/mi-agent/token.sock")
+            .replace("#SocketMode=0666", "SocketMode=0666"))
+    service = open(SERVICE).read().replace("ExecStart=/usr/bin/mi-agent ", f"ExecStart={AGENT_BIN} ")
+    (units / "mi-agent.service").write_text(service.replace("Documentation=man:mi-agent(8)\n", ""))
+    (units / "mi-agent.socket").write_text((units / "mi-agent.socket").read_text()
+                                           .replace("Documentation=man:mi-agent(8)\n", ""))
+    env = dict(os.environ, SYSTEMD_LOG_LEVEL="notice")
+    result = subprocess.run(
+        [ANALYZE, "verify", "--man=no", "--recursive-errors=no",
+         str(units / "mi-agent.socket"), str(units / "mi-agent.service")],
+        capture_output=True, text=True, env=env, timeout=120)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 0 and output == "", output
 
 
 def test_packaged_default_config_is_valid():
@@ -168,7 +200,9 @@ def test_sandbox_allows_what_the_agent_does(tmp_path):
     emulator = Emulator(log_path=str(tmp_path / "emulator.log"))
     trace = tmp_path / "strace.out"
     health = free_port()
-    config = h.write_config(tmp_path / "config.json", prefetch=[{"resource": "https://vault.azure.net"}])
+    unix_socket = tmp_path / "token.sock"
+    config = h.write_config(tmp_path / "config.json", prefetch=[{"resource": "https://vault.azure.net"}],
+                            unix_socket=str(unix_socket))
     agent = None
     try:
         agent = Process(
@@ -180,6 +214,12 @@ def test_sandbox_allows_what_the_agent_does(tmp_path):
         wait_for(lambda: port_accepts(port), timeout=h.START_TIMEOUT, what="the traced agent")
         status, _ = h.get_token(port, "https://management.azure.com/")
         assert status == 200, agent.output()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:  # SO_PEERCRED, the pipe's reads and writes
+            s.settimeout(30)
+            s.connect(str(unix_socket))
+            s.sendall(b"GET /oauth2/token?resource=https://vault.azure.net HTTP/1.1\r\nHost: localhost\r\n"
+                      b"Metadata: true\r\nConnection: close\r\n\r\n")
+            assert s.recv(64).startswith(b"HTTP/1.1 200 "), agent.output()
         for path in ("/healthz", "/readyz", "/status", "/metrics"):
             request(health, "GET", path)
         # strace runs the agent as its child: signal the agent, not strace.

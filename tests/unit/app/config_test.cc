@@ -298,5 +298,44 @@ TEST(ConfigTest, ListenAddressParsing) {
   EXPECT_FALSE(ParseListenAddress("127.0.0.1:1x", &a));
 }
 
+// "unix_socket": off by default; an absolute path that fits sockaddr_un.
+TEST(ConfigTest, UnixSocketIsAnAbsolutePathOfBoundedLength) {
+  Config c;
+  ASSERT_TRUE(Parse("{}", &c).ok());
+  EXPECT_EQ(c.unix_socket, "");
+  ASSERT_TRUE(Parse(R"({"unix_socket": ""})", &c).ok()) << "\"\" is off";
+  EXPECT_EQ(c.unix_socket, "");
+#ifdef _WIN32
+  Status s = Parse(R"({"unix_socket": "/run/mi-agent/token.sock"})", &c);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message(), "unix_socket: not supported on Windows");
+#else
+  ASSERT_TRUE(Parse(R"({"unix_socket": "/run/mi-agent/token.sock"})", &c).ok());
+  EXPECT_EQ(c.unix_socket, "/run/mi-agent/token.sock");
+  // With a Unix socket, no TCP listener is needed.
+  Config only;
+  ASSERT_TRUE(Parse(R"({"listen": [], "unix_socket": "/run/t.sock"})", &only).ok());
+  EXPECT_TRUE(only.listen.empty());
+  const std::string longest = "/" + std::string(106, 'a');
+  ASSERT_TRUE(Parse(R"({"unix_socket": ")" + longest + R"("})", &c).ok());
+  EXPECT_EQ(c.unix_socket, longest);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"({"unix_socket": "run/token.sock"})", "unix_socket: expected an absolute path"},
+      {R"({"unix_socket": "/run/mi-agent/"})", "unix_socket: expected an absolute path"},
+      {R"({"unix_socket": "/run/a\u0000b"})", "unix_socket: expected an absolute path"},
+      {R"({"unix_socket": 1})", "unix_socket: expected a path"},
+      {R"({"unix_socket": ")" + longest + R"(b"})", "unix_socket: longer than 107 bytes"},
+  };
+  for (const auto& [text, expected] : bad) {
+    Config kept;
+    kept.unix_socket = "/kept";
+    Status s = Parse(text, &kept);
+    EXPECT_FALSE(s.ok()) << text;
+    EXPECT_EQ(s.message().rfind(expected, 0), 0u) << text << " -> " << s.message();
+    EXPECT_EQ(kept.unix_socket, "/kept");
+  }
+#endif
+}
+
 }  // namespace
 }  // namespace mi

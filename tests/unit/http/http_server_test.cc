@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
@@ -24,6 +25,8 @@
 #include <netinet/in.h>
 #include <pwd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #endif
@@ -76,6 +79,10 @@ class HttpServerTest : public ::testing::Test {
     handler_.on_request = nullptr;
     server_.reset();
     EXPECT_TRUE(loop_.Close());
+    if (!temp_dir_.empty()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(temp_dir_, ignored);
+    }
   }
 
   void StartServer(const ServerLimits& limits = ServerLimits(), const std::string& host = "127.0.0.1",
@@ -88,9 +95,36 @@ class HttpServerTest : public ::testing::Test {
     ASSERT_NE(port_, 0);
   }
 
+#ifndef _WIN32
+  // A directory of this test's own (removed in TearDown), searchable by
+  // everyone so a client run as another user reaches a socket in it.
+  std::string TempDir() {
+    if (temp_dir_.empty()) {
+      char name[] = "/tmp/mi-http-test-XXXXXX";
+      EXPECT_NE(::mkdtemp(name), nullptr);
+      EXPECT_EQ(::chmod(name, 0755), 0);
+      temp_dir_ = name;
+    }
+    return temp_dir_;
+  }
+
+  // A server on a Unix socket, <TempDir()>/token.sock; Connect() uses it.
+  void StartUnixServer(const ServerLimits& limits = ServerLimits(), PeerResolver* peers = nullptr) {
+    unix_path_ = TempDir() + "/token.sock";
+    server_ = std::make_unique<HttpServer>(loop_.uv(), limits, handler_, logger_, peers);
+    Status st = server_->ListenUnix(unix_path_);
+    ASSERT_TRUE(st.ok()) << st.message();
+  }
+#endif
+
+  // To the TCP port, or to the Unix socket once StartUnixServer() made one.
   std::unique_ptr<TestClient> Connect(const std::string& host = "127.0.0.1") {
     auto c = std::make_unique<TestClient>(loop_.uv());
-    c->Connect(host, port_);
+    if (!unix_path_.empty()) {
+      c->ConnectUnix(unix_path_);
+    } else {
+      c->Connect(host, port_);
+    }
     EXPECT_TRUE(RunUntil([&] { return c->connect_done(); }));
     EXPECT_EQ(c->connect_status(), 0);
     return c;
@@ -130,7 +164,37 @@ class HttpServerTest : public ::testing::Test {
   std::vector<std::unique_ptr<Timer>> timers_;
   std::unique_ptr<HttpServer> server_;
   uint16_t port_ = 0;
+  std::string unix_path_;
+  std::string temp_dir_;
 };
+
+// Tests that hold for both kinds of listener, run on each.
+enum class Via { kTcp, kUnix };
+
+class HttpServerTransportTest : public HttpServerTest, public ::testing::WithParamInterface<Via> {
+ protected:
+  void StartServer(const ServerLimits& limits = ServerLimits()) {
+#ifndef _WIN32
+    if (GetParam() == Via::kUnix) {
+      StartUnixServer(limits);
+      return;
+    }
+#endif
+    HttpServerTest::StartServer(limits);
+  }
+  HttpRequest::Transport transport() const {
+    return GetParam() == Via::kUnix ? HttpRequest::Transport::kUnix : HttpRequest::Transport::kTcp;
+  }
+};
+
+#ifdef _WIN32
+INSTANTIATE_TEST_SUITE_P(Listener, HttpServerTransportTest, ::testing::Values(Via::kTcp));
+#else
+INSTANTIATE_TEST_SUITE_P(Listener, HttpServerTransportTest, ::testing::Values(Via::kTcp, Via::kUnix),
+                         [](const ::testing::TestParamInfo<Via>& info) {
+                           return info.param == Via::kUnix ? std::string("Unix") : std::string("Tcp");
+                         });
+#endif
 
 TEST_F(HttpServerTest, SimpleGet) {
   StartServer();
@@ -170,7 +234,7 @@ TEST_F(HttpServerTest, SimpleGet) {
   EXPECT_EQ(server_->BoundAddresses(), std::vector<std::string>{"127.0.0.1:" + std::to_string(port_)});
 }
 
-TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+TEST_P(HttpServerTransportTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   StartServer();
   auto c = Connect();
   for (int i = 1; i <= 3; ++i) {
@@ -180,10 +244,14 @@ TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   }
   EXPECT_FALSE(c->eof());
   EXPECT_EQ(server_->stats().accepted, 1u);
-  EXPECT_EQ(handler_.requests.size(), 3u);
+  ASSERT_EQ(handler_.requests.size(), 3u);
+  for (const HttpRequest& r : handler_.requests) {
+    EXPECT_EQ(r.transport, transport());
+    EXPECT_TRUE(r.peer_is_loopback);
+  }
 }
 
-TEST_F(HttpServerTest, PipelinedResponsesKeepRequestOrder) {
+TEST_P(HttpServerTransportTest, PipelinedResponsesKeepRequestOrder) {
   StartServer();
   std::vector<std::string> answer_order;
   HoldRequests();
@@ -283,7 +351,7 @@ TEST_F(HttpServerTest, HeadersTooLargeAnswers431AndCloses) {
   EXPECT_EQ(server_->stats().protocol_errors, 1u);
 }
 
-TEST_F(HttpServerTest, BodyTooLargeByContentLengthAnswers413) {
+TEST_P(HttpServerTransportTest, BodyTooLargeByContentLengthAnswers413) {
   ServerLimits limits;
   limits.max_body_bytes = 16;
   StartServer(limits);
@@ -332,7 +400,7 @@ TEST_F(HttpServerTest, ErrorAnswerWaitsForEarlierPipelinedAnswers) {
   EXPECT_EQ(rs[1].status, 400);
 }
 
-TEST_F(HttpServerTest, SlowHeadersAnswer408AndClose) {
+TEST_P(HttpServerTransportTest, SlowHeadersAnswer408AndClose) {
   ServerLimits limits;
   limits.header_timeout = Duration(50);
   StartServer(limits);
@@ -1027,6 +1095,211 @@ TEST_F(HttpServerTest, CallerIsTheUserOfAnotherProcess) {
   EXPECT_NE(caller.uid, ::getuid());
 }
 #endif
+
+
+#ifndef _WIN32
+// --- Unix stream sockets ------------------------------------------------------
+
+bool IsSocketFile(const std::string& path, mode_t* mode = nullptr) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return false;
+  if (mode != nullptr) *mode = st.st_mode & 07777;
+  return true;
+}
+
+// A socket file nobody listens on, as a crashed agent leaves it: bound, never
+// listened on, closed.
+void MakeStaleSocket(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr;
+  std::memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ::close(fd);
+  ASSERT_TRUE(IsSocketFile(path));
+}
+
+TEST_F(HttpServerTest, UnixSocketServesWithTheCallersCredentials) {
+  StartUnixServer();
+  EXPECT_EQ(server_->BoundAddresses(), std::vector<std::string>{"unix:" + unix_path_});
+  EXPECT_EQ(server_->BoundPorts(), std::vector<uint16_t>{0});
+  mode_t mode = 0;
+  ASSERT_TRUE(IsSocketFile(unix_path_, &mode));
+  EXPECT_EQ(mode, 0666u) << "any local user may connect; the policy decides what they get";
+  auto c = Connect();
+  for (int i = 1; i <= 2; ++i) {
+    c->Write("GET /who HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    ASSERT_TRUE(RunUntil([&] { return c->responses().size() == static_cast<size_t>(i); }));
+  }
+  EXPECT_EQ(server_->stats().accepted, 1u);
+  ASSERT_EQ(handler_.requests.size(), 2u);
+  for (const HttpRequest& r : handler_.requests) {
+    EXPECT_EQ(r.transport, HttpRequest::Transport::kUnix);
+    EXPECT_TRUE(r.peer_is_loopback);
+#ifdef __linux__
+    EXPECT_EQ(r.peer, "unix:pid=" + std::to_string(::getpid()));
+    ASSERT_TRUE(r.caller.known);
+    EXPECT_EQ(r.caller.uid, ::geteuid());
+    EXPECT_EQ(r.caller.gid, ::getegid());
+    EXPECT_EQ(r.caller.pid, static_cast<uint32_t>(::getpid()));
+    EXPECT_EQ(r.caller.inode, 0u);
+#endif
+  }
+}
+
+TEST_F(HttpServerTest, UnixSocketFileIsRemovedAtShutdownAndDestruction) {
+  StartUnixServer();
+  bool done = false;
+  server_->Shutdown(Duration(1000), [&] { done = true; });
+  EXPECT_FALSE(IsSocketFile(unix_path_)) << "removed as soon as the server stops accepting";
+  ASSERT_TRUE(RunUntil([&] { return done; }));
+
+  StartUnixServer();  // the same path again
+  ASSERT_TRUE(IsSocketFile(unix_path_));
+  server_.reset();
+  EXPECT_FALSE(IsSocketFile(unix_path_));
+  EXPECT_EQ(::access(unix_path_.c_str(), F_OK), -1);
+}
+
+TEST_F(HttpServerTest, UnixSocketLeftByACrashIsReplaced) {
+  const std::string path = TempDir() + "/token.sock";
+  MakeStaleSocket(path);
+  StartUnixServer();
+  auto c = Connect();
+  c->Write("GET /after-crash HTTP/1.1\r\nHost: localhost\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
+  EXPECT_EQ(c->responses()[0].body, "GET /after-crash\n");
+}
+
+TEST_F(HttpServerTest, UnixSocketInUseIsRefusedAndKept) {
+  StartUnixServer();
+  HttpServer other(loop_.uv(), ServerLimits(), handler_, logger_);
+  Status st = other.ListenUnix(unix_path_);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.message(), "listen unix:" + unix_path_ + ": address already in use (another process listens on it)");
+  EXPECT_TRUE(other.BoundAddresses().empty());
+  // The first server still has its socket and serves.
+  ASSERT_TRUE(IsSocketFile(unix_path_));
+  auto c = Connect();
+  c->Write("GET /still HTTP/1.1\r\nHost: localhost\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
+}
+
+TEST_F(HttpServerTest, UnixSocketPathThatIsNotASocketIsRefused) {
+  server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits(), handler_, logger_);
+  const std::string file = TempDir() + "/config.json";
+  {
+    FILE* f = std::fopen(file.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("{}", f);
+    std::fclose(f);
+  }
+  Status st = server_->ListenUnix(file);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.message(), "listen unix:" + file + ": the path exists and is not a socket");
+  EXPECT_EQ(::access(file.c_str(), F_OK), 0) << "a regular file is never removed";
+
+  // A symlink to a stale socket: refused, and neither it nor its target removed.
+  const std::string target = TempDir() + "/stale.sock";
+  const std::string link = TempDir() + "/link.sock";
+  MakeStaleSocket(target);
+  ASSERT_EQ(::symlink(target.c_str(), link.c_str()), 0);
+  st = server_->ListenUnix(link);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.message(), "listen unix:" + link + ": the path exists and is not a socket");
+  struct stat ls;
+  ASSERT_EQ(::lstat(link.c_str(), &ls), 0);
+  EXPECT_TRUE(S_ISLNK(ls.st_mode));
+  EXPECT_TRUE(IsSocketFile(target));
+
+  st = server_->ListenUnix(TempDir() + "/" + std::string(200, 'x'));
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("expected a path of 1 to"), std::string::npos) << st.message();
+  EXPECT_TRUE(server_->BoundAddresses().empty());
+}
+
+TEST_F(HttpServerTest, AdoptsListeningUnixSocketAndLeavesItsFile) {
+  const std::string path = TempDir() + "/activated.sock";
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr;
+  std::memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 16), 0);
+
+  server_ = std::make_unique<HttpServer>(loop_.uv(), ServerLimits(), handler_, logger_);
+  Status st = server_->Adopt(fd);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(server_->BoundAddresses(), std::vector<std::string>{"unix:" + path});
+  unix_path_ = path;
+  auto c = Connect();
+  c->Write("GET /adopted HTTP/1.1\r\nHost: localhost\r\n\r\n");
+  ASSERT_TRUE(RunUntil([&] { return c->responses().size() == 1; }));
+  ASSERT_EQ(handler_.requests.size(), 1u);
+  EXPECT_EQ(handler_.requests[0].transport, HttpRequest::Transport::kUnix);
+  c.reset();
+  server_.reset();
+  EXPECT_TRUE(IsSocketFile(path)) << "the service manager's socket file is not ours to remove";
+}
+
+#ifdef __linux__
+// A client forked as another uid and gid: SO_PEERCRED names them and its pid.
+TEST_F(HttpServerTest, UnixCallerIsTheUidAndPidOfAnotherProcess) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (runs a client as another uid)";
+  // Ids no account or group has: the client runs as nobody real.
+  uid_t uid = 4242;
+  while (::getpwuid(uid) != nullptr) ++uid;
+  gid_t gid = 4343;
+  while (::getgrgid(gid) != nullptr) ++gid;
+  StartUnixServer();
+  handler_.on_request = [](const HttpRequest&, Responder r) {
+    HttpResponse response = TextResponse("ok");
+    response.close = true;
+    r.Send(std::move(response));
+  };
+  const std::string path = unix_path_;
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Only system calls from here: drop to the ids, ask, read to EOF.
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(gid, gid, gid) != 0 || ::setresuid(uid, uid, uid) != 0) {
+      ::_exit(2);
+    }
+    int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr;
+    std::memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    timeval timeout{10, 0};
+    ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    if (::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) ::_exit(3);
+    static const char kRequest[] = "GET /who HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    if (::write(s, kRequest, sizeof kRequest - 1) != static_cast<ssize_t>(sizeof kRequest - 1)) ::_exit(4);
+    char buf[512];
+    ssize_t total = 0;
+    for (ssize_t n; (n = ::read(s, buf, sizeof buf)) > 0;) total += n;
+    ::_exit(total > 0 ? 0 : 5);
+  }
+  const bool answered = RunUntil([&] { return handler_.requests.size() == 1 && server_->stats().open_connections == 0; });
+  int status = 0;
+  if (!answered) ::kill(child, SIGKILL);
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(answered);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "client status " << status;
+  ASSERT_EQ(handler_.requests.size(), 1u);
+  const HttpRequest& r = handler_.requests[0];
+  ASSERT_TRUE(r.caller.known);
+  EXPECT_EQ(r.caller.uid, uid);
+  EXPECT_EQ(r.caller.gid, gid);
+  EXPECT_EQ(r.caller.pid, static_cast<uint32_t>(child));
+  EXPECT_EQ(r.peer, "unix:pid=" + std::to_string(child));
+}
+#endif  // __linux__
+#endif  // !_WIN32
 
 }  // namespace
 }  // namespace mi::proxy

@@ -1,5 +1,5 @@
-// Placeholder until the platform lookups land (h-plat: caller_lookup_linux.cc,
-// caller_lookup_win.cc); the lead deletes this file at merge. Finds nothing.
+// Placeholder until the platform lookups land (h-plat: caller_lookup_win.cc;
+// Linux has caller_lookup_linux.cc); the lead deletes this file at merge. Finds nothing.
 #include "agent/caller_lookup.h"
 
 namespace mi::caller_lookup {

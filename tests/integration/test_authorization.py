@@ -153,12 +153,27 @@ def test_sighup_reloads_the_rules(emulator, agent_factory, users):
     assert as_user(bob, agent.port, ARM)[0] == 200
     assert as_user(alice, agent.port, ARM)[0] == 401
 
-    # Back to off: everyone, as today.
-    config["authorization"] = {"mode": "off"}
+    enforced_digest = digest(agent)
+
+    # Back to off (rules kept): everyone, as today, and the digest of a config without a policy.
+    config["authorization"]["mode"] = "off"
     agent.write_config(config)
     agent.send_signal(signal.SIGHUP)
     wait_for(lambda: agent.output().count("configuration reloaded") == 2, what="the second reload")
     assert as_user(alice, agent.port, ARM)[0] == 200
+    off_digest = digest(agent)
+    del config["authorization"]
+    agent.write_config(config)
+    agent.send_signal(signal.SIGHUP)
+    wait_for(lambda: agent.output().count("configuration reloaded") == 3, what="the third reload")
+    assert digest(agent) == off_digest, "a policy that is off does not change the digest"
+    assert enforced_digest != off_digest
+
+
+def digest(agent):
+    status, _, body = agent.health("/status")
+    assert status == 200, body
+    return json.loads(body)["config_digest"]
 
 
 def test_check_config_names_the_bad_key(tmp_path):

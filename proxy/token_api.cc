@@ -177,28 +177,29 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
 
   const char* listener = request.transport == HttpRequest::Transport::kUnix ? "unix" : "tcp";
   if (gate_ == nullptr) {
-    if (!auditing()) return Serve(route, listener, params.key, Decision::kAllow, nullptr, responder);
+    if (!auditing()) return Serve(route, listener, request.caller, params.key, Decision::kAllow, nullptr, responder);
     CallerInfo caller;  // audit_all under mode "off": the peer as the listener saw it
     caller.peer = request.caller;
-    return Serve(route, listener, params.key, Decision::kAllow, &caller, responder);
+    return Serve(route, listener, request.caller, params.key, Decision::kAllow, &caller, responder);
   }
   // Authorization before the cache: a hit is checked like a miss.
   Decision decision = Decision::kAllow;
   const CallerInfo* caller = nullptr;
   if (gate_->Decide(request.caller, params.key, &decision, &caller)) {
-    return Serve(route, listener, params.key, decision, auditing() ? caller : nullptr, responder);
+    return Serve(route, listener, request.caller, params.key, decision, auditing() ? caller : nullptr, responder);
   }
   auto pending = std::make_shared<Responder>(std::move(responder));
-  gate_->Await(request.caller, params.key,
-               [this, route, listener, key = params.key, pending](Decision decided, const CallerInfo& resolved) {
-                 // It hung up while it was looked up: nothing to answer.
-                 if (!pending->connected()) return pending->Abort();
-                 Serve(route, listener, key, decided, auditing() ? &resolved : nullptr, *pending);
-               });
+  auto decided = [this, route, listener, peer = request.caller, key = params.key, pending](
+                     Decision d, const CallerInfo& resolved) {
+    // It hung up while it was looked up: nothing to answer.
+    if (!pending->connected()) return pending->Abort();
+    Serve(route, listener, peer, key, d, auditing() ? &resolved : nullptr, *pending);
+  };
+  gate_->Await(request.caller, params.key, std::move(decided));
 }
 
-void TokenApi::Serve(Route route, const char* listener, const TokenKey& key, Decision decision,
-                     const CallerInfo* audited, Responder& responder) {
+void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& /*peer*/, const TokenKey& key,
+                     Decision decision, const CallerInfo* audited, Responder& responder) {
   if (decision == Decision::kDeny) {
     if (audited != nullptr) Record(route, listener, *audited, key, decision, CacheOutcome::kNone, 401, nullptr);
     return Reply(route, responder,

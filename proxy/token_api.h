@@ -77,12 +77,13 @@ class TokenApi : public HttpHandler, public MetricsSource {
  private:
   void Reply(Route route, Responder& responder, HttpResponse&& response);
   // After the decision: 401 for kDeny, else the cache, else the broker.
-  // `audited` (null: no audit record) is valid during the call.
-  // `listener`: "tcp" or "unix" (ListenerName).
-  void Serve(Route route, const char* listener, const TokenKey& key, Decision decision, const CallerInfo* audited,
-             Responder& responder);
-  void Record(Route route, const char* listener, const CallerInfo& caller, const TokenKey& key, Decision decision, CacheOutcome cache,
-              int status, const Token* token);
+  // `peer`: the request's caller (HttpRequest::caller); `audited` (null: no
+  // audit record) is valid during the call; `listener`: "tcp" or "unix"
+  // (HttpRequest::transport).
+  void Serve(Route route, const char* listener, const PeerCredentials& peer, const TokenKey& key, Decision decision,
+             const CallerInfo* audited, Responder& responder);
+  void Record(Route route, const char* listener, const CallerInfo& caller, const TokenKey& key, Decision decision,
+              CacheOutcome cache, int status, const Token* token);
   bool auditing() const { return audit_sink_ != nullptr && (gate_ != nullptr || options_.audit_all); }
   struct CheckedHeaders;
   // Why Host/Origin refuse the request (RFC 9112 §3.2, DNS rebinding), or null.

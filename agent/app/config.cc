@@ -228,11 +228,10 @@ void ParsePrefetch(Reader& r, std::string* error, std::vector<TokenKey>* out) {
   *out = std::move(keys);
 }
 
-
 // --- "authorization" (issue #13) --------------------------------------------------
 
-// A list of non-empty strings at `path`, or one string `star` ("*") standing
-// for "any" (*any set). Empty list items, other types: an error naming the item.
+// An array of non-empty strings at `path` (each passing `valid` when given),
+// appended to *out. Anything else: an error naming the item, `what` it expects.
 bool StringList(const json& v, const std::string& path, std::string* error, std::vector<std::string>* out,
                 bool (*valid)(const std::string&), const char* what) {
   if (!v.is_array()) {
@@ -270,7 +269,9 @@ void ParseCallers(const json& v, const std::string& path, std::string* error, Au
     return;
   }
   Reader r(v, path, error);
-  if (const json* users = r.Take("users")) StringList(*users, r.Path("users"), error, &rule->users, nullptr, "user names");
+  if (const json* users = r.Take("users")) {
+    StringList(*users, r.Path("users"), error, &rule->users, nullptr, "user names");
+  }
   if (const json* groups = r.Take("groups")) {
     StringList(*groups, r.Path("groups"), error, &rule->groups, nullptr, "group names");
   }

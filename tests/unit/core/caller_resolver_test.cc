@@ -9,8 +9,10 @@
 #include <deque>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "agent/base/event_loop.h"
 #include "agent/policy_gate.h"
 #include "tests/fakes/fake_time.h"
 
@@ -240,6 +242,27 @@ TEST(CallerResolverTest, ALookupFinishingAfterTheResolverIsGoneIsDropped) {
   work.RunAll();
   EXPECT_FALSE(called);
   EXPECT_EQ(lookup->accounts, 1) << "the work ran on a lookup it kept alive";
+}
+
+TEST(UvWorkQueueTest, RunsTheWorkOnAPoolThreadThenDoneOnTheLoop) {
+  EventLoop loop;
+  UvWorkQueue queue(loop.uv());
+  std::thread::id work_threads[3];  // one slot per job: the jobs may run at once
+  std::thread::id done_thread;
+  int done = 0;
+  for (auto& slot : work_threads) {
+    queue.Run([&slot] { slot = std::this_thread::get_id(); },
+              [&] {
+                done_thread = std::this_thread::get_id();
+                ++done;
+              });
+  }
+  EXPECT_EQ(done, 0) << "never inside Run";
+  loop.Run();  // ends when the work is done
+  EXPECT_EQ(done, 3);
+  for (const auto& id : work_threads) EXPECT_NE(id, std::this_thread::get_id());
+  EXPECT_EQ(done_thread, std::this_thread::get_id());
+  EXPECT_TRUE(loop.Close());
 }
 
 // --- PolicyGate ------------------------------------------------------------------

@@ -288,7 +288,13 @@ void ParseCallers(const json& v, const std::string& path, std::string* error, Au
   }
   if (const json* exe = r.Take("exe")) StringList(*exe, r.Path("exe"), error, &rule->exe, FullPath, "full paths");
   if (const json* names = r.Take("process_names")) {
+#ifdef _WIN32
     StringList(*names, r.Path("process_names"), error, &rule->process_names, nullptr, "process names");
+#else
+    // Linux keeps 15 bytes of a process's name (comm): a longer one would never match.
+    StringList(*names, r.Path("process_names"), error, &rule->process_names,
+               [](const std::string& name) { return name.size() <= 15; }, "process names of at most 15 bytes");
+#endif
   }
   r.Finish();
   if (error->empty() && rule->users.empty() && rule->groups.empty() && rule->uids.empty() && rule->exe.empty() &&

@@ -101,6 +101,12 @@ TEST(ConfigAuthorizationTest, ErrorsNameTheKey) {
 #ifndef _WIN32
   EXPECT_EQ(Error(R"({"rules": [{"name": "a", "callers": {"exe": ["java"]}, "identities": "*", "resources": "*"}]})"),
             "authorization.rules[0].callers.exe[0]: expected full paths");
+  EXPECT_EQ(Error(R"({"rules": [{"name": "a", "callers": {"process_names": ["java", "a-very-long-name1"]},
+                      "identities": "*", "resources": "*"}]})"),
+            "authorization.rules[0].callers.process_names[1]: expected process names of at most 15 bytes");
+  EXPECT_EQ(Error(R"({"rules": [{"name": "a", "callers": {"process_names": ["a-very-long-nam"]},
+                      "identities": "*", "resources": "*"}]})"),
+            "ok");
 #endif
   EXPECT_EQ(Error(R"({"rules": [{"name": "a", "callers": "*", "identities": [], "resources": "*"}]})"),
             "authorization.rules[0].identities: expected \"*\" or a non-empty array of identities");

@@ -4,6 +4,8 @@
 
 #include "agent/app/config.h"
 
+#include <nlohmann/json.hpp>
+
 namespace mi {
 namespace {
 
@@ -13,6 +15,12 @@ std::string Error(const std::string& authorization) {
   return s.ok() ? "ok" : s.message();
 }
 
+#ifdef _WIN32
+#define EXE_PATH R"(C:\\billing\\server.exe)"
+#else
+#define EXE_PATH "/opt/billing/bin/server"
+#endif
+
 TEST(ConfigAuthorizationTest, TheIssuesExampleParses) {
   Config c;
   Status s = ParseConfig(R"({"authorization": {
@@ -20,7 +28,7 @@ TEST(ConfigAuthorizationTest, TheIssuesExampleParses) {
     "rules": [
       {"name": "billing-app",
        "callers": {"users": ["billing"], "groups": ["billing"], "uids": [1001],
-                   "exe": ["/opt/billing/bin/server"], "process_names": ["java"]},
+                   "exe": [")" EXE_PATH R"("], "process_names": ["java"]},
        "identities": ["default", {"client_id": "11111111-2222-3333-4444-5555555555AA"},
                       {"object_id": "21111111-2222-3333-4444-555555555555"},
                       {"mi_res_id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/App"},
@@ -38,7 +46,7 @@ TEST(ConfigAuthorizationTest, TheIssuesExampleParses) {
   EXPECT_EQ(r.users, std::vector<std::string>{"billing"});
   EXPECT_EQ(r.groups, std::vector<std::string>{"billing"});
   EXPECT_EQ(r.uids, std::vector<uint32_t>{1001});
-  EXPECT_EQ(r.exe, std::vector<std::string>{"/opt/billing/bin/server"});
+  EXPECT_EQ(nlohmann::json(r.exe), nlohmann::json::parse("[\"" EXE_PATH "\"]"));
   EXPECT_EQ(r.process_names, std::vector<std::string>{"java"});
   ASSERT_EQ(r.identities.size(), 5u);
   EXPECT_EQ(r.identities[0].kind, SelectorKind::kDefault);

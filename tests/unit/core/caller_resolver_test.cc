@@ -74,11 +74,19 @@ class ManualWorkQueue : public WorkQueue {
   std::deque<std::pair<std::function<void()>, std::function<void()>>> jobs;
 };
 
+// A TCP caller. Linux: its uid and socket inode. Windows has neither: the
+// listener gives the owner pid, and the account is that process's; these
+// tests then give each uid one process (pid = uid).
 PeerCredentials Tcp(uint32_t uid, uint64_t inode) {
   PeerCredentials p;
   p.known = true;
   p.uid = uid;
+#ifdef _WIN32
+  p.pid = uid;
+  (void)inode;
+#else
   p.inode = inode;
+#endif
   return p;
 }
 
@@ -128,7 +136,9 @@ TEST(CallerResolverTest, ANewConnectionOfAKnownUidNeedsNoLookup) {
   const CallerInfo* other = f.resolver.Find(Tcp(1000, 6), kAccount);
   ASSERT_NE(other, nullptr);
   EXPECT_EQ(other->user, "user1000");
+#ifndef _WIN32
   EXPECT_EQ(other->peer.inode, 6u) << "its own connection";
+#endif
   EXPECT_EQ(f.lookup->accounts, 1);
   EXPECT_EQ(f.resolver.Find(Tcp(1001, 7), kAccount), nullptr);
 }
@@ -141,8 +151,12 @@ TEST(CallerResolverTest, ProcessByConnection) {
   EXPECT_EQ(seen, "user1000//usr/bin/app A P");
   const CallerInfo* c = f.resolver.Find(Tcp(1000, 5), kProcess);
   ASSERT_NE(c, nullptr);
+#ifndef _WIN32
   EXPECT_EQ(c->pid, 10005u);
+#endif
+#ifndef _WIN32
   EXPECT_EQ(f.resolver.Find(Tcp(1000, 6), kProcess), nullptr) << "another socket: another process, maybe";
+#endif
 
   PeerCredentials unix_peer;  // a Unix socket gives the pid
   unix_peer.known = true;
@@ -306,6 +320,7 @@ struct GateFixture : Fixture {
   std::vector<std::string> lines;
 };
 
+#ifndef _WIN32  // uids are POSIX
 TEST(PolicyGateTest, UidRulesAreDecidedAtOnceWithoutLookups) {
   GateFixture f;
   std::vector<AuthorizationRule> rules;
@@ -320,6 +335,7 @@ TEST(PolicyGateTest, UidRulesAreDecidedAtOnceWithoutLookups) {
   EXPECT_EQ(f.lookup->accounts + f.lookup->find_pids, 0);
   EXPECT_TRUE(f.work.jobs.empty());
 }
+#endif
 
 TEST(PolicyGateTest, UserRulesLookUpOnceThenDecideAtOnce) {
   GateFixture f;
@@ -347,7 +363,7 @@ TEST(PolicyGateTest, GroupAndProcessRules) {
   EXPECT_EQ(f.Decide(Tcp(1000, 5)), "later") << "the new policy needs the process";
   EXPECT_EQ(f.Await(Tcp(1000, 5)), "allow");
   f.lookup->gone = true;
-  EXPECT_EQ(f.Await(Tcp(1000, 8)), "deny") << "it closed before its process was found";
+  EXPECT_EQ(f.Await(Tcp(1002, 8)), "deny") << "it closed before its process was found";
 }
 
 TEST(PolicyGateTest, UnresolvedCallersAreDeniedUnlessARuleNamesEveryone) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/authorization.h"
 #include "agent/base/clock.h"
 #include "agent/base/log.h"
 #include "agent/base/status.h"
@@ -67,6 +68,10 @@ struct Config {
 
   // --- Prefetch -----------------------------------------------------------------
   bool ready_waits_for_prefetch = true;  // "ready_waits_for_prefetch"
+
+  // --- Authorization (issue #13) --------------------------------------------------
+  // "authorization": {"mode": "off|audit|enforce", "rules": [...], "cache_seconds": 60}
+  AuthorizationOptions authorization;
 
   // --- Logging -------------------------------------------------------------------
   LogLevel log_level = LogLevel::kInfo;   // "log": {"level": "info"}

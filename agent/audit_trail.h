@@ -104,7 +104,11 @@ class AuditTrail : public AuditSink, public MetricsSource {
   // The "audit" config block (agent/app/config.cc).
   struct Options {
     bool enabled = false;                   // "enabled"
-    SinkKind sink = SinkKind::kJournal;     // "sink": "journal" | "file" | "stderr" (Windows: no journal)
+#ifdef _WIN32
+    SinkKind sink = SinkKind::kFile;        // "sink": "file" | "stderr" (no journal on Windows)
+#else
+    SinkKind sink = SinkKind::kJournal;     // "sink": "journal" | "file" | "stderr"
+#endif
     std::string path;                       // "path": the file sink's file (required for "file")
     Duration summarize = Duration(60000);   // "summarize_seconds": 0 writes every event
     int64_t max_file_bytes = 1LL << 30;     // "max_file_bytes": beyond, records are dropped until reopen

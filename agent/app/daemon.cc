@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/app/process_metrics.h"
+#include "agent/audit_trail.h"
 #include "agent/curl_upstream_client.h"
 #include "agent/base/event_loop.h"
 #include "agent/base/fnv.h"
@@ -29,6 +30,7 @@ namespace {
 proxy::TokenApi::Options ApiOptions(const Config& c, std::vector<std::string> listen_hosts) {
   proxy::TokenApi::Options o = c.api;
   o.listen_hosts = std::move(listen_hosts);
+  // TODO(lead): with h-authz merged: o.audit_all = c.audit.enabled;
   return o;
 }
 
@@ -65,6 +67,7 @@ struct Daemon::Impl {
     Parts(Impl* d)
         : upstream(d->loop, d->config.imds, d->logger),
           scheduler(d->config.budget, d->loop.clock(), d->loop),
+          audit(d->config.audit, {&d->loop.clock(), &d->loop, d->loop.uv(), &d->logger, nullptr}),
           cache(d->config.cache, d->loop.clock(), d->loop, d->random, upstream, scheduler),
           api(&cache, &d->loop.clock(), d->config.api),
           server(d->loop.uv(), d->config.limits, api, d->logger),
@@ -72,7 +75,7 @@ struct Daemon::Impl {
           process_metrics(MI_VERSION, TimePoint()),
           // /metrics in this order; the listeners' sources are declared below.
           health_api(health,
-                     {&process_metrics, &api, &cache, &upstream_metrics, &scheduler, &token_listener_metrics,
+                     {&process_metrics, &api, &audit, &cache, &upstream_metrics, &scheduler, &token_listener_metrics,
                       &health_listener_metrics},
                      d->loop.clock(), &d->loop),
           health_server(d->loop.uv(), d->config.health_limits, health_api, d->logger),
@@ -83,6 +86,7 @@ struct Daemon::Impl {
     CurlUpstreamClient upstream;
     UpstreamScheduler scheduler;
     UpstreamLatency upstream_metrics;
+    AuditTrail audit;  // before api and health, which point to it
     TokenCache cache;
     proxy::TokenApi api;
     proxy::HttpServer server;
@@ -169,6 +173,9 @@ Status Daemon::Impl::Start() {
   parts = std::make_unique<Parts>(this);
   Parts& p = *parts;
   MI_LOG(logger, kInfo) << "mi-agent " MI_VERSION " starting; IMDS " << config.imds.endpoint;
+  if (!p.audit.status().ok()) return p.audit.status();
+  // TODO(lead): with h-authz merged: p.api.set_audit_sink(&p.audit);
+  p.health.set_audit_trail(&p.audit);
 
   // Token listeners: sockets passed by the service manager, else bind our own.
   std::vector<uv_os_sock_t> activated;
@@ -364,6 +371,7 @@ void Daemon::Impl::Reload() {
   p.scheduler.set_options(config.budget);
   p.cache.Reconfigure(config.cache);
   p.api.set_options(ApiOptions(config, listen_hosts));
+  if (p.audit.set_options(config.audit).ok()) p.audit.Reopen();
   p.server.set_limits(config.limits);
   p.health_server.set_limits(config.health_limits);
   p.health.info().config_digest = Digest(config);

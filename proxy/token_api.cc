@@ -175,14 +175,78 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
     return Reply(route, responder, Error(400, "invalid_request", "Required query variable 'api-version' is missing"));
   }
 
-  // The hot path: a cached token, answered without touching IMDS.
-  if (const Token* token = broker_->Lookup(params.key)) {
-    return Reply(route, responder, RenderToken(*token, clock_->Now()));
+  const char* listener = request.transport == HttpRequest::Transport::kUnix ? "unix" : "tcp";
+  if (gate_ == nullptr) {
+    if (!auditing()) return Serve(route, listener, params.key, Decision::kAllow, nullptr, responder);
+    CallerInfo caller;  // audit_all under mode "off": the peer as the listener saw it
+    caller.peer = request.caller;
+    return Serve(route, listener, params.key, Decision::kAllow, &caller, responder);
+  }
+  // Authorization before the cache: a hit is checked like a miss.
+  Decision decision = Decision::kAllow;
+  const CallerInfo* caller = nullptr;
+  if (gate_->Decide(request.caller, params.key, &decision, &caller)) {
+    return Serve(route, listener, params.key, decision, auditing() ? caller : nullptr, responder);
   }
   auto pending = std::make_shared<Responder>(std::move(responder));
+  gate_->Await(request.caller, params.key,
+               [this, route, listener, key = params.key, pending](Decision decided, const CallerInfo& resolved) {
+                 // It hung up while it was looked up: nothing to answer.
+                 if (!pending->connected()) return pending->Abort();
+                 Serve(route, listener, key, decided, auditing() ? &resolved : nullptr, *pending);
+               });
+}
+
+void TokenApi::Serve(Route route, const char* listener, const TokenKey& key, Decision decision,
+                     const CallerInfo* audited, Responder& responder) {
+  if (decision == Decision::kDeny) {
+    if (audited != nullptr) Record(route, listener, *audited, key, decision, CacheOutcome::kNone, 401, nullptr);
+    return Reply(route, responder,
+                 Error(401, "unauthorized_client",
+                       "this caller may not get a token for identity " + key.Describe() + " and resource " +
+                           key.resource));
+  }
+  // The hot path: a cached token, answered without touching IMDS.
+  if (const Token* token = broker_->Lookup(key)) {
+    if (audited != nullptr) Record(route, listener, *audited, key, decision, CacheOutcome::kHit, 200, token);
+    return Reply(route, responder, RenderToken(*token, clock_->Now()));
+  }
+  // What the audit record needs once the broker answers (the request is gone by then).
+  struct Audited {
+    CallerInfo caller;
+    TokenKey key;
+    Decision decision;
+  };
+  std::shared_ptr<Audited> audit =
+      audited != nullptr ? std::make_shared<Audited>(Audited{*audited, key, decision}) : nullptr;
+  auto pending = std::make_shared<Responder>(std::move(responder));
   broker_->Get(
-      params.key, [this, route, pending](const TokenResult& result) { Reply(route, *pending, MapResult(result, clock_->Now())); },
+      key, [this, route, listener, pending, audit](const TokenResult& result) {
+        HttpResponse response = MapResult(result, clock_->Now());
+        if (audit != nullptr) {
+          Record(route, listener, audit->caller, audit->key, audit->decision,
+                 result.coalesced ? CacheOutcome::kCoalesced : CacheOutcome::kMiss, response.status,
+                 result.kind == TokenResult::Kind::kToken ? result.token.get() : nullptr);
+        }
+        Reply(route, *pending, std::move(response));
+      },
       [pending] { return pending->connected(); });
+}
+
+void TokenApi::Record(Route route, const char* listener, const CallerInfo& caller, const TokenKey& key,
+                      Decision decision, CacheOutcome cache, int status, const Token* token) {
+  if (audit_sink_ == nullptr) return;  // reset while a fetch was under way
+  AuditEvent event;
+  event.time = clock_->Now();
+  event.caller = &caller;
+  event.listener = listener;
+  event.dialect = RouteName(route);
+  event.key = &key;
+  event.decision = decision;
+  event.cache = cache;
+  event.status = status;
+  event.token = token;
+  audit_sink_->Record(event);
 }
 
 void TokenApi::WriteMetrics(MetricsWriter& w) const {

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "agent/access_gate.h"
+#include "agent/audit_event.h"
 #include "agent/base/clock.h"
 #include "agent/base/metrics.h"
 #include "agent/token_broker.h"
@@ -46,12 +48,22 @@ class TokenApi : public HttpHandler, public MetricsSource {
     // 169.254.169.254 with absolute_form), without a port:
     std::vector<std::string> listen_hosts;   // the listener's addresses ("10.0.0.4", "::1" or "[::1]")
     std::vector<std::string> allowed_hosts;  // "allowed_hosts" ("myvm.internal", "[fd00::4]")
+    // "audit.enabled": record every token request with the audit sink, also
+    // under authorization mode "off" (otherwise only when a gate is set).
+    bool audit_all = false;
   };
 
   TokenApi(TokenBroker* broker, const Clock* clock, Options options);
 
   void OnRequest(const HttpRequest& request, Responder responder) override;
   void set_options(Options options);
+  // Authorization (issue #13): asked after the parameters are valid and before
+  // the cache, for every token request. Null (the default, and mode "off"):
+  // not consulted at all. Not owned; outlives the API or is reset first.
+  void set_access_gate(AccessGate* gate) { gate_ = gate; }
+  // One AuditEvent per token request that reached the decision point, when a
+  // gate is set or Options::audit_all is true. Null: nothing is built. Not owned.
+  void set_audit_sink(AuditSink* sink) { audit_sink_ = sink; }
   const RequestCounters& counters() const { return counters_; }
   // MetricsSource: mi_agent_requests_total by route and status code.
   void WriteMetrics(MetricsWriter& out) const override;
@@ -64,6 +76,14 @@ class TokenApi : public HttpHandler, public MetricsSource {
 
  private:
   void Reply(Route route, Responder& responder, HttpResponse&& response);
+  // After the decision: 401 for kDeny, else the cache, else the broker.
+  // `audited` (null: no audit record) is valid during the call.
+  // `listener`: "tcp" or "unix" (ListenerName).
+  void Serve(Route route, const char* listener, const TokenKey& key, Decision decision, const CallerInfo* audited,
+             Responder& responder);
+  void Record(Route route, const char* listener, const CallerInfo& caller, const TokenKey& key, Decision decision, CacheOutcome cache,
+              int status, const Token* token);
+  bool auditing() const { return audit_sink_ != nullptr && (gate_ != nullptr || options_.audit_all); }
   struct CheckedHeaders;
   // Why Host/Origin refuse the request (RFC 9112 §3.2, DNS rebinding), or null.
   const char* RefusedHost(const HttpRequest& request, const CheckedHeaders& headers,
@@ -74,6 +94,8 @@ class TokenApi : public HttpHandler, public MetricsSource {
   Options options_;
   HostAllowList allowed_hosts_;  // built from options_
   RequestCounters counters_;
+  AccessGate* gate_ = nullptr;
+  AuditSink* audit_sink_ = nullptr;
 };
 
 }  // namespace mi::proxy

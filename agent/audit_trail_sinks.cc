@@ -99,6 +99,9 @@ struct FileAuditWriter::WriteReq {
   FileAuditWriter* owner = nullptr;
   std::string data;
   int close_fds[2] = {-1, -1};  // to close once written: a file rotated away, the writer's last one
+  // The writer went first: its last lines, written synchronously after `data`.
+  std::string tail;
+  int tail_fd = -1;
 
   void CloseLater(int fd) { close_fds[close_fds[0] < 0 ? 0 : 1] = fd; }
 };
@@ -112,6 +115,15 @@ void CloseFd(uv_loop_t* loop, int fd) {
   uv_fs_req_cleanup(&req);
 }
 
+// Shutdown or reload only: the last lines, synchronously, once.
+void WriteNow(uv_loop_t* loop, int fd, std::string& text) {
+  if (fd < 0 || text.empty()) return;
+  uv_fs_t req;
+  uv_buf_t buf = uv_buf_init(text.data(), static_cast<unsigned>(text.size()));
+  (void)uv_fs_write(loop, &req, fd, &buf, 1, -1, nullptr);
+  uv_fs_req_cleanup(&req);
+}
+
 }  // namespace
 
 FileAuditWriter::FileAuditWriter(uv_loop_s* loop, std::string path, int64_t max_file_bytes, Logger& logger)
@@ -119,19 +131,16 @@ FileAuditWriter::FileAuditWriter(uv_loop_s* loop, std::string path, int64_t max_
 
 FileAuditWriter::~FileAuditWriter() {
   if (fd_ < 0) return;
-  if (!pending_.empty()) {
-    // Shutdown or reload: the last lines go synchronously, once.
-    uv_fs_t req;
-    uv_buf_t buf = uv_buf_init(pending_.data(), static_cast<unsigned>(pending_.size()));
-    if (uv_fs_write(loop_, &req, fd_, &buf, 1, -1, nullptr) < 0) dropped_ += Lines(pending_);
-    uv_fs_req_cleanup(&req);
-  }
   if (in_flight_ != nullptr) {
+    // The lines still waiting follow the write in flight, in order, from its callback.
     in_flight_->owner = nullptr;
+    in_flight_->tail_fd = fd_;
+    in_flight_->tail.swap(pending_);
     in_flight_->CloseLater(fd_);
-  } else {
-    CloseFd(loop_, fd_);
+    return;
   }
+  WriteNow(loop_, fd_, pending_);
+  CloseFd(loop_, fd_);
 }
 
 Status FileAuditWriter::Open() {
@@ -204,6 +213,7 @@ void FileAuditWriter::StartWrite() {
       w->owner->OnWritten(w, result);
       return;
     }
+    WriteNow(fs->loop, w->tail_fd, w->tail);
     for (int fd : w->close_fds) CloseFd(fs->loop, fd);
     delete w;
   });

@@ -30,7 +30,7 @@ namespace {
 proxy::TokenApi::Options ApiOptions(const Config& c, std::vector<std::string> listen_hosts) {
   proxy::TokenApi::Options o = c.api;
   o.listen_hosts = std::move(listen_hosts);
-  // TODO(lead): with h-authz merged: o.audit_all = c.audit.enabled;
+  o.audit_all = c.audit.enabled;  // every token request is audited, also under mode "off"
   return o;
 }
 
@@ -174,7 +174,7 @@ Status Daemon::Impl::Start() {
   Parts& p = *parts;
   MI_LOG(logger, kInfo) << "mi-agent " MI_VERSION " starting; IMDS " << config.imds.endpoint;
   if (!p.audit.status().ok()) return p.audit.status();
-  // TODO(lead): with h-authz merged: p.api.set_audit_sink(&p.audit);
+  p.api.set_audit_sink(&p.audit);
   p.health.set_audit_trail(&p.audit);
 
   // Token listeners: sockets passed by the service manager, else bind our own.

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/authorization.h"
 #include "agent/base/clock.h"
 #include "agent/base/log.h"
 #include "agent/audit_trail.h"
@@ -68,6 +69,9 @@ struct Config {
   // "summarize_seconds": 60, "max_file_bytes": 1073741824}. "file" needs "path"
   // (absolute); Windows has no "journal".
   AuditTrail::Options audit;
+  // --- Authorization (issue #13) --------------------------------------------------
+  // "authorization": {"mode": "off|audit|enforce", "rules": [...], "cache_seconds": 60}
+  AuthorizationOptions authorization;
 
   // --- Logging -------------------------------------------------------------------
   LogLevel log_level = LogLevel::kInfo;   // "log": {"level": "info"}

@@ -15,6 +15,8 @@
 #include "agent/health.h"
 #include "agent/platform.h"
 #include "agent/base/secure_memory.h"
+#include "agent/caller_resolver.h"
+#include "agent/policy_gate.h"
 #include "agent/token_cache.h"
 #include "agent/upstream_latency.h"
 #include "agent/upstream_scheduler.h"
@@ -34,6 +36,25 @@ proxy::TokenApi::Options ApiOptions(const Config& c, std::vector<std::string> li
   return o;
 }
 
+// The caller resolver's options from "authorization" (its caps are fixed).
+CallerResolver::Options ResolverOptions(const Config& c) {
+  CallerResolver::Options o;
+  o.ttl = c.authorization.cache_ttl;
+  return o;
+}
+
+// The policy as the config digest sees it: mode, cache time and every rule.
+nlohmann::json AuthorizationDigest(const AuthorizationOptions& a) {
+  nlohmann::json rules = nlohmann::json::array();
+  for (const AuthorizationRule& r : a.rules) {
+    std::vector<std::string> identities;
+    for (const auto& id : r.identities) identities.push_back(std::string(SelectorParam(id.kind)) + "=" + id.id);
+    rules.push_back({r.name, r.any_caller, r.uids, r.users, r.groups, r.exe, r.process_names, r.any_identity,
+                     identities, r.any_resource, r.resources});
+  }
+  return {AuthorizationModeName(a.mode), a.cache_ttl.count(), rules};
+}
+
 std::string Digest(const Config& c) {
   // A stable short hash of the settings that matter, so a fleet can spot drift.
   nlohmann::json j;
@@ -45,6 +66,8 @@ std::string Digest(const Config& c) {
   std::vector<std::string> prefetch;
   for (const auto& k : c.cache.prefetch) prefetch.push_back(k.Describe() + " " + k.resource);
   j["prefetch"] = prefetch;
+  // Only when on, so the digest of a config without a policy stays what it was.
+  if (c.authorization.mode != AuthorizationMode::kOff) j["authorization"] = AuthorizationDigest(c.authorization);
   // The basis is a digit short of FNV's own: kept, so the digest of a given
   // config stays what operators and their dashboards have seen.
   constexpr uint64_t kDigestBasis = 1469598103934665603ULL;
@@ -70,6 +93,9 @@ struct Daemon::Impl {
           audit(d->config.audit, {&d->loop.clock(), &d->loop, d->loop.uv(), &d->logger, nullptr}),
           cache(d->config.cache, d->loop.clock(), d->loop, d->random, upstream, scheduler),
           api(&cache, &d->loop.clock(), d->config.api),
+          work_queue(d->loop.uv()),
+          resolver(ResolverOptions(d->config), d->loop.clock(), std::make_shared<SystemCallerLookup>(), work_queue),
+          gate(resolver, d->loop.clock(), d->logger),
           server(d->loop.uv(), d->config.limits, api, d->logger),
           health(cache, scheduler, upstream_metrics),
           process_metrics(MI_VERSION, TimePoint()),
@@ -89,6 +115,9 @@ struct Daemon::Impl {
     AuditTrail audit;  // before api and health, which point to it
     TokenCache cache;
     proxy::TokenApi api;
+    UvWorkQueue work_queue;
+    CallerResolver resolver;
+    PolicyGate gate;
     proxy::HttpServer server;
     HealthModel health;
     ProcessMetrics process_metrics;
@@ -105,6 +134,7 @@ struct Daemon::Impl {
   void OnReady();
   void Stop();
   void Reload();
+  void ApplyAuthorization();
   void UpdateStatusLine();
   void LogUpstreamChange();
   void ArmWatchdog();
@@ -203,6 +233,7 @@ Status Daemon::Impl::Start() {
     listen_hosts.push_back(a.substr(0, a.rfind(':')));  // "[::1]:50342" -> "[::1]"
   }
   p.api.set_options(ApiOptions(config, listen_hosts));
+  ApplyAuthorization();
   MI_LOG(logger, kInfo) << "serving tokens on " << where;
   for (const auto& a : p.health_server.BoundAddresses()) MI_LOG(logger, kInfo) << "health endpoint on " << a;
   p.health.set_listening();
@@ -371,6 +402,7 @@ void Daemon::Impl::Reload() {
   p.scheduler.set_options(config.budget);
   p.cache.Reconfigure(config.cache);
   p.api.set_options(ApiOptions(config, listen_hosts));
+  ApplyAuthorization();
   if (p.audit.set_options(config.audit).ok()) p.audit.Reopen();
   p.server.set_limits(config.limits);
   p.health_server.set_limits(config.health_limits);
@@ -379,6 +411,20 @@ void Daemon::Impl::Reload() {
   MI_LOG(logger, kInfo) << "configuration reloaded from " << options.config_path << " (digest " << Digest(config)
                          << ")";
   done();
+}
+
+// Compiles "authorization" and puts it in front of the token API; mode "off"
+// takes the gate away (nothing is consulted). Decisions already made stand.
+void Daemon::Impl::ApplyAuthorization() {
+  Parts& p = *parts;
+  const AuthorizationOptions& a = config.authorization;
+  p.resolver.set_options(ResolverOptions(config));
+  p.gate.set_policy(std::make_shared<const AuthorizationPolicy>(a));
+  p.api.set_access_gate(a.mode == AuthorizationMode::kOff ? nullptr : &p.gate);
+  if (a.mode != AuthorizationMode::kOff) {
+    MI_LOG(logger, kInfo) << "authorization: mode " << AuthorizationModeName(a.mode) << ", " << a.rules.size()
+                           << " rule(s)";
+  }
 }
 
 void Daemon::Impl::Stop() {

@@ -30,6 +30,7 @@ DEB_FILES = [
     "./lib/systemd/system/mi-agent.socket",
     "./etc/mi-agent/config.json",
     "./usr/share/man/man8/mi-agent.8.gz",
+    "./usr/share/mi-agent/process-rules.conf",
     "./usr/share/doc/mi-agent/copyright",
     "./usr/share/doc/mi-agent/changelog.gz",
 ]
@@ -39,6 +40,7 @@ RPM_FILES = [
     "/usr/lib/systemd/system/mi-agent.socket",
     "/etc/mi-agent/config.json",
     "/usr/share/man/man8/mi-agent.8.gz",
+    "/usr/share/mi-agent/process-rules.conf",
     "/usr/share/doc/mi-agent/copyright",
 ]
 # Left by deb-systemd-helper when the units are enabled.

@@ -68,6 +68,10 @@ std::string Digest(const Config& c) {
   j["prefetch"] = prefetch;
   // Only when on, so the digest of a config without a policy stays what it was.
   if (c.authorization.mode != AuthorizationMode::kOff) j["authorization"] = AuthorizationDigest(c.authorization);
+  // Likewise the audit trail only when it is on (a default config's digest stays as it was).
+  if (c.audit.enabled) {
+    j["audit"] = {static_cast<int>(c.audit.sink), c.audit.path, c.audit.summarize.count(), c.audit.max_file_bytes};
+  }
   // The basis is a digit short of FNV's own: kept, so the digest of a given
   // config stays what operators and their dashboards have seen.
   constexpr uint64_t kDigestBasis = 1469598103934665603ULL;

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/audit_trail.h"
 #include "agent/base/civil_time.h"
 #include "agent/token_cache.h"
 #include "agent/upstream_latency.h"
@@ -104,6 +105,29 @@ void AppendCallerValue(std::string* out, std::string_view name, std::string_view
 void AppendCallerString(std::string* out, std::string_view name, std::string_view value, bool shorten) {
   AppendKey(out, name);
   AppendCallerValue(out, name, value, shorten);
+}
+
+// Requests and denials per caller uid (agent/audit_trail.h): the top ones by each.
+ojson CallersJson(const AuditTrail& trail) {
+  auto rows = [](const std::vector<AuditTrail::CallerRow>& top) {
+    ojson list = ojson::array();
+    for (const AuditTrail::CallerRow& r : top) {
+      ojson row;
+      if (r.uid_known) row["uid"] = r.uid;
+      else row["uid"] = "unknown";
+      row["user"] = r.user.empty() ? ojson(nullptr) : ojson(r.user);
+      row["requests"] = r.requests;
+      row["denials"] = r.denials;
+      list.push_back(std::move(row));
+    }
+    return list;
+  };
+  ojson j;
+  j["tracked"] = trail.callers_tracked();
+  j["untracked_requests"] = trail.other_callers().requests;
+  j["top_by_requests"] = rows(trail.TopCallers(/*by_denials=*/false));
+  j["top_by_denials"] = rows(trail.TopCallers(/*by_denials=*/true));
+  return j;
 }
 
 }  // namespace
@@ -258,6 +282,7 @@ void HealthModel::Doc::Head(const HealthModel& m, TimePoint now) {
   cache["waiters"] = cs.waiters;
   cache["shed"] = cs.shed;
   j["cache"] = std::move(cache);
+  if (m.audit_ != nullptr && m.audit_->seen_events()) j["callers"] = CallersJson(*m.audit_);
   ojson summary;
   for (int i = 0; i < 4; ++i) summary[EntryStateName(static_cast<EntryState>(i))] = by_state_[i];
   j["summary"] = std::move(summary);

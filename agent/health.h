@@ -23,6 +23,7 @@
 
 namespace mi {
 
+class AuditTrail;
 class TokenCache;
 class UpstreamLatency;
 class UpstreamScheduler;
@@ -78,6 +79,9 @@ class HealthModel : public HealthReporter {
   // after the first prefetch round).
   void set_listening() { listening_ = true; }
   void set_ready() { ready_ = true; }
+  // The audit trail's per-caller counts: /status shows "callers" (the top
+  // callers by requests and by denials) once it has seen an event. Not owned.
+  void set_audit_trail(const AuditTrail* trail) { audit_ = trail; }
   bool ready() const { return ready_; }
 
   // HealthReporter.
@@ -95,6 +99,7 @@ class HealthModel : public HealthReporter {
   const TokenCache& cache_;
   const UpstreamScheduler& scheduler_;
   const UpstreamLatency& latency_;
+  const AuditTrail* audit_ = nullptr;
   Info info_;
   bool listening_ = false;
   bool ready_ = false;

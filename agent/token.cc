@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/base/fnv.h"
+#include "agent/base/sha256.h"
 #include "agent/base/text.h"
 
 namespace mi {
@@ -79,6 +80,7 @@ StatusOr<std::shared_ptr<const Token>> Token::FromImdsBody(std::string_view body
   }
   const std::string& access = at->get_ref<const std::string&>();
   token->fingerprint_ = Fnv1a64(access);
+  HexPrefix(Sha256::Hash(access), sizeof token->audit_fingerprint_ - 1, token->audit_fingerprint_);
 
   auto string_or = [&](const char* name, const char* fallback) {
     auto it = doc.find(name);

@@ -28,6 +28,9 @@ class Token {
   // A short non-reversible fingerprint (hash) of the access token, to tell a
   // renewed token from the same one again. Never the token itself.
   uint64_t fingerprint() const { return fingerprint_; }
+  // The audit trail's fingerprint: the first 16 lowercase hex digits of the
+  // SHA-256 of the access token, computed once when the token is built.
+  const char* audit_fingerprint() const { return audit_fingerprint_; }
 
   // Appends the JSON body for an answer at `now`: the upstream fields as string
   // values, with expires_in recomputed. Two appends and one integer: cheap.
@@ -38,6 +41,7 @@ class Token {
   int64_t expires_on_ = 0;
   int64_t not_before_ = 0;
   uint64_t fingerprint_ = 0;
+  char audit_fingerprint_[17] = {};
   // The body around expires_in. On the secure arena: out of core dumps, wiped
   // when the token is dropped (agent/secure_memory.h).
   SecureString head_;  // ... "expires_in":"

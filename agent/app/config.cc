@@ -460,6 +460,46 @@ void ParseAuthorization(Reader& top, std::string* error, AuthorizationOptions* o
   if (error->empty()) *out = std::move(options);
 }
 
+// The "audit" block (agent/audit_trail.h).
+void ParseAudit(Reader& r, std::string* error, AuditTrail::Options* out) {
+  AuditTrail::Options a = *out;
+  std::string sink;
+  bool given = false;
+  r.Section("audit", [&](Reader& s) {
+    given = true;
+    s.Bool("enabled", &a.enabled);
+    s.String("sink", &sink);
+    s.String("path", &a.path);
+    s.Seconds("summarize_seconds", &a.summarize, 0, 86400);
+    s.Integer("max_file_bytes", &a.max_file_bytes, 4096, int64_t(1) << 50);
+  });
+  if (!given || !error->empty()) return;
+  if (sink == "file") {
+    a.sink = AuditTrail::SinkKind::kFile;
+  } else if (sink == "stderr") {
+    a.sink = AuditTrail::SinkKind::kStderr;
+  } else if (sink == "journal") {
+#ifdef _WIN32
+    *error = "audit.sink: journal is not available on Windows; use file";
+    return;
+#else
+    a.sink = AuditTrail::SinkKind::kJournal;
+#endif
+  } else if (!sink.empty()) {
+    *error = "audit.sink: expected journal, file or stderr";
+    return;
+  }
+  if (a.sink == AuditTrail::SinkKind::kFile && a.enabled && a.path.empty()) {
+    *error = "audit.path: required for the file sink";
+    return;
+  }
+  if (!a.path.empty() && !FullPath(a.path)) {
+    *error = "audit.path: expected an absolute path";
+    return;
+  }
+  *out = std::move(a);
+}
+
 }  // namespace
 
 std::string DefaultConfigPath() { return platform::DefaultConfigPath(); }
@@ -572,6 +612,7 @@ Status ParseConfig(const std::string& text, Config* out) {
   ParsePrefetch(r, &error, &c.cache.prefetch);
   ParseAuthorization(r, &error, &c.authorization);
   r.Bool("ready_waits_for_prefetch", &c.ready_waits_for_prefetch);
+  ParseAudit(r, &error, &c.audit);
   std::string level;
   std::string format;
   r.Section("log", [&](Reader& s) {

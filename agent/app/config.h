@@ -14,6 +14,7 @@
 #include "agent/authorization.h"
 #include "agent/base/clock.h"
 #include "agent/base/log.h"
+#include "agent/audit_trail.h"
 #include "agent/base/status.h"
 #include "agent/curl_upstream_client.h"
 #include "agent/token_cache.h"
@@ -69,6 +70,11 @@ struct Config {
   // --- Prefetch -----------------------------------------------------------------
   bool ready_waits_for_prefetch = true;  // "ready_waits_for_prefetch"
 
+  // --- Audit trail (issue #13) ----------------------------------------------------
+  // "audit": {"enabled": false, "sink": "journal" | "file" | "stderr", "path": ...,
+  // "summarize_seconds": 60, "max_file_bytes": 1073741824}. "file" needs "path"
+  // (absolute); Windows has no "journal".
+  AuditTrail::Options audit;
   // --- Authorization (issue #13) --------------------------------------------------
   // "authorization": {"mode": "off|audit|enforce", "rules": [...], "cache_seconds": 60}
   AuthorizationOptions authorization;

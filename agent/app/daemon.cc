@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/app/process_metrics.h"
+#include "agent/audit_trail.h"
 #include "agent/curl_upstream_client.h"
 #include "agent/base/event_loop.h"
 #include "agent/base/fnv.h"
@@ -31,6 +32,7 @@ namespace {
 proxy::TokenApi::Options ApiOptions(const Config& c, std::vector<std::string> listen_hosts) {
   proxy::TokenApi::Options o = c.api;
   o.listen_hosts = std::move(listen_hosts);
+  o.audit_all = c.audit.enabled;  // every token request is audited, also under mode "off"
   return o;
 }
 
@@ -67,6 +69,10 @@ std::string Digest(const Config& c) {
   j["prefetch"] = prefetch;
   // Only when on, so the digest of a config without a policy stays what it was.
   if (c.authorization.mode != AuthorizationMode::kOff) j["authorization"] = AuthorizationDigest(c.authorization);
+  // Likewise the audit trail only when it is on (a default config's digest stays as it was).
+  if (c.audit.enabled) {
+    j["audit"] = {static_cast<int>(c.audit.sink), c.audit.path, c.audit.summarize.count(), c.audit.max_file_bytes};
+  }
   // The basis is a digit short of FNV's own: kept, so the digest of a given
   // config stays what operators and their dashboards have seen.
   constexpr uint64_t kDigestBasis = 1469598103934665603ULL;
@@ -89,6 +95,7 @@ struct Daemon::Impl {
     Parts(Impl* d)
         : upstream(d->loop, d->config.imds, d->logger),
           scheduler(d->config.budget, d->loop.clock(), d->loop),
+          audit(d->config.audit, {&d->loop.clock(), &d->loop, d->loop.uv(), &d->logger, nullptr}),
           cache(d->config.cache, d->loop.clock(), d->loop, d->random, upstream, scheduler),
           api(&cache, &d->loop.clock(), d->config.api),
           work_queue(d->loop.uv()),
@@ -99,7 +106,7 @@ struct Daemon::Impl {
           process_metrics(MI_VERSION, TimePoint()),
           // /metrics in this order; the listeners' sources are declared below.
           health_api(health,
-                     {&process_metrics, &api, &cache, &upstream_metrics, &scheduler, &token_listener_metrics,
+                     {&process_metrics, &api, &audit, &cache, &upstream_metrics, &scheduler, &token_listener_metrics,
                       &health_listener_metrics},
                      d->loop.clock(), &d->loop),
           health_server(d->loop.uv(), d->config.health_limits, health_api, d->logger),
@@ -110,6 +117,7 @@ struct Daemon::Impl {
     CurlUpstreamClient upstream;
     UpstreamScheduler scheduler;
     UpstreamLatency upstream_metrics;
+    AuditTrail audit;  // before api and health, which point to it
     TokenCache cache;
     proxy::TokenApi api;
     UvWorkQueue work_queue;
@@ -201,6 +209,9 @@ Status Daemon::Impl::Start() {
   parts = std::make_unique<Parts>(this);
   Parts& p = *parts;
   MI_LOG(logger, kInfo) << "mi-agent " MI_VERSION " starting; IMDS " << config.imds.endpoint;
+  if (!p.audit.status().ok()) return p.audit.status();
+  p.api.set_audit_sink(&p.audit);
+  p.health.set_audit_trail(&p.audit);
 
   // Token listeners: sockets passed by the service manager, else bind our own.
   std::vector<uv_os_sock_t> activated;
@@ -413,6 +424,7 @@ void Daemon::Impl::Reload() {
   p.cache.Reconfigure(config.cache);
   p.api.set_options(ApiOptions(config, listen_hosts));
   ApplyAuthorization();
+  if (p.audit.set_options(config.audit).ok()) p.audit.Reopen();
   p.server.set_limits(config.limits);
   p.health_server.set_limits(config.health_limits);
   p.health.info().config_digest = Digest(config);

@@ -339,3 +339,46 @@ TEST(ConfigTest, UnixSocketIsAnAbsolutePathOfBoundedLength) {
 
 }  // namespace
 }  // namespace mi
+
+namespace mi {
+namespace {
+
+TEST(ConfigAuditTest, DefaultsOffAndTheBlockParses) {
+  Config c;
+  ASSERT_TRUE(ParseConfig("{}", &c).ok());
+  EXPECT_FALSE(c.audit.enabled);
+  EXPECT_EQ(c.audit.summarize, Duration(60000));
+  ASSERT_TRUE(ParseConfig(R"({"audit": {"enabled": true, "sink": "file", "path": "/var/log/mi-agent/audit.log",
+                              "summarize_seconds": 5, "max_file_bytes": 1048576}})",
+                          &c)
+                  .ok());
+  EXPECT_TRUE(c.audit.enabled);
+  EXPECT_EQ(c.audit.sink, AuditTrail::SinkKind::kFile);
+  EXPECT_EQ(c.audit.path, "/var/log/mi-agent/audit.log");
+  EXPECT_EQ(c.audit.summarize, Duration(5000));
+  EXPECT_EQ(c.audit.max_file_bytes, 1048576);
+  ASSERT_TRUE(ParseConfig(R"({"audit": {"enabled": true, "sink": "stderr", "summarize_seconds": 0}})", &c).ok());
+  EXPECT_EQ(c.audit.sink, AuditTrail::SinkKind::kStderr);
+  EXPECT_EQ(c.audit.summarize, Duration(0));
+}
+
+TEST(ConfigAuditTest, ErrorsNameTheKey) {
+  auto error = [](const std::string& text) {
+    Config c;
+    Status s = ParseConfig(text, &c);
+    return s.ok() ? std::string() : s.message();
+  };
+  EXPECT_EQ(error(R"({"audit": {"sink": "syslog"}})"), "audit.sink: expected journal, file or stderr");
+  EXPECT_EQ(error(R"({"audit": {"enabled": true, "sink": "file"}})"), "audit.path: required for the file sink");
+  EXPECT_EQ(error(R"({"audit": {"sink": "file", "path": "audit.log"}})"), "audit.path: expected an absolute path");
+  EXPECT_EQ(error(R"({"audit": {"verbose": true}})"), "audit.verbose: unknown key");
+  EXPECT_EQ(error(R"({"audit": {"max_file_bytes": 10}})").rfind("audit.max_file_bytes: expected an integer", 0), 0u);
+#ifdef _WIN32
+  EXPECT_EQ(error(R"({"audit": {"sink": "journal"}})"), "audit.sink: journal is not available on Windows; use file");
+#else
+  EXPECT_EQ(error(R"({"audit": {"sink": "journal"}})"), "");
+#endif
+}
+
+}  // namespace
+}  // namespace mi

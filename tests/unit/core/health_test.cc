@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/audit_trail.h"
 #include "agent/token_cache.h"
 #include "agent/upstream_latency.h"
 #include "agent/upstream_scheduler.h"
@@ -373,6 +374,49 @@ TEST_F(HealthModelTest, FullViewStepsFromOneSnapshot) {
   EXPECT_EQ(body.find("after-the-snapshot"), std::string::npos);
   for (const json& r : s["identities"][0]["resources"]) EXPECT_EQ(r["hits"], 0);
   ExpectNoSecrets(body);
+}
+
+}  // namespace
+}  // namespace mi
+
+namespace mi {
+namespace {
+
+TEST(HealthModelCallersTest, TopCallersAppearOnlyAfterTheFirstAuditEvent) {
+  FakeCore core;
+  AuditTrail::Env env;
+  env.clock = &core.time;
+  env.timers = &core.time;
+  AuditTrail trail(AuditTrail::Options{}, env);  // disabled: it still counts
+  core.model->set_audit_trail(&trail);
+  const std::string before = core.model->StatusJson(core.time.Now());
+  EXPECT_EQ(before.find("\"callers\""), std::string::npos);
+
+  CallerInfo caller;
+  caller.peer.known = true;
+  caller.peer.uid = 1001;
+  caller.account_known = true;
+  caller.user = "alice";
+  TokenKey key;
+  key.resource = "https://vault.azure.net";
+  AuditEvent e;
+  e.caller = &caller;
+  e.key = &key;
+  e.listener = "tcp";
+  e.dialect = "imds";
+  e.decision = Decision::kDeny;
+  trail.Record(e);
+  e.decision = Decision::kAllow;
+  trail.Record(e);
+  json status = json::parse(core.model->StatusJson(core.time.Now()));
+  ASSERT_TRUE(status.contains("callers")) << status.dump();
+  const json& callers = status["callers"];
+  EXPECT_EQ(callers["tracked"], 1);
+  EXPECT_EQ(callers["top_by_requests"][0]["uid"], 1001);
+  EXPECT_EQ(callers["top_by_requests"][0]["user"], "alice");
+  EXPECT_EQ(callers["top_by_requests"][0]["requests"], 2);
+  EXPECT_EQ(callers["top_by_requests"][0]["denials"], 1);
+  EXPECT_EQ(callers["top_by_denials"].size(), 1u);
 }
 
 }  // namespace

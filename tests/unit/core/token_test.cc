@@ -177,3 +177,19 @@ TEST(ImdsErrorBodyTest, TheErrorCodeIsEscapedAndBounded) {
 
 }  // namespace
 }  // namespace mi
+
+namespace mi {
+namespace {
+
+TEST(TokenAuditFingerprintTest, IsTheSha256PrefixOfTheAccessToken) {
+  // python3 -c "import hashlib; print(hashlib.sha256(b'secret-tok').hexdigest()[:16])"
+  auto token = Token::FromImdsBody(R"({"access_token":"secret-tok","expires_on":"1900000000"})");
+  ASSERT_TRUE(token.ok());
+  EXPECT_STREQ((*token)->audit_fingerprint(), "d8604f8061371303");
+  auto other = Token::FromImdsBody(R"({"access_token":"secret-tol","expires_on":"1900000000"})");
+  ASSERT_TRUE(other.ok());
+  EXPECT_STRNE((*other)->audit_fingerprint(), (*token)->audit_fingerprint());
+}
+
+}  // namespace
+}  // namespace mi

@@ -16,7 +16,7 @@ constexpr const char* kUsage = R"(Usage: mi-agent [options]
        mi-agent --check-config PATH
        mi-agent status [--health HOST:PORT] [--json]
        mi-agent token --resource URI [--client-id ID | --object-id ID | --mi-res-id ID]
-                      [--port N] [--show-token]
+                      [--port N | --unix-socket PATH] [--show-token]
 
 Serves managed-identity tokens on the legacy VM-extension API
 (http://localhost:50342/oauth2/token) and an IMDS-shaped API, fetched from IMDS

@@ -54,12 +54,16 @@ constexpr const char* kStatusUsage =
 
 constexpr const char* kTokenUsage =
     "Usage: mi-agent token --resource URI [--client-id ID | --object-id ID | --mi-res-id ID]\n"
-    "                      [--host HOST] [--port N] [--show-token]\n"
+    "                      [--host HOST] [--port N | --unix-socket PATH] [--config PATH]\n"
+    "                      [--show-token]\n"
     "  --resource URI      the token's audience, e.g. https://management.azure.com/\n"
     "  --client-id ID, --object-id ID, --mi-res-id ID\n"
     "                      a user-assigned identity (default: the VM's default identity)\n"
     "  --host HOST         the agent's address (default 127.0.0.1)\n"
     "  --port N            the agent's token port (default 50342)\n"
+    "  --unix-socket PATH  the agent's Unix socket (default: the config file's unix_socket,\n"
+    "                      else /run/mi-agent/token.sock if it is a socket; --host/--port: TCP)\n"
+    "  --config PATH       the file to read unix_socket from (default /etc/mi-agent/config.json)\n"
     "  --show-token        print the access token instead of redacting it\n"
     "Exit status: 0 token received, 1 error answer, 2 agent unreachable.\n";
 

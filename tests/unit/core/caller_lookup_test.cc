@@ -252,6 +252,23 @@ TEST(CallerLookupTest, FindPidOfOurOwnLoopbackClient) {
   listener.CloseAccepted();
 }
 
+TEST(CallerLookupTest, FindPidOfASharedSocketIsTheLowestPid) {
+  Listener listener;
+  const int client = listener.Connect();
+  ASSERT_GE(client, 0);
+  const PeerCredentials peer = listener.AcceptAndResolve();
+  ASSERT_TRUE(peer.known);
+  Child child([] { return 0; });  // holds a copy of `client` (fork)
+  ASSERT_TRUE(child.ready());
+  const uint32_t lowest = static_cast<uint32_t>(std::min(::getpid(), child.pid()));
+  EXPECT_EQ(caller_lookup::FindPid(peer), lowest);
+  ::close(client);
+  EXPECT_EQ(caller_lookup::FindPid(peer), static_cast<uint32_t>(child.pid()));  // only the child holds it now
+  EXPECT_EQ(child.Stop(), 0);
+  EXPECT_EQ(caller_lookup::FindPid(peer), 0u);  // nobody does
+  listener.CloseAccepted();
+}
+
 TEST(CallerLookupTest, FindPidTakesTheTransportsPidAndFindsNothingElse) {
   PeerCredentials peer;
   EXPECT_EQ(caller_lookup::FindPid(peer), 0u);  // unknown

@@ -229,7 +229,7 @@ class SockDiagResolver : public PeerResolver {
 
 std::unique_ptr<PeerResolver> MakeSystemPeerResolver() { return std::make_unique<SockDiagResolver>(); }
 
-#else
+#elif !defined(_WIN32)  // Windows: peer_lookup_win.cc
 
 std::unique_ptr<PeerResolver> MakeSystemPeerResolver() { return std::make_unique<NoPeerResolver>(); }
 

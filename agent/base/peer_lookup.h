@@ -1,14 +1,15 @@
 #pragma once
-// Who is on the other end of a loopback TCP connection: the uid that owns the
+// Who is on the other end of a loopback TCP connection: the owner of the
 // client's socket, found by the connection's exact 4-tuple. On Linux the
-// kernel answers over NETLINK_SOCK_DIAG (inet_diag, as `ss` asks it); other
-// platforms know nothing yet (known = false). The foundation of per-caller
-// authorization (issue #13): nothing decides on it yet.
+// kernel answers over NETLINK_SOCK_DIAG (inet_diag, as `ss` asks it) with the
+// uid; on Windows GetExtendedTcpTable with the owner pid; other platforms know
+// nothing (known = false). The foundation of per-caller authorization (#13).
 //
 // The HTTP server asks once per accepted loopback connection, never per
-// request. A lookup is a send and a receive on a local kernel socket: bounded,
-// no network, and every failure (no permission, no answer, the client already
-// gone) is known = false.
+// request. A lookup is a send and a receive on a local kernel socket (Linux)
+// or one copy of the TCP table (Windows): bounded, no network, and every
+// failure (no permission, no answer, the client already gone) is
+// known = false.
 
 #include <uv.h>
 
@@ -36,8 +37,33 @@ class NoPeerResolver : public PeerResolver {
 
 // The platform's resolver: sock_diag on Linux (one netlink socket, opened at
 // the first lookup and kept; if it cannot be opened, every later answer is
-// known = false without trying again); NoPeerResolver elsewhere.
+// known = false without trying again); on Windows the owner pid from
+// GetExtendedTcpTable (peer_lookup_win.cc: known = true with pid set, uid and
+// inode 0, which mean nothing there); NoPeerResolver elsewhere.
 std::unique_ptr<PeerResolver> MakeSystemPeerResolver();
+
+#ifdef _WIN32
+namespace tcp_table {
+
+// The table to ask GetExtendedTcpTable for: AF_INET or AF_INET6 when peer and
+// local are of the same family (both v4-mapped IPv6 addresses: AF_INET, the
+// client's socket is an IPv4 one); 0 otherwise.
+int TableFamily(const sockaddr_storage& peer, const sockaddr_storage& local);
+
+// In one GetExtendedTcpTable(TCP_TABLE_OWNER_PID_ALL) answer of `size` bytes
+// (a MIB_TCPTABLE_OWNER_PID for AF_INET, a MIB_TCP6TABLE_OWNER_PID for
+// AF_INET6, as TableFamily says), the owner pid of the client's end of our
+// connection: the row whose local endpoint is `peer` and whose remote endpoint
+// is `local` (our listener's side has them the other way round). 0 if there
+// is none, it is in TIME_WAIT (no owner), or its owner reads 0. The rows'
+// ports are in network byte order in their low 16 bits (the high ones are
+// not defined); IPv6 scope ids are not compared (loopback only). Never reads
+// beyond `size`, whatever the entry count says.
+uint32_t FindOwner(int family, const void* table, size_t size, const sockaddr_storage& peer,
+                   const sockaddr_storage& local);
+
+}  // namespace tcp_table
+#endif
 
 #ifdef __linux__
 namespace sock_diag {

@@ -1,5 +1,10 @@
 // The platform caller lookups against the real system: this process, its
-// children, and users and groups the test creates (and removes).
+// children, and (Linux, as root) users and groups the test creates and removes.
+
+#ifdef _WIN32
+#include <winsock2.h>
+#include <windows.h>
+#endif
 
 #include "agent/caller_lookup.h"
 
@@ -8,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -25,7 +31,6 @@
 
 #include <climits>
 #include <csignal>
-#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -247,6 +252,23 @@ TEST(CallerLookupTest, FindPidOfOurOwnLoopbackClient) {
   listener.CloseAccepted();
 }
 
+TEST(CallerLookupTest, FindPidOfASharedSocketIsTheLowestPid) {
+  Listener listener;
+  const int client = listener.Connect();
+  ASSERT_GE(client, 0);
+  const PeerCredentials peer = listener.AcceptAndResolve();
+  ASSERT_TRUE(peer.known);
+  Child child([] { return 0; });  // holds a copy of `client` (fork)
+  ASSERT_TRUE(child.ready());
+  const uint32_t lowest = static_cast<uint32_t>(std::min(::getpid(), child.pid()));
+  EXPECT_EQ(caller_lookup::FindPid(peer), lowest);
+  ::close(client);
+  EXPECT_EQ(caller_lookup::FindPid(peer), static_cast<uint32_t>(child.pid()));  // only the child holds it now
+  EXPECT_EQ(child.Stop(), 0);
+  EXPECT_EQ(caller_lookup::FindPid(peer), 0u);  // nobody does
+  listener.CloseAccepted();
+}
+
 TEST(CallerLookupTest, FindPidTakesTheTransportsPidAndFindsNothingElse) {
   PeerCredentials peer;
   EXPECT_EQ(caller_lookup::FindPid(peer), 0u);  // unknown
@@ -458,6 +480,96 @@ TEST(CallerLookupTest, FindPidOfAnotherUsersClient) {
 }
 
 #endif  // __linux__
+
+#ifdef _WIN32
+
+std::wstring SelfPath() {
+  std::vector<wchar_t> path(32768);
+  const DWORD n = GetModuleFileNameW(nullptr, path.data(), static_cast<DWORD>(path.size()));
+  return std::wstring(path.data(), n);
+}
+
+std::string Utf8(const std::wstring& w) {
+  if (w.empty()) return {};
+  const int n = WideCharToMultiByte(CP_UTF8, 0, w.data(), static_cast<int>(w.size()), nullptr, 0, nullptr, nullptr);
+  std::string out(static_cast<size_t>(n), '\0');
+  WideCharToMultiByte(CP_UTF8, 0, w.data(), static_cast<int>(w.size()), &out[0], n, nullptr, nullptr);
+  return out;
+}
+
+// Case-insensitive (ASCII) comparison: Windows paths are, and an image name may
+// be reported with another case than the module's file name.
+bool SamePath(std::string a, std::string b) {
+  for (std::string* s : {&a, &b}) {
+    for (char& c : *s) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+  }
+  return a == b;
+}
+
+TEST(CallerLookupTest, ProcessOfOurself) {
+  const uint32_t self = GetCurrentProcessId();
+  CallerInfo first, second;
+  uint64_t start1 = 0, start2 = 0;
+  ASSERT_TRUE(caller_lookup::Process(self, &first, &start1));
+  EXPECT_TRUE(first.process_known);
+  EXPECT_EQ(first.pid, self);
+  const std::string exe = Utf8(SelfPath());
+  EXPECT_TRUE(SamePath(first.exe, exe)) << first.exe << " vs " << exe;
+  EXPECT_TRUE(SamePath(first.process_name, exe.substr(exe.find_last_of('\\') + 1))) << first.process_name;
+  EXPECT_NE(start1, 0u);
+  ASSERT_TRUE(caller_lookup::Process(self, &second, &start2));
+  EXPECT_EQ(start1, start2);
+  EXPECT_FALSE(caller_lookup::Process(0, &second, &start2));
+}
+
+TEST(CallerLookupTest, ProcessThatExitedIsGone) {
+  // This test binary again, running no test: it exits at once. Its handle is
+  // kept open, so the pid still names the exited process.
+  std::wstring command = L"\"" + SelfPath() + L"\" --gtest_filter=NoSuchTest";
+  STARTUPINFOW si;
+  std::memset(&si, 0, sizeof si);
+  si.cb = sizeof si;
+  PROCESS_INFORMATION pi;
+  ASSERT_TRUE(CreateProcessW(nullptr, &command[0], nullptr, nullptr, FALSE, CREATE_NO_WINDOW, nullptr, nullptr, &si,
+                             &pi));
+  ASSERT_EQ(WaitForSingleObject(pi.hProcess, 60000), WAIT_OBJECT_0);
+  CallerInfo info;
+  uint64_t start = 0;
+  EXPECT_FALSE(caller_lookup::Process(pi.dwProcessId, &info, &start));
+  EXPECT_FALSE(info.process_known);
+  CloseHandle(pi.hThread);
+  CloseHandle(pi.hProcess);
+}
+
+TEST(CallerLookupTest, AccountOfOurself) {
+  PeerCredentials peer;
+  peer.known = true;
+  peer.pid = GetCurrentProcessId();
+  EXPECT_EQ(caller_lookup::FindPid(peer), peer.pid);  // the owner pid came with the connection
+  CallerInfo info;
+  ASSERT_TRUE(caller_lookup::Account(peer, &info));
+  EXPECT_TRUE(info.account_known);
+  EXPECT_EQ(info.user_sid.rfind("S-1-", 0), 0u) << info.user_sid;
+  EXPECT_FALSE(info.user.empty());
+  EXPECT_FALSE(info.group_sids.empty());
+  for (const std::string& sid : info.group_sids) {
+    EXPECT_EQ(sid.rfind("S-1-", 0), 0u) << sid;
+    EXPECT_NE(sid.rfind("S-1-5-5-", 0), 0u) << "a logon session SID: " << sid;
+    EXPECT_NE(sid.rfind("S-1-16-", 0), 0u) << "an integrity label: " << sid;
+  }
+  EXPECT_TRUE(info.gids.empty());
+}
+
+TEST(CallerLookupTest, AccountNeedsAPid) {
+  CallerInfo info;
+  EXPECT_FALSE(caller_lookup::Account(PeerCredentials(), &info));
+  PeerCredentials peer;
+  peer.known = true;  // pid 0: nothing to ask
+  EXPECT_FALSE(caller_lookup::Account(peer, &info));
+  EXPECT_FALSE(info.account_known);
+}
+
+#endif  // _WIN32
 
 }  // namespace
 }  // namespace mi

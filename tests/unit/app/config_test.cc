@@ -348,13 +348,20 @@ TEST(ConfigAuditTest, DefaultsOffAndTheBlockParses) {
   ASSERT_TRUE(ParseConfig("{}", &c).ok());
   EXPECT_FALSE(c.audit.enabled);
   EXPECT_EQ(c.audit.summarize, Duration(60000));
-  ASSERT_TRUE(ParseConfig(R"({"audit": {"enabled": true, "sink": "file", "path": "/var/log/mi-agent/audit.log",
-                              "summarize_seconds": 5, "max_file_bytes": 1048576}})",
+#ifdef _WIN32
+  const std::string path = R"(C:\\ProgramData\\mi-agent\\audit.log)";  // JSON-escaped
+  const std::string parsed = R"(C:\ProgramData\mi-agent\audit.log)";
+#else
+  const std::string path = "/var/log/mi-agent/audit.log";
+  const std::string parsed = path;
+#endif
+  ASSERT_TRUE(ParseConfig(R"({"audit": {"enabled": true, "sink": "file", "path": ")" + path +
+                              R"(", "summarize_seconds": 5, "max_file_bytes": 1048576}})",
                           &c)
                   .ok());
   EXPECT_TRUE(c.audit.enabled);
   EXPECT_EQ(c.audit.sink, AuditTrail::SinkKind::kFile);
-  EXPECT_EQ(c.audit.path, "/var/log/mi-agent/audit.log");
+  EXPECT_EQ(c.audit.path, parsed);
   EXPECT_EQ(c.audit.summarize, Duration(5000));
   EXPECT_EQ(c.audit.max_file_bytes, 1048576);
   ASSERT_TRUE(ParseConfig(R"({"audit": {"enabled": true, "sink": "stderr", "summarize_seconds": 0}})", &c).ok());

@@ -22,7 +22,7 @@ enum class CacheOutcome : uint8_t { kNone, kHit, kMiss, kCoalesced };  // kNone:
 const char* CacheOutcomeName(CacheOutcome c);  // "none", "hit", "miss", "coalesced"
 
 struct AuditEvent {
-  TimePoint time{};
+  TimePoint time{};  // epoch (zero): now, by the trail's clock (Record runs at the decision)
   const CallerInfo* caller = nullptr;  // never null
   std::string_view listener;           // "tcp" or "unix"
   std::string_view dialect;            // the route: "legacy", "imds" (RouteName)

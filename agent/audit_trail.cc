@@ -10,6 +10,9 @@
 namespace mi {
 namespace {
 
+// Rows of mi_agent_authorization_decisions_total: listener x dialect, a handful.
+constexpr size_t kMaxDecisionRows = 32;
+
 using ojson = nlohmann::ordered_json;
 
 // At most kMaxFieldBytes of a caller's string, never inside a UTF-8 character.
@@ -158,6 +161,7 @@ size_t AuditTrail::SummaryKeyHash::operator()(const SummaryKey& k) const {
 AuditTrail::AuditTrail(Options options, Env env) : options_(std::move(options)), env_(std::move(env)) {
   if (env_.logger == nullptr) env_.logger = &Logger::Discard();
   window_ = env_.timers->NewTimer();
+  decisions_.reserve(kMaxDecisionRows);  // never reallocated: last_row_ stays valid
   for (int d = 0; d < 3; ++d) {
     overflow_[d].decision = static_cast<Decision>(d);
     overflow_[d].count = 0;
@@ -215,34 +219,45 @@ Status AuditTrail::Reopen() {
 void AuditTrail::Count(const AuditEvent& event) {
   ++events_;
   // Listeners and dialects are the token API's constants: a handful of rows.
-  constexpr size_t kMaxDecisionRows = 32;
-  DecisionCounts* row = nullptr;
-  for (DecisionCounts& dc : decisions_) {
-    if (dc.listener == event.listener && dc.dialect == event.dialect) {
-      row = &dc;
-      break;
+  DecisionCounts* row = last_row_;
+  if (row == nullptr || event.listener.data() != last_listener_ || event.dialect.data() != last_dialect_) {
+    row = nullptr;
+    for (DecisionCounts& dc : decisions_) {
+      if (dc.listener == event.listener && dc.dialect == event.dialect) {
+        row = &dc;
+        break;
+      }
     }
-  }
-  if (row == nullptr) {
-    if (decisions_.size() < kMaxDecisionRows) {
-      decisions_.push_back({Cut(event.listener), Cut(event.dialect), {}});
+    if (row == nullptr) {
+      if (decisions_.size() < kMaxDecisionRows) {
+        decisions_.push_back({Cut(event.listener), Cut(event.dialect), {}});
+      }
+      row = &decisions_.back();
     }
-    row = &decisions_.back();
+    last_row_ = row;
+    last_listener_ = event.listener.data();
+    last_dialect_ = event.dialect.data();
   }
   ++row->counts[DecisionIndex(event.decision)];
 
   const CallerInfo& c = *event.caller;
   CallerRow* caller = &unresolved_;
   if (c.peer.known) {
-    auto it = callers_.find(c.peer.uid);
-    if (it == callers_.end() && callers_.size() < kMaxCallers) {
-      CallerRow fresh;
-      fresh.uid_known = true;
-      fresh.uid = c.peer.uid;
-      if (c.account_known) fresh.user = Cut(c.user);
-      it = callers_.emplace(c.peer.uid, std::move(fresh)).first;
+    if (last_caller_ != nullptr && last_uid_known_ && last_uid_ == c.peer.uid) {
+      caller = last_caller_;
+    } else {
+      auto it = callers_.find(c.peer.uid);
+      if (it == callers_.end() && callers_.size() < kMaxCallers) {
+        CallerRow fresh;
+        fresh.uid_known = true;
+        fresh.uid = c.peer.uid;
+        it = callers_.emplace(c.peer.uid, std::move(fresh)).first;
+      }
+      caller = it != callers_.end() ? &it->second : &other_;
+      last_caller_ = caller;
+      last_uid_known_ = true;
+      last_uid_ = c.peer.uid;
     }
-    caller = it != callers_.end() ? &it->second : &other_;
     if (caller->user.empty() && c.account_known && caller != &other_) caller->user = Cut(c.user);
   }
   ++caller->requests;

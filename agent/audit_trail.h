@@ -214,6 +214,17 @@ class AuditTrail : public AuditSink, public MetricsSource {
   uint64_t events_ = 0;
   std::vector<DecisionCounts> decisions_;  // few: listener x dialect
   std::unordered_map<uint32_t, CallerRow> callers_;
+  // The rows the last event counted in (the token API's listener and dialect
+  // strings are constants, so their addresses identify them; a keep-alive
+  // caller repeats its uid): most events skip the searches. Row pointers stay
+  // valid: decisions_ is reserved up front, callers_ never rehashes them away
+  // (unordered_map nodes are stable) and rows are never erased.
+  const char* last_listener_ = nullptr;
+  const char* last_dialect_ = nullptr;
+  DecisionCounts* last_row_ = nullptr;
+  bool last_uid_known_ = false;
+  uint32_t last_uid_ = 0;
+  CallerRow* last_caller_ = nullptr;
   CallerRow unresolved_;  // callers whose uid is not known
   CallerRow other_;
 };

@@ -52,6 +52,12 @@ struct AuthorizationPolicy::Rule {
 
   bool MatchesResource(std::string_view resource) const {
     if (r.any_resource) return true;
+    if (r.resources.size() <= 8) {  // the usual few: equality (length first) beats ordering compares
+      for (const std::string& wanted : r.resources) {
+        if (wanted == resource) return true;
+      }
+      return false;
+    }
     auto it = std::lower_bound(r.resources.begin(), r.resources.end(), resource,
                                [](const std::string& a, std::string_view b) { return std::string_view(a) < b; });
     return it != r.resources.end() && *it == resource;
@@ -68,9 +74,7 @@ struct AuthorizationPolicy::Rule {
   Match MatchesCaller(const CallerInfo& c, CallerNeeds known) const {
     if (r.any_caller) return Match::kYes;
     if (!c.peer.known) return Match::kNo;
-#ifndef _WIN32
-    if (std::binary_search(r.uids.begin(), r.uids.end(), c.peer.uid)) return Match::kYes;
-#endif
+    // uids: through AuthorizationPolicy::by_uid_.
     bool unknown = false;
     if (needs.account) {
       if (!known.account) {
@@ -105,31 +109,46 @@ AuthorizationPolicy::AuthorizationPolicy(const AuthorizationOptions& options) : 
     }
     needs_.account = needs_.account || rule.needs.account;
     needs_.process = needs_.process || rule.needs.process;
+    const uint32_t index = static_cast<uint32_t>(rules_.size());
+    for (uint32_t uid : rule.r.uids) by_uid_.emplace_back(uid, index);
+    if (rule.r.any_caller || rule.needs.any()) others_.push_back(index);
     rules_.push_back(std::move(rule));
   }
+  std::sort(by_uid_.begin(), by_uid_.end());
 }
 
 AuthorizationPolicy::~AuthorizationPolicy() = default;
 
+bool AuthorizationPolicy::Grants(const Rule& rule, const TokenKey& key) const {
+  return rule.MatchesResource(key.resource) && rule.MatchesIdentity(key);
+}
+
 AuthorizationPolicy::Verdict AuthorizationPolicy::Evaluate(const CallerInfo& caller, CallerNeeds known,
                                                            const TokenKey& key) const {
   Verdict v;
-  for (const Rule& rule : rules_) {
-    // The caller first: with uid rules an integer compare rules out most.
-    const Match by_caller = rule.MatchesCaller(caller, known);
-    if (by_caller == Match::kNo || !rule.MatchesResource(key.resource) || !rule.MatchesIdentity(key)) continue;
-    switch (by_caller) {
-      case Match::kYes:
+#ifndef _WIN32
+  // The uid rules first, through the index: most policies end here.
+  if (caller.peer.known && !by_uid_.empty()) {
+    auto it = std::lower_bound(by_uid_.begin(), by_uid_.end(), std::make_pair(caller.peer.uid, uint32_t{0}));
+    for (; it != by_uid_.end() && it->first == caller.peer.uid; ++it) {
+      if (Grants(rules_[it->second], key)) {
         v.allowed = true;
-        v.missing = CallerNeeds{};
         return v;
-      case Match::kUnknown:
-        v.missing.account = v.missing.account || (rule.needs.account && !known.account);
-        v.missing.process = v.missing.process || (rule.needs.process && !known.process);
-        break;
-      case Match::kNo:
-        break;
+      }
     }
+  }
+#endif
+  for (uint32_t index : others_) {
+    const Rule& rule = rules_[index];
+    const Match by_caller = rule.MatchesCaller(caller, known);
+    if (by_caller == Match::kNo || !Grants(rule, key)) continue;
+    if (by_caller == Match::kYes) {
+      v.allowed = true;
+      v.missing = CallerNeeds{};
+      return v;
+    }
+    v.missing.account = v.missing.account || (rule.needs.account && !known.account);
+    v.missing.process = v.missing.process || (rule.needs.process && !known.process);
   }
   return v;
 }

@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "agent/base/clock.h"
@@ -100,9 +101,18 @@ class AuthorizationPolicy {
 
  private:
   struct Rule;
+  // Whether rule `index` allows `key` for a caller it already matched.
+  bool Grants(const Rule& rule, const TokenKey& key) const;
+
   AuthorizationMode mode_;
   CallerNeeds needs_;
   std::vector<Rule> rules_;
+  // Every (uid, rule index) of the uids matchers, sorted: a uid rule costs one
+  // binary search over all of them, however many rules there are (POSIX).
+  std::vector<std::pair<uint32_t, uint32_t>> by_uid_;
+  // The rules that match callers by anything else ("*", names, groups,
+  // process): looked at one by one.
+  std::vector<uint32_t> others_;
 };
 
 }  // namespace mi

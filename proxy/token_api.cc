@@ -237,8 +237,7 @@ void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& p
 void TokenApi::Record(Route route, const char* listener, const CallerInfo& caller, const TokenKey& key,
                       Decision decision, CacheOutcome cache, int status, const Token* token) {
   if (audit_sink_ == nullptr) return;  // reset while a fetch was under way
-  AuditEvent event;
-  event.time = clock_->Now();
+  AuditEvent event;  // time left zero: the trail's clock, read only if it writes a record
   event.caller = &caller;
   event.listener = listener;
   event.dialect = RouteName(route);

@@ -109,7 +109,7 @@ struct Daemon::Impl {
                      {&process_metrics, &api, &audit, &cache, &upstream_metrics, &scheduler, &token_listener_metrics,
                       &health_listener_metrics},
                      d->loop.clock(), &d->loop),
-          health_server(d->loop.uv(), d->config.health_limits, health_api, d->logger),
+          health_server(d->loop.uv(), d->config.health_limits, health_api, d->logger, &no_peers),
           token_listener_metrics("token", server),
           health_listener_metrics("health", health_server),
           watchdog(d->loop.NewTimer()) {}
@@ -127,6 +127,8 @@ struct Daemon::Impl {
     HealthModel health;
     ProcessMetrics process_metrics;
     proxy::HealthApi health_api;
+    // The health listener serves no tokens: its callers are never looked up.
+    NoPeerResolver no_peers;
     proxy::HttpServer health_server;
     ListenerMetrics token_listener_metrics;
     ListenerMetrics health_listener_metrics;

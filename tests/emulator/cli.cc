@@ -256,7 +256,8 @@ int RunEmulator(const CliOptions& options) {
     proxy::ServerLimits limits;
     limits.max_body_bytes = 1 << 20;  // admin scripts
     limits.idle_timeout = Duration(600000);
-    proxy::HttpServer server(loop.uv(), limits, emulator, logger);
+    NoPeerResolver no_peers;  // IMDS does not ask who is calling
+    proxy::HttpServer server(loop.uv(), limits, emulator, logger, &no_peers);
     Runner runner(loop, logger, emulator, server);
 
     Status s = server.Listen(options.host, options.port);

@@ -168,7 +168,6 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
   std::string_view query;
   std::string_view authority;
   Route route = ClassifyTarget(request.target, options_.absolute_form, &query, &authority);
-  if (route == Route::kAppService && options_.app_service_secret.empty()) route = Route::kUnknown;
 
   if (!request.peer_is_loopback && !options_.allow_remote) {
     return Reply(route, responder, Error(401, "unauthorized_client", "only local callers are served"));
@@ -180,6 +179,15 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
   if (headers.forwarded_for) {
     return Reply(route, responder,
                  Error(400, "invalid_request", "requests with X-Forwarded-For are refused"));
+  }
+  if (route == Route::kAppService) {
+    if (options_.app_service_secret.empty()) {
+      route = Route::kUnknown;
+    } else if (headers.secrets == 0 && headers.identity_headers == 0 && headers.metadatas > 0) {
+      // No secret but Metadata: a VM-extension client given MSI_ENDPOINT
+      // (msrestazure off App Service, Cloud Shell's convention): the legacy API.
+      route = Route::kLegacy;
+    }
   }
   if (route == Route::kUnknown) {
     return Reply(route, responder, Error(401, "unknown_source", "Unknown Source " + request.target));

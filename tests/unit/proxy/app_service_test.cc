@@ -127,7 +127,7 @@ TEST(AppServiceApiTest, Version2017AnswersEpochSecondsAndAFetchRendersLikeAHit) 
 TEST(AppServiceApiTest, NoMetadataHeaderNeededButTheSecretIs) {
   Fixture f;
   EXPECT_EQ(StatusAndError(*f.Call(k2019, "")), "401 unauthorized_client");
-  EXPECT_EQ(StatusAndError(*f.Call(k2019, "Metadata: true\r\n")), "401 unauthorized_client");
+  EXPECT_EQ(StatusAndError(*f.Call(k2019, kSecretHeader + "Metadata: true\r\n")), "401 unauthorized_client");
   EXPECT_EQ(StatusAndError(*f.Call(k2019, "X-IDENTITY-HEADER: 0123456789abcdef0123456789abcdeX\r\n")),
             "401 unauthorized_client");
   EXPECT_EQ(StatusAndError(*f.Call(k2019, "X-IDENTITY-HEADER: 0123456789abcdef\r\n")), "401 unauthorized_client");
@@ -137,6 +137,17 @@ TEST(AppServiceApiTest, NoMetadataHeaderNeededButTheSecretIs) {
   EXPECT_EQ(StatusAndError(*f.Call(k2017, kIdentityHeader)), "401 unauthorized_client");
   EXPECT_TRUE(f.broker.lookups.empty()) << "refused before the cache";
   EXPECT_EQ(f.api.counters().Get(Route::kAppService, 401), 7u);
+}
+
+// MSI_ENDPOINT without a secret, with Metadata: true (msrestazure's
+// get_msi_token off App Service, Cloud Shell's convention): the legacy API.
+TEST(AppServiceApiTest, MetadataWithoutASecretIsTheLegacyApi) {
+  Fixture f;
+  auto sink = f.Call("/MSI/token?resource=https://vault.azure.net", "Metadata: true\r\n");
+  ASSERT_EQ(sink->status(), 200) << sink->body();
+  EXPECT_EQ(sink->Json()["refresh_token"], "") << "the legacy shape";
+  EXPECT_EQ(f.api.counters().Get(Route::kLegacy, 200), 1u);
+  EXPECT_EQ(StatusAndError(*f.Call("/MSI/token?resource=r", "Metadata: false\r\n")), "400 bad_request_102");
 }
 
 TEST(AppServiceApiTest, ApiVersionIsRequiredAndChecked) {

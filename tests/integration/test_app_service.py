@@ -6,6 +6,7 @@ python3-msrestazure as a real client (MSI_ENDPOINT/MSI_SECRET)."""
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import urllib.parse
 
@@ -158,3 +159,32 @@ def test_msrestazure_off_app_service_posts_the_legacy_api(agent, monkeypatch):
     creds = MSIAuthentication(resource=ARM, client_id=UA_CLIENT_ID)
     assert creds.token["access_token"].count(".") == 2
     assert creds.token["client_id"].lower() == UA_CLIENT_ID
+
+
+def azure_identity_env():
+    """NODE_PATH holding @azure/identity (MI_NODE_PATH, else the default
+    resolution), or None when node cannot load it: the test is skipped."""
+    if not shutil.which("node"):
+        return None
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    if os.environ.get("MI_NODE_PATH"):
+        env["NODE_PATH"] = os.environ["MI_NODE_PATH"]
+    probe = subprocess.run(["node", "-e", "require('@azure/identity')"], env=env, capture_output=True, timeout=60)
+    return env if probe.returncode == 0 else None
+
+
+@pytest.mark.parametrize("client_id", [None, UA_CLIENT_ID])
+def test_azure_identity_js_managed_identity_credential(agent, emulator, client_id):
+    env = azure_identity_env()
+    if env is None:
+        pytest.skip("node with @azure/identity not available (npm install @azure/identity; MI_NODE_PATH=.../node_modules)")
+    env.update({"IDENTITY_ENDPOINT": f"http://127.0.0.1:{agent.port}/msi/token", "IDENTITY_HEADER": SECRET,
+                "no_proxy": "*"})
+    script = os.path.join(os.path.dirname(__file__), "azure_identity_client.js")
+    out = subprocess.run(["node", script, *([client_id] if client_id else [])], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr + agent.output()
+    doc = json.loads(out.stdout)
+    assert doc["parts"] == 3 and doc["expiresOnTimestamp"] > 0
+    ua = [r for r in emulator.requests()["log"] if UA_CLIENT_ID in json.dumps(r).lower()]
+    assert bool(ua) == bool(client_id)

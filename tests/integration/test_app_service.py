@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import urllib.parse
 
@@ -85,6 +86,18 @@ def test_host_and_origin_checks_apply(agent):
     assert status == 400, doc
     status, _, _ = request(agent.port, "GET", target, {"X-IDENTITY-HEADER": SECRET, "Host": "evil.example"})
     assert status == 400
+
+
+def test_reload_reads_the_secret_again(agent, secret_file):
+    target = f"/msi/token?api-version=2019-08-01&resource={RESOURCE}"
+    new = secrets.token_hex(20)
+    with open(secret_file, "w") as f:
+        f.write(new)
+    agent.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in agent.output(), what="the reload")
+    assert get(agent, target, {"X-IDENTITY-HEADER": SECRET})[0] == 401
+    assert get(agent, target, {"X-IDENTITY-HEADER": new})[0] == 200
+    assert new not in agent.output() and SECRET not in agent.output()
 
 
 def test_off_by_default_the_paths_are_unknown(emulator, agent_factory):

@@ -25,7 +25,7 @@ struct AuditEvent {
   TimePoint time{};  // epoch (zero): now, by the trail's clock (Record runs at the decision)
   const CallerInfo* caller = nullptr;  // never null
   std::string_view listener;           // "tcp" or "unix"
-  std::string_view dialect;            // the route: "legacy", "imds" (RouteName)
+  std::string_view dialect;            // the route: "legacy", "imds", "app_service" (RouteName)
   const TokenKey* key = nullptr;       // never null
   Decision decision = Decision::kAllow;
   CacheOutcome cache = CacheOutcome::kNone;

@@ -91,6 +91,7 @@ StatusOr<std::shared_ptr<const Token>> Token::FromImdsBody(std::string_view body
   head.reserve(access.size() + 64);
   head += "{\"access_token\":";
   head += Quote(access);
+  token->quoted_access_size_ = head.size() - kAccessTokenAt;
   head += ",\"refresh_token\":";
   head += Quote(string_or("refresh_token", ""));
   head += ",\"expires_in\":\"";
@@ -104,10 +105,16 @@ StatusOr<std::shared_ptr<const Token>> Token::FromImdsBody(std::string_view body
     tail += std::to_string(token->not_before_);
     tail += "\"";
   }
-  tail += ",\"resource\":";
-  tail += Quote(string_or("resource", ""));
-  tail += ",\"token_type\":";
-  tail += Quote(string_or("token_type", "Bearer"));
+  std::string& fields = token->app_service_fields_;
+  fields += ",\"resource\":";
+  fields += Quote(string_or("resource", ""));
+  fields += ",\"token_type\":";
+  fields += Quote(string_or("token_type", "Bearer"));
+  tail.append(fields.data(), fields.size());
+  if (auto id = doc.find("client_id"); id != doc.end() && id->is_string()) {
+    fields += ",\"client_id\":";
+    fields += Quote(id->get_ref<const std::string&>());
+  }
   for (auto it = doc.begin(); it != doc.end(); ++it) {
     const std::string& k = it.key();
     if (k == "access_token" || k == "refresh_token" || k == "expires_in" || k == "expires_on" ||

@@ -37,6 +37,15 @@ class Token {
   void AppendBody(TimePoint now, std::string* out) const;
   size_t body_size_hint() const { return head_.size() + tail_.size() + 12; }
 
+  // For the App Service dialect's answer (proxy/token_api.h RenderAppService):
+  // the access token as a JSON string literal (a view into the secure body,
+  // quotes included), and ",\"resource\":...,\"token_type\":...[,\"client_id\":...]"
+  // from IMDS's answer (no secret).
+  std::string_view quoted_access_token() const {
+    return std::string_view(head_).substr(kAccessTokenAt, quoted_access_size_);
+  }
+  const std::string& app_service_fields() const { return app_service_fields_; }
+
  private:
   int64_t expires_on_ = 0;
   int64_t not_before_ = 0;
@@ -46,6 +55,9 @@ class Token {
   // when the token is dropped (agent/secure_memory.h).
   SecureString head_;  // ... "expires_in":"
   SecureString tail_;  // ","expires_on":"..." ... }
+  static constexpr size_t kAccessTokenAt = 16;  // after {"access_token":
+  size_t quoted_access_size_ = 0;
+  std::string app_service_fields_;
 };
 
 // The IMDS "error" code of an error body, escaped (agent/text.h) and at most

@@ -10,10 +10,16 @@ namespace {
 
 constexpr std::string_view kLegacyPath = "/oauth2/token";
 constexpr std::string_view kImdsPath = "/metadata/identity/oauth2/token";
+constexpr std::string_view kAppServicePath = "/msi/token";      // 2019-08-01 (IDENTITY_ENDPOINT)
+constexpr std::string_view kAppService2017Path = "/MSI/token";  // 2017-09-01 (MSI_ENDPOINT)
 
 enum Field { kResource, kClientId, kObjectId, kMiResId, kMsiResId, kApiVersion, kFieldCount };
 
-int FieldOf(std::string_view name) {
+int FieldOf(std::string_view name, bool app_service) {
+  if (app_service) {
+    if (name == "principal_id") return kObjectId;
+    if (name == "clientid") return kClientId;
+  }
   if (name == "resource") return kResource;
   if (name == "client_id") return kClientId;
   if (name == "object_id") return kObjectId;
@@ -31,7 +37,7 @@ bool NeedsDecoding(std::string_view s) {
 }
 
 // Splits "a=1&b=2" and records known fields; empty values count as absent.
-Status ParseForm(std::string_view text, std::array<std::string, kFieldCount>* fields,
+Status ParseForm(std::string_view text, bool app_service, std::array<std::string, kFieldCount>* fields,
                  std::array<bool, kFieldCount>* seen) {
   while (!text.empty()) {
     size_t amp = text.find('&');
@@ -48,7 +54,7 @@ Status ParseForm(std::string_view text, std::array<std::string, kFieldCount>* fi
       decoded_name = std::move(*decoded);
       name = decoded_name;
     }
-    int field = FieldOf(name);
+    int field = FieldOf(name, app_service);
     if (field < 0) continue;  // grant_type, authority, ... are ignored
     const std::string_view raw = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
     if (raw.empty()) continue;  // client_id= means "not given"
@@ -68,6 +74,7 @@ const char* RouteName(Route route) {
     case Route::kLegacy: return "legacy";
     case Route::kImds: return "imds";
     case Route::kUnknown: return "other";
+    case Route::kAppService: return "app_service";
   }
   return "other";
 }
@@ -91,6 +98,7 @@ Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_vi
   if (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
   if (path == kLegacyPath) return Route::kLegacy;
   if (path == kImdsPath) return Route::kImds;
+  if (path == kAppServicePath || path == kAppService2017Path) return Route::kAppService;
   return Route::kUnknown;
 }
 
@@ -127,11 +135,11 @@ bool HostAllowList::Allows(std::string_view authority) const {
   return false;
 }
 
-StatusOr<ParsedParams> ParseTokenParams(std::string_view query, std::string_view form_body) {
+StatusOr<ParsedParams> ParseTokenParams(std::string_view query, std::string_view form_body, bool app_service) {
   std::array<std::string, kFieldCount> fields;
   std::array<bool, kFieldCount> seen{};
-  Status parsed = ParseForm(query, &fields, &seen);
-  if (parsed.ok()) parsed = ParseForm(form_body, &fields, &seen);
+  Status parsed = ParseForm(query, app_service, &fields, &seen);
+  if (parsed.ok()) parsed = ParseForm(form_body, app_service, &fields, &seen);
   if (!parsed.ok()) return parsed;
   SelectorFields selectors;
   selectors.client_id = fields[kClientId];
@@ -140,7 +148,7 @@ StatusOr<ParsedParams> ParseTokenParams(std::string_view query, std::string_view
   selectors.msi_res_id = fields[kMsiResId];
   StatusOr<TokenKey> key = MakeTokenKey(selectors, fields[kResource]);
   if (!key.ok()) return key.status();
-  return ParsedParams{std::move(*key), seen[kApiVersion]};
+  return ParsedParams{std::move(*key), seen[kApiVersion], std::move(fields[kApiVersion])};
 }
 
 }  // namespace mi::proxy

@@ -13,8 +13,10 @@
 
 namespace mi::proxy {
 
-enum class Route { kLegacy = 0, kImds = 1, kUnknown = 2 };
-constexpr int kRouteCount = 3;
+// kAppService: the App Service / Functions dialects, /msi/token (2019-08-01)
+// and /MSI/token (2017-09-01); TokenApi serves it only with a secret set.
+enum class Route { kLegacy = 0, kImds = 1, kUnknown = 2, kAppService = 3 };
+constexpr int kRouteCount = 4;
 const char* RouteName(Route route);
 
 // Path of a request target without the query, normalised: a doubled leading
@@ -47,11 +49,15 @@ class HostAllowList {
 struct ParsedParams {
   TokenKey key;
   bool has_api_version = false;
+  std::string api_version;  // decoded; "" when not given
 };
 
 // Parses query and (for POST) the form body (the selector rule: MakeTokenKey,
 // agent/token_key.h). On error the message is the error_description for a 400
-// invalid_request.
-StatusOr<ParsedParams> ParseTokenParams(std::string_view query, std::string_view form_body);
+// invalid_request. `app_service` also takes that dialect's spellings:
+// principal_id (= object_id, 2019-08-01) and clientid (= client_id, 2017-09-01);
+// elsewhere they stay unknown, ignored fields.
+StatusOr<ParsedParams> ParseTokenParams(std::string_view query, std::string_view form_body,
+                                        bool app_service = false);
 
 }  // namespace mi::proxy

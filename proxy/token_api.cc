@@ -26,6 +26,17 @@ bool IsFormContentType(const std::string* value) {
   return rest.empty() || rest.front() == ';';
 }
 
+// Equal in time that depends only on the secret's length, not on where the
+// caller's guess first differs.
+bool SecretMatches(std::string_view given, std::string_view secret) {
+  unsigned diff = given.size() == secret.size() ? 0u : 1u;
+  for (size_t i = 0; i < secret.size(); ++i) {
+    const char g = i < given.size() ? given[i] : '\0';
+    diff |= static_cast<unsigned char>(g ^ secret[i]);
+  }
+  return diff == 0 && !secret.empty();
+}
+
 }  // namespace
 
 // The headers the API looks at, found in one pass (header names are lower-cased).
@@ -33,8 +44,12 @@ struct TokenApi::CheckedHeaders {
   const std::string* host = nullptr;  // the first of each
   const std::string* metadata = nullptr;
   const std::string* content_type = nullptr;
+  const std::string* secret = nullptr;           // "Secret" (2017-09-01)
+  const std::string* identity_header = nullptr;  // "X-IDENTITY-HEADER" (2019-08-01)
   size_t hosts = 0;
   size_t metadatas = 0;
+  size_t secrets = 0;
+  size_t identity_headers = 0;
   bool origin = false;
   bool forwarded_for = false;
 
@@ -46,6 +61,7 @@ struct TokenApi::CheckedHeaders {
           break;
         case 6:
           origin = origin || std::string_view(name) == "origin";
+          if (std::string_view(name) == "secret" && secrets++ == 0) secret = &value;
           break;
         case 8:
           if (std::string_view(name) == "metadata" && metadatas++ == 0) metadata = &value;
@@ -55,6 +71,9 @@ struct TokenApi::CheckedHeaders {
           break;
         case 15:
           forwarded_for = forwarded_for || std::string_view(name) == "x-forwarded-for";
+          break;
+        case 17:
+          if (std::string_view(name) == "x-identity-header" && identity_headers++ == 0) identity_header = &value;
           break;
         default:
           break;
@@ -123,6 +142,21 @@ HttpResponse TokenApi::MapResult(const TokenResult& result, TimePoint now) {
   return Error(500, "unknown", result.description.empty() ? "no token available" : result.description);
 }
 
+HttpResponse TokenApi::RenderAppService(const Token& token) {
+  HttpResponse r;
+  const std::string_view access = token.quoted_access_token();
+  const std::string& fields = token.app_service_fields();
+  r.body.reserve(access.size() + fields.size() + 48);
+  r.body += "{\"access_token\":";
+  r.body += access;
+  r.body += ",\"expires_on\":\"";
+  r.body += std::to_string(token.expires_on());
+  r.body += '"';
+  r.body += fields;
+  r.body += '}';
+  return r;
+}
+
 HttpResponse TokenApi::RenderToken(const Token& token, TimePoint now) {
   HttpResponse r;
   r.body.reserve(token.body_size_hint());
@@ -133,7 +167,7 @@ HttpResponse TokenApi::RenderToken(const Token& token, TimePoint now) {
 void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
   std::string_view query;
   std::string_view authority;
-  const Route route = ClassifyTarget(request.target, options_.absolute_form, &query, &authority);
+  Route route = ClassifyTarget(request.target, options_.absolute_form, &query, &authority);
 
   if (!request.peer_is_loopback && !options_.allow_remote) {
     return Reply(route, responder, Error(401, "unauthorized_client", "only local callers are served"));
@@ -146,6 +180,15 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
     return Reply(route, responder,
                  Error(400, "invalid_request", "requests with X-Forwarded-For are refused"));
   }
+  if (route == Route::kAppService) {
+    if (options_.app_service_secret.empty()) {
+      route = Route::kUnknown;
+    } else if (headers.secrets == 0 && headers.identity_headers == 0 && headers.metadatas > 0) {
+      // No secret but Metadata: a VM-extension client given MSI_ENDPOINT
+      // (msrestazure off App Service, Cloud Shell's convention): the legacy API.
+      route = Route::kLegacy;
+    }
+  }
   if (route == Route::kUnknown) {
     return Reply(route, responder, Error(401, "unknown_source", "Unknown Source " + request.target));
   }
@@ -156,7 +199,8 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
     r.headers.emplace_back("Allow", route == Route::kLegacy ? "GET, POST" : "GET");
     return Reply(route, responder, std::move(r));
   }
-  if (headers.metadatas != 1 || std::string_view(*headers.metadata) != "true") {
+  const bool app_service = route == Route::kAppService;  // its secret stands for Metadata: true
+  if (!app_service && (headers.metadatas != 1 || std::string_view(*headers.metadata) != "true")) {
     return Reply(route, responder,
                  Error(400, "bad_request_102", "Required metadata header not specified"));
   }
@@ -168,11 +212,16 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
     }
     form = request.body;
   }
-  StatusOr<ParsedParams> parsed = ParseTokenParams(query, form);
+  StatusOr<ParsedParams> parsed = ParseTokenParams(query, form, app_service);
   if (!parsed.ok()) return Reply(route, responder, Error(400, "invalid_request", parsed.status().message()));
   const ParsedParams& params = *parsed;
-  if (route == Route::kImds && !params.has_api_version) {
+  if ((route == Route::kImds || app_service) && !params.has_api_version) {
     return Reply(route, responder, Error(400, "invalid_request", "Required query variable 'api-version' is missing"));
+  }
+  if (app_service) {
+    if (HttpResponse refused; RefusedAppService(params, headers, &refused)) {
+      return Reply(route, responder, std::move(refused));
+    }
   }
 
   const char* listener = request.transport == HttpRequest::Transport::kUnix ? "unix" : "tcp";
@@ -198,6 +247,23 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
   gate_->Await(request.caller, params.key, std::move(decided));
 }
 
+bool TokenApi::RefusedAppService(const ParsedParams& params, const CheckedHeaders& headers,
+                                 HttpResponse* refused) const {
+  const bool v2019 = params.api_version == "2019-08-01";
+  if (!v2019 && params.api_version != "2017-09-01") {
+    *refused = Error(400, "invalid_request", "api-version must be 2019-08-01 or 2017-09-01 on this path");
+    return true;
+  }
+  const std::string* given = v2019 ? headers.identity_header : headers.secret;
+  const size_t count = v2019 ? headers.identity_headers : headers.secrets;
+  if (count != 1 || !SecretMatches(*given, options_.app_service_secret)) {
+    *refused = Error(401, "unauthorized_client",
+                     v2019 ? "the X-IDENTITY-HEADER header is missing or wrong" : "the Secret header is missing or wrong");
+    return true;
+  }
+  return false;
+}
+
 void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& peer, const TokenKey& key,
                      Decision decision, const CallerInfo* audited, Responder& responder) {
   if (decision == Decision::kDeny) {
@@ -210,7 +276,7 @@ void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& p
   // The hot path: a cached token, answered without touching IMDS.
   if (const Token* token = broker_->Lookup(key)) {
     if (audited != nullptr) Record(route, listener, *audited, key, decision, CacheOutcome::kHit, 200, token);
-    return Reply(route, responder, RenderToken(*token, clock_->Now()));
+    return Reply(route, responder, Render(route, *token, clock_->Now()));
   }
   // What the audit record needs once the broker answers (the request is gone by then).
   struct Audited {
@@ -223,7 +289,9 @@ void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& p
   auto pending = std::make_shared<Responder>(std::move(responder));
   broker_->Get(
       key, CallerTag::Of(peer), [this, route, listener, pending, audit](const TokenResult& result) {
-        HttpResponse response = MapResult(result, clock_->Now());
+        HttpResponse response = result.kind == TokenResult::Kind::kToken
+                                    ? Render(route, *result.token, clock_->Now())
+                                    : MapResult(result, clock_->Now());
         if (audit != nullptr) {
           Record(route, listener, audit->caller, audit->key, audit->decision,
                  result.coalesced ? CacheOutcome::kCoalesced : CacheOutcome::kMiss, response.status,

@@ -9,6 +9,12 @@
 // with an Origin header, several Host headers, no Host in HTTP/1.1, or a Host
 // (absolute-form: the target's authority) outside HostAllowList gets 400
 // invalid_request.
+//
+// The App Service / Functions dialects (Route::kAppService, only with a
+// secret): GET /msi/token?api-version=2019-08-01 with X-IDENTITY-HEADER, or
+// GET /MSI/token?api-version=2017-09-01 with Secret (the path does not choose
+// the version; api-version does). No Metadata header. A missing or wrong
+// secret gets 401 unauthorized_client; the check runs in constant time.
 
 #include <array>
 #include <cstdint>
@@ -51,6 +57,10 @@ class TokenApi : public HttpHandler, public MetricsSource {
     // "audit.enabled": record every token request with the audit sink, also
     // under authorization mode "off" (otherwise only when a gate is set).
     bool audit_all = false;
+    // "dialects.app_service": the secret App Service callers send (read from
+    // its secret_file by ParseConfig). Empty: the dialect is off and its
+    // paths are unknown like any other.
+    std::string app_service_secret;
   };
 
   TokenApi(TokenBroker* broker, const Clock* clock, Options options);
@@ -73,9 +83,15 @@ class TokenApi : public HttpHandler, public MetricsSource {
   // 200 with the token's JSON, expires_in counted from `now`: the cache hit
   // and the answer of a fetch alike.
   static HttpResponse RenderToken(const Token& token, TimePoint now);
+  // The App Service dialects' 200 (both versions): {"access_token","expires_on"
+  // (epoch seconds as a string),"resource","token_type"[,"client_id"]}.
+  static HttpResponse RenderAppService(const Token& token);
 
  private:
   void Reply(Route route, Responder& responder, HttpResponse&& response);
+  static HttpResponse Render(Route route, const Token& token, TimePoint now) {
+    return route == Route::kAppService ? RenderAppService(token) : RenderToken(token, now);
+  }
   // After the decision: 401 for kDeny, else the cache, else the broker.
   // `peer`: the request's caller (HttpRequest::caller); `audited` (null: no
   // audit record) is valid during the call; `listener`: "tcp" or "unix"
@@ -87,6 +103,8 @@ class TokenApi : public HttpHandler, public MetricsSource {
   bool auditing() const { return audit_sink_ != nullptr && (gate_ != nullptr || options_.audit_all); }
   struct CheckedHeaders;
   // Why Host/Origin refuse the request (RFC 9112 §3.2, DNS rebinding), or null.
+  // The App Service dialects' api-version and secret checks: true with *refused set.
+  bool RefusedAppService(const ParsedParams& params, const CheckedHeaders& headers, HttpResponse* refused) const;
   const char* RefusedHost(const HttpRequest& request, const CheckedHeaders& headers,
                           std::string_view authority) const;
 

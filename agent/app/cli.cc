@@ -17,6 +17,7 @@ constexpr const char* kUsage = R"(Usage: mi-agent [options]
        mi-agent status [--health HOST:PORT] [--json]
        mi-agent token --resource URI [--client-id ID | --object-id ID | --mi-res-id ID]
                       [--port N | --unix-socket PATH] [--show-token]
+       mi-agent env [--config PATH]
 
 Serves managed-identity tokens on the legacy VM-extension API
 (http://localhost:50342/oauth2/token) and an IMDS-shaped API, fetched from IMDS
@@ -150,6 +151,7 @@ int RunCommandLine(const std::vector<std::string>& args) {
     const std::string& cmd = args[0];
     std::vector<std::string> rest(args.begin() + 1, args.end());
     if (cmd == "status") return RunStatusCommand(rest);
+    if (cmd == "env") return RunEnvCommand(rest);
     if (cmd == "token") {
       // It holds a token too (and prints it with --show-token). Best effort.
       (void)ForbidCoreDumps();

@@ -8,6 +8,7 @@
 //   mi-agent --check-config PATH  validate a configuration file and explain errors
 //   mi-agent status [--health URL]      identity health from the running agent
 //   mi-agent token --resource R [...]   fetch a token through the running agent
+//   mi-agent env [--config PATH]        the App Service dialects' environment
 //   mi-agent --help | --version
 
 #include <string>
@@ -42,5 +43,6 @@ Status ApplyOverrides(const std::vector<std::string>& args, Config* config);
 // Subcommands talking to a running agent (agent/app/commands.cc).
 int RunStatusCommand(const std::vector<std::string>& args);
 int RunTokenCommand(const std::vector<std::string>& args);
+int RunEnvCommand(const std::vector<std::string>& args);
 
 }  // namespace mi

@@ -17,6 +17,13 @@
 //     --host/--port, or else the agent's Unix socket when there is one (the
 //     config file's "unix_socket", else /run/mi-agent/token.sock if it is a
 //     socket), or else TCP 127.0.0.1:50342.
+//
+//   mi-agent env [--config PATH]
+//     Prints the environment an application needs for the App Service dialects
+//     (dialects.app_service), as POSIX shell export lines: IDENTITY_ENDPOINT,
+//     IDENTITY_HEADER, MSI_ENDPOINT, MSI_SECRET. Reads the secret file, so it
+//     needs that file's group. Exit 0: printed; 1: the config is invalid or the
+//     dialect is off or the agent has no TCP listener; 2: usage.
 #include <curl/curl.h>
 
 #include <algorithm>
@@ -66,6 +73,13 @@ constexpr const char* kTokenUsage =
     "  --config PATH       the file to read unix_socket from (default /etc/mi-agent/config.json)\n"
     "  --show-token        print the access token instead of redacting it\n"
     "Exit status: 0 token received, 1 error answer, 2 agent unreachable.\n";
+
+constexpr const char* kEnvUsage =
+    "Usage: mi-agent env [--config PATH]\n"
+    "  --config PATH  the agent's config file (default /etc/mi-agent/config.json)\n"
+    "Prints export lines for IDENTITY_ENDPOINT, IDENTITY_HEADER, MSI_ENDPOINT and\n"
+    "MSI_SECRET (dialects.app_service must be enabled; reading its secret_file needs\n"
+    "that file's group). Use: eval \"$(mi-agent env)\"\n";
 
 struct CurlDeleter {
   void operator()(CURL* c) const { curl_easy_cleanup(c); }
@@ -315,6 +329,70 @@ int RunStatusCommand(const std::vector<std::string>& args) {
     PrintTable(rows);
   }
   return healthy ? 0 : 1;
+}
+
+namespace {
+
+// A single-quoted shell word ('it'\''s').
+std::string ShellQuote(const std::string& value) {
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'') out += "'\\''";
+    else out += c;
+  }
+  return out + "'";
+}
+
+// The host an application on this machine reaches the token listener at.
+std::string LocalHost(const std::vector<std::string>& listen) {
+  for (const char* loopback : {"127.0.0.1", "::1"}) {
+    if (std::find(listen.begin(), listen.end(), loopback) != listen.end()) return loopback;
+  }
+  if (listen.empty()) return "";
+  if (listen.front() == "0.0.0.0") return "127.0.0.1";
+  if (listen.front() == "::") return "::1";
+  return listen.front();
+}
+
+}  // namespace
+
+int RunEnvCommand(const std::vector<std::string>& args) {
+  std::string config_path = DefaultConfigPath();
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      std::printf("%s", kEnvUsage);
+      return 0;
+    }
+    if (a == "--config" && i + 1 < args.size()) {
+      config_path = args[++i];
+    } else {
+      std::fprintf(stderr, "mi-agent env: unexpected argument %s\n%s", a.c_str(), kEnvUsage);
+      return 2;
+    }
+  }
+  Config config;
+  if (Status s = LoadConfigFile(config_path, /*missing_ok=*/true, &config); !s.ok()) {
+    std::fprintf(stderr, "mi-agent env: %s\n", s.message().c_str());
+    return 1;
+  }
+  if (!config.app_service.enabled) {
+    std::fprintf(stderr, "mi-agent env: dialects.app_service.enabled is false in %s\n", config_path.c_str());
+    return 1;
+  }
+  std::string host = LocalHost(config.listen);
+  if (host.empty() || config.port == 0) {
+    std::fprintf(stderr, "mi-agent env: the agent has no fixed TCP listener (listen, port) in %s\n",
+                 config_path.c_str());
+    return 1;
+  }
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  const std::string base = "http://" + host + ":" + std::to_string(config.port);
+  const std::string secret = ShellQuote(config.api.app_service_secret);
+  std::printf("export IDENTITY_ENDPOINT=%s\nexport IDENTITY_HEADER=%s\nexport MSI_ENDPOINT=%s\nexport MSI_SECRET=%s\n",
+              ShellQuote(base + "/msi/token").c_str(), secret.c_str(), ShellQuote(base + "/MSI/token").c_str(),
+              secret.c_str());
+  return 0;
 }
 
 int RunTokenCommand(const std::vector<std::string>& args) {

@@ -272,6 +272,7 @@ Status ParseConfig(const std::string& text, Config* out) {
   ParseAuthorization(r, &error, &c.authorization);
   r.Bool("ready_waits_for_prefetch", &c.ready_waits_for_prefetch);
   ParseAudit(r, &error, &c.audit);
+  config_internal::ParseDialects(r, &error, &c.app_service, &c.api.app_service_secret);
   std::string level;
   std::string format;
   r.Section("log", [&](Reader& s) {

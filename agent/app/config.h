@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/app/app_service_options.h"
 #include "agent/authorization.h"
 #include "agent/base/clock.h"
 #include "agent/base/log.h"
@@ -78,6 +79,11 @@ struct Config {
   // --- Authorization (issue #13) --------------------------------------------------
   // "authorization": {"mode": "off|audit|enforce", "rules": [...], "cache_seconds": 60}
   AuthorizationOptions authorization;
+
+  // --- Dialects (issue #14) ------------------------------------------------------
+  // "dialects": {"app_service": {"enabled": false, "secret_file": ...}}; the
+  // secret itself goes to api.app_service_secret.
+  AppServiceOptions app_service;
 
   // --- Logging -------------------------------------------------------------------
   LogLevel log_level = LogLevel::kInfo;   // "log": {"level": "info"}

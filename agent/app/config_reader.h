@@ -14,6 +14,7 @@
 
 #include "agent/audit_trail.h"
 #include "agent/authorization.h"
+#include "agent/app/app_service_options.h"
 
 namespace mi::config_internal {
 
@@ -141,5 +142,8 @@ class Reader {
 void ParseAuthorization(Reader& top, std::string* error, AuthorizationOptions* out);
 // "audit" (config_access.cc), the same way.
 void ParseAudit(Reader& r, std::string* error, AuditTrail::Options* out);
+// "dialects" (config_dialects.cc): "app_service": {"enabled", "secret_file"};
+// with enabled, the secret is read into *secret (an error names the file).
+void ParseDialects(Reader& r, std::string* error, AppServiceOptions* out, std::string* secret);
 
 }  // namespace mi::config_internal

@@ -1,5 +1,6 @@
 #include "agent/identity_echo.h"
 
+#include <cstdint>
 #include <string>
 
 #include <gtest/gtest.h>

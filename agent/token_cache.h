@@ -93,6 +93,7 @@ struct CacheStats {
   uint64_t retries = 0;
   uint64_t throttle_pauses = 0;
   uint64_t same_token = 0;
+  uint64_t wrong_identity = 0;     // 200 answers for another identity (agent/identity_echo.h)
   uint64_t evicted_idle = 0;
   uint64_t evicted_lru = 0;
   size_t waiters = 0;              // gauge
@@ -256,6 +257,7 @@ class TokenCache : public TokenBroker, public MetricsSource {
   void OnUpstream(const TokenKey& key, uint64_t generation, UpstreamResponse response);
   void OnToken(Entry* e, std::shared_ptr<const Token> token);
   void OnExpiredToken(Entry* e, const UpstreamResponse& response);
+  void OnWrongIdentity(Entry* e, const UpstreamResponse& response);
   void OnRejected(Entry* e, const UpstreamResponse& response);
   void OnFailure(Entry* e, const UpstreamResponse& response, const std::string& why, bool malformed);
   void FinishFetch(Entry* e);

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "agent/identity_echo.h"
+
 namespace mi {
 namespace {
 
@@ -124,6 +126,8 @@ void TokenCache::OnUpstream(const TokenKey& key, uint64_t generation, UpstreamRe
       StatusOr<std::shared_ptr<const Token>> token = Token::FromImdsBody(response.body);
       if (!token.ok()) {
         OnFailure(e, response, "malformed_response", /*malformed=*/true);
+      } else if (!CheckIdentityEcho(key, response.body).ok()) {
+        OnWrongIdentity(e, response);
       } else if (FromEpochSeconds((*token)->expires_on()) <= clock_->Now()) {
         OnExpiredToken(e, response);
       } else {
@@ -189,6 +193,19 @@ void TokenCache::OnExpiredToken(Entry* e, const UpstreamResponse& response) {
   r.description = "IMDS returned an expired token";
   AnswerWaiters(e, std::move(r));
   OnFailure(e, response, "expired_token", /*malformed=*/true);
+}
+
+void TokenCache::OnWrongIdentity(Entry* e, const UpstreamResponse& response) {
+  // IMDS answered for another identity than the key names (agent/identity_echo.h):
+  // that token is nobody's here. Its waiters get 500 at once (asking again is
+  // unlikely to help them); the token we hold, if any, stays; the key backs off
+  // like after a malformed answer, retrying only if the cache keeps it fresh.
+  ++stats_.wrong_identity;
+  TokenResult r;
+  r.kind = TokenResult::Kind::kUnavailable;
+  r.description = kWrongIdentityDescription;
+  AnswerWaiters(e, std::move(r));
+  OnFailure(e, response, "wrong_identity", /*malformed=*/true);
 }
 
 void TokenCache::OnRejected(Entry* e, const UpstreamResponse& response) {

@@ -44,6 +44,12 @@ void TokenCache::WriteMetrics(MetricsWriter& w) const {
         "Times IMDS throttled the agent (429) and upstream requests paused.", static_cast<double>(cs.throttle_pauses));
   w.One("mi_agent_upstream_same_token_total", "counter", "Refreshes for which IMDS returned the token already cached.",
         static_cast<double>(cs.same_token));
+  // Only once it happened, as the caller-share counter above.
+  if (cs.wrong_identity > 0) {
+    w.One("mi_agent_upstream_wrong_identity_total", "counter",
+          "IMDS answers for another identity than the request named (not served, not cached).",
+          static_cast<double>(cs.wrong_identity));
+  }
   w.One("mi_agent_upstream_up", "gauge", "1 unless the last IMDS answer was a failure.",
         upstream_health_.failing ? 0 : 1);
 

@@ -908,6 +908,9 @@ proxy::HttpResponse Emulator::TokenAnswer(const Query& query, bool omit_expires_
                    "AADSTS500011: The resource principal named " + query.resource + " was not found in the tenant");
     }
   }
+  // "wrong_identity": every answer is for an identity the caller did not name.
+  static const Identity kWrongIdentity = DeriveUserAssigned("0bad1d00-0000-4000-8000-00000000e0e0", "", "");
+  if (options_.wrong_identity) identity = &kWrongIdentity;
   std::shared_ptr<Token> token = GetToken(*identity, query.resource);
   int64_t now_s = ToEpochSeconds(clock_.Now());
   std::string expires_in = std::to_string(std::max<int64_t>(0, token->expires_on - now_s));
@@ -1156,6 +1159,7 @@ std::string Emulator::ConfigJson() const {
   j["reissue_before"] = std::chrono::duration_cast<std::chrono::seconds>(options_.reissue_before).count();
   j["token_bytes"] = options_.token_bytes;
   j["reject_resources"] = options_.reject_resources;
+  j["wrong_identity"] = options_.wrong_identity;
   j["tenant_id"] = options_.tenant_id;
   return Dump(j);
 }
@@ -1164,7 +1168,8 @@ Status Emulator::ApplyConfig(std::string_view json_text) {
   json j;
   std::string error;
   if (!ParseObject(json_text, &j, &error)) return Status::Error(error);
-  if (!CheckKeys(j, {"delay_ms", "throttle_rps", "lifetime", "reissue_before", "token_bytes", "reject_resources"},
+  if (!CheckKeys(j, {"delay_ms", "throttle_rps", "lifetime", "reissue_before", "token_bytes", "reject_resources",
+                     "wrong_identity"},
                  "config", &error))
     return Status::Error(error);
   EmulatorOptions o = options_;
@@ -1194,6 +1199,10 @@ Status Emulator::ApplyConfig(std::string_view json_text) {
     if (!r.is_array() || !std::all_of(r.begin(), r.end(), [](const json& e) { return e.is_string(); }))
       return Status::Error("\"reject_resources\" must be an array of strings");
     o.reject_resources = r.get<std::vector<std::string>>();
+  }
+  if (j.contains("wrong_identity")) {
+    if (!GetTrue(j, "wrong_identity", &error)) return Status::Error(error);
+    o.wrong_identity = j.at("wrong_identity").get<bool>();
   }
   options_ = std::move(o);
   return Status::Ok();

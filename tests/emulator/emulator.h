@@ -60,7 +60,14 @@
 //   POST /admin/identities body = identities (below); replaces them.
 //   GET  /admin/identities
 //   POST /admin/config     body: any of {"delay_ms":N,"throttle_rps":N,"lifetime":S,
-//                          "reissue_before":S,"token_bytes":N,"reject_resources":[..]}
+//                          "reissue_before":S,"token_bytes":N,"reject_resources":[..],
+//                          "wrong_identity":B}
+//        wrong_identity: while true, every token answer (200) is for another
+//        identity than the request named (client_id 0bad1d00-0000-4000-8000-00000000e0e0,
+//        its object_id and mi_res_id derived as for a user-assigned identity):
+//        the body's client_id and the token's appid/oid/xms_mirid claims all
+//        name it. Errors (unknown identity, ...) are unchanged. Not reset by
+//        /admin/reset; set it back with {"wrong_identity":false}.
 //   GET  /admin/config     the same fields, plus "tenant_id"
 //   GET  /admin/tokens     {"tokens":["<access_token>",...]} every token minted, oldest
 //                          first (at most the last 100000)
@@ -215,6 +222,9 @@ struct EmulatorOptions {
   // than the claims need.
   size_t token_bytes = 1200;
   std::vector<std::string> reject_resources;
+  // Every 200 answers for another identity (the emulator's "wrong identity",
+  // client_id 0bad1d00-0000-4000-8000-00000000e0e0), whatever the request named.
+  bool wrong_identity = false;
   bool log_requests = false;  // one line per request (never a token)
 };
 

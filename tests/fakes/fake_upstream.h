@@ -32,11 +32,18 @@ class FakeUpstream : public UpstreamClient {
   }
   const TokenKey& key(size_t i) const { return calls_[i].key; }
 
-  // Answers the oldest unanswered call.
+  // Answers the oldest unanswered call. Like IMDS, a TokenBody answers for the
+  // client id the call named: its placeholder client_id "c" becomes that id
+  // (an explicit client_id stays, to answer for another identity).
   void Respond(UpstreamResponse response) {
     for (auto& c : calls_) {
       if (c.answered) continue;
       c.answered = true;
+      static const std::string kPlaceholder = "\"client_id\":\"c\",";
+      const size_t at = response.body.find(kPlaceholder);
+      if (c.key.kind == SelectorKind::kClientId && at != std::string::npos) {
+        response.body.replace(at, kPlaceholder.size(), "\"client_id\":\"" + c.key.id + "\",");
+      }
       auto cb = std::move(c.callback);
       cb(std::move(response));
       return;
@@ -60,8 +67,9 @@ class FakeUpstream : public UpstreamClient {
   }
   // An IMDS success body with string values, like the real one.
   static std::string TokenBody(const std::string& access_token, int64_t expires_on,
-                               const std::string& resource = "https://management.azure.com/") {
-    return "{\"access_token\":\"" + access_token + "\",\"client_id\":\"c\",\"expires_in\":\"3599\",\"expires_on\":\"" +
+                               const std::string& resource = "https://management.azure.com/",
+                               const std::string& client_id = "c") {
+    return "{\"access_token\":\"" + access_token + "\",\"client_id\":\"" + client_id + "\",\"expires_in\":\"3599\",\"expires_on\":\"" +
            std::to_string(expires_on) + "\",\"ext_expires_in\":\"3599\",\"not_before\":\"" +
            std::to_string(expires_on - 86400) + "\",\"resource\":\"" + resource + "\",\"token_type\":\"Bearer\"}";
   }

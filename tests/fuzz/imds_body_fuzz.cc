@@ -2,7 +2,8 @@
 // through Token::FromImdsBody, then what the cache and the token API do with a
 // parsed token: the time conversions on expires_on/not_before and the answer
 // body at several moments. The answer must be a JSON object that carries the
-// access token and expires_on unchanged.
+// access token and expires_on unchanged. Every body also goes through the
+// identity echo check (agent/identity_echo.h) for a key of each kind.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/base/clock.h"
+#include "agent/identity_echo.h"
 #include "agent/token.h"
 
 namespace {
@@ -38,6 +40,14 @@ void CheckAnswer(const nlohmann::json& input, const mi::Token& token, const std:
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view input(reinterpret_cast<const char*>(data), size);
+  for (mi::SelectorKind kind : {mi::SelectorKind::kDefault, mi::SelectorKind::kClientId, mi::SelectorKind::kObjectId,
+                                mi::SelectorKind::kResourceId}) {
+    const mi::TokenKey key{kind, "0d1e2f30-aaaa-4bbb-8ccc-123456789abc", "https://management.azure.com/"};
+    const mi::Status echo = mi::CheckIdentityEcho(key, input);
+    if (!echo.ok() && (kind == mi::SelectorKind::kDefault || echo.message().empty())) {
+      Die("the echo check failed for the default identity or without naming the field", std::string(input));
+    }
+  }
   const mi::StatusOr<std::shared_ptr<const mi::Token>> result = mi::Token::FromImdsBody(input);
   if (!result.ok()) {
     if (result.status().message().empty()) Die("a rejected body without a reason", std::string(input));

@@ -674,6 +674,70 @@ TEST_F(TokenCacheTest, KeysWithTokensKeepRefreshingAheadOfAJunkFlood) {
   EXPECT_GT(upstream_.calls(), warm_calls + 500);
 }
 
+// --- IMDS answering for another identity (issue #14, point 2) ------------------------
+
+TEST_F(TokenCacheTest, AnswerForAnotherIdentityIsNeverServedNorCached) {
+  Build();
+  const std::string mine = "0d1e2f30-aaaa-4bbb-8ccc-123456789abc";
+  const std::string other = "99999999-8888-4777-8666-555555555555";
+  const TokenKey key = Key("https://management.azure.com/", SelectorKind::kClientId, mine);
+  const std::string arm = "https://management.azure.com/";
+  auto r = Get(key);
+  time_.RunPending();
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("theirs", Epoch(hours(24)), arm, other)));
+  ASSERT_EQ(r->size(), 1u) << "answered at once, not after retries";
+  EXPECT_EQ(r->at(0).kind, Kind::kUnavailable);
+  EXPECT_EQ(r->at(0).description, "IMDS answered for another identity");
+  EXPECT_EQ(cache_->Lookup(key), nullptr) << "never cached";
+  EXPECT_EQ(cache_->stats().wrong_identity, 1u);
+  auto snapshot = cache_->Snapshot();
+  ASSERT_EQ(snapshot.size(), 1u);
+  EXPECT_EQ(snapshot[0].last_error, "wrong_identity");
+  // No caller waits and the key holds no token: nobody asks again on its behalf.
+  time_.Advance(minutes(5));
+  EXPECT_EQ(upstream_.pending(), 0u);
+
+  // A later correct answer is served and cached.
+  auto r2 = Get(key);
+  time_.RunPending();
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("mine", Epoch(minutes(20)), arm, mine)));
+  ASSERT_EQ(r2->size(), 1u);
+  ASSERT_EQ(r2->at(0).kind, Kind::kToken);
+  ASSERT_NE(cache_->Lookup(key), nullptr);
+
+  // A refresh answered for another identity keeps the valid token and backs off.
+  time_.Advance(minutes(7) + seconds(30));  // the refresh is due
+  ASSERT_EQ(upstream_.pending(), 1u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("theirs2", Epoch(hours(24)), arm, other)));
+  const Token* t = cache_->Lookup(key);
+  ASSERT_NE(t, nullptr) << "the previous valid token stays";
+  EXPECT_EQ(Access(t, time_.Now()), "mine");
+  EXPECT_EQ(cache_->stats().wrong_identity, 2u);
+  EXPECT_EQ(cache_->Snapshot()[0].state, EntryState::kDegraded);
+  EXPECT_EQ(upstream_.pending(), 0u) << "a retry waits for its backoff";
+  time_.Advance(seconds(5));
+  EXPECT_EQ(upstream_.pending(), 1u) << "retried as after a malformed answer";
+}
+
+TEST_F(TokenCacheTest, WrongIdentityMetricIsAbsentUntilTheFirst) {
+  Build();
+  auto has_metric = [&] {
+    MetricsWriter w(time_.Now());
+    cache_->WriteMetrics(w);
+    return w.Take().find("mi_agent_upstream_wrong_identity_total") != std::string::npos;
+  };
+  EXPECT_FALSE(has_metric());
+  const TokenKey key = Key("https://management.azure.com/", SelectorKind::kObjectId,
+                           "0d1e2f30-aaaa-4bbb-8ccc-123456789abc");
+  auto r = Get(key);
+  time_.RunPending();
+  // "a.<base64url {"oid":"other"}>.s"
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("a.eyJvaWQiOiJvdGhlciJ9.s", Epoch(hours(24)))));
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ(r->at(0).kind, Kind::kUnavailable);
+  EXPECT_TRUE(has_metric());
+}
+
 // --- IMDS handing out expired tokens (issue #11, item 10) ----------------------------
 
 TEST_F(TokenCacheTest, ExpiredTokensFromImdsBackOffLikeAnyFailure) {

@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/base/ascii.h"
+#include "agent/identity_echo.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/recording_sink.h"
 
@@ -566,6 +568,32 @@ TEST_F(EmulatorTest, AdminConfig) {
   EXPECT_EQ(Get()->status(), 429);
   time_.Advance(Duration(1000));
   EXPECT_EQ(Get("/metadata/identity/oauth2/token?api-version=1&resource=bad")->status(), 400);
+}
+
+TEST_F(EmulatorTest, WrongIdentityAnswersForAnotherIdentity) {
+  Make(WithIdentities(R"({"user_assigned":[{"client_id":"ua-1"}]})"));
+  const json ids = Admin("GET", "/admin/identities")["user_assigned"][0];
+  const std::string resource = "https://management.azure.com/";
+  const TokenKey by_client{SelectorKind::kClientId, "ua-1", resource};
+  const TokenKey by_object{SelectorKind::kObjectId, ToLower(ids["object_id"].get<std::string>()), resource};
+  const TokenKey by_res_id{SelectorKind::kResourceId, ToLower(ids["mi_res_id"].get<std::string>()), resource};
+  auto right = GetFor("client_id=ua-1");
+  ASSERT_EQ(right->status(), 200);
+  for (const TokenKey& key : {by_client, by_object, by_res_id}) {
+    EXPECT_TRUE(CheckIdentityEcho(key, right->body()).ok()) << key.Describe();
+  }
+  Admin("POST", "/admin/config", R"({"wrong_identity":true})");
+  EXPECT_EQ(Admin("GET", "/admin/config")["wrong_identity"], true);
+  auto wrong = GetFor("client_id=ua-1");
+  ASSERT_EQ(wrong->status(), 200);
+  EXPECT_EQ(wrong->Json()["client_id"], "0bad1d00-0000-4000-8000-00000000e0e0");
+  for (const TokenKey& key : {by_client, by_object, by_res_id}) {
+    EXPECT_FALSE(CheckIdentityEcho(key, wrong->body()).ok()) << key.Describe();
+  }
+  EXPECT_EQ(GetFor("client_id=nobody")->status(), 400) << "errors are unchanged";
+  EXPECT_EQ(Request("POST", "/admin/config", {}, R"({"wrong_identity":1})")->status(), 400);
+  Admin("POST", "/admin/config", R"({"wrong_identity":false})");
+  EXPECT_TRUE(CheckIdentityEcho(by_client, GetFor("client_id=ua-1")->body()).ok());
 }
 
 TEST_F(EmulatorTest, AdminRejectsBadInputAndChangesNothing) {

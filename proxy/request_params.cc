@@ -10,6 +10,8 @@ namespace {
 
 constexpr std::string_view kLegacyPath = "/oauth2/token";
 constexpr std::string_view kImdsPath = "/metadata/identity/oauth2/token";
+constexpr std::string_view kV2PlatformPath = "/metadata/identity/getplatformmetadata";
+constexpr std::string_view kV2CredentialPath = "/metadata/identity/issuecredential";
 
 enum Field { kResource, kClientId, kObjectId, kMiResId, kMsiResId, kApiVersion, kFieldCount };
 
@@ -68,6 +70,7 @@ const char* RouteName(Route route) {
     case Route::kLegacy: return "legacy";
     case Route::kImds: return "imds";
     case Route::kUnknown: return "other";
+    case Route::kImdsV2: return "imds_v2";
   }
   return "other";
 }
@@ -91,6 +94,7 @@ Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_vi
   if (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
   if (path == kLegacyPath) return Route::kLegacy;
   if (path == kImdsPath) return Route::kImds;
+  if (path == kV2PlatformPath || path == kV2CredentialPath) return Route::kImdsV2;
   return Route::kUnknown;
 }
 

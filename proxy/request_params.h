@@ -13,8 +13,10 @@
 
 namespace mi::proxy {
 
-enum class Route { kLegacy = 0, kImds = 1, kUnknown = 2 };
-constexpr int kRouteCount = 3;
+// kImdsV2: /metadata/identity/getplatformmetadata and .../issuecredential,
+// passed through to IMDS (TokenApi).
+enum class Route { kLegacy = 0, kImds = 1, kUnknown = 2, kImdsV2 = 3 };
+constexpr int kRouteCount = 4;
 const char* RouteName(Route route);
 
 // Path of a request target without the query, normalised: a doubled leading

@@ -51,6 +51,9 @@ class TokenApi : public HttpHandler, public MetricsSource {
     // "audit.enabled": record every token request with the audit sink, also
     // under authorization mode "off" (otherwise only when a gate is set).
     bool audit_all = false;
+    // "imds.v2_passthrough": pass the IMDS v2 paths (Route::kImdsV2) through
+    // to IMDS; false (or no forwarder set): a fast 404, and SDKs use v1.
+    bool v2_passthrough = true;
   };
 
   TokenApi(TokenBroker* broker, const Clock* clock, Options options);
@@ -64,6 +67,9 @@ class TokenApi : public HttpHandler, public MetricsSource {
   // One AuditEvent per token request that reached the decision point, when a
   // gate is set or Options::audit_all is true. Null: nothing is built. Not owned.
   void set_audit_sink(AuditSink* sink) { audit_sink_ = sink; }
+  // The IMDS v2 paths go through it (uncached, on the IMDS budget). Null: 404.
+  // Not owned; outlives the API or is reset first.
+  void set_forwarder(ImdsForwarder* forwarder) { forwarder_ = forwarder; }
   const RequestCounters& counters() const { return counters_; }
   // MetricsSource: mi_agent_requests_total by route and status code.
   void WriteMetrics(MetricsWriter& out) const override;
@@ -86,6 +92,11 @@ class TokenApi : public HttpHandler, public MetricsSource {
               CacheOutcome cache, int status, const Token* token);
   bool auditing() const { return audit_sink_ != nullptr && (gate_ != nullptr || options_.audit_all); }
   struct CheckedHeaders;
+  // The IMDS v2 paths: after Host/Origin, before anything
+  // token-specific. Under a gate, the request is decided as identity "default"
+  // and resource "<the path>" (no query).
+  void OnV2Request(const HttpRequest& request, const CheckedHeaders& headers, Responder& responder);
+  void ForwardV2(const PeerCredentials& peer, ForwardRequest request, Decision decision, Responder& responder);
   // Why Host/Origin refuse the request (RFC 9112 §3.2, DNS rebinding), or null.
   const char* RefusedHost(const HttpRequest& request, const CheckedHeaders& headers,
                           std::string_view authority) const;
@@ -97,6 +108,7 @@ class TokenApi : public HttpHandler, public MetricsSource {
   RequestCounters counters_;
   AccessGate* gate_ = nullptr;
   AuditSink* audit_sink_ = nullptr;
+  ImdsForwarder* forwarder_ = nullptr;
 };
 
 }  // namespace mi::proxy

@@ -283,9 +283,8 @@ void TokenApi::ForwardV2(const PeerCredentials& peer, ForwardRequest request, De
                          Responder& responder) {
   constexpr Route kRoute = Route::kImdsV2;
   if (decision == Decision::kDeny) {
-    return Reply(kRoute, responder,
-                 Error(401, "unauthorized_client", "this caller may not use " +
-                                                       request.path_and_query.substr(0, request.path_and_query.find('?'))));
+    const std::string path = request.path_and_query.substr(0, request.path_and_query.find('?'));
+    return Reply(kRoute, responder, Error(401, "unauthorized_client", "this caller may not use " + path));
   }
   auto pending = std::make_shared<Responder>(std::move(responder));
   forwarder_->Forward(std::move(request), CallerTag::Of(peer), [this, pending](ForwardResult result) {

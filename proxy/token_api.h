@@ -4,6 +4,14 @@
 // (/metadata/identity/oauth2/token). Validates, asks the TokenBroker, and maps
 // its answer to HTTP (SPEC §3 error table). Loop thread only.
 //
+// The IMDS v2 paths (/metadata/identity/getplatformmetadata and
+// .../issuecredential, issue #14 point 3) go through an ImdsForwarder
+// uncached: same Host/Origin, X-Forwarded-For and Metadata checks, GET or POST
+// (else 405), the gate asked for identity "default" and resource "<the path>",
+// IMDS's status, body and Server header passed back; the budget's refusal is
+// 429, no answer or a body over imds.max_response_bytes 502 bad_gateway. With
+// Options::v2_passthrough false (or no forwarder): 404 not_found at once.
+//
 // Against DNS rebinding (a web page whose name now resolves to 127.0.0.1 is
 // same-origin with us), before anything else but the peer check: a request
 // with an Origin header, several Host headers, no Host in HTTP/1.1, or a Host

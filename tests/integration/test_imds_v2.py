@@ -5,6 +5,7 @@ the IMDS budget; with imds.v2_passthrough false they get a fast 404. Timeouts
 are failure guards only."""
 
 import json
+import os
 import re
 import threading
 
@@ -94,3 +95,20 @@ def _ignore_timeout(port):
         request(port, "GET", PLATFORM, META, timeout=3)
     except OSError:
         pass
+
+
+def test_enforce_needs_a_rule_for_the_default_identity_and_the_path(agent_factory, emulator):
+    me = {"uids": [os.getuid()]}
+    token_only = {"name": "token-only", "callers": me, "identities": "*", "resources": ["https://management.azure.com/"]}
+    agent = agent_factory(emulator, {"authorization": {"mode": "enforce", "rules": [token_only]}})
+    status, _, body = request(agent.port, "GET", PLATFORM, META, timeout=10)
+    assert status == 401 and json.loads(body)["error"] == "unauthorized_client", body
+    agent.stop()
+    anything = dict(token_only, name="anything", resources="*")
+    agent = agent_factory(emulator, {"authorization": {"mode": "enforce", "rules": [anything]}})
+    assert request(agent.port, "GET", PLATFORM, META, timeout=10)[0] == 200
+    paths = dict(token_only, name="v2", resources=[CREDENTIAL])
+    agent.stop()
+    agent = agent_factory(emulator, {"authorization": {"mode": "enforce", "rules": [paths]}})
+    assert request(agent.port, "GET", CREDENTIAL + "?cred-api-version=0.1", META, timeout=10)[0] == 200
+    assert request(agent.port, "GET", PLATFORM, META, timeout=10)[0] == 401

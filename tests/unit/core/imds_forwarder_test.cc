@@ -87,7 +87,8 @@ TEST_F(ImdsForwarderTest, TransportOutcomesMap) {
             ForwardResult::Kind::kTooLarge);
   EXPECT_EQ(UpstreamForwarder::ResultOf(FakeUpstream::Transport(UpstreamResponse::Outcome::kTimeout)).kind,
             ForwardResult::Kind::kUnavailable);
-  ForwardResult refused = UpstreamForwarder::ResultOf(FakeUpstream::Transport(UpstreamResponse::Outcome::kConnectError));
+  ForwardResult refused =
+      UpstreamForwarder::ResultOf(FakeUpstream::Transport(UpstreamResponse::Outcome::kConnectError));
   EXPECT_EQ(refused.kind, ForwardResult::Kind::kUnavailable);
   EXPECT_EQ(refused.description, "fake transport error");
 }

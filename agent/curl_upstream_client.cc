@@ -14,7 +14,7 @@ namespace {
 
 using Outcome = UpstreamResponse::Outcome;
 
-// A Retry-After longer than this is garbage anyway; keep the copy small.
+// A Retry-After (or Server) longer than this is garbage anyway; keep the copy small.
 constexpr size_t kMaxRetryAfterChars = 128;
 
 void EnsureCurlGlobalInit() {
@@ -73,7 +73,11 @@ struct CurlUpstreamClient::Transfer {
       t->retry_after.clear();
       t->server.clear();
     } else if (StartsWithIgnoreCase(line, "server:")) {
-      t->server.assign(TrimLine(line.substr(7)).substr(0, kMaxRetryAfterChars));
+      // Passed back to callers as a header: only printable ASCII, else none.
+      std::string_view value = TrimLine(line.substr(7)).substr(0, kMaxRetryAfterChars);
+      const bool printable =
+          std::all_of(value.begin(), value.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+      t->server.assign(printable ? value : std::string_view());
     } else if (StartsWithIgnoreCase(line, "retry-after:")) {
       std::string_view value = TrimLine(line.substr(12));
       t->retry_after.assign(value.substr(0, kMaxRetryAfterChars));

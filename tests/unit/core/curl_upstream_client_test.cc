@@ -407,6 +407,20 @@ TEST_F(CurlUpstreamTest, ForwardSendsMethodPathBodyAndKeepsServer) {
   EXPECT_TRUE(HasHeaderLine(requests[0], "content-length: 10")) << requests[0];
 }
 
+TEST_F(CurlUpstreamTest, ForwardDropsAServerHeaderWithControlCharacters) {
+  TestServer server(TestServer::Mode::kRespond, HttpResponse(200, "OK", "{}", "Server: a\x01b\r\n"));
+  ASSERT_TRUE(server.ok());
+  MakeClient(ConfigFor(server));
+  ForwardRequest request;
+  request.method = "GET";
+  request.path_and_query = "/metadata/identity/getplatformmetadata";
+  std::optional<UpstreamResponse> got;
+  client_->Forward(request, [&](UpstreamResponse r) { got = std::move(r); });
+  ASSERT_TRUE(RunUntil([&] { return got.has_value(); }));
+  EXPECT_EQ(got->status, 200);
+  EXPECT_EQ(got->server, "");
+}
+
 TEST_F(CurlUpstreamTest, ForwardBodyOverTheCapIsTooLarge) {
   TestServer server(TestServer::Mode::kRespond, HttpResponse(200, "OK", std::string(5000, 'x')));
   ASSERT_TRUE(server.ok());

@@ -94,7 +94,8 @@ Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_vi
   if (path.size() > 1 && path.back() == '/') path.remove_suffix(1);
   if (path == kLegacyPath) return Route::kLegacy;
   if (path == kImdsPath) return Route::kImds;
-  if (path == kV2PlatformPath || path == kV2CredentialPath) return Route::kImdsV2;
+  // Case-insensitive: SDKs have sent "/metadata/identity/getPlatformMetadata".
+  if (EqualsIgnoreCase(path, kV2PlatformPath) || EqualsIgnoreCase(path, kV2CredentialPath)) return Route::kImdsV2;
   return Route::kUnknown;
 }
 

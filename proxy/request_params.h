@@ -13,8 +13,8 @@
 
 namespace mi::proxy {
 
-// kImdsV2: /metadata/identity/getplatformmetadata and .../issuecredential,
-// passed through to IMDS (TokenApi).
+// kImdsV2: /metadata/identity/getplatformmetadata and .../issuecredential
+// (compared case-insensitively), passed through to IMDS (TokenApi).
 enum class Route { kLegacy = 0, kImds = 1, kUnknown = 2, kImdsV2 = 3 };
 constexpr int kRouteCount = 4;
 const char* RouteName(Route route);

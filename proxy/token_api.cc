@@ -263,9 +263,9 @@ void TokenApi::OnV2Request(const HttpRequest& request, const CheckedHeaders& hea
     if (headers.content_type != nullptr) forward.content_type = *headers.content_type;
   }
   if (gate_ == nullptr) return ForwardV2(request.caller, std::move(forward), Decision::kAllow, responder);
-  // Authorization: identity "default", resource "<the path>".
+  // Authorization: identity "default", resource "<the path>" (lower case).
   TokenKey key;
-  key.resource.assign(target.substr(0, target.find('?')));
+  key.resource = ToLower(target.substr(0, target.find('?')));
   Decision decision = Decision::kAllow;
   const CallerInfo* caller = nullptr;
   if (gate_->Decide(request.caller, key, &decision, &caller)) {

@@ -94,7 +94,8 @@ TEST(ClassifyV2Test, BothPathsAndTheirSlashVariants) {
   EXPECT_EQ(q, "cred-api-version=0.1");
   EXPECT_EQ(ClassifyTarget("//metadata/identity/issuecredential/", false, &q), Route::kImdsV2);
   EXPECT_EQ(ClassifyTarget("/metadata/identity/issuecredentials", false, &q), Route::kUnknown);
-  EXPECT_EQ(ClassifyTarget("/metadata/identity/GetPlatformMetadata", false, &q), Route::kUnknown);
+  EXPECT_EQ(ClassifyTarget("/metadata/identity/getPlatformMetadata", false, &q), Route::kImdsV2);
+  EXPECT_EQ(ClassifyTarget("/metadata/identity/getplatformmetadat", false, &q), Route::kUnknown);
   EXPECT_STREQ(RouteName(Route::kImdsV2), "imds_v2");
 }
 
@@ -184,11 +185,14 @@ TEST_F(TokenApiV2Test, GateDecidesAsTheDefaultIdentityAndThePath) {
   EXPECT_EQ(gate.keys[0].kind, SelectorKind::kDefault);
   EXPECT_EQ(gate.keys[0].resource, "/metadata/identity/issuecredential");
   EXPECT_EQ(forwarder_.requests.size(), 1u);
+  Call(Get("/metadata/identity/IssueCredential"));
+  ASSERT_EQ(gate.keys.size(), 2u);
+  EXPECT_EQ(gate.keys[1].resource, "/metadata/identity/issuecredential") << "one rule covers every spelling";
   gate.decision = Decision::kDeny;
   auto denied = Call(Get("/metadata/identity/issuecredential"));
   EXPECT_EQ(denied->status(), 401);
   EXPECT_EQ(denied->Json()["error"], "unauthorized_client");
-  EXPECT_EQ(forwarder_.requests.size(), 1u);
+  EXPECT_EQ(forwarder_.requests.size(), 2u);
   api_.set_access_gate(nullptr);
 }
 

@@ -694,7 +694,8 @@ void Emulator::OnRequest(const proxy::HttpRequest& request, proxy::Responder rep
     HandleAdmin(request, path, query, reply);
     return;
   }
-  if (path == "/metadata/identity/getplatformmetadata" || path == "/metadata/identity/issuecredential") {
+  if (EqualsIgnoreCase(path, "/metadata/identity/getplatformmetadata") ||
+      EqualsIgnoreCase(path, "/metadata/identity/issuecredential")) {
     HandleV2(request, path, query, reply);
     return;
   }

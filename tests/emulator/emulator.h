@@ -38,7 +38,8 @@
 //
 //   GET|POST /metadata/identity/getplatformmetadata[?...]
 //   GET|POST /metadata/identity/issuecredential[?cred-api-version=...]
-//   with header "Metadata: true" (else 400 invalid_request).
+//   (paths compared case-insensitively) with header "Metadata: true" (else
+//   400 invalid_request).
 //   200 {"emulator":"imds-v2","path":..,"method":..,"query":..,"body":..}
 //   (the request's path, method, raw query and body echoed) with
 //   "Server: imds-emulator-v2". A query parameter emulator_status=NNN

@@ -46,6 +46,13 @@ def test_post_passes_through_method_and_body(agent_factory, emulator):
     assert emulator.requests()["count"] == 0
 
 
+def test_the_callers_spelling_is_forwarded(agent_factory, emulator):
+    agent = agent_factory(emulator)
+    status, _, body = request(agent.port, "GET", "/metadata/identity/getPlatformMetadata?cred-api-version=2.0", META)
+    assert status == 200, body
+    assert json.loads(body)["path"] == "/metadata/identity/getPlatformMetadata"
+
+
 def test_metadata_header_and_method_checked(agent_factory, emulator):
     agent = agent_factory(emulator)
     status, _, body = request(agent.port, "GET", PLATFORM, {})

@@ -14,7 +14,7 @@ namespace {
 
 using Outcome = UpstreamResponse::Outcome;
 
-// A Retry-After longer than this is garbage anyway; keep the copy small.
+// A Retry-After (or Server) longer than this is garbage anyway; keep the copy small.
 constexpr size_t kMaxRetryAfterChars = 128;
 
 void EnsureCurlGlobalInit() {
@@ -38,6 +38,8 @@ struct CurlUpstreamClient::Transfer {
   // On the secure arena: the copies left behind as it grows are wiped too.
   SecureString body;
   std::string retry_after;
+  std::string server;
+  std::string request_body;  // a Forward's POST body (curl reads it from here)
   size_t max_bytes = 0;
   bool too_large = false;
   char error[CURL_ERROR_SIZE] = {};
@@ -69,6 +71,13 @@ struct CurlUpstreamClient::Transfer {
     if (StartsWithIgnoreCase(line, "HTTP/")) {
       // A new response (after a 1xx): only the final one's headers count.
       t->retry_after.clear();
+      t->server.clear();
+    } else if (StartsWithIgnoreCase(line, "server:")) {
+      // Passed back to callers as a header: only printable ASCII, else none.
+      std::string_view value = TrimLine(line.substr(7)).substr(0, kMaxRetryAfterChars);
+      const bool printable =
+          std::all_of(value.begin(), value.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+      t->server.assign(printable ? value : std::string_view());
     } else if (StartsWithIgnoreCase(line, "retry-after:")) {
       std::string_view value = TrimLine(line.substr(12));
       t->retry_after.assign(value.substr(0, kMaxRetryAfterChars));
@@ -131,6 +140,26 @@ std::string CurlUpstreamClient::BuildUrl(const Options& options, const TokenKey&
 }
 
 void CurlUpstreamClient::Fetch(const TokenKey& key, Callback callback) {
+  ForwardRequest get;
+  get.method = "GET";
+  Start(BuildUrl(options_, key), get, std::move(callback));
+}
+
+std::string CurlUpstreamClient::ForwardUrl(const Options& options, std::string_view path_and_query) {
+  // scheme://authority of the endpoint, then the caller's path and query.
+  const std::string& endpoint = options.endpoint;
+  const size_t scheme = endpoint.find("://");
+  const size_t path = scheme == std::string::npos ? std::string::npos : endpoint.find_first_of("/?#", scheme + 3);
+  std::string url = endpoint.substr(0, path);
+  url += path_and_query;
+  return url;
+}
+
+void CurlUpstreamClient::Forward(const ForwardRequest& request, Callback callback) {
+  Start(ForwardUrl(options_, request.path_and_query), request, std::move(callback));
+}
+
+void CurlUpstreamClient::Start(const std::string& url, const ForwardRequest& request, Callback callback) {
   auto t = std::make_unique<Transfer>();
   t->max_bytes = options_.max_response_bytes;
   t->easy = curl_easy_init();
@@ -138,19 +167,33 @@ void CurlUpstreamClient::Fetch(const TokenKey& key, Callback callback) {
     FailLater(std::move(callback), "curl_easy_init failed");
     return;
   }
+  const bool post = request.method == "POST";
   t->headers = curl_slist_append(nullptr, "Metadata: true");
+  if (t->headers != nullptr && post) {
+    // No Content-Type from the caller: none upstream either (curl would add a form type).
+    const std::string type = "Content-Type: " + request.content_type;
+    curl_slist* more = curl_slist_append(t->headers, request.content_type.empty() ? "Content-Type:" : type.c_str());
+    if (more == nullptr) curl_slist_free_all(t->headers);
+    t->headers = more;
+  }
   if (t->headers == nullptr) {
     FailLater(std::move(callback), "out of memory");
     return;
   }
-  const std::string url = BuildUrl(options_, key);
   CURL* e = t->easy;
   CURLcode rc = CURLE_OK;
   auto set = [&rc](CURLcode r) {
     if (rc == CURLE_OK) rc = r;
   };
   set(curl_easy_setopt(e, CURLOPT_URL, url.c_str()));
-  set(curl_easy_setopt(e, CURLOPT_HTTPGET, 1L));
+  if (post) {
+    t->request_body = request.body;
+    set(curl_easy_setopt(e, CURLOPT_POST, 1L));
+    set(curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->request_body.size())));
+    set(curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->request_body.data()));
+  } else {
+    set(curl_easy_setopt(e, CURLOPT_HTTPGET, 1L));
+  }
   set(curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers));
   // IMDS is link-local: never via a proxy, whatever http_proxy/no_proxy say.
   set(curl_easy_setopt(e, CURLOPT_PROXY, ""));
@@ -305,6 +348,7 @@ void CurlUpstreamClient::ProcessDone() {
 
     UpstreamResponse r;
     r.retry_after = std::move(t->retry_after);
+    r.server = std::move(t->server);
     long status = 0;
     if (curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK) r.status = static_cast<int>(status);
     if (t->too_large || result == CURLE_FILESIZE_EXCEEDED) {

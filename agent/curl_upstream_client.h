@@ -8,6 +8,8 @@
 // with "Metadata: true" (SPEC §5): never through a proxy whatever the
 // environment says, no redirects, bounded by connect and total timeouts, body
 // capped at max_response_bytes. Connections to IMDS are kept alive and reused.
+// Forward is the same transfer for a request passed through (the IMDS v2
+// paths): the caller's method, path, query and body to the endpoint's host.
 // Outcomes: kHttp (any status: retrying and classifying is RetryPolicy's job),
 // kTimeout, kConnectError (with curl's error text), kTooLarge.
 //
@@ -21,6 +23,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -54,12 +57,17 @@ class CurlUpstreamClient : public UpstreamClient {
   void set_options(const Options& options) { options_ = options; }
 
   void Fetch(const TokenKey& key, Callback callback) override;
+  // The same transfer for a caller's request (method GET or POST, its body and
+  // Content-Type) to ForwardUrl; the answer's Server header is kept.
+  void Forward(const ForwardRequest& request, Callback callback) override;
 
   // Transfers started and not yet answered.
   size_t in_flight() const { return transfers_.size() + failed_.size(); }
 
   // The request URL for `key` (exposed for tests and logs).
   static std::string BuildUrl(const Options& options, const TokenKey& key);
+  // The endpoint's scheme://host[:port] followed by `path_and_query`.
+  static std::string ForwardUrl(const Options& options, std::string_view path_and_query);
 
  private:
   struct Transfer;
@@ -75,6 +83,8 @@ class CurlUpstreamClient : public UpstreamClient {
   static void OnTimer(uv_timer_t* handle) noexcept;
   static void OnFailedTimer(uv_timer_t* handle) noexcept;
 
+  // One transfer of `url` (method, body and Content-Type from `request`).
+  void Start(const std::string& url, const ForwardRequest& request, Callback callback);
   int HandleSocket(curl_socket_t s, int what);
   void SocketAction(curl_socket_t s, int flags);
   // Reads finished transfers and runs their callbacks.

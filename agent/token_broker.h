@@ -2,6 +2,7 @@
 // The one interface where the proxy meets the core.
 
 #include <functional>
+#include <string>
 
 #include "agent/caller_tag.h"
 #include "agent/token.h"
@@ -35,6 +36,40 @@ class TokenBroker {
   }
   // For tests and tools: an unknown caller (CallerTag::Unknown()).
   void Get(const TokenKey& key, Callback callback) { Get(key, CallerTag::Unknown(), std::move(callback), nullptr); }
+};
+
+// The IMDS v2 paths (/metadata/identity/getplatformmetadata, .../issuecredential;
+// issue #14 point 3), passed through uncached: a request as the caller sent it,
+// sent to the configured IMDS host (scheme, host and port of imds.endpoint)
+// with "Metadata: true".
+struct ForwardRequest {
+  std::string method;          // "GET" or "POST"
+  std::string path_and_query;  // "/metadata/identity/...?..." as received
+  std::string body;            // POST only
+  std::string content_type;    // the caller's, if any
+};
+
+struct ForwardResult {
+  enum class Kind {
+    kHttp,         // IMDS answered: status, body, server
+    kShed,         // the IMDS budget refused it (the caller's share or the queue is full)
+    kUnavailable,  // no answer: timeout, connection error (description says which)
+    kTooLarge,     // the answer's body was over imds.max_response_bytes
+  };
+  Kind kind = Kind::kUnavailable;
+  int status = 0;
+  std::string body;
+  std::string server;  // IMDS's Server header, if any
+  std::string description;
+};
+
+class ImdsForwarder {
+ public:
+  using Callback = std::function<void(ForwardResult)>;
+  virtual ~ImdsForwarder() = default;
+  // Through the IMDS budget as a caller job of `caller`. `callback` runs exactly
+  // once on the loop thread, maybe before Forward returns (kShed). Loop thread only.
+  virtual void Forward(ForwardRequest request, CallerTag caller, Callback callback) = 0;
 };
 
 }  // namespace mi

@@ -7,6 +7,7 @@
 
 #include "agent/base/secure_memory.h"
 #include "agent/token.h"
+#include "agent/token_broker.h"  // ForwardRequest
 
 namespace mi {
 
@@ -29,6 +30,7 @@ struct UpstreamResponse {
   int status = 0;
   std::string body;
   std::string retry_after;  // raw Retry-After header value, if any
+  std::string server;       // raw Server header value, if any (Forward answers)
   std::string error;        // transport error text (no secrets)
 };
 
@@ -39,6 +41,9 @@ class UpstreamClient {
   // Starts one token request for `key`. `callback` runs exactly once on the loop
   // thread, never inside Fetch, and never after the client is destroyed.
   virtual void Fetch(const TokenKey& key, Callback callback) = 0;
+  // Starts one pass-through request, with Fetch's guarantees; the answer's
+  // body is capped like a token's (kTooLarge beyond).
+  virtual void Forward(const ForwardRequest& request, Callback callback) = 0;
 };
 
 }  // namespace mi

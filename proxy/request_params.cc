@@ -12,6 +12,8 @@ constexpr std::string_view kLegacyPath = "/oauth2/token";
 constexpr std::string_view kImdsPath = "/metadata/identity/oauth2/token";
 constexpr std::string_view kAppServicePath = "/msi/token";      // 2019-08-01 (IDENTITY_ENDPOINT)
 constexpr std::string_view kAppService2017Path = "/MSI/token";  // 2017-09-01 (MSI_ENDPOINT)
+constexpr std::string_view kV2PlatformPath = "/metadata/identity/getplatformmetadata";
+constexpr std::string_view kV2CredentialPath = "/metadata/identity/issuecredential";
 
 enum Field { kResource, kClientId, kObjectId, kMiResId, kMsiResId, kApiVersion, kFieldCount };
 
@@ -75,6 +77,7 @@ const char* RouteName(Route route) {
     case Route::kImds: return "imds";
     case Route::kUnknown: return "other";
     case Route::kAppService: return "app_service";
+    case Route::kImdsV2: return "imds_v2";
   }
   return "other";
 }
@@ -99,6 +102,8 @@ Route ClassifyTarget(std::string_view target, bool absolute_form, std::string_vi
   if (path == kLegacyPath) return Route::kLegacy;
   if (path == kImdsPath) return Route::kImds;
   if (path == kAppServicePath || path == kAppService2017Path) return Route::kAppService;
+  // Case-insensitive: SDKs have sent "/metadata/identity/getPlatformMetadata".
+  if (EqualsIgnoreCase(path, kV2PlatformPath) || EqualsIgnoreCase(path, kV2CredentialPath)) return Route::kImdsV2;
   return Route::kUnknown;
 }
 

@@ -15,8 +15,10 @@ namespace mi::proxy {
 
 // kAppService: the App Service / Functions dialects, /msi/token (2019-08-01)
 // and /MSI/token (2017-09-01); TokenApi serves it only with a secret set.
-enum class Route { kLegacy = 0, kImds = 1, kUnknown = 2, kAppService = 3 };
-constexpr int kRouteCount = 4;
+// kImdsV2: /metadata/identity/getplatformmetadata and .../issuecredential
+// (compared case-insensitively), passed through to IMDS (TokenApi).
+enum class Route { kLegacy = 0, kImds = 1, kUnknown = 2, kAppService = 3, kImdsV2 = 4 };
+constexpr int kRouteCount = 5;
 const char* RouteName(Route route);
 
 // Path of a request target without the query, normalised: a doubled leading

@@ -180,6 +180,7 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
     return Reply(route, responder,
                  Error(400, "invalid_request", "requests with X-Forwarded-For are refused"));
   }
+  if (route == Route::kImdsV2) return OnV2Request(request, headers, responder);
   if (route == Route::kAppService) {
     if (options_.app_service_secret.empty()) {
       route = Route::kUnknown;
@@ -300,6 +301,81 @@ void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& p
         Reply(route, *pending, std::move(response));
       },
       [pending] { return pending->connected(); });
+}
+
+void TokenApi::OnV2Request(const HttpRequest& request, const CheckedHeaders& headers, Responder& responder) {
+  constexpr Route kRoute = Route::kImdsV2;
+  if (forwarder_ == nullptr || !options_.v2_passthrough) {
+    return Reply(kRoute, responder, Error(404, "not_found", "the IMDS v2 paths are not served by this agent"));
+  }
+  const std::string_view method = request.method;
+  if (method != "GET" && method != "POST") {
+    HttpResponse r = Error(405, "invalid_request", "method " + request.method + " is not allowed");
+    r.headers.emplace_back("Allow", "GET, POST");
+    return Reply(kRoute, responder, std::move(r));
+  }
+  if (headers.metadatas != 1 || std::string_view(*headers.metadata) != "true") {
+    return Reply(kRoute, responder, Error(400, "bad_request_102", "Required metadata header not specified"));
+  }
+  // The origin-form path and query, whatever form the target came in.
+  std::string_view target = request.target;
+  if (target.substr(0, 7) == "http://") {
+    const size_t path = target.find_first_of("/?#", 7);
+    target = path == std::string_view::npos ? std::string_view("/") : target.substr(path);
+  }
+  ForwardRequest forward;
+  forward.method = request.method;
+  forward.path_and_query.assign(target.data(), target.size());
+  if (method == "POST") {
+    forward.body = request.body;  // bounded by the server's limits.max_body_bytes
+    if (headers.content_type != nullptr) forward.content_type = *headers.content_type;
+  }
+  if (gate_ == nullptr) return ForwardV2(request.caller, std::move(forward), Decision::kAllow, responder);
+  // Authorization: identity "default", resource "<the path>" (lower case).
+  TokenKey key;
+  key.resource = ToLower(target.substr(0, target.find('?')));
+  Decision decision = Decision::kAllow;
+  const CallerInfo* caller = nullptr;
+  if (gate_->Decide(request.caller, key, &decision, &caller)) {
+    return ForwardV2(request.caller, std::move(forward), decision, responder);
+  }
+  auto pending = std::make_shared<Responder>(std::move(responder));
+  auto job = std::make_shared<ForwardRequest>(std::move(forward));
+  gate_->Await(request.caller, key, [this, peer = request.caller, job, pending](Decision d, const CallerInfo&) {
+    if (!pending->connected()) return pending->Abort();
+    ForwardV2(peer, std::move(*job), d, *pending);
+  });
+}
+
+void TokenApi::ForwardV2(const PeerCredentials& peer, ForwardRequest request, Decision decision,
+                         Responder& responder) {
+  constexpr Route kRoute = Route::kImdsV2;
+  if (decision == Decision::kDeny) {
+    const std::string path = request.path_and_query.substr(0, request.path_and_query.find('?'));
+    return Reply(kRoute, responder, Error(401, "unauthorized_client", "this caller may not use " + path));
+  }
+  auto pending = std::make_shared<Responder>(std::move(responder));
+  forwarder_->Forward(std::move(request), CallerTag::Of(peer), [this, pending](ForwardResult result) {
+    HttpResponse r;
+    switch (result.kind) {
+      case ForwardResult::Kind::kHttp:
+        r.status = result.status;
+        r.body = std::move(result.body);
+        if (!result.server.empty()) r.headers.emplace_back("Server", std::move(result.server));
+        break;
+      case ForwardResult::Kind::kShed:
+        r = Error(429, "too_many_requests", "mi-agent is shedding load; retry later");
+        r.headers.emplace_back("Retry-After", "1");
+        break;
+      case ForwardResult::Kind::kTooLarge:
+        r = Error(502, "bad_gateway", "IMDS answered with a body over imds.max_response_bytes");
+        break;
+      case ForwardResult::Kind::kUnavailable:
+        r = Error(502, "bad_gateway", "IMDS did not answer: " + result.description);
+        break;
+    }
+    Reply(kRoute, *pending, std::move(r));
+  });
 }
 
 void TokenApi::Record(Route route, const char* listener, const CallerInfo& caller, const TokenKey& key,

@@ -4,6 +4,14 @@
 // (/metadata/identity/oauth2/token). Validates, asks the TokenBroker, and maps
 // its answer to HTTP (SPEC §3 error table). Loop thread only.
 //
+// The IMDS v2 paths (/metadata/identity/getplatformmetadata and
+// .../issuecredential, issue #14 point 3) go through an ImdsForwarder
+// uncached: same Host/Origin, X-Forwarded-For and Metadata checks, GET or POST
+// (else 405), the gate asked for identity "default" and resource "<the path>",
+// IMDS's status, body and Server header passed back; the budget's refusal is
+// 429, no answer or a body over imds.max_response_bytes 502 bad_gateway. With
+// Options::v2_passthrough false (or no forwarder): 404 not_found at once.
+//
 // Against DNS rebinding (a web page whose name now resolves to 127.0.0.1 is
 // same-origin with us), before anything else but the peer check: a request
 // with an Origin header, several Host headers, no Host in HTTP/1.1, or a Host
@@ -61,6 +69,9 @@ class TokenApi : public HttpHandler, public MetricsSource {
     // its secret_file by ParseConfig). Empty: the dialect is off and its
     // paths are unknown like any other.
     std::string app_service_secret;
+    // "imds.v2_passthrough": pass the IMDS v2 paths (Route::kImdsV2) through
+    // to IMDS; false (or no forwarder set): a fast 404, and SDKs use v1.
+    bool v2_passthrough = true;
   };
 
   TokenApi(TokenBroker* broker, const Clock* clock, Options options);
@@ -74,6 +85,9 @@ class TokenApi : public HttpHandler, public MetricsSource {
   // One AuditEvent per token request that reached the decision point, when a
   // gate is set or Options::audit_all is true. Null: nothing is built. Not owned.
   void set_audit_sink(AuditSink* sink) { audit_sink_ = sink; }
+  // The IMDS v2 paths go through it (uncached, on the IMDS budget). Null: 404.
+  // Not owned; outlives the API or is reset first.
+  void set_forwarder(ImdsForwarder* forwarder) { forwarder_ = forwarder; }
   const RequestCounters& counters() const { return counters_; }
   // MetricsSource: mi_agent_requests_total by route and status code.
   void WriteMetrics(MetricsWriter& out) const override;
@@ -102,6 +116,11 @@ class TokenApi : public HttpHandler, public MetricsSource {
               CacheOutcome cache, int status, const Token* token);
   bool auditing() const { return audit_sink_ != nullptr && (gate_ != nullptr || options_.audit_all); }
   struct CheckedHeaders;
+  // The IMDS v2 paths: after Host/Origin, before anything
+  // token-specific. Under a gate, the request is decided as identity "default"
+  // and resource "<the path>" (no query).
+  void OnV2Request(const HttpRequest& request, const CheckedHeaders& headers, Responder& responder);
+  void ForwardV2(const PeerCredentials& peer, ForwardRequest request, Decision decision, Responder& responder);
   // Why Host/Origin refuse the request (RFC 9112 §3.2, DNS rebinding), or null.
   // The App Service dialects' api-version and secret checks: true with *refused set.
   bool RefusedAppService(const ParsedParams& params, const CheckedHeaders& headers, HttpResponse* refused) const;
@@ -115,6 +134,7 @@ class TokenApi : public HttpHandler, public MetricsSource {
   RequestCounters counters_;
   AccessGate* gate_ = nullptr;
   AuditSink* audit_sink_ = nullptr;
+  ImdsForwarder* forwarder_ = nullptr;
 };
 
 }  // namespace mi::proxy

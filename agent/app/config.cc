@@ -208,6 +208,7 @@ Status ParseConfig(const std::string& text, Config* out) {
     s.Seconds("connect_timeout_seconds", &imds.connect_timeout, 0.001, 600);
     s.Seconds("timeout_seconds", &imds.timeout, 0.001, 600);
     s.Integer("max_response_bytes", &imds.max_response_bytes, 1024, 16 << 20);
+    s.Bool("v2_passthrough", &c.api.v2_passthrough);
   });
   if (error.empty() && imds.endpoint.rfind("http://", 0) != 0 && imds.endpoint.rfind("https://", 0) != 0) {
     error = "imds.endpoint: expected an http:// URL";

@@ -19,6 +19,7 @@
 #include "agent/policy_gate.h"
 #include "agent/token_cache.h"
 #include "agent/upstream_latency.h"
+#include "agent/imds_forwarder.h"
 #include "agent/upstream_scheduler.h"
 #include "proxy/health_api.h"
 #include "proxy/http/http_server.h"
@@ -97,6 +98,7 @@ struct Daemon::Impl {
           scheduler(d->config.budget, d->loop.clock(), d->loop),
           audit(d->config.audit, {&d->loop.clock(), &d->loop, d->loop.uv(), &d->logger, nullptr}),
           cache(d->config.cache, d->loop.clock(), d->loop, d->random, upstream, scheduler),
+          forwarder(upstream, scheduler),
           api(&cache, &d->loop.clock(), d->config.api),
           work_queue(d->loop.uv()),
           resolver(ResolverOptions(d->config), d->loop.clock(), std::make_shared<SystemCallerLookup>(), work_queue),
@@ -112,13 +114,16 @@ struct Daemon::Impl {
           health_server(d->loop.uv(), d->config.health_limits, health_api, d->logger, &no_peers),
           token_listener_metrics("token", server),
           health_listener_metrics("health", health_server),
-          watchdog(d->loop.NewTimer()) {}
+          watchdog(d->loop.NewTimer()) {
+      api.set_forwarder(&forwarder);  // the IMDS v2 paths (imds.v2_passthrough)
+    }
 
     CurlUpstreamClient upstream;
     UpstreamScheduler scheduler;
     UpstreamLatency upstream_metrics;
     AuditTrail audit;  // before api and health, which point to it
     TokenCache cache;
+    UpstreamForwarder forwarder;  // before api, which points to it
     proxy::TokenApi api;
     UvWorkQueue work_queue;
     CallerResolver resolver;

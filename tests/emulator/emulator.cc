@@ -5,6 +5,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -693,10 +694,39 @@ void Emulator::OnRequest(const proxy::HttpRequest& request, proxy::Responder rep
     HandleAdmin(request, path, query, reply);
     return;
   }
+  if (EqualsIgnoreCase(path, "/metadata/identity/getplatformmetadata") ||
+      EqualsIgnoreCase(path, "/metadata/identity/issuecredential")) {
+    HandleV2(request, path, query, reply);
+    return;
+  }
   proxy::HttpResponse r = Error(404, "not_found", "No handler for this path");
   if (options_.log_requests) {
     MI_LOG(logger_, kInfo) << request.peer << " " << request.method << " " << path << " -> 404";
   }
+  reply.Send(std::move(r));
+}
+
+void Emulator::HandleV2(const proxy::HttpRequest& request, std::string_view path, std::string_view query,
+                        proxy::Responder& reply) {
+  const std::string* metadata = FindHeader(request, "metadata");
+  if (metadata == nullptr || !EqualsIgnoreCase(*metadata, "true")) {
+    reply.Send(Error(400, "invalid_request", "Required metadata header not specified"));
+    return;
+  }
+  proxy::HttpResponse r;
+  constexpr std::string_view kStatus = "emulator_status=";
+  const size_t at = query.find(kStatus);
+  if (at != std::string_view::npos && (at == 0 || query[at - 1] == '&')) {
+    const int status = std::atoi(std::string(query.substr(at + kStatus.size(), 3)).c_str());
+    if (status >= 100 && status <= 599) r.status = status;
+  }
+  nlohmann::json body = {{"emulator", "imds-v2"},
+                         {"path", std::string(path)},
+                         {"method", request.method},
+                         {"query", std::string(query)},
+                         {"body", request.body}};
+  r.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  r.headers.emplace_back("Server", "imds-emulator-v2");
   reply.Send(std::move(r));
 }
 

@@ -34,6 +34,18 @@
 // every answer decided after the throttle check; earlier answers are immediate.
 //
 // ---------------------------------------------------------------------------
+// IMDS v2 paths (issue #14 point 3; not in the request log or its counts)
+//
+//   GET|POST /metadata/identity/getplatformmetadata[?...]
+//   GET|POST /metadata/identity/issuecredential[?cred-api-version=...]
+//   (paths compared case-insensitively) with header "Metadata: true" (else
+//   400 invalid_request).
+//   200 {"emulator":"imds-v2","path":..,"method":..,"query":..,"body":..}
+//   (the request's path, method, raw query and body echoed) with
+//   "Server: imds-emulator-v2". A query parameter emulator_status=NNN
+//   (100..599) answers with that status instead of 200 (same body).
+//
+// ---------------------------------------------------------------------------
 // Admin endpoints (same port, no Metadata header, not in the request log)
 //
 //   GET  /admin/requests[?limit=N]
@@ -265,6 +277,8 @@ class Emulator : public proxy::HttpHandler {
   };
 
   void HandleToken(const proxy::HttpRequest& request, proxy::Responder reply);
+  void HandleV2(const proxy::HttpRequest& request, std::string_view path, std::string_view query,
+                proxy::Responder& reply);
   void HandleAdmin(const proxy::HttpRequest& request, std::string_view path, std::string_view query,
                    proxy::Responder& reply);
   // Decides (and consumes) the fault for a request arriving at `now`.

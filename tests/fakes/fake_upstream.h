@@ -23,6 +23,12 @@ class FakeUpstream : public UpstreamClient {
   };
 
   void Fetch(const TokenKey& key, Callback callback) override { calls_.push_back({key, std::move(callback)}); }
+  // A forward is one more call (answered with Respond); its request is kept.
+  void Forward(const ForwardRequest& request, Callback callback) override {
+    forwards_.push_back(request);
+    calls_.push_back({TokenKey(), std::move(callback)});
+  }
+  const std::vector<ForwardRequest>& forwards() const { return forwards_; }
 
   size_t calls() const { return calls_.size(); }
   size_t pending() const {
@@ -76,6 +82,7 @@ class FakeUpstream : public UpstreamClient {
 
  private:
   std::vector<Call> calls_;
+  std::vector<ForwardRequest> forwards_;
 };
 
 }  // namespace mi

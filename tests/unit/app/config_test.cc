@@ -33,6 +33,15 @@ TEST(ConfigTest, EmptyObjectMeansDefaults) {
   EXPECT_EQ(c.health_limits.idle_timeout, Duration(5000));
 }
 
+TEST(ConfigTest, ImdsV2PassthroughDefaultsOnAndCanBeTurnedOff) {
+  Config c;
+  ASSERT_TRUE(Parse("{}", &c).ok());
+  EXPECT_TRUE(c.api.v2_passthrough);
+  ASSERT_TRUE(Parse(R"({"imds": {"v2_passthrough": false}})", &c).ok());
+  EXPECT_FALSE(c.api.v2_passthrough);
+  EXPECT_FALSE(Parse(R"({"imds": {"v2_passthrough": "no"}})", &c).ok());
+}
+
 TEST(ConfigTest, FullDocument) {
   Config c;
   Status s = Parse(R"({

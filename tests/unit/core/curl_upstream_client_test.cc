@@ -369,6 +369,75 @@ TEST_F(CurlUpstreamTest, BuildUrlForEachSelector) {
             "http://127.0.0.1:1/token?x=1&api-version=2019-08-01&resource=res&client_id=id");
 }
 
+TEST_F(CurlUpstreamTest, ForwardUrlKeepsTheEndpointsHostOnly) {
+  CurlUpstreamClient::Options o;
+  o.endpoint = "http://127.0.0.1:8080/metadata/identity/oauth2/token?x=1";
+  EXPECT_EQ(CurlUpstreamClient::ForwardUrl(o, "/metadata/identity/issuecredential?cred-api-version=0.1"),
+            "http://127.0.0.1:8080/metadata/identity/issuecredential?cred-api-version=0.1");
+  o.endpoint = "https://imds.example";
+  EXPECT_EQ(CurlUpstreamClient::ForwardUrl(o, "/p"), "https://imds.example/p");
+}
+
+TEST_F(CurlUpstreamTest, ForwardSendsMethodPathBodyAndKeepsServer) {
+  TestServer server(TestServer::Mode::kRespond, HttpResponse(201, "Created", "{\"v2\":1}", "Server: IMDS/1.2\r\n"));
+  ASSERT_TRUE(server.ok());
+  MakeClient(ConfigFor(server));
+  ForwardRequest request;
+  request.method = "POST";
+  request.path_and_query = "/metadata/identity/issuecredential?cred-api-version=0.1";
+  request.body = "{\"cnf\":{}}";
+  request.content_type = "application/json";
+  std::optional<UpstreamResponse> got;
+  bool inside = true;
+  client_->Forward(request, [&](UpstreamResponse r) {
+    EXPECT_FALSE(inside);
+    got = std::move(r);
+  });
+  inside = false;
+  ASSERT_TRUE(RunUntil([&] { return got.has_value(); }));
+  EXPECT_EQ(got->outcome, Outcome::kHttp);
+  EXPECT_EQ(got->status, 201);
+  EXPECT_EQ(got->body, "{\"v2\":1}");
+  EXPECT_EQ(got->server, "IMDS/1.2");
+  auto requests = server.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_EQ(FirstLine(requests[0]), "POST /metadata/identity/issuecredential?cred-api-version=0.1 HTTP/1.1");
+  EXPECT_TRUE(HasHeaderLine(requests[0], "metadata: true")) << requests[0];
+  EXPECT_TRUE(HasHeaderLine(requests[0], "content-type: application/json")) << requests[0];
+  EXPECT_TRUE(HasHeaderLine(requests[0], "content-length: 10")) << requests[0];
+}
+
+TEST_F(CurlUpstreamTest, ForwardDropsAServerHeaderWithControlCharacters) {
+  TestServer server(TestServer::Mode::kRespond, HttpResponse(200, "OK", "{}", "Server: a\x01b\r\n"));
+  ASSERT_TRUE(server.ok());
+  MakeClient(ConfigFor(server));
+  ForwardRequest request;
+  request.method = "GET";
+  request.path_and_query = "/metadata/identity/getplatformmetadata";
+  std::optional<UpstreamResponse> got;
+  client_->Forward(request, [&](UpstreamResponse r) { got = std::move(r); });
+  ASSERT_TRUE(RunUntil([&] { return got.has_value(); }));
+  EXPECT_EQ(got->status, 200);
+  EXPECT_EQ(got->server, "");
+}
+
+TEST_F(CurlUpstreamTest, ForwardBodyOverTheCapIsTooLarge) {
+  TestServer server(TestServer::Mode::kRespond, HttpResponse(200, "OK", std::string(5000, 'x')));
+  ASSERT_TRUE(server.ok());
+  CurlUpstreamClient::Options config = ConfigFor(server);
+  config.max_response_bytes = 1024;
+  MakeClient(config);
+  ForwardRequest request;
+  request.method = "GET";
+  request.path_and_query = "/metadata/identity/getplatformmetadata";
+  std::optional<UpstreamResponse> got;
+  client_->Forward(request, [&](UpstreamResponse r) { got = std::move(r); });
+  ASSERT_TRUE(RunUntil([&] { return got.has_value(); }));
+  EXPECT_EQ(got->outcome, Outcome::kTooLarge);
+  EXPECT_TRUE(got->body.empty());
+  EXPECT_EQ(FirstLine(server.requests().at(0)), "GET /metadata/identity/getplatformmetadata HTTP/1.1");
+}
+
 TEST_F(CurlUpstreamTest, ErrorStatusesAreDelivered) {
   for (int status : {404, 500, 400}) {
     SCOPED_TRACE(status);

@@ -127,6 +127,10 @@ std::string CurlUpstreamClient::BuildUrl(const Options& options, const TokenKey&
     url += '=';
     url += UrlEncode(key.id);
   }
+  if (!key.claims.empty()) {
+    url += "&claims=";
+    url += UrlEncode(key.claims);
+  }
   return url;
 }
 

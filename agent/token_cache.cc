@@ -116,6 +116,22 @@ void TokenCache::Get(const TokenKey& key, CallerTag caller, Callback callback, S
   }
 }
 
+void TokenCache::GetWithOptions(const TokenKey& key, CallerTag caller, const RequestOptions& options,
+                                Callback callback, StillWaiting still_waiting) {
+  if (!options.refresh_sha256.empty()) {
+    Entry* e = Find(key);
+    if (e != nullptr && e->token && e->token->HasSha256(options.refresh_sha256)) {
+      // The caller holds this token as revoked: nobody gets it again. The Get
+      // below misses and fetches, or joins the fetch under way.
+      ++stats_.refresh_by_hash;
+      SetToken(e, nullptr);
+      e->stalled = false;
+      UpdateState(e);
+    }
+  }
+  Get(key, caller, std::move(callback), std::move(still_waiting));
+}
+
 // --- entries and eviction ------------------------------------------------------------
 
 TokenCache::Entry* TokenCache::Find(const TokenKey& key) {

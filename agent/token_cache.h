@@ -95,6 +95,7 @@ struct CacheStats {
   uint64_t same_token = 0;
   uint64_t evicted_idle = 0;
   uint64_t evicted_lru = 0;
+  uint64_t refresh_by_hash = 0;    // cached tokens dropped for token_sha256_to_refresh
   size_t waiters = 0;              // gauge
   size_t keys = 0;                 // gauge
 };
@@ -142,6 +143,10 @@ class TokenCache : public TokenBroker, public MetricsSource {
   const Token* Lookup(const TokenKey& key) override;
   using TokenBroker::Get;
   void Get(const TokenKey& key, CallerTag caller, Callback callback, StillWaiting still_waiting) override;
+  // refresh_sha256 naming the cached token drops it first (then as Get: a
+  // fetch, which later callers with the same hash join); else as Get.
+  void GetWithOptions(const TokenKey& key, CallerTag caller, const RequestOptions& options, Callback callback,
+                      StillWaiting still_waiting) override;
 
   // Applies reloaded options: margins, limits, the prefetch list (new keys are
   // fetched, removed ones become ordinary keys). Cached tokens stay.

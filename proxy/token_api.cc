@@ -176,30 +176,36 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
   }
 
   const char* listener = request.transport == HttpRequest::Transport::kUnix ? "unix" : "tcp";
+  const RequestOptions* options = params.has_options ? &params.options : nullptr;
   if (gate_ == nullptr) {
-    if (!auditing()) return Serve(route, listener, request.caller, params.key, Decision::kAllow, nullptr, responder);
+    if (!auditing()) {
+      return Serve(route, listener, request.caller, params.key, Decision::kAllow, nullptr, responder, options);
+    }
     CallerInfo caller;  // audit_all under mode "off": the peer as the listener saw it
     caller.peer = request.caller;
-    return Serve(route, listener, request.caller, params.key, Decision::kAllow, &caller, responder);
+    return Serve(route, listener, request.caller, params.key, Decision::kAllow, &caller, responder, options);
   }
   // Authorization before the cache: a hit is checked like a miss.
   Decision decision = Decision::kAllow;
   const CallerInfo* caller = nullptr;
   if (gate_->Decide(request.caller, params.key, &decision, &caller)) {
-    return Serve(route, listener, request.caller, params.key, decision, auditing() ? caller : nullptr, responder);
+    return Serve(route, listener, request.caller, params.key, decision, auditing() ? caller : nullptr, responder,
+                 options);
   }
   auto pending = std::make_shared<Responder>(std::move(responder));
-  auto decided = [this, route, listener, peer = request.caller, key = params.key, pending](
+  std::shared_ptr<const RequestOptions> kept = options ? std::make_shared<RequestOptions>(*options) : nullptr;
+  auto decided = [this, route, listener, peer = request.caller, key = params.key, pending, kept](
                      Decision d, const CallerInfo& resolved) {
     // It hung up while it was looked up: nothing to answer.
     if (!pending->connected()) return pending->Abort();
-    Serve(route, listener, peer, key, d, auditing() ? &resolved : nullptr, *pending);
+    Serve(route, listener, peer, key, d, auditing() ? &resolved : nullptr, *pending, kept.get());
   };
   gate_->Await(request.caller, params.key, std::move(decided));
 }
 
 void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& peer, const TokenKey& key,
-                     Decision decision, const CallerInfo* audited, Responder& responder) {
+                     Decision decision, const CallerInfo* audited, Responder& responder,
+                     const RequestOptions* options) {
   if (decision == Decision::kDeny) {
     if (audited != nullptr) Record(route, listener, *audited, key, decision, CacheOutcome::kNone, 401, nullptr);
     return Reply(route, responder,
@@ -207,8 +213,9 @@ void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& p
                        "this caller may not get a token for identity " + key.Describe() + " and resource " +
                            key.resource));
   }
-  // The hot path: a cached token, answered without touching IMDS.
-  if (const Token* token = broker_->Lookup(key)) {
+  // The hot path: a cached token, answered without touching IMDS. A request
+  // with cache-control options goes to the broker (it may drop the token).
+  if (const Token* token = options == nullptr ? broker_->Lookup(key) : nullptr) {
     if (audited != nullptr) Record(route, listener, *audited, key, decision, CacheOutcome::kHit, 200, token);
     return Reply(route, responder, RenderToken(*token, clock_->Now()));
   }
@@ -221,17 +228,21 @@ void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& p
   std::shared_ptr<Audited> audit =
       audited != nullptr ? std::make_shared<Audited>(Audited{*audited, key, decision}) : nullptr;
   auto pending = std::make_shared<Responder>(std::move(responder));
-  broker_->Get(
-      key, CallerTag::Of(peer), [this, route, listener, pending, audit](const TokenResult& result) {
-        HttpResponse response = MapResult(result, clock_->Now());
-        if (audit != nullptr) {
-          Record(route, listener, audit->caller, audit->key, audit->decision,
-                 result.coalesced ? CacheOutcome::kCoalesced : CacheOutcome::kMiss, response.status,
-                 result.kind == TokenResult::Kind::kToken ? result.token.get() : nullptr);
-        }
-        Reply(route, *pending, std::move(response));
-      },
-      [pending] { return pending->connected(); });
+  auto answer = [this, route, listener, pending, audit](const TokenResult& result) {
+    HttpResponse response = MapResult(result, clock_->Now());
+    if (audit != nullptr) {
+      Record(route, listener, audit->caller, audit->key, audit->decision,
+             result.coalesced ? CacheOutcome::kCoalesced : CacheOutcome::kMiss, response.status,
+             result.kind == TokenResult::Kind::kToken ? result.token.get() : nullptr);
+    }
+    Reply(route, *pending, std::move(response));
+  };
+  auto still_waiting = [pending] { return pending->connected(); };
+  if (options != nullptr) {
+    broker_->GetWithOptions(key, CallerTag::Of(peer), *options, std::move(answer), std::move(still_waiting));
+  } else {
+    broker_->Get(key, CallerTag::Of(peer), std::move(answer), std::move(still_waiting));
+  }
 }
 
 void TokenApi::Record(Route route, const char* listener, const CallerInfo& caller, const TokenKey& key,

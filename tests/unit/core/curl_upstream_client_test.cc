@@ -566,5 +566,15 @@ TEST_F(CurlUpstreamTest, CallbackMayDestroyTheClient) {
   EXPECT_EQ(client_, nullptr);
 }
 
+TEST_F(CurlUpstreamTest, BuildUrlForwardsClaimsAndNothingElse) {
+  CurlUpstreamClient::Options c;
+  c.api_version = "2019-08-01";
+  TokenKey key = Key(SelectorKind::kDefault, "", "res");
+  ASSERT_TRUE(SetClaims(&key, R"({"access_token":{"xms_az_nwperimid":{}}})").ok());
+  EXPECT_EQ(CurlUpstreamClient::BuildUrl(c, key),
+            "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2019-08-01&resource=res"
+            "&claims=%7B%22access_token%22%3A%7B%22xms_az_nwperimid%22%3A%7B%7D%7D%7D");
+}
+
 }  // namespace
 }  // namespace mi

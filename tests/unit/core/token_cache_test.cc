@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/base/log.h"
+#include "agent/base/sha256.h"
 #include "tests/fakes/fake_random.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/fake_upstream.h"
@@ -978,6 +979,79 @@ TEST_F(TokenCacheTest, CoalescedSaysWhichGetsJoinedAFetchUnderWay) {
   ASSERT_EQ(s2->size(), 1u);
   EXPECT_FALSE(s1->at(0).coalesced);
   EXPECT_TRUE(s2->at(0).coalesced);
+}
+
+// --- token_sha256_to_refresh (issue #14) ---------------------------------------------
+
+class TokenCacheRefreshTest : public TokenCacheTest {
+ protected:
+  std::shared_ptr<std::vector<TokenResult>> GetRefreshing(const TokenKey& key, const std::string& hash) {
+    auto out = std::make_shared<std::vector<TokenResult>>();
+    RequestOptions options;
+    options.refresh_sha256 = hash;
+    cache_->GetWithOptions(key, CallerTag::Unknown(), options, [out](const TokenResult& r) { out->push_back(r); },
+                           nullptr);
+    return out;
+  }
+};
+
+TEST_F(TokenCacheRefreshTest, HashOfTheCachedTokenDropsItAndNCallersShareOneFetch) {
+  Build();
+  const TokenKey key = Key();
+  Warm(key, hours(24), "revoked");
+  ASSERT_EQ(upstream_.calls(), 1u);
+  const std::string stale = Sha256::HexHash("revoked");
+  std::vector<std::shared_ptr<std::vector<TokenResult>>> results;
+  for (int i = 0; i < 20; ++i) results.push_back(GetRefreshing(key, stale));
+  EXPECT_EQ(cache_->Lookup(key), nullptr) << "nobody gets the revoked token again";
+  time_.RunPending();
+  ASSERT_EQ(upstream_.calls(), 2u) << "one upstream call for all 20";
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("fresh", Epoch(hours(24)))));
+  for (auto& r : results) {
+    ASSERT_EQ(r->size(), 1u);
+    ASSERT_EQ(r->at(0).kind, Kind::kToken);
+    EXPECT_EQ(Access(r->at(0).token.get(), time_.Now()), "fresh");
+  }
+  EXPECT_EQ(cache_->stats().refresh_by_hash, 1u);
+  // A late caller with the same stale hash gets the fresh token, no fetch.
+  auto late = GetRefreshing(key, stale);
+  ASSERT_EQ(late->size(), 1u);
+  EXPECT_EQ(Access(late->at(0).token.get(), time_.Now()), "fresh");
+  time_.RunPending();
+  EXPECT_EQ(upstream_.calls(), 2u);
+}
+
+TEST_F(TokenCacheRefreshTest, OtherHashServesTheCachedToken) {
+  Build();
+  const TokenKey key = Key();
+  Warm(key, hours(24), "current");
+  auto r = GetRefreshing(key, Sha256::HexHash("older"));
+  ASSERT_EQ(r->size(), 1u);
+  ASSERT_EQ(r->at(0).kind, Kind::kToken);
+  EXPECT_EQ(Access(r->at(0).token.get(), time_.Now()), "current");
+  time_.RunPending();
+  EXPECT_EQ(upstream_.calls(), 1u);
+  EXPECT_EQ(cache_->stats().refresh_by_hash, 0u);
+  auto none = GetRefreshing(Key("other"), Sha256::HexHash("x"));  // no token yet: an ordinary miss
+  time_.RunPending();
+  EXPECT_EQ(upstream_.calls(), 2u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("o", Epoch(hours(24)))));
+  ASSERT_EQ(none->size(), 1u);
+  EXPECT_EQ(none->at(0).kind, Kind::kToken);
+}
+
+TEST_F(TokenCacheTest, KeysWithClaimsAreSeparateEntries) {
+  Build();
+  const TokenKey plain = Key();
+  TokenKey with = Key();
+  ASSERT_TRUE(SetClaims(&with, R"({"access_token":{"xms_az_nwperimid":{}}})").ok());
+  Warm(plain, hours(24), "plain");
+  EXPECT_EQ(cache_->Lookup(with), nullptr);
+  Warm(with, hours(24), "claims");
+  ASSERT_EQ(upstream_.calls(), 2u);
+  EXPECT_EQ(upstream_.key(1).claims, with.claims) << "the fetch carries the claims";
+  EXPECT_EQ(Access(cache_->Lookup(plain), time_.Now()), "plain");
+  EXPECT_EQ(Access(cache_->Lookup(with), time_.Now()), "claims");
 }
 
 }  // namespace

@@ -135,6 +135,10 @@ std::string CurlUpstreamClient::BuildUrl(const Options& options, const TokenKey&
 }
 
 void CurlUpstreamClient::Fetch(const TokenKey& key, Callback callback) {
+  FetchWith(key, FetchOptions(), std::move(callback));
+}
+
+void CurlUpstreamClient::FetchWith(const TokenKey& key, const FetchOptions& options, Callback callback) {
   auto t = std::make_unique<Transfer>();
   t->max_bytes = options_.max_response_bytes;
   t->easy = curl_easy_init();
@@ -143,6 +147,18 @@ void CurlUpstreamClient::Fetch(const TokenKey& key, Callback callback) {
     return;
   }
   t->headers = curl_slist_append(nullptr, "Metadata: true");
+  if (t->headers != nullptr && !options.client_request_id.empty()) {
+    MI_LOG(logger_, kDebug) << "imds: fetch for " << key.Describe() << " with x-ms-client-request-id "
+                            << options.client_request_id;
+    const std::string header = "x-ms-client-request-id: " + options.client_request_id;
+    curl_slist* more = curl_slist_append(t->headers, header.c_str());
+    if (more == nullptr) {
+      curl_slist_free_all(t->headers);
+      t->headers = nullptr;
+    } else {
+      t->headers = more;
+    }
+  }
   if (t->headers == nullptr) {
     FailLater(std::move(callback), "out of memory");
     return;

@@ -54,6 +54,8 @@ class CurlUpstreamClient : public UpstreamClient {
   void set_options(const Options& options) { options_ = options; }
 
   void Fetch(const TokenKey& key, Callback callback) override;
+  // Sends options.client_request_id as x-ms-client-request-id (logged at debug).
+  void FetchWith(const TokenKey& key, const FetchOptions& options, Callback callback) override;
 
   // Transfers started and not yet answered.
   size_t in_flight() const { return transfers_.size() + failed_.size(); }

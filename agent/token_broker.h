@@ -16,6 +16,9 @@ struct RequestOptions {
   // fresh one fetched (callers with the same hash share that one fetch).
   std::string refresh_sha256;
   bool bypass_cache = false;  // parsed; not acted on yet
+  // The caller's x-ms-client-request-id (printable, at most 128 bytes; empty:
+  // none): sent upstream with the fetch this request starts, if it starts one.
+  std::string client_request_id;
 };
 
 class TokenBroker {

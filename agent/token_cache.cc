@@ -129,7 +129,9 @@ void TokenCache::GetWithOptions(const TokenKey& key, CallerTag caller, const Req
       UpdateState(e);
     }
   }
+  starting_request_id_ = options.client_request_id.empty() ? nullptr : &options.client_request_id;
   Get(key, caller, std::move(callback), std::move(still_waiting));
+  starting_request_id_ = nullptr;
 }
 
 // --- entries and eviction ------------------------------------------------------------

@@ -144,7 +144,8 @@ class TokenCache : public TokenBroker, public MetricsSource {
   using TokenBroker::Get;
   void Get(const TokenKey& key, CallerTag caller, Callback callback, StillWaiting still_waiting) override;
   // refresh_sha256 naming the cached token drops it first (then as Get: a
-  // fetch, which later callers with the same hash join); else as Get.
+  // fetch, which later callers with the same hash join); else as Get. A fetch
+  // this call starts carries options.client_request_id upstream.
   void GetWithOptions(const TokenKey& key, CallerTag caller, const RequestOptions& options, Callback callback,
                       StillWaiting still_waiting) override;
 
@@ -223,6 +224,9 @@ class TokenCache : public TokenBroker, public MetricsSource {
     // the key has waiters (Get sets it, the three places waiters leave --
     // AnswerWaiters, OnDeadline, DropGoneWaiters -- clear it with the last).
     std::optional<CallerTag> fetch_caller;
+    // The x-ms-client-request-id of the caller that started the fetch (its
+    // attempts send it); cleared when the fetch ends.
+    std::string fetch_request_id;
     RetryState retry;
     uint64_t fetch_generation = 0;
     TimePoint attempt_started{};
@@ -311,6 +315,8 @@ class TokenCache : public TokenBroker, public MetricsSource {
   std::unique_ptr<Timer> sweep_timer_;
   TimePoint last_gone_sweep_{};
   size_t prefetch_pending_ = 0;
+  // Inside GetWithOptions only: the request id a fetch started now takes.
+  const std::string* starting_request_id_ = nullptr;
   std::function<void()> prefetch_done_;
   CacheStats stats_;
   UpstreamHealth upstream_health_;

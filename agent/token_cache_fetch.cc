@@ -36,6 +36,7 @@ void TokenCache::StartFetch(Entry* e) {
   e->fetch = FetchState::kQueued;  // Enqueue() below asks for its job
   e->retry = RetryState();
   ++e->fetch_generation;
+  if (starting_request_id_ != nullptr) e->fetch_request_id = *starting_request_id_;
   if (e->timer) e->timer->Disarm();
   e->next_refresh = TimePoint();
   UpdateState(e);
@@ -106,9 +107,12 @@ void TokenCache::Attempt(const TokenKey& key, uint64_t generation) {
   }
   e->attempt_started = clock_->Now();
   ++stats_.upstream_requests;
-  upstream_->Fetch(key, [this, key, generation](UpstreamResponse response) {
-    OnUpstream(key, generation, std::move(response));
-  });
+  auto done = [this, key, generation](UpstreamResponse response) { OnUpstream(key, generation, std::move(response)); };
+  if (e->fetch_request_id.empty()) {
+    upstream_->Fetch(key, std::move(done));
+  } else {
+    upstream_->FetchWith(key, UpstreamClient::FetchOptions{e->fetch_request_id}, std::move(done));
+  }
 }
 
 void TokenCache::OnUpstream(const TokenKey& key, uint64_t generation, UpstreamResponse response) {
@@ -263,6 +267,7 @@ void TokenCache::FinishFetch(Entry* e) {
   if (e->fetch == FetchState::kQueued) scheduler_->Cancel(e->job);
   e->fetch = FetchState::kIdle;
   e->job = 0;
+  e->fetch_request_id.clear();
   if (e->first_round) {
     e->first_round = false;
     if (--prefetch_pending_ == 0 && prefetch_done_) std::exchange(prefetch_done_, nullptr)();

@@ -39,6 +39,17 @@ class UpstreamClient {
   // Starts one token request for `key`. `callback` runs exactly once on the loop
   // thread, never inside Fetch, and never after the client is destroyed.
   virtual void Fetch(const TokenKey& key, Callback callback) = 0;
+
+  // What a fetch carries besides its key: the caller's x-ms-client-request-id
+  // (printable, bounded: TokenApi checks it) of the caller that triggered it.
+  struct FetchOptions {
+    std::string client_request_id;
+  };
+  // Fetch with options; the default ignores them.
+  virtual void FetchWith(const TokenKey& key, const FetchOptions& options, Callback callback) {
+    (void)options;
+    Fetch(key, std::move(callback));
+  }
 };
 
 }  // namespace mi

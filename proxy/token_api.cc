@@ -26,6 +26,14 @@ bool IsFormContentType(const std::string* value) {
   return rest.empty() || rest.front() == ';';
 }
 
+bool IsRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    if (c <= 0x20 || c >= 0x7f) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 // The headers the API looks at, found in one pass (header names are lower-cased).
@@ -33,6 +41,7 @@ struct TokenApi::CheckedHeaders {
   const std::string* host = nullptr;  // the first of each
   const std::string* metadata = nullptr;
   const std::string* content_type = nullptr;
+  const std::string* client_request_id = nullptr;  // x-ms-client-request-id
   size_t hosts = 0;
   size_t metadatas = 0;
   bool origin = false;
@@ -55,6 +64,11 @@ struct TokenApi::CheckedHeaders {
           break;
         case 15:
           forwarded_for = forwarded_for || std::string_view(name) == "x-forwarded-for";
+          break;
+        case 22:
+          if (std::string_view(name) == "x-ms-client-request-id" && client_request_id == nullptr) {
+            client_request_id = &value;
+          }
           break;
         default:
           break;
@@ -177,6 +191,14 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
 
   const char* listener = request.transport == HttpRequest::Transport::kUnix ? "unix" : "tcp";
   const RequestOptions* options = params.has_options ? &params.options : nullptr;
+  // A caller's x-ms-client-request-id goes upstream with the fetch it starts:
+  // only a printable one of at most 128 bytes (else it is ignored).
+  RequestOptions with_request_id;
+  if (headers.client_request_id != nullptr && IsRequestId(*headers.client_request_id)) {
+    with_request_id = params.options;
+    with_request_id.client_request_id = *headers.client_request_id;
+    options = &with_request_id;
+  }
   if (gate_ == nullptr) {
     if (!auditing()) {
       return Serve(route, listener, request.caller, params.key, Decision::kAllow, nullptr, responder, options);

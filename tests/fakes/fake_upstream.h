@@ -20,9 +20,14 @@ class FakeUpstream : public UpstreamClient {
     TokenKey key;
     Callback callback;
     bool answered = false;
+    std::string client_request_id = std::string();  // FetchWith's
   };
 
   void Fetch(const TokenKey& key, Callback callback) override { calls_.push_back({key, std::move(callback)}); }
+  void FetchWith(const TokenKey& key, const FetchOptions& options, Callback callback) override {
+    calls_.push_back({key, std::move(callback)});
+    calls_.back().client_request_id = options.client_request_id;
+  }
 
   size_t calls() const { return calls_.size(); }
   size_t pending() const {
@@ -31,6 +36,7 @@ class FakeUpstream : public UpstreamClient {
     return n;
   }
   const TokenKey& key(size_t i) const { return calls_[i].key; }
+  const std::string& client_request_id(size_t i) const { return calls_[i].client_request_id; }
 
   // Answers the oldest unanswered call.
   void Respond(UpstreamResponse response) {

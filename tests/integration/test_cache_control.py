@@ -70,3 +70,21 @@ def test_xms_cc_and_unknown_parameters_are_not_forwarded(agent_factory, emulator
     assert token_of(agent.token("resource=" + ENC)) == a, "xms_cc is not part of the key"
     log = emulator.requests()["log"]
     assert len(log) == 1 and "other_params" not in log[0], log
+
+
+def test_client_request_id_goes_upstream_with_the_fetch_it_started(agent_factory, emulator):
+    from conftest import request
+    agent = agent_factory(emulator)
+    path = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=" + ENC
+    status, _, body = request(agent.port, "GET", path, {"Metadata": "true", "x-ms-client-request-id": "corr-1"})
+    assert status == 200, body
+    # A hit starts no fetch; a bad id (a space) is ignored, not an error.
+    status, _, body = request(agent.port, "GET", path, {"Metadata": "true", "x-ms-client-request-id": "corr-2"})
+    assert status == 200, body
+    status, _, body = request(agent.port, "GET", path.replace("management", "vault"),
+                              {"Metadata": "true", "x-ms-client-request-id": "bad id"})
+    assert status == 200, body
+    log = emulator.requests()["log"]
+    assert len(log) == 2, log
+    assert log[0]["client_request_id"] == "corr-1"
+    assert "client_request_id" not in log[1]

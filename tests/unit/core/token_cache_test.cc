@@ -1054,5 +1054,30 @@ TEST_F(TokenCacheTest, KeysWithClaimsAreSeparateEntries) {
   EXPECT_EQ(Access(cache_->Lookup(with), time_.Now()), "claims");
 }
 
+TEST_F(TokenCacheRefreshTest, TheFetchCarriesTheRequestIdOfTheCallerThatStartedIt) {
+  Build();
+  auto get = [this](const TokenKey& key, const std::string& id) {
+    auto out = std::make_shared<std::vector<TokenResult>>();
+    RequestOptions options;
+    options.client_request_id = id;
+    cache_->GetWithOptions(key, CallerTag::Unknown(), options, [out](const TokenResult& r) { out->push_back(r); },
+                           nullptr);
+    return out;
+  };
+  auto first = get(Key(), "req-1");
+  auto joined = get(Key(), "req-2");
+  time_.RunPending();
+  ASSERT_EQ(upstream_.calls(), 1u);
+  EXPECT_EQ(upstream_.client_request_id(0), "req-1");
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("t", Epoch(hours(24)))));
+  ASSERT_EQ(joined->size(), 1u);
+  EXPECT_EQ(joined->at(0).kind, Kind::kToken);
+  auto plain = Get(Key("other"));  // no id: the plain Fetch
+  time_.RunPending();
+  ASSERT_EQ(upstream_.calls(), 2u);
+  EXPECT_EQ(upstream_.client_request_id(1), "");
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("o", Epoch(hours(24)))));
+}
+
 }  // namespace
 }  // namespace mi

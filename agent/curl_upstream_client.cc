@@ -113,7 +113,7 @@ CurlUpstreamClient::~CurlUpstreamClient() {
   failed_timer_.Close();
 }
 
-std::string CurlUpstreamClient::BuildUrl(const Options& options, const TokenKey& key) {
+std::string CurlUpstreamClient::BuildUrl(const Options& options, const TokenKey& key, bool bypass_cache) {
   std::string url = options.endpoint;
   url += url.find('?') == std::string::npos ? '?' : '&';
   url += "api-version=";
@@ -131,6 +131,7 @@ std::string CurlUpstreamClient::BuildUrl(const Options& options, const TokenKey&
     url += "&claims=";
     url += UrlEncode(key.claims);
   }
+  if (bypass_cache) url += "&bypass_cache=true";
   return url;
 }
 
@@ -163,7 +164,7 @@ void CurlUpstreamClient::FetchWith(const TokenKey& key, const FetchOptions& opti
     FailLater(std::move(callback), "out of memory");
     return;
   }
-  const std::string url = BuildUrl(options_, key);
+  const std::string url = BuildUrl(options_, key, options.bypass_cache);
   CURL* e = t->easy;
   CURLcode rc = CURLE_OK;
   auto set = [&rc](CURLcode r) {

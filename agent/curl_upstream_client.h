@@ -61,7 +61,7 @@ class CurlUpstreamClient : public UpstreamClient {
   size_t in_flight() const { return transfers_.size() + failed_.size(); }
 
   // The request URL for `key` (exposed for tests and logs).
-  static std::string BuildUrl(const Options& options, const TokenKey& key);
+  static std::string BuildUrl(const Options& options, const TokenKey& key, bool bypass_cache = false);
 
  private:
   struct Transfer;

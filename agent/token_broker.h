@@ -15,7 +15,7 @@ struct RequestOptions {
   // it is the SHA-256 of the key's cached token, that token is dropped and a
   // fresh one fetched (callers with the same hash share that one fetch).
   std::string refresh_sha256;
-  bool bypass_cache = false;  // parsed; not acted on yet
+  bool bypass_cache = false;  // bypass_cache=true: TokenCache::GetWithOptions
   // The caller's x-ms-client-request-id (printable, at most 128 bytes; empty:
   // none): sent upstream with the fetch this request starts, if it starts one.
   std::string client_request_id;

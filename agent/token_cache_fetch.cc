@@ -108,10 +108,13 @@ void TokenCache::Attempt(const TokenKey& key, uint64_t generation) {
   e->attempt_started = clock_->Now();
   ++stats_.upstream_requests;
   auto done = [this, key, generation](UpstreamResponse response) { OnUpstream(key, generation, std::move(response)); };
-  if (e->fetch_request_id.empty()) {
+  if (e->fetch_request_id.empty() && !e->bypass_fetch) {
     upstream_->Fetch(key, std::move(done));
   } else {
-    upstream_->FetchWith(key, UpstreamClient::FetchOptions{e->fetch_request_id}, std::move(done));
+    UpstreamClient::FetchOptions options;
+    options.client_request_id = e->fetch_request_id;
+    options.bypass_cache = e->bypass_fetch;
+    upstream_->FetchWith(key, options, std::move(done));
   }
 }
 
@@ -268,6 +271,7 @@ void TokenCache::FinishFetch(Entry* e) {
   e->fetch = FetchState::kIdle;
   e->job = 0;
   e->fetch_request_id.clear();
+  e->bypass_fetch = false;
   if (e->first_round) {
     e->first_round = false;
     if (--prefetch_pending_ == 0 && prefetch_done_) std::exchange(prefetch_done_, nullptr)();

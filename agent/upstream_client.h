@@ -44,6 +44,7 @@ class UpstreamClient {
   // (printable, bounded: TokenApi checks it) of the caller that triggered it.
   struct FetchOptions {
     std::string client_request_id;
+    bool bypass_cache = false;  // forwarded as bypass_cache=true
   };
   // Fetch with options; the default ignores them.
   virtual void FetchWith(const TokenKey& key, const FetchOptions& options, Callback callback) {

@@ -162,10 +162,9 @@ StatusOr<ParsedParams> ParseTokenParams(std::string_view query, std::string_view
     out.options.refresh_sha256.resize(hash.size());
     for (size_t i = 0; i < hash.size(); ++i) out.options.refresh_sha256[i] = AsciiLower(hash[i]);
   }
-  // bypass_cache is not acted on yet (the broker would serve the cache):
-  // parsed, and no reason to leave the hot path.
+  // bypass_cache: "true" only (any other value is as if not given).
   out.options.bypass_cache = seen[kBypassCache] && fields[kBypassCache] == "true";
-  out.has_options = !out.options.refresh_sha256.empty();
+  out.has_options = out.options.bypass_cache || !out.options.refresh_sha256.empty();
   return out;
 }
 

@@ -21,12 +21,14 @@ class FakeUpstream : public UpstreamClient {
     Callback callback;
     bool answered = false;
     std::string client_request_id = std::string();  // FetchWith's
+    bool bypass_cache = false;
   };
 
   void Fetch(const TokenKey& key, Callback callback) override { calls_.push_back({key, std::move(callback)}); }
   void FetchWith(const TokenKey& key, const FetchOptions& options, Callback callback) override {
     calls_.push_back({key, std::move(callback)});
     calls_.back().client_request_id = options.client_request_id;
+    calls_.back().bypass_cache = options.bypass_cache;
   }
 
   size_t calls() const { return calls_.size(); }
@@ -37,6 +39,7 @@ class FakeUpstream : public UpstreamClient {
   }
   const TokenKey& key(size_t i) const { return calls_[i].key; }
   const std::string& client_request_id(size_t i) const { return calls_[i].client_request_id; }
+  bool bypass_cache(size_t i) const { return calls_[i].bypass_cache; }
 
   // Answers the oldest unanswered call.
   void Respond(UpstreamResponse response) {

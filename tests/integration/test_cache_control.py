@@ -88,3 +88,22 @@ def test_client_request_id_goes_upstream_with_the_fetch_it_started(agent_factory
     assert len(log) == 2, log
     assert log[0]["client_request_id"] == "corr-1"
     assert "client_request_id" not in log[1]
+
+
+def test_bypass_cache_is_forwarded_once_per_window(agent_factory, emulator):
+    from conftest import request
+    agent = agent_factory(emulator, config={"cache": {"bypass_min_interval_seconds": 3600}})
+    cached = token_of(agent.token("resource=" + ENC))
+    emulator.admin("POST", "reset", {"tokens": True})  # so the bypass gets a new token
+    bypassed = token_of(agent.token("resource=" + ENC + "&bypass_cache=true"))
+    assert bypassed != cached
+    # Inside the window: the token the last bypass fetched, no upstream call.
+    assert token_of(agent.token("resource=" + ENC + "&bypass_cache=true")) == bypassed
+    assert token_of(agent.token("resource=" + ENC)) == bypassed
+    reqs = emulator.requests()
+    assert reqs["count"] == 1 and reqs["bypass_cache"] == 1, reqs
+    assert reqs["log"][0]["other_params"] == "bypass_cache"
+    status, _, metrics = request(agent.health_port, "GET", "/metrics")
+    assert status == 200
+    assert 'mi_agent_cache_bypass_total{outcome="fetched"} 1' in metrics, metrics
+    assert 'mi_agent_cache_bypass_total{outcome="recent"} 1' in metrics

@@ -574,6 +574,9 @@ TEST_F(CurlUpstreamTest, BuildUrlForwardsClaimsAndNothingElse) {
   EXPECT_EQ(CurlUpstreamClient::BuildUrl(c, key),
             "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2019-08-01&resource=res"
             "&claims=%7B%22access_token%22%3A%7B%22xms_az_nwperimid%22%3A%7B%7D%7D%7D");
+  EXPECT_EQ(CurlUpstreamClient::BuildUrl(c, Key(SelectorKind::kDefault, "", "res"), /*bypass_cache=*/true),
+            "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2019-08-01&resource=res"
+            "&bypass_cache=true");
 }
 
 TEST_F(CurlUpstreamTest, FetchWithSendsTheClientRequestIdAndLogsItAtDebug) {

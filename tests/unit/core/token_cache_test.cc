@@ -1079,5 +1079,53 @@ TEST_F(TokenCacheRefreshTest, TheFetchCarriesTheRequestIdOfTheCallerThatStartedI
   upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("o", Epoch(hours(24)))));
 }
 
+TEST_F(TokenCacheRefreshTest, BypassFetchesOncePerWindowAndCoalesces) {
+  config_.cache.bypass_min_interval = seconds(30);
+  Build();
+  const TokenKey key = Key();
+  Warm(key, hours(24), "cached");
+  auto bypass = [this, &key] {
+    auto out = std::make_shared<std::vector<TokenResult>>();
+    RequestOptions options;
+    options.bypass_cache = true;
+    cache_->GetWithOptions(key, CallerTag::Unknown(), options, [out](const TokenResult& r) { out->push_back(r); },
+                           nullptr);
+    return out;
+  };
+  std::vector<std::shared_ptr<std::vector<TokenResult>>> results;
+  for (int i = 0; i < 10; ++i) results.push_back(bypass());
+  EXPECT_TRUE(results[0]->empty()) << "a bypass never serves the cache";
+  time_.RunPending();
+  ASSERT_EQ(upstream_.calls(), 2u) << "one bypass fetch for all 10";
+  EXPECT_TRUE(upstream_.bypass_cache(1));
+  EXPECT_FALSE(upstream_.bypass_cache(0));
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("entra", Epoch(hours(24)))));
+  for (auto& r : results) {
+    ASSERT_EQ(r->size(), 1u);
+    EXPECT_EQ(Access(r->at(0).token.get(), time_.Now()), "entra");
+  }
+  EXPECT_EQ(cache_->stats().bypass_fetched, 1u);
+  EXPECT_EQ(cache_->stats().bypass_coalesced, 9u);
+  // Within the window: the token the last bypass fetched, no upstream call.
+  time_.Advance(seconds(29));
+  auto recent = bypass();
+  ASSERT_EQ(recent->size(), 1u);
+  EXPECT_EQ(Access(recent->at(0).token.get(), time_.Now()), "entra");
+  time_.RunPending();
+  EXPECT_EQ(upstream_.calls(), 2u);
+  EXPECT_EQ(cache_->stats().bypass_recent, 1u);
+  // After it: a new bypass fetch.
+  time_.Advance(seconds(1));
+  auto later = bypass();
+  time_.RunPending();
+  ASSERT_EQ(upstream_.calls(), 3u);
+  EXPECT_TRUE(upstream_.bypass_cache(2));
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("entra-2", Epoch(hours(24)))));
+  ASSERT_EQ(later->size(), 1u);
+  EXPECT_EQ(Access(later->at(0).token.get(), time_.Now()), "entra-2");
+  // A plain request still hits, and a refresh later is no bypass.
+  EXPECT_NE(cache_->Lookup(key), nullptr);
+}
+
 }  // namespace
 }  // namespace mi

@@ -243,6 +243,17 @@ TEST(ParseTokenParamsTest, TokenSha256ToRefreshIsLowerCasedHex) {
   }
 }
 
+TEST(ParseTokenParamsTest, BypassCacheTrueOnly) {
+  auto p = ParseTokenParams("resource=r&bypass_cache=true", "");
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p->options.bypass_cache);
+  EXPECT_TRUE(p->has_options);
+  auto q = ParseTokenParams("resource=r&bypass_cache=false", "");
+  ASSERT_TRUE(q.ok());
+  EXPECT_FALSE(q->options.bypass_cache);
+  EXPECT_FALSE(q->has_options);
+}
+
 TEST(ParseTokenParamsTest, XmsCcAndUnknownParametersAreIgnored) {
   auto p = ParseTokenParams("resource=r&xms_cc=cp1,cp2&foo=bar", "xms_cc=cp1");
   ASSERT_TRUE(p.ok()) << p.status().message();

@@ -236,8 +236,10 @@ void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& p
                            key.resource));
   }
   // The hot path: a cached token, answered without touching IMDS. A request
-  // with cache-control options goes to the broker (it may drop the token).
-  if (const Token* token = options == nullptr ? broker_->Lookup(key) : nullptr) {
+  // with refresh-by-hash or bypass goes to the broker (it may not serve the
+  // cache); a request id alone matters only to a fetch (SDKs send one always).
+  const bool may_skip_cache = options != nullptr && (options->bypass_cache || !options->refresh_sha256.empty());
+  if (const Token* token = may_skip_cache ? nullptr : broker_->Lookup(key)) {
     if (audited != nullptr) Record(route, listener, *audited, key, decision, CacheOutcome::kHit, 200, token);
     return Reply(route, responder, RenderToken(*token, clock_->Now()));
   }

@@ -122,7 +122,7 @@ CurlUpstreamClient::~CurlUpstreamClient() {
   failed_timer_.Close();
 }
 
-std::string CurlUpstreamClient::BuildUrl(const Options& options, const TokenKey& key) {
+std::string CurlUpstreamClient::BuildUrl(const Options& options, const TokenKey& key, bool bypass_cache) {
   std::string url = options.endpoint;
   url += url.find('?') == std::string::npos ? '?' : '&';
   url += "api-version=";
@@ -136,13 +136,26 @@ std::string CurlUpstreamClient::BuildUrl(const Options& options, const TokenKey&
     url += '=';
     url += UrlEncode(key.id);
   }
+  if (!key.claims.empty()) {
+    url += "&claims=";
+    url += UrlEncode(key.claims);
+  }
+  if (bypass_cache) url += "&bypass_cache=true";
   return url;
 }
 
 void CurlUpstreamClient::Fetch(const TokenKey& key, Callback callback) {
+  FetchWith(key, FetchOptions(), std::move(callback));
+}
+
+void CurlUpstreamClient::FetchWith(const TokenKey& key, const FetchOptions& options, Callback callback) {
   ForwardRequest get;
   get.method = "GET";
-  Start(BuildUrl(options_, key), get, std::move(callback));
+  if (!options.client_request_id.empty()) {
+    MI_LOG(logger_, kDebug) << "imds: fetch for " << key.Describe() << " with x-ms-client-request-id "
+                            << options.client_request_id;
+  }
+  Start(BuildUrl(options_, key, options.bypass_cache), get, options.client_request_id, std::move(callback));
 }
 
 std::string CurlUpstreamClient::ForwardUrl(const Options& options, std::string_view path_and_query) {
@@ -156,10 +169,11 @@ std::string CurlUpstreamClient::ForwardUrl(const Options& options, std::string_v
 }
 
 void CurlUpstreamClient::Forward(const ForwardRequest& request, Callback callback) {
-  Start(ForwardUrl(options_, request.path_and_query), request, std::move(callback));
+  Start(ForwardUrl(options_, request.path_and_query), request, std::string(), std::move(callback));
 }
 
-void CurlUpstreamClient::Start(const std::string& url, const ForwardRequest& request, Callback callback) {
+void CurlUpstreamClient::Start(const std::string& url, const ForwardRequest& request,
+                               const std::string& client_request_id, Callback callback) {
   auto t = std::make_unique<Transfer>();
   t->max_bytes = options_.max_response_bytes;
   t->easy = curl_easy_init();
@@ -169,13 +183,15 @@ void CurlUpstreamClient::Start(const std::string& url, const ForwardRequest& req
   }
   const bool post = request.method == "POST";
   t->headers = curl_slist_append(nullptr, "Metadata: true");
-  if (t->headers != nullptr && post) {
-    // No Content-Type from the caller: none upstream either (curl would add a form type).
-    const std::string type = "Content-Type: " + request.content_type;
-    curl_slist* more = curl_slist_append(t->headers, request.content_type.empty() ? "Content-Type:" : type.c_str());
+  auto append = [&t](const std::string& header) {
+    if (t->headers == nullptr) return;
+    curl_slist* more = curl_slist_append(t->headers, header.c_str());
     if (more == nullptr) curl_slist_free_all(t->headers);
     t->headers = more;
-  }
+  };
+  // No Content-Type from the caller: none upstream either (curl would add a form type).
+  if (post) append(request.content_type.empty() ? std::string("Content-Type:") : "Content-Type: " + request.content_type);
+  if (!client_request_id.empty()) append("x-ms-client-request-id: " + client_request_id);
   if (t->headers == nullptr) {
     FailLater(std::move(callback), "out of memory");
     return;

@@ -60,12 +60,14 @@ class CurlUpstreamClient : public UpstreamClient {
   // The same transfer for a caller's request (method GET or POST, its body and
   // Content-Type) to ForwardUrl; the answer's Server header is kept.
   void Forward(const ForwardRequest& request, Callback callback) override;
+  // Sends options.client_request_id as x-ms-client-request-id (logged at debug).
+  void FetchWith(const TokenKey& key, const FetchOptions& options, Callback callback) override;
 
   // Transfers started and not yet answered.
   size_t in_flight() const { return transfers_.size() + failed_.size(); }
 
   // The request URL for `key` (exposed for tests and logs).
-  static std::string BuildUrl(const Options& options, const TokenKey& key);
+  static std::string BuildUrl(const Options& options, const TokenKey& key, bool bypass_cache = false);
   // The endpoint's scheme://host[:port] followed by `path_and_query`.
   static std::string ForwardUrl(const Options& options, std::string_view path_and_query);
 
@@ -83,8 +85,10 @@ class CurlUpstreamClient : public UpstreamClient {
   static void OnTimer(uv_timer_t* handle) noexcept;
   static void OnFailedTimer(uv_timer_t* handle) noexcept;
 
-  // One transfer of `url` (method, body and Content-Type from `request`).
-  void Start(const std::string& url, const ForwardRequest& request, Callback callback);
+  // One transfer of `url` (method, body and Content-Type from `request`; a
+  // non-empty `client_request_id` goes up as x-ms-client-request-id).
+  void Start(const std::string& url, const ForwardRequest& request, const std::string& client_request_id,
+             Callback callback);
   int HandleSocket(curl_socket_t s, int what);
   void SocketAction(curl_socket_t s, int flags);
   // Reads finished transfers and runs their callbacks.

@@ -60,7 +60,7 @@ json Claims(std::string_view jwt) {
   const size_t second = jwt.find('.', first + 1);
   if (second == std::string_view::npos) return json(json::value_t::discarded);
   const std::string_view payload = jwt.substr(first + 1, second - first - 1);
-  if (payload.empty() || payload.size() > kMaxClaimsBytes) return json(json::value_t::discarded);
+  if (payload.empty() || payload.size() > kMaxJwtClaimsBytes) return json(json::value_t::discarded);
   std::string decoded;
   if (!DecodeBase64Url(payload, &decoded)) return json(json::value_t::discarded);
   return ParseObject(decoded);

@@ -12,7 +12,7 @@
 // A field or claim that is absent (or not a string) is not a mismatch: real
 // IMDS answers carry client_id, tokens carry the claims. The access token's
 // claims are the JWT's middle segment (base64url JSON), read as hostile input:
-// a segment over kMaxClaimsBytes, bad base64url or a payload that is not a JSON
+// a segment over kMaxJwtClaimsBytes, bad base64url or a payload that is not a JSON
 // object (or nests too deep) means "no claims", never an error and never logged.
 
 #include <cstddef>
@@ -27,7 +27,7 @@ namespace mi {
 inline constexpr const char kWrongIdentityDescription[] = "IMDS answered for another identity";
 
 // Encoded claims segments longer than this are ignored (no claims).
-constexpr size_t kMaxClaimsBytes = 16 * 1024;
+constexpr size_t kMaxJwtClaimsBytes = 16 * 1024;
 
 // Ok, or an error naming the mismatched field ("client_id", "appid", "oid",
 // "xms_mirid"; never a value). `body` is an IMDS 200 body; one that is not a

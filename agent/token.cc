@@ -58,6 +58,10 @@ std::string AsStringValue(const json& v) {
 
 }  // namespace
 
+bool Token::HasSha256(std::string_view hex) const {
+  return hex == std::string_view(sha256_hex_, sizeof sha256_hex_ - 1);
+}
+
 StatusOr<std::shared_ptr<const Token>> Token::FromImdsBody(std::string_view body) {
   json doc = ParseBody(body);
   if (doc.is_discarded() || !doc.is_object()) {
@@ -80,7 +84,9 @@ StatusOr<std::shared_ptr<const Token>> Token::FromImdsBody(std::string_view body
   }
   const std::string& access = at->get_ref<const std::string&>();
   token->fingerprint_ = Fnv1a64(access);
-  HexPrefix(Sha256::Hash(access), sizeof token->audit_fingerprint_ - 1, token->audit_fingerprint_);
+  const Sha256::Digest digest = Sha256::Hash(access);
+  HexPrefix(digest, sizeof token->audit_fingerprint_ - 1, token->audit_fingerprint_);
+  HexPrefix(digest, sizeof token->sha256_hex_ - 1, token->sha256_hex_);
 
   auto string_or = [&](const char* name, const char* fallback) {
     auto it = doc.find(name);

@@ -31,6 +31,9 @@ class Token {
   // The audit trail's fingerprint: the first 16 lowercase hex digits of the
   // SHA-256 of the access token, computed once when the token is built.
   const char* audit_fingerprint() const { return audit_fingerprint_; }
+  // Whether `hex` (64 lowercase hex digits) is the SHA-256 of the access token
+  // (token_sha256_to_refresh). The digest is computed once, with the one above.
+  bool HasSha256(std::string_view hex) const;
 
   // Appends the JSON body for an answer at `now`: the upstream fields as string
   // values, with expires_in recomputed. Two appends and one integer: cheap.
@@ -51,6 +54,7 @@ class Token {
   int64_t not_before_ = 0;
   uint64_t fingerprint_ = 0;
   char audit_fingerprint_[17] = {};
+  char sha256_hex_[65] = {};
   // The body around expires_in. On the secure arena: out of core dumps, wiped
   // when the token is dropped (agent/secure_memory.h).
   SecureString head_;  // ... "expires_in":"

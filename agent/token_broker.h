@@ -9,6 +9,18 @@
 
 namespace mi {
 
+// A caller's cache-control parameters that are not part of the key (issue #14).
+struct RequestOptions {
+  // token_sha256_to_refresh, 64 lowercase hex digits (empty: not given): when
+  // it is the SHA-256 of the key's cached token, that token is dropped and a
+  // fresh one fetched (callers with the same hash share that one fetch).
+  std::string refresh_sha256;
+  bool bypass_cache = false;  // bypass_cache=true: TokenCache::GetWithOptions
+  // The caller's x-ms-client-request-id (printable, at most 128 bytes; empty:
+  // none): sent upstream with the fetch this request starts, if it starts one.
+  std::string client_request_id;
+};
+
 class TokenBroker {
  public:
   using Callback = std::function<void(const TokenResult&)>;
@@ -33,6 +45,14 @@ class TokenBroker {
   virtual void Get(const TokenKey& key, CallerTag caller, Callback callback, StillWaiting still_waiting) = 0;
   void Get(const TokenKey& key, CallerTag caller, Callback callback) {
     Get(key, caller, std::move(callback), nullptr);
+  }
+  // Get with the caller's cache-control options: only for a request that gave
+  // some (a plain request uses Lookup/Get and costs what it did). The default
+  // ignores them.
+  virtual void GetWithOptions(const TokenKey& key, CallerTag caller, const RequestOptions& options,
+                              Callback callback, StillWaiting still_waiting) {
+    (void)options;
+    Get(key, caller, std::move(callback), std::move(still_waiting));
   }
   // For tests and tools: an unknown caller (CallerTag::Unknown()).
   void Get(const TokenKey& key, Callback callback) { Get(key, CallerTag::Unknown(), std::move(callback), nullptr); }

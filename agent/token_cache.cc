@@ -85,6 +85,11 @@ void TokenCache::Get(const TokenKey& key, CallerTag caller, Callback callback, S
     callback(r);
     return;
   }
+  Wait(key, e, caller, std::move(callback), std::move(still_waiting), now);
+}
+
+void TokenCache::Wait(const TokenKey& key, Entry* e, CallerTag caller, Callback callback, StillWaiting still_waiting,
+                      TimePoint now) {
   // A miss adds a waiter: within the caller's share, and the total.
   auto mine = waiting_.find(caller);
   const bool share_full = mine != waiting_.end() && mine->second >= options_.max_waiters_per_caller;
@@ -114,6 +119,48 @@ void TokenCache::Get(const TokenKey& key, CallerTag caller, Callback callback, S
     ++stats_.coalesced;
     if (e->fetch == FetchState::kQueued) scheduler_->Promote(e->job, *e->fetch_caller);
   }
+}
+
+void TokenCache::GetWithOptions(const TokenKey& key, CallerTag caller, const RequestOptions& options,
+                                Callback callback, StillWaiting still_waiting) {
+  if (!options.refresh_sha256.empty()) {
+    Entry* e = Find(key);
+    if (e != nullptr && e->token && e->token->HasSha256(options.refresh_sha256)) {
+      // The caller holds this token as revoked: nobody gets it again. The Get
+      // below misses and fetches, or joins the fetch under way.
+      ++stats_.refresh_by_hash;
+      SetToken(e, nullptr);
+      e->stalled = false;
+      UpdateState(e);
+    }
+  }
+  starting_request_id_ = options.client_request_id.empty() ? nullptr : &options.client_request_id;
+  Entry* e = options.bypass_cache ? Find(key) : nullptr;
+  const TimePoint now = clock_->Now();
+  if (!options.bypass_cache) {
+    Get(key, caller, std::move(callback), std::move(still_waiting));
+  } else if (e != nullptr && e->bypass_fetch) {
+    ++stats_.bypass_coalesced;
+    Wait(key, e, caller, std::move(callback), std::move(still_waiting), now);
+  } else if (e != nullptr && e->last_bypass != TimePoint() && now - e->last_bypass < options_.bypass_min_interval) {
+    ++stats_.bypass_recent;  // the token the last bypass fetched, or a newer one
+    Get(key, caller, std::move(callback), std::move(still_waiting));
+  } else {
+    if (e == nullptr) e = FindOrCreate(key);  // null (cache full): Wait sheds
+    const bool sent = e != nullptr && e->fetch == FetchState::kInFlight;
+    if (e != nullptr && !sent) {
+      ++stats_.bypass_fetched;
+      e->bypass_fetch = true;  // the fetch started (or not yet sent) forwards it
+      e->last_bypass = now;
+    } else {
+      ++stats_.bypass_coalesced;
+    }
+    Wait(key, e, caller, std::move(callback), std::move(still_waiting), now);
+    // Shed before any fetch started: no bypass left pending for a later refresh.
+    Entry* after = Find(key);
+    if (after != nullptr && after->fetch == FetchState::kIdle) after->bypass_fetch = false;
+  }
+  starting_request_id_ = nullptr;
 }
 
 // --- entries and eviction ------------------------------------------------------------

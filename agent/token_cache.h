@@ -96,6 +96,12 @@ struct CacheStats {
   uint64_t wrong_identity = 0;     // 200 answers for another identity (agent/identity_echo.h)
   uint64_t evicted_idle = 0;
   uint64_t evicted_lru = 0;
+  uint64_t refresh_by_hash = 0;    // cached tokens dropped for token_sha256_to_refresh
+  // bypass_cache=true requests: started a bypass fetch, joined one under way,
+  // or came within bypass_min_interval of the last one (served as usual).
+  uint64_t bypass_fetched = 0;
+  uint64_t bypass_coalesced = 0;
+  uint64_t bypass_recent = 0;
   size_t waiters = 0;              // gauge
   size_t keys = 0;                 // gauge
 };
@@ -125,6 +131,8 @@ class TokenCache : public TokenBroker, public MetricsSource {
     size_t max_keys = 4096;                      // "max_keys": LRU cap
     Duration negative_ttl = Duration(5000);      // "negative_ttl_seconds": cache IMDS 4xx this long (0: off)
     Duration same_token_backoff = Duration(60000);  // "same_token_backoff_seconds"
+    // "bypass_min_interval_seconds": at most one bypass_cache fetch per key this often.
+    Duration bypass_min_interval = Duration(30000);
     size_t max_waiters = 4096;                   // "limits.max_waiters": callers waiting on IMDS in total
     // "limits.max_waiters_per_caller": waiting callbacks of one CallerTag.
     // ParseConfig's default: a quarter of max_waiters, at least 16.
@@ -143,6 +151,14 @@ class TokenCache : public TokenBroker, public MetricsSource {
   const Token* Lookup(const TokenKey& key) override;
   using TokenBroker::Get;
   void Get(const TokenKey& key, CallerTag caller, Callback callback, StillWaiting still_waiting) override;
+  // refresh_sha256 naming the cached token drops it first (then as Get: a
+  // fetch, which later callers with the same hash join); else as Get. A fetch
+  // this call starts carries options.client_request_id upstream. bypass_cache:
+  // waits on a bypass fetch (forwarded as bypass_cache=true), started unless
+  // one is under way; within bypass_min_interval of the last one, as Get.
+  // A fetch already sent without bypass is joined (its answer is new enough).
+  void GetWithOptions(const TokenKey& key, CallerTag caller, const RequestOptions& options, Callback callback,
+                      StillWaiting still_waiting) override;
 
   // Applies reloaded options: margins, limits, the prefetch list (new keys are
   // fetched, removed ones become ordinary keys). Cached tokens stay.
@@ -219,6 +235,14 @@ class TokenCache : public TokenBroker, public MetricsSource {
     // the key has waiters (Get sets it, the three places waiters leave --
     // AnswerWaiters, OnDeadline, DropGoneWaiters -- clear it with the last).
     std::optional<CallerTag> fetch_caller;
+    // The x-ms-client-request-id of the caller that started the fetch (its
+    // attempts send it); cleared when the fetch ends.
+    std::string fetch_request_id;
+    // The fetch under way was asked for with bypass_cache=true (its attempts
+    // forward it); cleared when the fetch ends. last_bypass: when the last one
+    // started (epoch 0: never).
+    bool bypass_fetch = false;
+    TimePoint last_bypass{};
     RetryState retry;
     uint64_t fetch_generation = 0;
     TimePoint attempt_started{};
@@ -241,6 +265,10 @@ class TokenCache : public TokenBroker, public MetricsSource {
     std::list<Entry*>::iterator lru;
   };
 
+  // The miss part of Get: the caller waits on e's fetch (e null: created),
+  // starting one if none is under way, or is shed.
+  void Wait(const TokenKey& key, Entry* e, CallerTag caller, Callback callback, StillWaiting still_waiting,
+            TimePoint now);
   Entry* Find(const TokenKey& key);
   Entry* FindOrCreate(const TokenKey& key);
   void Touch(Entry* e);
@@ -308,6 +336,8 @@ class TokenCache : public TokenBroker, public MetricsSource {
   std::unique_ptr<Timer> sweep_timer_;
   TimePoint last_gone_sweep_{};
   size_t prefetch_pending_ = 0;
+  // Inside GetWithOptions only: the request id a fetch started now takes.
+  const std::string* starting_request_id_ = nullptr;
   std::function<void()> prefetch_done_;
   CacheStats stats_;
   UpstreamHealth upstream_health_;

@@ -38,6 +38,7 @@ void TokenCache::StartFetch(Entry* e) {
   e->fetch = FetchState::kQueued;  // Enqueue() below asks for its job
   e->retry = RetryState();
   ++e->fetch_generation;
+  if (starting_request_id_ != nullptr) e->fetch_request_id = *starting_request_id_;
   if (e->timer) e->timer->Disarm();
   e->next_refresh = TimePoint();
   UpdateState(e);
@@ -108,9 +109,15 @@ void TokenCache::Attempt(const TokenKey& key, uint64_t generation) {
   }
   e->attempt_started = clock_->Now();
   ++stats_.upstream_requests;
-  upstream_->Fetch(key, [this, key, generation](UpstreamResponse response) {
-    OnUpstream(key, generation, std::move(response));
-  });
+  auto done = [this, key, generation](UpstreamResponse response) { OnUpstream(key, generation, std::move(response)); };
+  if (e->fetch_request_id.empty() && !e->bypass_fetch) {
+    upstream_->Fetch(key, std::move(done));
+  } else {
+    UpstreamClient::FetchOptions options;
+    options.client_request_id = e->fetch_request_id;
+    options.bypass_cache = e->bypass_fetch;
+    upstream_->FetchWith(key, options, std::move(done));
+  }
 }
 
 void TokenCache::OnUpstream(const TokenKey& key, uint64_t generation, UpstreamResponse response) {
@@ -280,6 +287,8 @@ void TokenCache::FinishFetch(Entry* e) {
   if (e->fetch == FetchState::kQueued) scheduler_->Cancel(e->job);
   e->fetch = FetchState::kIdle;
   e->job = 0;
+  e->fetch_request_id.clear();
+  e->bypass_fetch = false;
   if (e->first_round) {
     e->first_round = false;
     if (--prefetch_pending_ == 0 && prefetch_done_) std::exchange(prefetch_done_, nullptr)();

@@ -20,6 +20,15 @@ void TokenCache::WriteMetrics(MetricsWriter& w) const {
   w.One("mi_agent_waiters", "gauge", "Callers waiting for an IMDS answer.", static_cast<double>(cs.waiters));
   w.One("mi_agent_requests_shed_total", "counter", "Callers answered 429 because the agent was shedding load.",
         static_cast<double>(cs.shed));
+  // Only once a caller asked for bypass_cache.
+  if (cs.bypass_fetched + cs.bypass_coalesced + cs.bypass_recent > 0) {
+    w.Family("mi_agent_cache_bypass_total", "counter",
+             "bypass_cache=true requests: fetched (a bypass fetch started), coalesced (joined one under way), "
+             "recent (within bypass_min_interval_seconds of the last one: served as usual).");
+    w.Sample("mi_agent_cache_bypass_total", {{"outcome", "fetched"}}, static_cast<double>(cs.bypass_fetched));
+    w.Sample("mi_agent_cache_bypass_total", {{"outcome", "coalesced"}}, static_cast<double>(cs.bypass_coalesced));
+    w.Sample("mi_agent_cache_bypass_total", {{"outcome", "recent"}}, static_cast<double>(cs.bypass_recent));
+  }
   // Only once a caller was shed for its share: a /metrics page where that never
   // happened reads as it did before the fair share existed.
   if (cs.shed_caller_share > 0) {

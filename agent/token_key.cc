@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "agent/base/ascii.h"
+#include "agent/base/sha256.h"
 
 namespace mi {
 namespace {
@@ -24,8 +25,9 @@ const char* SelectorParam(SelectorKind kind) {
 }
 
 std::string TokenKey::Describe() const {
-  if (kind == SelectorKind::kDefault) return "default";
-  return std::string(SelectorParam(kind)) + "=" + id;
+  std::string out = kind == SelectorKind::kDefault ? std::string("default") : std::string(SelectorParam(kind)) + "=" + id;
+  if (!claims.empty()) out += " claims#" + Sha256::HexHash(claims).substr(0, 8);
+  return out;
 }
 
 SelectorFields SelectorFields::Of(SelectorKind kind, std::string_view id) {
@@ -109,7 +111,16 @@ StatusOr<TokenKey> MakeTokenKey(const SelectorFields& fields, std::string_view r
   }
   std::string lowered(id);
   for (char& c : lowered) c = AsciiLower(c);
-  return TokenKey{kind, std::move(lowered), std::string(resource)};
+  return TokenKey{kind, std::move(lowered), std::string(resource), std::string()};
+}
+
+Status SetClaims(TokenKey* key, std::string_view claims) {
+  if (claims.size() > kMaxClaimsBytes) return Status::Error("claims is too long");
+  for (char c : claims) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return Status::Error("claims contains control characters");
+  }
+  key->claims = std::string(claims);
+  return Status::Ok();
 }
 
 }  // namespace mi

@@ -28,11 +28,15 @@ struct TokenKey {
   std::string id;
   // Exactly as the caller gave it (decoded).
   std::string resource;
+  // The caller's `claims` parameter (decoded, verbatim; empty: none), forwarded
+  // to IMDS: a token for other claims is another token (SetClaims).
+  std::string claims = std::string();
 
   bool operator==(const TokenKey& o) const {
-    return kind == o.kind && id == o.id && resource == o.resource;
+    return kind == o.kind && id == o.id && resource == o.resource && claims == o.claims;
   }
   // "client_id=<id>" / "default" — for status output and logs; never secret.
+  // A key with claims adds " claims#<8 hex digits of their SHA-256>" (bounded).
   std::string Describe() const;
 };
 
@@ -40,6 +44,7 @@ struct TokenKeyHash {
   size_t operator()(const TokenKey& k) const {
     size_t h = std::hash<std::string>()(k.resource);
     h ^= std::hash<std::string>()(k.id) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    if (!k.claims.empty()) h ^= std::hash<std::string>()(k.claims) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
     return h ^ static_cast<size_t>(k.kind);
   }
 };
@@ -69,5 +74,11 @@ bool IsArmResourceId(std::string_view s);
 // wording (the config file).
 enum TokenKeyError : int { kBothResourceIds = 1, kSeveralSelectors = 2 };
 StatusOr<TokenKey> MakeTokenKey(const SelectorFields& fields, std::string_view resource);
+
+// Sets key->claims to `claims` (decoded), checked like the resource: at most
+// kMaxClaimsBytes ("claims is too long"), no control characters ("claims
+// contains control characters"). Empty: no claims. IMDS judges the content.
+constexpr size_t kMaxClaimsBytes = 2048;
+Status SetClaims(TokenKey* key, std::string_view claims);
 
 }  // namespace mi

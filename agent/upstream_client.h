@@ -44,6 +44,18 @@ class UpstreamClient {
   // Starts one pass-through request, with Fetch's guarantees; the answer's
   // body is capped like a token's (kTooLarge beyond).
   virtual void Forward(const ForwardRequest& request, Callback callback) = 0;
+
+  // What a fetch carries besides its key: the caller's x-ms-client-request-id
+  // (printable, bounded: TokenApi checks it) of the caller that triggered it.
+  struct FetchOptions {
+    std::string client_request_id;
+    bool bypass_cache = false;  // forwarded as bypass_cache=true
+  };
+  // Fetch with options; the default ignores them.
+  virtual void FetchWith(const TokenKey& key, const FetchOptions& options, Callback callback) {
+    (void)options;
+    Fetch(key, std::move(callback));
+  }
 };
 
 }  // namespace mi

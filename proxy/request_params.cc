@@ -15,7 +15,11 @@ constexpr std::string_view kAppService2017Path = "/MSI/token";  // 2017-09-01 (M
 constexpr std::string_view kV2PlatformPath = "/metadata/identity/getplatformmetadata";
 constexpr std::string_view kV2CredentialPath = "/metadata/identity/issuecredential";
 
-enum Field { kResource, kClientId, kObjectId, kMiResId, kMsiResId, kApiVersion, kFieldCount };
+enum Field {
+  kResource, kClientId, kObjectId, kMiResId, kMsiResId, kApiVersion,
+  kClaims, kTokenSha256, kBypassCache,
+  kFieldCount
+};
 
 int FieldOf(std::string_view name, bool app_service) {
   if (app_service) {
@@ -28,8 +32,13 @@ int FieldOf(std::string_view name, bool app_service) {
   if (name == "mi_res_id") return kMiResId;
   if (name == "msi_res_id") return kMsiResId;
   if (name == "api-version") return kApiVersion;
-  return -1;
+  if (name == "claims") return kClaims;
+  if (name == "token_sha256_to_refresh") return kTokenSha256;
+  if (name == "bypass_cache") return kBypassCache;
+  return -1;  // xms_cc too: accepted, not part of the key, never forwarded
 }
+
+bool IsHexDigit(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 
 bool NeedsDecoding(std::string_view s) {
   for (char c : s) {
@@ -153,7 +162,23 @@ StatusOr<ParsedParams> ParseTokenParams(std::string_view query, std::string_view
   selectors.msi_res_id = fields[kMsiResId];
   StatusOr<TokenKey> key = MakeTokenKey(selectors, fields[kResource]);
   if (!key.ok()) return key.status();
-  return ParsedParams{std::move(*key), seen[kApiVersion], std::move(fields[kApiVersion])};
+  ParsedParams out{std::move(*key), seen[kApiVersion], std::move(fields[kApiVersion]), {}, false};
+  if (seen[kClaims]) {
+    Status claims = SetClaims(&out.key, fields[kClaims]);
+    if (!claims.ok()) return claims;
+  }
+  if (seen[kTokenSha256]) {
+    const std::string& hash = fields[kTokenSha256];
+    bool hex = hash.size() == 64;
+    for (size_t i = 0; hex && i < hash.size(); ++i) hex = IsHexDigit(hash[i]);
+    if (!hex) return Status::Error("token_sha256_to_refresh is not a hex SHA-256");
+    out.options.refresh_sha256.resize(hash.size());
+    for (size_t i = 0; i < hash.size(); ++i) out.options.refresh_sha256[i] = AsciiLower(hash[i]);
+  }
+  // bypass_cache: "true" only (any other value is as if not given).
+  out.options.bypass_cache = seen[kBypassCache] && fields[kBypassCache] == "true";
+  out.has_options = out.options.bypass_cache || !out.options.refresh_sha256.empty();
+  return out;
 }
 
 }  // namespace mi::proxy

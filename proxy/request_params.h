@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agent/base/status.h"
+#include "agent/token_broker.h"
 #include "agent/token_key.h"
 
 namespace mi::proxy {
@@ -48,10 +49,16 @@ class HostAllowList {
   std::vector<std::string> hosts_;
 };
 
+// The cache-control parameters (issue #14): `claims` goes into the key;
+// token_sha256_to_refresh and bypass_cache into `options` (has_options: any
+// given); `xms_cc` is accepted and ignored; other unknown parameters too.
+// None but claims (and bypass_cache=true, by the broker) is forwarded.
 struct ParsedParams {
   TokenKey key;
   bool has_api_version = false;
   std::string api_version;  // decoded; "" when not given
+  RequestOptions options;
+  bool has_options = false;
 };
 
 // Parses query and (for POST) the form body (the selector rule: MakeTokenKey,

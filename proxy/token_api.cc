@@ -37,6 +37,14 @@ bool SecretMatches(std::string_view given, std::string_view secret) {
   return diff == 0 && !secret.empty();
 }
 
+bool IsRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    if (c <= 0x20 || c >= 0x7f) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 // The headers the API looks at, found in one pass (header names are lower-cased).
@@ -46,6 +54,7 @@ struct TokenApi::CheckedHeaders {
   const std::string* content_type = nullptr;
   const std::string* secret = nullptr;           // "Secret" (2017-09-01)
   const std::string* identity_header = nullptr;  // "X-IDENTITY-HEADER" (2019-08-01)
+  const std::string* client_request_id = nullptr;  // x-ms-client-request-id
   size_t hosts = 0;
   size_t metadatas = 0;
   size_t secrets = 0;
@@ -74,6 +83,11 @@ struct TokenApi::CheckedHeaders {
           break;
         case 17:
           if (std::string_view(name) == "x-identity-header" && identity_headers++ == 0) identity_header = &value;
+          break;
+        case 22:
+          if (std::string_view(name) == "x-ms-client-request-id" && client_request_id == nullptr) {
+            client_request_id = &value;
+          }
           break;
         default:
           break;
@@ -226,24 +240,37 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
   }
 
   const char* listener = request.transport == HttpRequest::Transport::kUnix ? "unix" : "tcp";
+  const RequestOptions* options = params.has_options ? &params.options : nullptr;
+  // A caller's x-ms-client-request-id goes upstream with the fetch it starts:
+  // only a printable one of at most 128 bytes (else it is ignored).
+  RequestOptions with_request_id;
+  if (headers.client_request_id != nullptr && IsRequestId(*headers.client_request_id)) {
+    with_request_id = params.options;
+    with_request_id.client_request_id = *headers.client_request_id;
+    options = &with_request_id;
+  }
   if (gate_ == nullptr) {
-    if (!auditing()) return Serve(route, listener, request.caller, params.key, Decision::kAllow, nullptr, responder);
+    if (!auditing()) {
+      return Serve(route, listener, request.caller, params.key, Decision::kAllow, nullptr, responder, options);
+    }
     CallerInfo caller;  // audit_all under mode "off": the peer as the listener saw it
     caller.peer = request.caller;
-    return Serve(route, listener, request.caller, params.key, Decision::kAllow, &caller, responder);
+    return Serve(route, listener, request.caller, params.key, Decision::kAllow, &caller, responder, options);
   }
   // Authorization before the cache: a hit is checked like a miss.
   Decision decision = Decision::kAllow;
   const CallerInfo* caller = nullptr;
   if (gate_->Decide(request.caller, params.key, &decision, &caller)) {
-    return Serve(route, listener, request.caller, params.key, decision, auditing() ? caller : nullptr, responder);
+    return Serve(route, listener, request.caller, params.key, decision, auditing() ? caller : nullptr, responder,
+                 options);
   }
   auto pending = std::make_shared<Responder>(std::move(responder));
-  auto decided = [this, route, listener, peer = request.caller, key = params.key, pending](
+  std::shared_ptr<const RequestOptions> kept = options ? std::make_shared<RequestOptions>(*options) : nullptr;
+  auto decided = [this, route, listener, peer = request.caller, key = params.key, pending, kept](
                      Decision d, const CallerInfo& resolved) {
     // It hung up while it was looked up: nothing to answer.
     if (!pending->connected()) return pending->Abort();
-    Serve(route, listener, peer, key, d, auditing() ? &resolved : nullptr, *pending);
+    Serve(route, listener, peer, key, d, auditing() ? &resolved : nullptr, *pending, kept.get());
   };
   gate_->Await(request.caller, params.key, std::move(decided));
 }
@@ -266,7 +293,8 @@ bool TokenApi::RefusedAppService(const ParsedParams& params, const CheckedHeader
 }
 
 void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& peer, const TokenKey& key,
-                     Decision decision, const CallerInfo* audited, Responder& responder) {
+                     Decision decision, const CallerInfo* audited, Responder& responder,
+                     const RequestOptions* options) {
   if (decision == Decision::kDeny) {
     if (audited != nullptr) Record(route, listener, *audited, key, decision, CacheOutcome::kNone, 401, nullptr);
     return Reply(route, responder,
@@ -274,8 +302,11 @@ void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& p
                        "this caller may not get a token for identity " + key.Describe() + " and resource " +
                            key.resource));
   }
-  // The hot path: a cached token, answered without touching IMDS.
-  if (const Token* token = broker_->Lookup(key)) {
+  // The hot path: a cached token, answered without touching IMDS. A request
+  // with refresh-by-hash or bypass goes to the broker (it may not serve the
+  // cache); a request id alone matters only to a fetch (SDKs send one always).
+  const bool may_skip_cache = options != nullptr && (options->bypass_cache || !options->refresh_sha256.empty());
+  if (const Token* token = may_skip_cache ? nullptr : broker_->Lookup(key)) {
     if (audited != nullptr) Record(route, listener, *audited, key, decision, CacheOutcome::kHit, 200, token);
     return Reply(route, responder, Render(route, *token, clock_->Now()));
   }
@@ -288,19 +319,23 @@ void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& p
   std::shared_ptr<Audited> audit =
       audited != nullptr ? std::make_shared<Audited>(Audited{*audited, key, decision}) : nullptr;
   auto pending = std::make_shared<Responder>(std::move(responder));
-  broker_->Get(
-      key, CallerTag::Of(peer), [this, route, listener, pending, audit](const TokenResult& result) {
-        HttpResponse response = result.kind == TokenResult::Kind::kToken
-                                    ? Render(route, *result.token, clock_->Now())
-                                    : MapResult(result, clock_->Now());
-        if (audit != nullptr) {
-          Record(route, listener, audit->caller, audit->key, audit->decision,
-                 result.coalesced ? CacheOutcome::kCoalesced : CacheOutcome::kMiss, response.status,
-                 result.kind == TokenResult::Kind::kToken ? result.token.get() : nullptr);
-        }
-        Reply(route, *pending, std::move(response));
-      },
-      [pending] { return pending->connected(); });
+  auto answer = [this, route, listener, pending, audit](const TokenResult& result) {
+    HttpResponse response = result.kind == TokenResult::Kind::kToken
+                                ? Render(route, *result.token, clock_->Now())
+                                : MapResult(result, clock_->Now());
+    if (audit != nullptr) {
+      Record(route, listener, audit->caller, audit->key, audit->decision,
+             result.coalesced ? CacheOutcome::kCoalesced : CacheOutcome::kMiss, response.status,
+             result.kind == TokenResult::Kind::kToken ? result.token.get() : nullptr);
+    }
+    Reply(route, *pending, std::move(response));
+  };
+  auto still_waiting = [pending] { return pending->connected(); };
+  if (options != nullptr) {
+    broker_->GetWithOptions(key, CallerTag::Of(peer), *options, std::move(answer), std::move(still_waiting));
+  } else {
+    broker_->Get(key, CallerTag::Of(peer), std::move(answer), std::move(still_waiting));
+  }
 }
 
 void TokenApi::OnV2Request(const HttpRequest& request, const CheckedHeaders& headers, Responder& responder) {

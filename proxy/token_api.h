@@ -110,8 +110,9 @@ class TokenApi : public HttpHandler, public MetricsSource {
   // `peer`: the request's caller (HttpRequest::caller); `audited` (null: no
   // audit record) is valid during the call; `listener`: "tcp" or "unix"
   // (HttpRequest::transport).
+  // `options`: the caller's cache-control parameters, null when it gave none.
   void Serve(Route route, const char* listener, const PeerCredentials& peer, const TokenKey& key, Decision decision,
-             const CallerInfo* audited, Responder& responder);
+             const CallerInfo* audited, Responder& responder, const RequestOptions* options = nullptr);
   void Record(Route route, const char* listener, const CallerInfo& caller, const TokenKey& key, Decision decision,
               CacheOutcome cache, int status, const Token* token);
   bool auditing() const { return audit_sink_ != nullptr && (gate_ != nullptr || options_.audit_all); }

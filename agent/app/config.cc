@@ -222,6 +222,7 @@ Status ParseConfig(const std::string& text, Config* out) {
     s.Integer("max_keys", &cache.max_keys, 1, 10000000);
     s.Seconds("negative_ttl_seconds", &cache.negative_ttl, 0, 3600);
     s.Seconds("same_token_backoff_seconds", &cache.same_token_backoff, 0.001, 86400);
+    s.Seconds("bypass_min_interval_seconds", &cache.bypass_min_interval, 0, 86400);
   });
   RetryPolicy::Options& retry = c.cache.retry;
   r.Section("retry", [&](Reader& s) {

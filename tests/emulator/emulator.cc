@@ -628,6 +628,9 @@ struct Emulator::Query {
   std::string selector_value;  // as sent (decoded)
   int selector_count = 0;
   bool invalid_utf8 = false;  // a parameter that decodes to bytes that are not UTF-8
+  std::string claims;         // decoded; cache-control parameters (issue #14)
+  std::string other_params;   // names of the other parameters, comma-separated
+  bool bypass_cache = false;
 
   std::string Selector() const { return selector_param.empty() ? "" : selector_param + "=" + selector_value; }
   std::string NormalizedParam() const { return selector_param == "msi_res_id" ? "mi_res_id" : selector_param; }
@@ -755,6 +758,11 @@ void Emulator::HandleToken(const proxy::HttpRequest& request, proxy::Responder r
           query.selector_param = name;
           query.selector_value = value;
         }
+      } else if (name == "claims") {
+        if (query.claims.empty()) query.claims = value;
+      } else {
+        if (name == "bypass_cache" && value == "true") query.bypass_cache = true;
+        query.other_params += (query.other_params.empty() ? "" : ",") + name.substr(0, 64);
       }
     }
   }
@@ -766,6 +774,10 @@ void Emulator::HandleToken(const proxy::HttpRequest& request, proxy::Responder r
   entry.t_ms = EpochMs(now);
   entry.resource = query.resource;
   entry.selector = query.Selector();
+  entry.claims = query.claims;
+  entry.other_params = query.other_params;
+  if (const std::string* id = FindHeader(request, "x-ms-client-request-id")) entry.client_request_id = id->substr(0, 256);
+  if (query.bypass_cache) ++bypass_cache_;
   if (log_.empty()) log_first_seq_ = seq;
   log_.push_back(std::move(entry));
   if (log_.size() > kMaxLog) {
@@ -929,6 +941,9 @@ proxy::HttpResponse Emulator::TokenAnswer(const Query& query, bool omit_expires_
   if (query.invalid_utf8) {
     return Error(400, "invalid_request", "A query parameter is not valid UTF-8 after percent-decoding");
   }
+  if (!query.claims.empty() && query.claims.find("xms_az_nwperimid") == std::string::npos) {
+    return Error(400, "invalid_request", "The claims parameter names a claim that is not supported");
+  }
   proxy::HttpResponse error;
   const Identity* identity = ResolveIdentity(query, &error);
   if (identity == nullptr) return error;
@@ -941,7 +956,7 @@ proxy::HttpResponse Emulator::TokenAnswer(const Query& query, bool omit_expires_
   // "wrong_identity": every answer is for an identity the caller did not name.
   static const Identity kWrongIdentity = DeriveUserAssigned("0bad1d00-0000-4000-8000-00000000e0e0", "", "");
   if (options_.wrong_identity) identity = &kWrongIdentity;
-  std::shared_ptr<Token> token = GetToken(*identity, query.resource);
+  std::shared_ptr<Token> token = GetToken(*identity, query.resource, query.claims);
   int64_t now_s = ToEpochSeconds(clock_.Now());
   std::string expires_in = std::to_string(std::max<int64_t>(0, token->expires_on - now_s));
   ojson j;
@@ -984,9 +999,11 @@ const Identity* Emulator::ResolveIdentity(const Query& query, proxy::HttpRespons
   return nullptr;
 }
 
-std::shared_ptr<Emulator::Token> Emulator::GetToken(const Identity& identity, const std::string& resource) {
+std::shared_ptr<Emulator::Token> Emulator::GetToken(const Identity& identity, const std::string& resource,
+                                                   const std::string& claims) {
   TimePoint now = clock_.Now();
   std::string key = ToLower(identity.client_id) + '\x1f' + resource;
+  if (!claims.empty()) key += '\x1f' + claims;
   auto it = cache_.find(key);
   Duration margin = std::min(options_.reissue_before, options_.lifetime);
   if (it != cache_.end() && now + margin < FromEpochSeconds(it->second->expires_on)) return it->second;
@@ -1145,6 +1162,7 @@ void Emulator::ResetCounters() {
   log_first_seq_ = next_seq_;
   log_dropped_ = 0;
   count_ = 0;
+  bypass_cache_ = 0;
   served_ = 0;
   throttled_ = 0;
   max_concurrent_ = in_flight_;
@@ -1162,6 +1180,7 @@ std::string Emulator::RequestsJson(size_t limit) const {
   j["in_flight"] = in_flight_;
   j["max_concurrent"] = max_concurrent_;
   j["log_dropped"] = log_dropped_;
+  j["bypass_cache"] = bypass_cache_;
   ojson log = ojson::array();
   size_t start = log_.size() > limit ? log_.size() - limit : 0;
   for (size_t i = start; i < log_.size(); ++i) {
@@ -1175,6 +1194,9 @@ std::string Emulator::RequestsJson(size_t limit) const {
     o["fault"] = e.fault;
     o["outcome"] = e.outcome;
     o["latency_ms"] = e.latency_ms;
+    if (!e.claims.empty()) o["claims"] = e.claims;
+    if (!e.other_params.empty()) o["other_params"] = e.other_params;
+    if (!e.client_request_id.empty()) o["client_request_id"] = e.client_request_id;
     log.push_back(std::move(o));
   }
   j["log"] = std::move(log);

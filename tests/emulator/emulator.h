@@ -64,6 +64,14 @@
 //                 "outcome":"answered"|"pending"|"hang"|"reset"|"client_gone"
 //                   (client_gone: the client closed while delayed or hung),
 //                 "latency_ms":N}]}           (last N entries with ?limit=N)
+//        Cache-control parameters (issue #14): "bypass_cache":N counts token
+//        requests with bypass_cache=true; an entry adds "claims":"<decoded>",
+//        "other_params":"name,name" (every query parameter but api-version,
+//        resource, the selectors and claims) and "client_request_id":".."
+//        (the x-ms-client-request-id header) only when the request had them.
+//        A token request with claims that do not name xms_az_nwperimid is
+//        answered 400 invalid_request (as IMDS today); with them, its token is
+//        another one than the same request's without claims.
 //   POST /admin/reset      body optional {"tokens":true}
 //        Clears log, counters, throttle window and faults. With "tokens":true
 //        also the token cache and the issued-token list. Identities and config stay.
@@ -274,6 +282,10 @@ class Emulator : public proxy::HttpHandler {
     std::string fault;
     std::string outcome = "pending";
     int64_t latency_ms = 0;
+    // Cache-control parameters (shown only when given): see the header comment.
+    std::string claims;
+    std::string other_params;
+    std::string client_request_id;
   };
 
   void HandleToken(const proxy::HttpRequest& request, proxy::Responder reply);
@@ -288,7 +300,8 @@ class Emulator : public proxy::HttpHandler {
               const std::string& token_id);
   // The normal answer (200 or a validation error); sets *token_id with a token.
   proxy::HttpResponse TokenAnswer(const Query& query, bool omit_expires_on, std::string* token_id);
-  std::shared_ptr<Token> GetToken(const Identity& identity, const std::string& resource);
+  std::shared_ptr<Token> GetToken(const Identity& identity, const std::string& resource,
+                                  const std::string& claims = std::string());
   std::shared_ptr<Token> Mint(const Identity& identity, const std::string& resource, TimePoint now);
   const Identity* ResolveIdentity(const Query& query, proxy::HttpResponse* error) const;
 
@@ -321,6 +334,7 @@ class Emulator : public proxy::HttpHandler {
   uint64_t log_first_seq_ = 0;  // seq of log_.front()
   uint64_t log_dropped_ = 0;
   uint64_t count_ = 0;
+  uint64_t bypass_cache_ = 0;  // token requests with bypass_cache=true since the last reset
   uint64_t served_ = 0;
   uint64_t throttled_ = 0;
   size_t in_flight_ = 0;

@@ -20,6 +20,8 @@ class FakeUpstream : public UpstreamClient {
     TokenKey key;
     Callback callback;
     bool answered = false;
+    std::string client_request_id = std::string();  // FetchWith's
+    bool bypass_cache = false;
   };
 
   void Fetch(const TokenKey& key, Callback callback) override { calls_.push_back({key, std::move(callback)}); }
@@ -29,6 +31,11 @@ class FakeUpstream : public UpstreamClient {
     calls_.push_back({TokenKey(), std::move(callback)});
   }
   const std::vector<ForwardRequest>& forwards() const { return forwards_; }
+  void FetchWith(const TokenKey& key, const FetchOptions& options, Callback callback) override {
+    calls_.push_back({key, std::move(callback)});
+    calls_.back().client_request_id = options.client_request_id;
+    calls_.back().bypass_cache = options.bypass_cache;
+  }
 
   size_t calls() const { return calls_.size(); }
   size_t pending() const {
@@ -37,6 +44,8 @@ class FakeUpstream : public UpstreamClient {
     return n;
   }
   const TokenKey& key(size_t i) const { return calls_[i].key; }
+  const std::string& client_request_id(size_t i) const { return calls_[i].client_request_id; }
+  bool bypass_cache(size_t i) const { return calls_[i].bypass_cache; }
 
   // Answers the oldest unanswered call. Like IMDS, a TokenBody answers for the
   // client id the call named: its placeholder client_id "c" becomes that id

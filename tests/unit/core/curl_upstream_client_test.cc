@@ -635,5 +635,33 @@ TEST_F(CurlUpstreamTest, CallbackMayDestroyTheClient) {
   EXPECT_EQ(client_, nullptr);
 }
 
+TEST_F(CurlUpstreamTest, BuildUrlForwardsClaimsAndNothingElse) {
+  CurlUpstreamClient::Options c;
+  c.api_version = "2019-08-01";
+  TokenKey key = Key(SelectorKind::kDefault, "", "res");
+  ASSERT_TRUE(SetClaims(&key, R"({"access_token":{"xms_az_nwperimid":{}}})").ok());
+  EXPECT_EQ(CurlUpstreamClient::BuildUrl(c, key),
+            "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2019-08-01&resource=res"
+            "&claims=%7B%22access_token%22%3A%7B%22xms_az_nwperimid%22%3A%7B%7D%7D%7D");
+  EXPECT_EQ(CurlUpstreamClient::BuildUrl(c, Key(SelectorKind::kDefault, "", "res"), /*bypass_cache=*/true),
+            "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2019-08-01&resource=res"
+            "&bypass_cache=true");
+}
+
+TEST_F(CurlUpstreamTest, FetchWithSendsTheClientRequestIdAndLogsItAtDebug) {
+  TestServer server(TestServer::Mode::kRespond, HttpResponse(200, "OK", kTokenBody));
+  ASSERT_TRUE(server.ok());
+  MakeClient(ConfigFor(server));
+  std::optional<UpstreamResponse> got;
+  client_->FetchWith(Key(), UpstreamClient::FetchOptions{"corr-42"}, [&](UpstreamResponse r) { got = std::move(r); });
+  ASSERT_TRUE(RunUntil([&] { return got.has_value(); }));
+  auto requests = server.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_TRUE(HasHeaderLine(requests[0], "x-ms-client-request-id: corr-42")) << requests[0];
+  bool logged = false;
+  for (const auto& line : log_) logged = logged || line.find("x-ms-client-request-id corr-42") != std::string::npos;
+  EXPECT_TRUE(logged);
+}
+
 }  // namespace
 }  // namespace mi

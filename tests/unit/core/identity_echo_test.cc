@@ -133,9 +133,9 @@ TEST(IdentityEchoTest, MalformedTokensHaveNoClaims) {
 
 TEST(IdentityEchoTest, HugeClaimsAreIgnored) {
   const TokenKey client = Key(SelectorKind::kClientId, kClient);
-  nlohmann::json claims = {{"appid", kOther}, {"filler", std::string(kMaxClaimsBytes, 'x')}};
+  nlohmann::json claims = {{"appid", kOther}, {"filler", std::string(kMaxJwtClaimsBytes, 'x')}};
   EXPECT_TRUE(CheckIdentityEcho(client, Body(Jwt(claims.dump()), "")).ok()) << "over the bound: no claims";
-  claims["filler"] = std::string(kMaxClaimsBytes / 2, 'x');
+  claims["filler"] = std::string(kMaxJwtClaimsBytes / 2, 'x');
   EXPECT_FALSE(CheckIdentityEcho(client, Body(Jwt(claims.dump()), "")).ok()) << "within it: read";
 }
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/base/log.h"
+#include "agent/base/sha256.h"
 #include "tests/fakes/fake_random.h"
 #include "tests/fakes/fake_time.h"
 #include "tests/fakes/fake_upstream.h"
@@ -1042,6 +1043,152 @@ TEST_F(TokenCacheTest, CoalescedSaysWhichGetsJoinedAFetchUnderWay) {
   ASSERT_EQ(s2->size(), 1u);
   EXPECT_FALSE(s1->at(0).coalesced);
   EXPECT_TRUE(s2->at(0).coalesced);
+}
+
+// --- token_sha256_to_refresh (issue #14) ---------------------------------------------
+
+class TokenCacheRefreshTest : public TokenCacheTest {
+ protected:
+  std::shared_ptr<std::vector<TokenResult>> GetRefreshing(const TokenKey& key, const std::string& hash) {
+    auto out = std::make_shared<std::vector<TokenResult>>();
+    RequestOptions options;
+    options.refresh_sha256 = hash;
+    cache_->GetWithOptions(key, CallerTag::Unknown(), options, [out](const TokenResult& r) { out->push_back(r); },
+                           nullptr);
+    return out;
+  }
+};
+
+TEST_F(TokenCacheRefreshTest, HashOfTheCachedTokenDropsItAndNCallersShareOneFetch) {
+  Build();
+  const TokenKey key = Key();
+  Warm(key, hours(24), "revoked");
+  ASSERT_EQ(upstream_.calls(), 1u);
+  const std::string stale = Sha256::HexHash("revoked");
+  std::vector<std::shared_ptr<std::vector<TokenResult>>> results;
+  for (int i = 0; i < 20; ++i) results.push_back(GetRefreshing(key, stale));
+  EXPECT_EQ(cache_->Lookup(key), nullptr) << "nobody gets the revoked token again";
+  time_.RunPending();
+  ASSERT_EQ(upstream_.calls(), 2u) << "one upstream call for all 20";
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("fresh", Epoch(hours(24)))));
+  for (auto& r : results) {
+    ASSERT_EQ(r->size(), 1u);
+    ASSERT_EQ(r->at(0).kind, Kind::kToken);
+    EXPECT_EQ(Access(r->at(0).token.get(), time_.Now()), "fresh");
+  }
+  EXPECT_EQ(cache_->stats().refresh_by_hash, 1u);
+  // A late caller with the same stale hash gets the fresh token, no fetch.
+  auto late = GetRefreshing(key, stale);
+  ASSERT_EQ(late->size(), 1u);
+  EXPECT_EQ(Access(late->at(0).token.get(), time_.Now()), "fresh");
+  time_.RunPending();
+  EXPECT_EQ(upstream_.calls(), 2u);
+}
+
+TEST_F(TokenCacheRefreshTest, OtherHashServesTheCachedToken) {
+  Build();
+  const TokenKey key = Key();
+  Warm(key, hours(24), "current");
+  auto r = GetRefreshing(key, Sha256::HexHash("older"));
+  ASSERT_EQ(r->size(), 1u);
+  ASSERT_EQ(r->at(0).kind, Kind::kToken);
+  EXPECT_EQ(Access(r->at(0).token.get(), time_.Now()), "current");
+  time_.RunPending();
+  EXPECT_EQ(upstream_.calls(), 1u);
+  EXPECT_EQ(cache_->stats().refresh_by_hash, 0u);
+  auto none = GetRefreshing(Key("other"), Sha256::HexHash("x"));  // no token yet: an ordinary miss
+  time_.RunPending();
+  EXPECT_EQ(upstream_.calls(), 2u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("o", Epoch(hours(24)))));
+  ASSERT_EQ(none->size(), 1u);
+  EXPECT_EQ(none->at(0).kind, Kind::kToken);
+}
+
+TEST_F(TokenCacheTest, KeysWithClaimsAreSeparateEntries) {
+  Build();
+  const TokenKey plain = Key();
+  TokenKey with = Key();
+  ASSERT_TRUE(SetClaims(&with, R"({"access_token":{"xms_az_nwperimid":{}}})").ok());
+  Warm(plain, hours(24), "plain");
+  EXPECT_EQ(cache_->Lookup(with), nullptr);
+  Warm(with, hours(24), "claims");
+  ASSERT_EQ(upstream_.calls(), 2u);
+  EXPECT_EQ(upstream_.key(1).claims, with.claims) << "the fetch carries the claims";
+  EXPECT_EQ(Access(cache_->Lookup(plain), time_.Now()), "plain");
+  EXPECT_EQ(Access(cache_->Lookup(with), time_.Now()), "claims");
+}
+
+TEST_F(TokenCacheRefreshTest, TheFetchCarriesTheRequestIdOfTheCallerThatStartedIt) {
+  Build();
+  auto get = [this](const TokenKey& key, const std::string& id) {
+    auto out = std::make_shared<std::vector<TokenResult>>();
+    RequestOptions options;
+    options.client_request_id = id;
+    cache_->GetWithOptions(key, CallerTag::Unknown(), options, [out](const TokenResult& r) { out->push_back(r); },
+                           nullptr);
+    return out;
+  };
+  auto first = get(Key(), "req-1");
+  auto joined = get(Key(), "req-2");
+  time_.RunPending();
+  ASSERT_EQ(upstream_.calls(), 1u);
+  EXPECT_EQ(upstream_.client_request_id(0), "req-1");
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("t", Epoch(hours(24)))));
+  ASSERT_EQ(joined->size(), 1u);
+  EXPECT_EQ(joined->at(0).kind, Kind::kToken);
+  auto plain = Get(Key("other"));  // no id: the plain Fetch
+  time_.RunPending();
+  ASSERT_EQ(upstream_.calls(), 2u);
+  EXPECT_EQ(upstream_.client_request_id(1), "");
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("o", Epoch(hours(24)))));
+}
+
+TEST_F(TokenCacheRefreshTest, BypassFetchesOncePerWindowAndCoalesces) {
+  config_.cache.bypass_min_interval = seconds(30);
+  Build();
+  const TokenKey key = Key();
+  Warm(key, hours(24), "cached");
+  auto bypass = [this, &key] {
+    auto out = std::make_shared<std::vector<TokenResult>>();
+    RequestOptions options;
+    options.bypass_cache = true;
+    cache_->GetWithOptions(key, CallerTag::Unknown(), options, [out](const TokenResult& r) { out->push_back(r); },
+                           nullptr);
+    return out;
+  };
+  std::vector<std::shared_ptr<std::vector<TokenResult>>> results;
+  for (int i = 0; i < 10; ++i) results.push_back(bypass());
+  EXPECT_TRUE(results[0]->empty()) << "a bypass never serves the cache";
+  time_.RunPending();
+  ASSERT_EQ(upstream_.calls(), 2u) << "one bypass fetch for all 10";
+  EXPECT_TRUE(upstream_.bypass_cache(1));
+  EXPECT_FALSE(upstream_.bypass_cache(0));
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("entra", Epoch(hours(24)))));
+  for (auto& r : results) {
+    ASSERT_EQ(r->size(), 1u);
+    EXPECT_EQ(Access(r->at(0).token.get(), time_.Now()), "entra");
+  }
+  EXPECT_EQ(cache_->stats().bypass_fetched, 1u);
+  EXPECT_EQ(cache_->stats().bypass_coalesced, 9u);
+  // Within the window: the token the last bypass fetched, no upstream call.
+  time_.Advance(seconds(29));
+  auto recent = bypass();
+  ASSERT_EQ(recent->size(), 1u);
+  EXPECT_EQ(Access(recent->at(0).token.get(), time_.Now()), "entra");
+  time_.RunPending();
+  EXPECT_EQ(upstream_.calls(), 2u);
+  EXPECT_EQ(cache_->stats().bypass_recent, 1u);
+  // After it: a new bypass fetch.
+  time_.Advance(seconds(1));
+  auto later = bypass();
+  time_.RunPending();
+  ASSERT_EQ(upstream_.calls(), 3u);
+  EXPECT_TRUE(upstream_.bypass_cache(2));
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("entra-2", Epoch(hours(24)))));
+  ASSERT_EQ(later->size(), 1u);
+  EXPECT_EQ(Access(later->at(0).token.get(), time_.Now()), "entra-2");
+  // A plain request still hits, and a refresh later is no bypass.
+  EXPECT_NE(cache_->Lookup(key), nullptr);
 }
 
 }  // namespace

@@ -92,5 +92,34 @@ TEST(TokenKeyTest, TheRuleInOrderWithItsMessages) {
             "mi_res_id is not an Azure resource id");
 }
 
+TEST(TokenKeyTest, ClaimsArePartOfTheKeyVerbatim) {
+  StatusOr<TokenKey> plain = MakeTokenKey(SelectorFields{}, "r");
+  ASSERT_TRUE(plain.ok());
+  TokenKey with = *plain;
+  ASSERT_TRUE(SetClaims(&with, R"({"access_token":{"xms_az_nwperimid":{"values":["a"]}}})").ok());
+  TokenKey other = *plain;
+  ASSERT_TRUE(SetClaims(&other, R"({"access_token":{"xms_az_nwperimid":{"values":["b"]}}})").ok());
+  EXPECT_FALSE(with == *plain);
+  EXPECT_FALSE(with == other);
+  TokenKey same = *plain;
+  ASSERT_TRUE(SetClaims(&same, with.claims).ok());
+  EXPECT_TRUE(same == with);
+  EXPECT_EQ(TokenKeyHash()(same), TokenKeyHash()(with));
+  // Describe stays short whatever the claims: a hash prefix, never the claims.
+  EXPECT_EQ(plain->Describe(), "default");
+  EXPECT_EQ(with.Describe().rfind("default claims#", 0), 0u) << with.Describe();
+  EXPECT_EQ(with.Describe().size(), std::string("default claims#").size() + 8);
+  EXPECT_NE(with.Describe(), other.Describe());
+}
+
+TEST(TokenKeyTest, ClaimsAreBoundedAndPrintable) {
+  TokenKey key;
+  EXPECT_TRUE(SetClaims(&key, std::string(kMaxClaimsBytes, 'x')).ok());
+  EXPECT_EQ(SetClaims(&key, std::string(kMaxClaimsBytes + 1, 'x')).message(), "claims is too long");
+  EXPECT_EQ(SetClaims(&key, "{\n}").message(), "claims contains control characters");
+  EXPECT_TRUE(SetClaims(&key, "").ok());
+  EXPECT_EQ(key.claims, "");
+}
+
 }  // namespace
 }  // namespace mi

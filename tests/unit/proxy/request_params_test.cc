@@ -217,5 +217,51 @@ TEST(IdentityShapeTest, GuidAndArmId) {
   EXPECT_FALSE(mi::IsArmResourceId("subscriptions/0000/resourceGroups/rg/providers/ns/type/name"));
 }
 
+TEST(ParseTokenParamsTest, ClaimsGoIntoTheKeyDecoded) {
+  auto p = ParseTokenParams("resource=r&claims=%7B%22access_token%22%3A%7B%7D%7D", "");
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  EXPECT_EQ(p->key.claims, R"({"access_token":{}})");
+  EXPECT_FALSE(p->has_options) << "claims are part of the key: the plain path";
+  EXPECT_EQ(ParseTokenParams("resource=r&claims=a&claims=b", "").status().message(), "claims is given more than once");
+  EXPECT_EQ(ParseTokenParams("resource=r&claims=%0A", "").status().message(), "claims contains control characters");
+  EXPECT_EQ(ParseTokenParams("resource=r&claims=" + std::string(kMaxClaimsBytes + 1, 'x'), "").status().message(),
+            "claims is too long");
+  EXPECT_EQ(ParseTokenParams("resource=r&claims=", "")->key.claims, "") << "empty = not given";
+}
+
+TEST(ParseTokenParamsTest, TokenSha256ToRefreshIsLowerCasedHex) {
+  const std::string hex = "ABCDEF0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789";
+  auto p = ParseTokenParams("resource=r&token_sha256_to_refresh=" + hex, "");
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  EXPECT_TRUE(p->has_options);
+  EXPECT_EQ(p->options.refresh_sha256, "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789");
+  EXPECT_EQ(p->key.claims, "");
+  for (const std::string& bad : {hex.substr(1), hex + "0", "g" + hex.substr(1)}) {
+    EXPECT_EQ(ParseTokenParams("resource=r&token_sha256_to_refresh=" + bad, "").status().message(),
+              "token_sha256_to_refresh is not a hex SHA-256")
+        << bad;
+  }
+}
+
+TEST(ParseTokenParamsTest, BypassCacheTrueOnly) {
+  auto p = ParseTokenParams("resource=r&bypass_cache=true", "");
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p->options.bypass_cache);
+  EXPECT_TRUE(p->has_options);
+  auto q = ParseTokenParams("resource=r&bypass_cache=false", "");
+  ASSERT_TRUE(q.ok());
+  EXPECT_FALSE(q->options.bypass_cache);
+  EXPECT_FALSE(q->has_options);
+}
+
+TEST(ParseTokenParamsTest, XmsCcAndUnknownParametersAreIgnored) {
+  auto p = ParseTokenParams("resource=r&xms_cc=cp1,cp2&foo=bar", "xms_cc=cp1");
+  ASSERT_TRUE(p.ok()) << p.status().message();
+  EXPECT_FALSE(p->has_options);
+  auto plain = ParseTokenParams("resource=r", "");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(p->key == plain->key) << "xms_cc is not part of the key";
+}
+
 }  // namespace
 }  // namespace mi::proxy

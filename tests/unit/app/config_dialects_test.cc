@@ -40,7 +40,12 @@ TEST_F(ConfigDialectsTest, OffByDefaultAndNothingIsRead) {
   ASSERT_TRUE(ParseConfig("{}", &c).ok());
   EXPECT_FALSE(c.app_service.enabled);
   EXPECT_TRUE(c.api.app_service_secret.empty());
-  EXPECT_TRUE(ParseConfig(R"({"dialects":{"app_service":{"enabled":false,"secret_file":"/nonexistent/x"}}})", &c).ok());
+#ifdef _WIN32
+  const char* off = R"({"dialects":{"app_service":{"enabled":false,"secret_file":"C:\\nonexistent\\x"}}})";
+#else
+  const char* off = R"({"dialects":{"app_service":{"enabled":false,"secret_file":"/nonexistent/x"}}})";
+#endif
+  EXPECT_TRUE(ParseConfig(off, &c).ok());
   EXPECT_TRUE(c.api.app_service_secret.empty());
   EXPECT_NE(DefaultAppServiceSecretPath().find("app-service.secret"), std::string::npos);
 }

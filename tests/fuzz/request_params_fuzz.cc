@@ -2,7 +2,8 @@
 // local caller) through ClassifyTarget and ParseTokenParams. Input: the request
 // target, a newline, then the form body.
 // A key the parser accepts must be one MakeTokenKey accepts again unchanged
-// (normalisation is idempotent), with a resource and a lower-case id.
+// (normalisation is idempotent; its claims SetClaims again), with a resource and a
+// lower-case id.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -47,7 +48,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (char c : key.id) {
     if (c >= 'A' && c <= 'Z') Die("an id that is not lower-cased", input);
   }
-  const mi::StatusOr<mi::TokenKey> again = mi::MakeTokenKey(mi::SelectorFields::Of(key.kind, key.id), key.resource);
+  mi::StatusOr<mi::TokenKey> again = mi::MakeTokenKey(mi::SelectorFields::Of(key.kind, key.id), key.resource);
+  // claims are set apart from the selector rule (SetClaims), and must survive it again too.
+  if (again.ok() && !key.claims.empty() && !mi::SetClaims(&*again, key.claims).ok()) {
+    Die("the claims do not survive SetClaims again", input);
+  }
   if (!again.ok() || !(*again == key)) Die("the key does not survive MakeTokenKey again", input);
   if (mi::TokenKeyHash()(*again) != mi::TokenKeyHash()(key)) Die("equal keys hash differently", input);
   (void)key.Describe();

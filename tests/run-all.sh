@@ -35,8 +35,9 @@ run_suite build "" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 # Sanitizers: leaks, use-after-free, UB; halt on the first report.
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-# The package test installs and purges the .deb on this machine: once is enough.
-run_suite build-asan "integration.test_package" -DCMAKE_BUILD_TYPE=Debug -DMI_ASAN=ON
+# The package test installs and purges the .deb on this machine, the nspawn
+# test boots the .deb in a container: once is enough.
+run_suite build-asan "integration.test_package|integration.test_nspawn" -DCMAKE_BUILD_TYPE=Debug -DMI_ASAN=ON
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
 # Fuzzing: a crash, sanitizer report, leak or timeout fails the run.

@@ -6,6 +6,7 @@ Usable on its own to warm the cache:
     python3 tests/integration/nspawn_helpers.py BUILD_DIR
 """
 
+import ctypes
 import glob
 import hashlib
 import os
@@ -73,7 +74,9 @@ def cached_rootfs(build_dir, log=print):
     rootfs = os.path.join(build_dir, f"nspawn-rootfs-{key}")
     if os.path.isfile(os.path.join(rootfs, "usr/lib/systemd/systemd")):
         return rootfs
-    for stale in glob.glob(os.path.join(build_dir, f".nspawn-rootfs-{key}-*")):
+    # Half-built ones (an interrupted run) and caches for another package list.
+    for stale in glob.glob(os.path.join(build_dir, ".nspawn-rootfs-*")) + \
+            glob.glob(os.path.join(build_dir, "nspawn-rootfs-*")):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = tempfile.mkdtemp(prefix=f".nspawn-rootfs-{key}-", dir=build_dir)
     os.chmod(tmp, 0o755)
@@ -95,6 +98,13 @@ def cached_rootfs(build_dir, log=print):
     os.rename(tmp, rootfs)
     log(f"nspawn: debootstrap {SUITE} from {mirror} took {time.monotonic() - started:.0f} s")
     return rootfs
+
+
+def _stop_with_parent():
+    """In the nspawn child: SIGTERM (a clean halt of the container) when the test
+    process dies without its teardown (ctest's timeout kill)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class Container:
@@ -132,7 +142,7 @@ class Container:
                 ["systemd-nspawn", "-D", self.copy, "--boot", "--register=no", "--keep-unit",
                  "--private-network", f"--machine={self.name}", "--console=pipe"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=_stop_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -151,8 +161,15 @@ class Container:
         """The container's PID 1: the child of systemd-nspawn running systemd."""
         try:
             children = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()
-        except OSError:
-            return None
+        except OSError:  # no CONFIG_PROC_CHILDREN: look for the parent pid
+            children = []
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    stat = open(f"/proc/{pid}/stat").read()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    children.append(pid)
         for pid in children:
             try:
                 exe = os.readlink(f"/proc/{pid}/exe")

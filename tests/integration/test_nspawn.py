@@ -129,6 +129,7 @@ def debs(tmp_path_factory):
     out = tmp_path_factory.mktemp("nspawn-deb")
     host_run(["cpack", "--config", os.path.join(h.BUILD_DIR, "CPackConfig.cmake"),
               "-G", "DEB", "-B", str(out)])
+    shutil.rmtree(os.path.join(str(out), "_CPack_Packages"), ignore_errors=True)
     found = glob.glob(os.path.join(str(out), "*.deb"))
     assert len(found) == 1, found
     version = host_run(["dpkg-deb", "-f", found[0], "Version"]).stdout.strip()
@@ -139,6 +140,8 @@ def debs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def c(debs, tmp_path_factory):
+    if os.environ.get("MI_ASAN") == "1":
+        pytest.skip("the container runs the release package: run this test from the plain build")
     reason = ns.missing_tools()
     if reason:
         pytest.skip(reason)
@@ -170,7 +173,9 @@ def c(debs, tmp_path_factory):
 def test_1_install_starts_and_serves(c, debs):
     dpkg(c, "-i", "/root/mi-agent.deb")
     wait_serving(c)
-    assert show(c, "mi-agent.service", "StatusText"), "no STATUS= from sd_notify"
+    status_text = show(c, "mi-agent.service", "StatusText")
+    print(f"nspawn: StatusText={status_text!r}")
+    assert status_text, "no STATUS= from sd_notify"
     assert show(c, "mi-agent.socket", "ActiveState") == "active"
     for unit in ("mi-agent.service", "mi-agent.socket"):
         assert c.run(["systemctl", "is-enabled", unit]).stdout.strip() == "enabled"
@@ -213,8 +218,8 @@ def test_3_watchdog_restarts_a_stopped_agent(c):
              "systemd to restart the stopped agent", interval=1)
     wait_serving(c)
     assert show(c, "mi-agent.service", "MainPID") not in ("0", pid)
-    result = show(c, "mi-agent.service", "Result")
-    print("after the watchdog restart: Result =", result)
+    journal = c.run(["journalctl", "--no-pager", "-o", "cat", "-u", "mi-agent.service"]).stdout
+    assert "Failed with result 'watchdog'" in journal, journal[-3000:]
 
 
 def test_4_socket_activation(c):

@@ -121,6 +121,11 @@ def dpkg(c, *args, timeout=300):
 
 @pytest.fixture(scope="module")
 def debs(tmp_path_factory):
+    if os.environ.get("MI_ASAN") == "1":
+        pytest.skip("the container runs the release package: run this test from the plain build")
+    reason = ns.missing_tools()
+    if reason:
+        pytest.skip(reason)
     if not h.BUILD_DIR or not os.path.exists(os.path.join(h.BUILD_DIR, "CPackConfig.cmake")):
         pytest.skip("MI_BUILD_DIR with CPackConfig.cmake not given")
     for tool in ("cpack", "dpkg-deb"):
@@ -140,11 +145,6 @@ def debs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def c(debs, tmp_path_factory):
-    if os.environ.get("MI_ASAN") == "1":
-        pytest.skip("the container runs the release package: run this test from the plain build")
-    reason = ns.missing_tools()
-    if reason:
-        pytest.skip(reason)
     h.require_binaries("emulator")
     rootfs = ns.cached_rootfs(os.path.abspath(h.BUILD_DIR))
     started = time.monotonic()
@@ -297,3 +297,9 @@ def test_7_purge_leaves_nothing(c):
     assert not state, state
     for unit in ("mi-agent.service", "mi-agent.socket"):
         assert show(c, unit, "LoadState") == "not-found", unit
+    # Beyond the package's own list: what systemd made for the unit (LogsDirectory=).
+    found = c.run(["find", "/etc", "/lib", "/usr", "/var", "/run", "-xdev",
+                   "-name", "*mi-agent*"], check=False).stdout.split()
+    if found:
+        pytest.xfail(f"purge leaves {found} (the unit's LogsDirectory=, made by systemd; "
+                     "the maintainer scripts do not remove it)")

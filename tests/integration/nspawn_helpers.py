@@ -25,6 +25,8 @@ SUITE = "bookworm"
 PACKAGES = ["systemd", "systemd-sysv", "dbus", "libuv1", "libcurl4", "libsystemd0", "curl",
             "procps"]
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# Bump when what cached_rootfs does after debootstrap changes: a new cache key.
+ROOTFS_REVISION = "1"
 
 
 def missing_tools():
@@ -70,7 +72,7 @@ def cached_rootfs(build_dir, log=print):
     """The pristine rootfs for this package list, suite and mirror, built once
     (into a temporary directory, renamed into place when complete)."""
     mirror = apt_mirror()
-    key = hashlib.sha256(" ".join([SUITE, mirror] + sorted(PACKAGES)).encode()).hexdigest()[:12]
+    key = hashlib.sha256(" ".join([ROOTFS_REVISION, SUITE, mirror] + sorted(PACKAGES)).encode()).hexdigest()[:12]
     rootfs = os.path.join(build_dir, f"nspawn-rootfs-{key}")
     if os.path.isfile(os.path.join(rootfs, "usr/lib/systemd/systemd")):
         return rootfs

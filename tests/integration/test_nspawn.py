@@ -170,7 +170,7 @@ def c(debs, tmp_path_factory):
                                 check=False).stdout)
 
 
-def test_1_install_starts_and_serves(c, debs):
+def test_1_install_starts_and_serves(c):
     dpkg(c, "-i", "/root/mi-agent.deb")
     wait_serving(c)
     status_text = show(c, "mi-agent.service", "StatusText")

@@ -1,7 +1,5 @@
-# mi-agent %preun ($1: 0 erase, 1 upgrade): on erase, stop and disable.
+# mi-agent %preun ($1: 0 erase, 1 upgrade), as rpm's %systemd_preun: on
+# erase, disable and stop the units.
 if [ "$1" -eq 0 ]; then
-	if [ -d /run/systemd/system ]; then
-		systemctl stop mi-agent.service mi-agent.socket >/dev/null 2>&1 || :
-	fi
-	systemctl --no-reload disable mi-agent.service mi-agent.socket >/dev/null 2>&1 || :
+	systemctl --no-reload disable --now mi-agent.service mi-agent.socket >/dev/null 2>&1 || :
 fi

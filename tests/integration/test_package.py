@@ -1,17 +1,24 @@
 """The Linux packages, built with CPack from the build tree (into a temporary
 directory, so the tree is untouched):
 
-  .deb: lintian has no errors; the contents are right; `dpkg -i` installs the
-        binary, units, conffile, man page and writes the (port-aware)
-        discovery file; `dpkg -r` then `dpkg --purge` leave nothing behind.
-  .rpm: builds, and lists the same files in the RPM locations, the config as
-        %config.
+  .deb: lintian has no errors and no hardening-* tag; the binary is PIE with
+        full RELRO (GNU_RELRO, BIND_NOW) and fortified calls; the contents are
+        right; `dpkg -i` installs the binary, units, conffile, man page and
+        writes the (port-aware) discovery file; `dpkg -r` masks the units and
+        keeps their enablement, so installing again leaves them enabled (and
+        an administrator's disable survives remove + install and upgrades);
+        `dpkg --purge` leaves nothing behind.
+  .rpm: builds, lists the same files in the RPM locations plus the systemd
+        preset, the config as %config; has the description, URL, the
+        changelog made from packaging/changelog.in and the %systemd_* script
+        semantics.
 
 Installing touches the real system (it is what the test is for), so it runs
 only as root, and never over an mi-agent package that was already installed.
 """
 
 import glob
+import hashlib
 import json
 import os
 import re
@@ -48,6 +55,10 @@ ENABLE_LINKS = [
     "/etc/systemd/system/sockets.target.wants/mi-agent.socket",
     "/etc/systemd/system/multi-user.target.wants/mi-agent.service",
 ]
+# Left by deb-systemd-helper mask on remove (-> /dev/null).
+MASK_LINKS = ["/etc/systemd/system/mi-agent.socket", "/etc/systemd/system/mi-agent.service"]
+UNITS = ["mi-agent.socket", "mi-agent.service"]
+PRESET = "/usr/lib/systemd/system-preset/90-mi-agent.preset"
 
 
 def run(argv, timeout=600, check=True, **kwargs):
@@ -86,6 +97,17 @@ def dpkg(*args):
     return result
 
 
+def was_enabled(unit):
+    """deb-systemd-helper's own answer (what postinst asks); it only runs for dpkg."""
+    env = dict(os.environ, DPKG_MAINTSCRIPT_PACKAGE="mi-agent")
+    return run(["deb-systemd-helper", "--quiet", "was-enabled", unit], check=False,
+               env=env).returncode == 0
+
+
+def masked(link):
+    return os.path.islink(link) and os.readlink(link) == "/dev/null"
+
+
 def installed_state():
     result = run(["dpkg-query", "-W", "-f=${db:Status-Status}", "mi-agent"], check=False)
     return result.stdout.strip() if result.returncode == 0 else ""
@@ -116,14 +138,42 @@ def test_deb_contents_and_metadata(deb):
         assert lib in fields, fields
 
 
-def test_deb_lintian_has_no_errors(deb):
+def test_deb_lintian_has_no_errors_and_no_hardening_tags(deb):
     if not shutil.which("lintian"):
         pytest.skip("lintian not installed")
-    result = run(["lintian", "--tag-display-limit", "0", deb], check=False, timeout=900)
+    # --display-info: hardening-no-bindnow is an I: tag.
+    result = run(["lintian", "--tag-display-limit", "0", "--display-info", deb],
+                 check=False, timeout=900)
     output = result.stdout + result.stderr
     print(output)
     errors = [line for line in output.splitlines() if line.startswith("E:")]
     assert not errors, output
+    # "X: package: tag [context]"
+    tags = [line.split()[2] for line in output.splitlines()
+            if re.match(r"^[EWIPX]: \S+: \S", line)]
+    hardening = [tag for tag in tags if tag.startswith("hardening-")]
+    assert not hardening, output
+    assert not any(tag.startswith("command-with-path-in-maintainer-script") for tag in tags), output
+
+
+def test_deb_binary_is_hardened(deb, tmp_path):
+    """The checksec facts for the packaged (stripped) binary: PIE, full RELRO
+    (GNU_RELRO + BIND_NOW), stack protector and fortified calls."""
+    if not shutil.which("readelf"):
+        pytest.skip("readelf not installed")
+    run(["dpkg-deb", "-x", deb, str(tmp_path)])
+    binary = str(tmp_path / "usr" / "bin" / "mi-agent")
+    header = run(["readelf", "-hW", binary]).stdout
+    assert re.search(r"Type:\s+DYN ", header), header
+    segments = run(["readelf", "-lW", binary]).stdout
+    assert re.search(r"^\s*GNU_RELRO\s", segments, re.M), segments
+    dynamic = run(["readelf", "-dW", binary]).stdout
+    assert re.search(r"\(FLAGS\)\s+.*BIND_NOW", dynamic) or \
+        re.search(r"\(FLAGS_1\)\s+Flags:.*\bNOW\b", dynamic), dynamic
+    assert re.search(r"\(FLAGS_1\)\s+Flags:.*\bPIE\b", dynamic), dynamic
+    symbols = run(["readelf", "-sW", "--dyn-syms", binary]).stdout
+    assert "__stack_chk_fail" in symbols, "no stack protector"
+    assert re.search(r"__\w+_chk@", symbols), "no fortified (_chk) calls"
 
 
 def test_deb_install_remove_purge(deb, tmp_path):
@@ -157,13 +207,43 @@ def test_deb_install_remove_purge(deb, tmp_path):
         assert "51234" in open("/etc/mi-agent/config.json").read()
         assert json.load(open(DISCOVERY)) == {"url": "http://localhost:51234/oauth2/token"}
 
+        # Remove masks the units (as dh_installsystemd's postrm does) and keeps
+        # their enablement, so installing again leaves them enabled.
         dpkg("-r", "mi-agent")
         assert installed_state() == "config-files"
         assert not os.path.exists("/usr/bin/mi-agent")
         assert not os.path.exists("/lib/systemd/system/mi-agent.service")
         assert not os.path.exists(DISCOVERY), "remove left the discovery file pointing at nothing"
         assert os.path.exists("/etc/mi-agent/config.json"), "remove must keep the configuration"
+        for link in MASK_LINKS:
+            assert masked(link), f"{link} is not masked after remove"
+        for unit in UNITS:
+            assert was_enabled(unit), f"{unit}: remove lost its enablement"
+
+        dpkg("-i", deb)
+        assert installed_state() == "installed"
+        assert "51234" in open("/etc/mi-agent/config.json").read(), "the kept config was replaced"
+        assert json.load(open(DISCOVERY)) == {"url": "http://localhost:51234/oauth2/token"}
+        for link in MASK_LINKS:
+            assert not os.path.lexists(link), f"{link}: reinstall left the unit masked"
         for link in ENABLE_LINKS:
+            assert os.path.islink(link), f"{link}: reinstall after remove left it disabled"
+        for unit in UNITS:
+            assert was_enabled(unit), unit
+
+        # The administrator's disable (what `systemctl disable` does: the links
+        # go, deb-systemd-helper's record stays) survives an upgrade and a
+        # remove + install.
+        for link in ENABLE_LINKS:
+            os.unlink(link)
+        dpkg("-i", deb)
+        for link in ENABLE_LINKS:
+            assert not os.path.lexists(link), f"{link}: an upgrade re-enabled a disabled unit"
+        dpkg("-r", "mi-agent")
+        dpkg("-i", deb)
+        for link in ENABLE_LINKS:
+            assert not os.path.lexists(link), f"{link}: remove + install re-enabled a disabled unit"
+        for link in MASK_LINKS:
             assert not os.path.lexists(link), link
 
         dpkg("--purge", "mi-agent")
@@ -174,6 +254,12 @@ def test_deb_install_remove_purge(deb, tmp_path):
         leftovers = glob.glob("/var/lib/systemd/deb-systemd-helper-*/**/*mi-agent*", recursive=True)
         leftovers += glob.glob("/etc/systemd/system/**/*mi-agent*", recursive=True)
         assert not leftovers, leftovers
+        # Purged: a new install is a first install again (enabled).
+        dpkg("-i", deb)
+        for link in ENABLE_LINKS:
+            assert os.path.islink(link), f"{link}: purge kept the old disable"
+        dpkg("--purge", "mi-agent")
+        assert installed_state() == ""
     finally:
         if installed_state():
             dpkg("--purge", "mi-agent")
@@ -191,10 +277,47 @@ def test_rpm_builds_with_the_same_files(tmp_path):
     assert not any(p.startswith("/lib/") or p == "/lib" for p in files), \
         "RPM distributions are /usr-merged: nothing may be packaged under /lib"
     assert not any(p in files for p in ("/usr/lib/systemd", "/usr/lib/systemd/system",
-                                        "/usr/share/man/man8")), "claims a distribution directory"
+                                        "/usr/lib/systemd/system-preset", "/usr/share/man/man8")), \
+        "claims a distribution directory"
     config = run(["rpm", "-qcp", rpm]).stdout.split()
     assert config == ["/etc/mi-agent/config.json"], config
-    scripts = run(["rpm", "-qp", "--scripts", rpm]).stdout
-    assert DISCOVERY in scripts and "systemctl" in scripts, scripts
     requires = run(["rpm", "-qp", "--requires", rpm]).stdout
     assert "libuv.so" in requires, requires
+
+    # The preset that %post applies (the shipped file is packaging/rpm's, by
+    # digest), enabling our two units and nothing else; not %config.
+    assert PRESET in files, listing
+    source = os.path.join(h.SOURCE_DIR, "packaging", "rpm", os.path.basename(PRESET))
+    digests = dict(line.split() for line in run(
+        ["rpm", "-qp", "--qf", "[%{FILENAMES} %{FILEDIGESTS}\n]", rpm]).stdout.splitlines()
+        if len(line.split()) == 2)
+    assert digests[PRESET] == hashlib.sha256(open(source, "rb").read()).hexdigest()
+    preset = [line.split() for line in open(source)
+              if line.strip() and not line.startswith("#")]
+    assert preset == [["enable", "mi-agent.socket"], ["enable", "mi-agent.service"]], preset
+
+    # Description and URL.
+    info = run(["rpm", "-qip", rpm]).stdout
+    assert re.search(r"^URL\s*: https?://\S+", info, re.M), info
+    description = info.split("Description :", 1)[1]
+    assert "Instance" in description and "Metadata Service" in description, info
+
+    # The changelog, one entry per version of packaging/changelog.in.
+    changelog = run(["rpm", "-qp", "--changelog", rpm]).stdout
+    debian = open(os.path.join(h.SOURCE_DIR, "packaging", "changelog.in")).read()
+    versions = re.findall(r"^mi-agent \(([^)]+)\)", debian, re.M)
+    version = run(["rpm", "-qp", "--qf", "%{VERSION}", rpm]).stdout
+    assert versions and versions[0] == version, (versions, version)
+    rpm_versions = re.findall(r"^\* \w{3} \w{3} \d\d \d{4} .+ - (\S+)-\d+$", changelog, re.M)
+    assert rpm_versions == versions, changelog
+
+    # The scripts: %systemd_post / _preun / _postun_with_restart semantics.
+    scripts = run(["rpm", "-qp", "--scripts", rpm]).stdout
+    assert DISCOVERY in scripts, scripts
+    parts = re.split(r"^(\w+) scriptlet \(using [^)]*\):$", scripts, flags=re.M)
+    by_name = dict(zip(parts[1::2], parts[2::2]))
+    assert "systemctl --no-reload preset mi-agent.socket mi-agent.service" in by_name["postinstall"]
+    assert "systemctl --no-reload disable --now mi-agent.service mi-agent.socket" in \
+        by_name["preuninstall"]
+    assert "systemctl try-restart mi-agent.service" in by_name["postuninstall"]
+    assert "try-restart" not in by_name["postinstall"], "restart belongs in %postun"

@@ -267,14 +267,15 @@ def test_5_upgrade_under_load(c, debs):
 def test_6_remove_then_install_again(c):
     dpkg(c, "-r", "mi-agent")
     assert show(c, "mi-agent.service", "ActiveState") in ("inactive", "failed")
+    masked = {u: c.run(["systemctl", "is-enabled", u], check=False).stdout.strip()
+              for u in ("mi-agent.service", "mi-agent.socket")}
+    assert masked == {"mi-agent.service": "masked", "mi-agent.socket": "masked"}, masked
     dpkg(c, "-i", "/root/mi-agent.deb")
     enabled = {u: c.run(["systemctl", "is-enabled", u], check=False).stdout.strip()
                for u in ("mi-agent.service", "mi-agent.socket")}
     active = {u: show(c, u, "ActiveState") for u in ("mi-agent.service", "mi-agent.socket")}
-    if enabled != {"mi-agent.service": "enabled", "mi-agent.socket": "enabled"} or \
-            active != {"mi-agent.service": "active", "mi-agent.socket": "active"}:
-        pytest.xfail(f"until the maintainer scripts change (mask/unmask): after dpkg -r "
-                     f"and dpkg -i: enabled {enabled}, active {active}")
+    assert enabled == {"mi-agent.service": "enabled", "mi-agent.socket": "enabled"}, enabled
+    assert active == {"mi-agent.service": "active", "mi-agent.socket": "active"}, active
     wait_serving(c)
 
 
@@ -300,6 +301,5 @@ def test_7_purge_leaves_nothing(c):
     # Beyond the package's own list: what systemd made for the unit (LogsDirectory=).
     found = c.run(["find", "/etc", "/lib", "/usr", "/var", "/run", "-xdev",
                    "-name", "*mi-agent*"], check=False).stdout.split()
-    if found:
-        pytest.xfail(f"purge leaves {found} (the unit's LogsDirectory=, made by systemd; "
-                     "the maintainer scripts do not remove it)")
+    assert not found, f"purge left {found}"
+

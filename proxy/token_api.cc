@@ -39,8 +39,6 @@ bool SecretMatches(std::string_view given, std::string_view secret) {
   return diff == 0 && !secret.empty();
 }
 
-uint64_t LoopNanos() { return uv_hrtime(); }
-
 bool IsRequestId(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
   for (char c : id) {
@@ -101,7 +99,7 @@ struct TokenApi::CheckedHeaders {
 };
 
 TokenApi::TokenApi(TokenBroker* broker, const Clock* clock, Options options)
-    : broker_(broker), clock_(clock), monotonic_ns_(&LoopNanos) {
+    : broker_(broker), clock_(clock) {
   set_options(std::move(options));
 }
 
@@ -132,10 +130,12 @@ const char* TokenApi::RefusedHost(const HttpRequest& request, const CheckedHeade
   return nullptr;
 }
 
+uint64_t TokenApi::NowNanos() const { return monotonic_ns_ != nullptr ? monotonic_ns_() : uv_hrtime(); }
+
 void TokenApi::Reply(Route route, CacheOutcome cache, uint64_t start_ns, Responder& responder,
                      HttpResponse&& response) {
   counters_.Count(route, response.status);
-  const uint64_t now = monotonic_ns_();
+  const uint64_t now = NowNanos();
   durations_.Observe(route, cache, now > start_ns ? static_cast<double>(now - start_ns) / 1e9 : 0.0);
   responder.Send(std::move(response));
 }
@@ -186,7 +186,7 @@ HttpResponse TokenApi::RenderToken(const Token& token, TimePoint now) {
 }
 
 void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
-  request_start_ns_ = monotonic_ns_();
+  request_start_ns_ = NowNanos();
   const uint64_t start = request_start_ns_;  // for the answers given later
   std::string_view query;
   std::string_view authority;

@@ -132,6 +132,7 @@ class TokenApi : public HttpHandler, public MetricsSource {
     Reply(route, CacheOutcome::kNone, request_start_ns_, responder, std::move(response));
   }
   void Reply(Route route, CacheOutcome cache, uint64_t start_ns, Responder& responder, HttpResponse&& response);
+  uint64_t NowNanos() const;
   static HttpResponse Render(Route route, const Token& token, TimePoint now) {
     return route == Route::kAppService ? RenderAppService(token) : RenderToken(token, now);
   }
@@ -165,7 +166,7 @@ class TokenApi : public HttpHandler, public MetricsSource {
   HostAllowList allowed_hosts_;  // built from options_
   RequestCounters counters_;
   RequestDurations durations_;
-  MonotonicNanos monotonic_ns_;
+  MonotonicNanos monotonic_ns_ = nullptr;  // null: uv_hrtime, called directly
   uint64_t request_start_ns_ = 0;  // the request OnRequest is handling
   AccessGate* gate_ = nullptr;
   AuditSink* audit_sink_ = nullptr;

@@ -1,5 +1,7 @@
 #include "proxy/token_api.h"
 
+#include <uv.h>
+
 #include <memory>
 #include <utility>
 
@@ -128,8 +130,13 @@ const char* TokenApi::RefusedHost(const HttpRequest& request, const CheckedHeade
   return nullptr;
 }
 
-void TokenApi::Reply(Route route, Responder& responder, HttpResponse&& response) {
+uint64_t TokenApi::NowNanos() const { return monotonic_ns_ != nullptr ? monotonic_ns_() : uv_hrtime(); }
+
+void TokenApi::Reply(Route route, CacheOutcome cache, uint64_t start_ns, Responder& responder,
+                     HttpResponse&& response) {
   counters_.Count(route, response.status);
+  const uint64_t now = NowNanos();
+  durations_.Observe(route, cache, now > start_ns ? static_cast<double>(now - start_ns) / 1e9 : 0.0);
   responder.Send(std::move(response));
 }
 
@@ -179,6 +186,8 @@ HttpResponse TokenApi::RenderToken(const Token& token, TimePoint now) {
 }
 
 void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
+  request_start_ns_ = NowNanos();
+  const uint64_t start = request_start_ns_;  // for the answers given later
   std::string_view query;
   std::string_view authority;
   Route route = ClassifyTarget(request.target, options_.absolute_form, &query, &authority);
@@ -251,26 +260,26 @@ void TokenApi::OnRequest(const HttpRequest& request, Responder responder) {
   }
   if (gate_ == nullptr) {
     if (!auditing()) {
-      return Serve(route, listener, request.caller, params.key, Decision::kAllow, nullptr, responder, options);
+      return Serve(route, listener, request.caller, params.key, Decision::kAllow, nullptr, responder, options, start);
     }
     CallerInfo caller;  // audit_all under mode "off": the peer as the listener saw it
     caller.peer = request.caller;
-    return Serve(route, listener, request.caller, params.key, Decision::kAllow, &caller, responder, options);
+    return Serve(route, listener, request.caller, params.key, Decision::kAllow, &caller, responder, options, start);
   }
   // Authorization before the cache: a hit is checked like a miss.
   Decision decision = Decision::kAllow;
   const CallerInfo* caller = nullptr;
   if (gate_->Decide(request.caller, params.key, &decision, &caller)) {
     return Serve(route, listener, request.caller, params.key, decision, auditing() ? caller : nullptr, responder,
-                 options);
+                 options, start);
   }
   auto pending = std::make_shared<Responder>(std::move(responder));
   std::shared_ptr<const RequestOptions> kept = options ? std::make_shared<RequestOptions>(*options) : nullptr;
-  auto decided = [this, route, listener, peer = request.caller, key = params.key, pending, kept](
+  auto decided = [this, route, listener, peer = request.caller, key = params.key, pending, kept, start](
                      Decision d, const CallerInfo& resolved) {
     // It hung up while it was looked up: nothing to answer.
     if (!pending->connected()) return pending->Abort();
-    Serve(route, listener, peer, key, d, auditing() ? &resolved : nullptr, *pending, kept.get());
+    Serve(route, listener, peer, key, d, auditing() ? &resolved : nullptr, *pending, kept.get(), start);
   };
   gate_->Await(request.caller, params.key, std::move(decided));
 }
@@ -294,10 +303,10 @@ bool TokenApi::RefusedAppService(const ParsedParams& params, const CheckedHeader
 
 void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& peer, const TokenKey& key,
                      Decision decision, const CallerInfo* audited, Responder& responder,
-                     const RequestOptions* options) {
+                     const RequestOptions* options, uint64_t start_ns) {
   if (decision == Decision::kDeny) {
     if (audited != nullptr) Record(route, listener, *audited, key, decision, CacheOutcome::kNone, 401, nullptr);
-    return Reply(route, responder,
+    return Reply(route, CacheOutcome::kNone, start_ns, responder,
                  Error(401, "unauthorized_client",
                        "this caller may not get a token for identity " + key.Describe() + " and resource " +
                            key.resource));
@@ -308,7 +317,7 @@ void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& p
   const bool may_skip_cache = options != nullptr && (options->bypass_cache || !options->refresh_sha256.empty());
   if (const Token* token = may_skip_cache ? nullptr : broker_->Lookup(key)) {
     if (audited != nullptr) Record(route, listener, *audited, key, decision, CacheOutcome::kHit, 200, token);
-    return Reply(route, responder, Render(route, *token, clock_->Now()));
+    return Reply(route, CacheOutcome::kHit, start_ns, responder, Render(route, *token, clock_->Now()));
   }
   // What the audit record needs once the broker answers (the request is gone by then).
   struct Audited {
@@ -319,16 +328,16 @@ void TokenApi::Serve(Route route, const char* listener, const PeerCredentials& p
   std::shared_ptr<Audited> audit =
       audited != nullptr ? std::make_shared<Audited>(Audited{*audited, key, decision}) : nullptr;
   auto pending = std::make_shared<Responder>(std::move(responder));
-  auto answer = [this, route, listener, pending, audit](const TokenResult& result) {
+  auto answer = [this, route, listener, pending, audit, start_ns](const TokenResult& result) {
     HttpResponse response = result.kind == TokenResult::Kind::kToken
                                 ? Render(route, *result.token, clock_->Now())
                                 : MapResult(result, clock_->Now());
+    const CacheOutcome cache = result.coalesced ? CacheOutcome::kCoalesced : CacheOutcome::kMiss;
     if (audit != nullptr) {
-      Record(route, listener, audit->caller, audit->key, audit->decision,
-             result.coalesced ? CacheOutcome::kCoalesced : CacheOutcome::kMiss, response.status,
+      Record(route, listener, audit->caller, audit->key, audit->decision, cache, response.status,
              result.kind == TokenResult::Kind::kToken ? result.token.get() : nullptr);
     }
-    Reply(route, *pending, std::move(response));
+    Reply(route, cache, start_ns, *pending, std::move(response));
   };
   auto still_waiting = [pending] { return pending->connected(); };
   if (options != nullptr) {
@@ -365,32 +374,34 @@ void TokenApi::OnV2Request(const HttpRequest& request, const CheckedHeaders& hea
     forward.body = request.body;  // bounded by the server's limits.max_body_bytes
     if (headers.content_type != nullptr) forward.content_type = *headers.content_type;
   }
-  if (gate_ == nullptr) return ForwardV2(request.caller, std::move(forward), Decision::kAllow, responder);
+  const uint64_t start = request_start_ns_;
+  if (gate_ == nullptr) return ForwardV2(request.caller, std::move(forward), Decision::kAllow, responder, start);
   // Authorization: identity "default", resource "<the path>" (lower case).
   TokenKey key;
   key.resource = ToLower(target.substr(0, target.find('?')));
   Decision decision = Decision::kAllow;
   const CallerInfo* caller = nullptr;
   if (gate_->Decide(request.caller, key, &decision, &caller)) {
-    return ForwardV2(request.caller, std::move(forward), decision, responder);
+    return ForwardV2(request.caller, std::move(forward), decision, responder, start);
   }
   auto pending = std::make_shared<Responder>(std::move(responder));
   auto job = std::make_shared<ForwardRequest>(std::move(forward));
-  gate_->Await(request.caller, key, [this, peer = request.caller, job, pending](Decision d, const CallerInfo&) {
+  gate_->Await(request.caller, key, [this, peer = request.caller, job, pending, start](Decision d, const CallerInfo&) {
     if (!pending->connected()) return pending->Abort();
-    ForwardV2(peer, std::move(*job), d, *pending);
+    ForwardV2(peer, std::move(*job), d, *pending, start);
   });
 }
 
 void TokenApi::ForwardV2(const PeerCredentials& peer, ForwardRequest request, Decision decision,
-                         Responder& responder) {
+                         Responder& responder, uint64_t start_ns) {
   constexpr Route kRoute = Route::kImdsV2;
   if (decision == Decision::kDeny) {
     const std::string path = request.path_and_query.substr(0, request.path_and_query.find('?'));
-    return Reply(kRoute, responder, Error(401, "unauthorized_client", "this caller may not use " + path));
+    return Reply(kRoute, CacheOutcome::kNone, start_ns, responder,
+                 Error(401, "unauthorized_client", "this caller may not use " + path));
   }
   auto pending = std::make_shared<Responder>(std::move(responder));
-  forwarder_->Forward(std::move(request), CallerTag::Of(peer), [this, pending](ForwardResult result) {
+  forwarder_->Forward(std::move(request), CallerTag::Of(peer), [this, pending, start_ns](ForwardResult result) {
     HttpResponse r;
     switch (result.kind) {
       case ForwardResult::Kind::kHttp:
@@ -409,7 +420,7 @@ void TokenApi::ForwardV2(const PeerCredentials& peer, ForwardRequest request, De
         r = Error(502, "bad_gateway", "IMDS did not answer: " + result.description);
         break;
     }
-    Reply(kRoute, *pending, std::move(r));
+    Reply(kRoute, CacheOutcome::kNone, start_ns, *pending, std::move(r));
   });
 }
 
@@ -437,6 +448,19 @@ void TokenApi::WriteMetrics(MetricsWriter& w) const {
       w.Sample("mi_agent_requests_total",
                {{"route", RouteName(static_cast<Route>(route))}, {"code", std::to_string(code)}},
                static_cast<double>(n));
+    }
+  }
+  constexpr const char* kDuration = "mi_agent_request_duration_seconds";
+  w.Family(kDuration, "histogram",
+           "Time from a token request's arrival to its answer, by route and cache outcome (hit, miss, coalesced, "
+           "none: answered without the cache).");
+  for (int route = 0; route < kRouteCount; ++route) {
+    for (int cache = 0; cache < RequestDurations::kCacheOutcomes; ++cache) {
+      const Histogram& h = durations_.Get(static_cast<Route>(route), static_cast<CacheOutcome>(cache));
+      if (h.count() == 0) continue;
+      h.Write(w, kDuration,
+              {{"route", RouteName(static_cast<Route>(route))},
+               {"cache", CacheOutcomeName(static_cast<CacheOutcome>(cache))}});
     }
   }
 }

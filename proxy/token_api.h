@@ -51,6 +51,23 @@ class RequestCounters {
   std::array<std::array<uint64_t, 600>, kRouteCount> counts_{};
 };
 
+// Time from a request's arrival at the API to its answer, by route and cache
+// outcome (none: answered before the cache, or uncached like the v2 paths):
+// one fixed histogram each, so an observation never allocates.
+class RequestDurations {
+ public:
+  static constexpr int kCacheOutcomes = 4;  // CacheOutcome: none, hit, miss, coalesced
+  void Observe(Route route, CacheOutcome cache, double seconds) {
+    histograms_[static_cast<int>(route)][static_cast<int>(cache)].Observe(seconds);
+  }
+  const Histogram& Get(Route route, CacheOutcome cache) const {
+    return histograms_[static_cast<int>(route)][static_cast<int>(cache)];
+  }
+
+ private:
+  std::array<std::array<Histogram, kCacheOutcomes>, kRouteCount> histograms_{};
+};
+
 class TokenApi : public HttpHandler, public MetricsSource {
  public:
   // Config keys at the top level (checked by ParseConfig, agent/app/config.cc),
@@ -89,7 +106,14 @@ class TokenApi : public HttpHandler, public MetricsSource {
   // Not owned; outlives the API or is reset first.
   void set_forwarder(ImdsForwarder* forwarder) { forwarder_ = forwarder; }
   const RequestCounters& counters() const { return counters_; }
-  // MetricsSource: mi_agent_requests_total by route and status code.
+  const RequestDurations& durations() const { return durations_; }
+  // The monotonic clock request durations are measured with, in nanoseconds
+  // (default: uv_hrtime, the clock libuv's loop time is read from; tests set a fake).
+  using MonotonicNanos = uint64_t (*)();
+  void set_monotonic_clock(MonotonicNanos now) { monotonic_ns_ = now; }
+  // MetricsSource: mi_agent_requests_total by route and status code, and
+  // mi_agent_request_duration_seconds by route and cache outcome (only the
+  // combinations that have answered a request).
   void WriteMetrics(MetricsWriter& out) const override;
 
   // The HTTP answer for a broker result (exposed for tests).
@@ -102,7 +126,13 @@ class TokenApi : public HttpHandler, public MetricsSource {
   static HttpResponse RenderAppService(const Token& token);
 
  private:
-  void Reply(Route route, Responder& responder, HttpResponse&& response);
+  // Counts and times the answer, then sends it. Without `start_ns`: an answer
+  // given within OnRequest (the request began at request_start_ns_), cache "none".
+  void Reply(Route route, Responder& responder, HttpResponse&& response) {
+    Reply(route, CacheOutcome::kNone, request_start_ns_, responder, std::move(response));
+  }
+  void Reply(Route route, CacheOutcome cache, uint64_t start_ns, Responder& responder, HttpResponse&& response);
+  uint64_t NowNanos() const;
   static HttpResponse Render(Route route, const Token& token, TimePoint now) {
     return route == Route::kAppService ? RenderAppService(token) : RenderToken(token, now);
   }
@@ -111,8 +141,9 @@ class TokenApi : public HttpHandler, public MetricsSource {
   // audit record) is valid during the call; `listener`: "tcp" or "unix"
   // (HttpRequest::transport).
   // `options`: the caller's cache-control parameters, null when it gave none.
+  // `start_ns`: when the request arrived (monotonic_ns_).
   void Serve(Route route, const char* listener, const PeerCredentials& peer, const TokenKey& key, Decision decision,
-             const CallerInfo* audited, Responder& responder, const RequestOptions* options = nullptr);
+             const CallerInfo* audited, Responder& responder, const RequestOptions* options, uint64_t start_ns);
   void Record(Route route, const char* listener, const CallerInfo& caller, const TokenKey& key, Decision decision,
               CacheOutcome cache, int status, const Token* token);
   bool auditing() const { return audit_sink_ != nullptr && (gate_ != nullptr || options_.audit_all); }
@@ -121,7 +152,8 @@ class TokenApi : public HttpHandler, public MetricsSource {
   // token-specific. Under a gate, the request is decided as identity "default"
   // and resource "<the path>" (no query).
   void OnV2Request(const HttpRequest& request, const CheckedHeaders& headers, Responder& responder);
-  void ForwardV2(const PeerCredentials& peer, ForwardRequest request, Decision decision, Responder& responder);
+  void ForwardV2(const PeerCredentials& peer, ForwardRequest request, Decision decision, Responder& responder,
+                 uint64_t start_ns);
   // Why Host/Origin refuse the request (RFC 9112 §3.2, DNS rebinding), or null.
   // The App Service dialects' api-version and secret checks: true with *refused set.
   bool RefusedAppService(const ParsedParams& params, const CheckedHeaders& headers, HttpResponse* refused) const;
@@ -133,6 +165,9 @@ class TokenApi : public HttpHandler, public MetricsSource {
   Options options_;
   HostAllowList allowed_hosts_;  // built from options_
   RequestCounters counters_;
+  RequestDurations durations_;
+  MonotonicNanos monotonic_ns_ = nullptr;  // null: uv_hrtime, called directly
+  uint64_t request_start_ns_ = 0;  // the request OnRequest is handling
   AccessGate* gate_ = nullptr;
   AuditSink* audit_sink_ = nullptr;
   ImdsForwarder* forwarder_ = nullptr;

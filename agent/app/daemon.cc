@@ -105,7 +105,7 @@ struct Daemon::Impl {
           gate(resolver, d->loop.clock(), d->logger),
           server(d->loop.uv(), d->config.limits, api, d->logger),
           health(cache, scheduler, upstream_metrics),
-          process_metrics(MI_VERSION, TimePoint()),
+          process_metrics(MI_VERSION, BuildRevision(), TimePoint(), &health),
           // /metrics in this order; the listeners' sources are declared below.
           health_api(health,
                      {&process_metrics, &api, &audit, &cache, &upstream_metrics, &scheduler, &token_listener_metrics,

@@ -23,17 +23,17 @@ void MetricsWriter::Family(std::string_view name, std::string_view type, std::st
   out += '\n';
 }
 
-void MetricsWriter::Sample(std::string_view name, std::initializer_list<Label> labels, double value) {
+void MetricsWriter::Sample(std::string_view name, const Label* labels, size_t count, double value) {
   if (current_ == kNone) return;  // no family: nothing to file it under
   std::string& out = families_[current_].text;
   out += name;
-  if (labels.size() != 0) {
+  if (count != 0) {
     char sep = '{';
-    for (const Label& l : labels) {
+    for (const Label* l = labels; l != labels + count; ++l) {
       out += sep;
-      out += l.name;
+      out += l->name;
       out += "=\"";
-      out += EscapeLabel(l.value);
+      out += EscapeLabel(l->value);
       out += '"';
       sep = ',';
     }
@@ -78,6 +78,41 @@ std::string MetricsWriter::EscapeLabel(std::string_view v) {
     else out += c;
   }
   return out;
+}
+
+Histogram::Histogram(const double* bounds, size_t count)
+    : bounds_(bounds), bound_count_(count < kMaxBuckets ? count : kMaxBuckets) {}
+
+void Histogram::Observe(double value) {
+  size_t i = 0;
+  while (i < bound_count_ && !(value <= bounds_[i])) ++i;  // NaN: the +Inf bucket
+  ++counts_[i];
+  ++count_;
+  sum_ += value;
+}
+
+uint64_t Histogram::cumulative(size_t i) const {
+  uint64_t n = 0;
+  for (size_t b = 0; b <= i && b <= bound_count_; ++b) n += counts_[b];
+  return n;
+}
+
+void Histogram::Write(MetricsWriter& out, std::string_view name,
+                      std::initializer_list<MetricsWriter::Label> labels) const {
+  constexpr size_t kMaxLabels = 8;  // the caller's, then le
+  std::array<MetricsWriter::Label, kMaxLabels> with_le{};
+  const size_t n = labels.size() < kMaxLabels ? labels.size() : kMaxLabels - 1;
+  for (size_t i = 0; i < n; ++i) with_le[i] = labels.begin()[i];
+  const std::string bucket = std::string(name) + "_bucket";
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i <= bound_count_; ++i) {
+    cumulative += counts_[i];
+    const std::string le = i < bound_count_ ? MetricsWriter::FormatValue(bounds_[i]) : "+Inf";
+    with_le[n] = {"le", le};
+    out.Sample(bucket, with_le.data(), n + 1, static_cast<double>(cumulative));
+  }
+  out.Sample(std::string(name) + "_sum", labels.begin(), n, sum_);
+  out.Sample(std::string(name) + "_count", labels.begin(), n, static_cast<double>(count_));
 }
 
 }  // namespace mi

@@ -10,8 +10,10 @@ else, header order and Content-Length included, must stay identical:
   * Content-Length of a body with a mask  -> <n>
   * config_digest (the config holds this run's ports) -> <digest>
   * ports, config and temporary paths     -> <port>, <health_port>, <imds_port>, ...
-  * /metrics: latency buckets and sums, *_seconds gauges, and the health
-    listener's accepted connections (they count readiness polls) -> <n>
+  * /metrics: latency buckets and sums, *_seconds gauges, the process_*
+    values (memory, CPU, descriptors) and the health listener's accepted
+    connections (they count readiness polls) -> <n>; the build's git
+    revision -> <revision>
   * the CLI: "up <dur>", latencies, libcurl's "after <n> ms"
   * the Date header is left out.
 Long one-line JSON bodies are shown split after each comma (reversible).
@@ -101,8 +103,10 @@ def normalize_metrics(body, masks):
             # The health listener's accepted connections include the readiness polls
             # of Agent.wait_ready, whose number depends on how fast the agent starts.
             if ((re.search(r"_seconds(_bucket|_sum)?$", name) and 'le="+Inf"' not in line)
+                    or name.startswith("process_")
                     or line.startswith('mi_agent_connections_accepted_total{listener="health"}')):
                 line = re.sub(r" \S+$", " <n>", line)
+            line = re.sub(r'(mi_agent_build_info\{.*revision=)"[^"]*"', r'\1"<revision>"', line)
         out.append(line)
     return masks.apply("\n".join(out))
 

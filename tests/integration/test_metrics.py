@@ -59,7 +59,8 @@ def test_metrics_pass_promtool_and_count_what_happened(agent_factory, emulator):
     text = scrape(agent)
     promtool_check(text)
     m, types = parse(text)
-    assert all(name.startswith("mi_agent_") for name in types)
+    # Ours, and the process families of the Prometheus client conventions.
+    assert all(name.startswith(("mi_agent_", "process_")) for name in types)
     assert all(name.endswith("_total") for name, kind in types.items() if kind == "counter")
 
     assert m['mi_agent_requests_total{route="legacy",code="200"}'] == n

@@ -38,6 +38,9 @@ DEB_FILES = [
     "./etc/mi-agent/config.json",
     "./usr/share/man/man8/mi-agent.8.gz",
     "./usr/share/mi-agent/process-rules.conf",
+    "./usr/share/mi-agent/prometheus/mi-agent.rules.yml",
+    "./usr/share/mi-agent/prometheus/mi-agent.rules.test.yml",
+    "./usr/share/mi-agent/grafana/mi-agent.json",
     "./usr/share/doc/mi-agent/copyright",
     "./usr/share/doc/mi-agent/changelog.gz",
 ]
@@ -48,6 +51,9 @@ RPM_FILES = [
     "/etc/mi-agent/config.json",
     "/usr/share/man/man8/mi-agent.8.gz",
     "/usr/share/mi-agent/process-rules.conf",
+    "/usr/share/mi-agent/prometheus/mi-agent.rules.yml",
+    "/usr/share/mi-agent/prometheus/mi-agent.rules.test.yml",
+    "/usr/share/mi-agent/grafana/mi-agent.json",
     "/usr/share/doc/mi-agent/copyright",
 ]
 # Left by deb-systemd-helper when the units are enabled.

@@ -99,5 +99,60 @@ TEST(MetricsWriterTest, FormatsValues) {
   EXPECT_EQ(MetricsWriter::FormatValue(std::nan("")), "NaN");
 }
 
+TEST(HistogramTest, CountsIntoCumulativeBuckets) {
+  static constexpr double kBounds[] = {0.001, 0.01, 0.1};
+  Histogram h(kBounds, 3);
+  EXPECT_EQ(h.count(), 0u);
+  for (double v : {0.0, 0.001, 0.005, 0.5, 2.0}) h.Observe(v);  // a bound counts in its own bucket
+  EXPECT_EQ(h.bucket_count(), 3u);
+  EXPECT_EQ(h.cumulative(0), 2u);
+  EXPECT_EQ(h.cumulative(1), 3u);
+  EXPECT_EQ(h.cumulative(2), 3u);
+  EXPECT_EQ(h.cumulative(3), 5u);  // +Inf
+  EXPECT_EQ(h.count(), 5u);
+  EXPECT_DOUBLE_EQ(h.sum(), 2.506);
+  h.Observe(std::nan(""));  // never below a bound: +Inf only
+  EXPECT_EQ(h.cumulative(2), 3u);
+  EXPECT_EQ(h.cumulative(3), 6u);
+}
+
+TEST(HistogramTest, DefaultBucketsSpanRequestLatencies) {
+  Histogram h;
+  ASSERT_EQ(h.bucket_count(), Histogram::kLatencyBuckets.size());
+  h.Observe(0);      // a cache hit within the clock's resolution
+  h.Observe(0.0003);
+  h.Observe(30);     // beyond 25 s
+  EXPECT_EQ(h.cumulative(0), 1u);  // le 0.0001
+  EXPECT_EQ(h.cumulative(1), 1u);  // le 0.00025
+  EXPECT_EQ(h.cumulative(2), 2u);  // le 0.0005
+  EXPECT_EQ(h.cumulative(h.bucket_count() - 1), 2u);
+  EXPECT_EQ(h.cumulative(h.bucket_count()), 3u);
+}
+
+TEST(HistogramTest, WritesBucketsSumAndCountWithLabels) {
+  static constexpr double kBounds[] = {0.25, 1};
+  Histogram h(kBounds, 2);
+  h.Observe(0.5);
+  h.Observe(0.125);
+  MetricsWriter w(TimePoint{});
+  w.Family("x_seconds", "histogram", "X.");
+  h.Write(w, "x_seconds", {{"route", "legacy"}, {"cache", "hit"}});
+  Histogram none(kBounds, 2);
+  none.Write(w, "x_seconds", {});
+  EXPECT_EQ(w.Take(),
+            "# HELP x_seconds X.\n"
+            "# TYPE x_seconds histogram\n"
+            "x_seconds_bucket{route=\"legacy\",cache=\"hit\",le=\"0.25\"} 1\n"
+            "x_seconds_bucket{route=\"legacy\",cache=\"hit\",le=\"1\"} 2\n"
+            "x_seconds_bucket{route=\"legacy\",cache=\"hit\",le=\"+Inf\"} 2\n"
+            "x_seconds_sum{route=\"legacy\",cache=\"hit\"} 0.625\n"
+            "x_seconds_count{route=\"legacy\",cache=\"hit\"} 2\n"
+            "x_seconds_bucket{le=\"0.25\"} 0\n"
+            "x_seconds_bucket{le=\"1\"} 0\n"
+            "x_seconds_bucket{le=\"+Inf\"} 0\n"
+            "x_seconds_sum 0\n"
+            "x_seconds_count 0\n");
+}
+
 }  // namespace
 }  // namespace mi

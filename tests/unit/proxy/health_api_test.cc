@@ -38,15 +38,28 @@ const char kVault[] = "https://vault.azure.net";
 // Distinctive token strings: none of them (nor a long piece) may appear in output.
 std::string Secret(int n) { return "eyJ0eXAiOiJKV1QiSECRETTOKEN" + std::to_string(n) + "xQzV9aB7cD3eF1gH5iJ"; }
 
+// A process with some stats unknown (as on a platform that lacks them).
+void FakeStats(ProcessStats* st) {
+  st->cpu_seconds = 1.5;
+  st->resident_bytes = 4096;
+  st->open_fds = 7;
+}
+
+// Request durations measured on the fixture's fake clock.
+const FakeTime* g_time = nullptr;
+uint64_t FakeNanos() { return static_cast<uint64_t>(g_time->Now().time_since_epoch().count()) * 1000000; }
+
 class HealthApiTest : public ::testing::Test {
  protected:
   HealthApiTest() {
     api_ = std::make_unique<TokenApi>(cache_.get(), &time_, TokenApi::Options{});
+    g_time = &time_;
+    api_->set_monotonic_clock(&FakeNanos);
     model_->info().version = "9.8.7";
     model_->info().start_time = time_.Now();
     model_->set_listening();
     model_->set_ready();
-    process_ = std::make_unique<ProcessMetrics>("9.8.7", time_.Now());
+    process_ = std::make_unique<ProcessMetrics>("9.8.7", "abc1234", time_.Now(), model_.get(), &FakeStats);
     health_ = MakeApi(nullptr);
   }
   ~HealthApiTest() override {
@@ -111,7 +124,7 @@ class HealthApiTest : public ::testing::Test {
         t >> name >> type;
         EXPECT_EQ(name, family) << "TYPE without HELP: " << line;
         EXPECT_TRUE(types.emplace(name, type).second) << "TYPE twice: " << name;
-        EXPECT_EQ(name.rfind("mi_agent_", 0), 0u) << name;
+        EXPECT_TRUE(name.rfind("mi_agent_", 0) == 0 || name.rfind("process_", 0) == 0) << name;
         if (type == "counter") {
           EXPECT_TRUE(name.size() > 6 && name.substr(name.size() - 6) == "_total") << name;
         }
@@ -151,8 +164,16 @@ class HealthApiTest : public ::testing::Test {
 
 TEST_F(HealthApiTest, EmptyAgentMetrics) {
   auto m = Metrics();
-  EXPECT_EQ(m["mi_agent_build_info{version=\"9.8.7\"}"], 1);
+  EXPECT_EQ(m["mi_agent_build_info{version=\"9.8.7\",revision=\"abc1234\"}"], 1);
+  EXPECT_EQ(m["mi_agent_ready"], 1);
   EXPECT_EQ(m["mi_agent_process_start_time_seconds"], 1767225600);
+  EXPECT_EQ(m["process_start_time_seconds"], 1767225600);
+  EXPECT_EQ(m["process_cpu_seconds_total"], 1.5);
+  EXPECT_EQ(m["process_resident_memory_bytes"], 4096);
+  EXPECT_EQ(m["process_open_fds"], 7);
+  EXPECT_EQ(m.count("process_virtual_memory_bytes"), 0u);  // unknown: left out
+  EXPECT_EQ(m.count("process_max_fds"), 0u);
+  EXPECT_EQ(m.count("mi_agent_request_duration_seconds_count"), 0u);  // no request yet: no series
   EXPECT_EQ(m.count("mi_agent_token_earliest_expiry_seconds"), 0u);  // no token: no value
   EXPECT_EQ(m["mi_agent_upstream_latency_seconds_count"], 0);
   EXPECT_EQ(m["mi_agent_upstream_max_concurrent"], 3);
@@ -220,6 +241,19 @@ TEST_F(HealthApiTest, MetricsCountWhatHappened) {
               static_cast<double>((FromEpochSeconds(expires_on) - time_.Now()).count()) / 1000, 1e-9);
   EXPECT_EQ(m["mi_agent_upstream_max_concurrent"], 3);
   EXPECT_EQ(m["mi_agent_upstream_in_flight"], 0);
+
+  // Request durations: the miss waited 20 ms; the hits and the 400 none.
+  const std::string miss = "{route=\"legacy\",cache=\"miss\"";
+  EXPECT_EQ(m["mi_agent_request_duration_seconds_count" + miss + "}"], 1);
+  EXPECT_NEAR(m["mi_agent_request_duration_seconds_sum" + miss + "}"], 0.02, 1e-9);
+  EXPECT_EQ(m["mi_agent_request_duration_seconds_bucket" + miss + ",le=\"0.01\"}"], 0);
+  EXPECT_EQ(m["mi_agent_request_duration_seconds_bucket" + miss + ",le=\"0.025\"}"], 1);
+  EXPECT_EQ(m["mi_agent_request_duration_seconds_bucket" + miss + ",le=\"+Inf\"}"], 1);
+  const std::string hit = "{route=\"legacy\",cache=\"hit\"";
+  EXPECT_EQ(m["mi_agent_request_duration_seconds_count" + hit + "}"], kCached);
+  EXPECT_EQ(m["mi_agent_request_duration_seconds_bucket" + hit + ",le=\"0.0001\"}"], kCached);
+  EXPECT_EQ(m["mi_agent_request_duration_seconds_count{route=\"legacy\",cache=\"none\"}"], 1);
+  EXPECT_EQ(m.count("mi_agent_request_duration_seconds_count{route=\"imds\",cache=\"hit\"}"), 0u);
 
   // Histogram: 3 ms, 20 ms, 300 ms; cumulative buckets.
   EXPECT_EQ(m["mi_agent_upstream_latency_seconds_count"], 3);

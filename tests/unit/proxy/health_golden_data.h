@@ -6,12 +6,35 @@ inline const char kGoldenEmptyStatus[] = R"golden({"version":"9.8.7-\"rc\\1\"","
 
 inline const char kGoldenEmptyMetrics[] = R"golden(# HELP mi_agent_build_info Build information; the value is always 1.
 # TYPE mi_agent_build_info gauge
-mi_agent_build_info{version="9.8.7-\"rc\\1\""} 1
+mi_agent_build_info{version="9.8.7-\"rc\\1\"",revision="abc1234"} 1
+# HELP mi_agent_ready 1 when the agent is ready (as /readyz answers 200), else 0.
+# TYPE mi_agent_ready gauge
+mi_agent_ready 0
 # HELP mi_agent_process_start_time_seconds Start time of the process since the Unix epoch in seconds.
 # TYPE mi_agent_process_start_time_seconds gauge
 mi_agent_process_start_time_seconds 1767225600
+# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.
+# TYPE process_start_time_seconds gauge
+process_start_time_seconds 1767225600
+# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 0.25
+# HELP process_resident_memory_bytes Resident memory size in bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 8388608
+# HELP process_virtual_memory_bytes Virtual memory size in bytes.
+# TYPE process_virtual_memory_bytes gauge
+process_virtual_memory_bytes 67108864
+# HELP process_open_fds Number of open file descriptors.
+# TYPE process_open_fds gauge
+process_open_fds 12
+# HELP process_max_fds Maximum number of open file descriptors.
+# TYPE process_max_fds gauge
+process_max_fds 1024
 # HELP mi_agent_requests_total Token requests answered, by route and HTTP status code.
 # TYPE mi_agent_requests_total counter
+# HELP mi_agent_request_duration_seconds Time from a token request's arrival to its answer, by route and cache outcome (hit, miss, coalesced, none: answered without the cache).
+# TYPE mi_agent_request_duration_seconds histogram
 # HELP mi_agent_cache_hits_total Token requests served from the cache.
 # TYPE mi_agent_cache_hits_total counter
 mi_agent_cache_hits_total 0
@@ -127,16 +150,119 @@ inline const char kGoldenBusyStatusFull[] = R"golden({"version":"9.8.7-\"rc\\1\"
 
 inline const char kGoldenBusyMetrics[] = R"golden(# HELP mi_agent_build_info Build information; the value is always 1.
 # TYPE mi_agent_build_info gauge
-mi_agent_build_info{version="9.8.7-\"rc\\1\""} 1
+mi_agent_build_info{version="9.8.7-\"rc\\1\"",revision="abc1234"} 1
+# HELP mi_agent_ready 1 when the agent is ready (as /readyz answers 200), else 0.
+# TYPE mi_agent_ready gauge
+mi_agent_ready 1
 # HELP mi_agent_process_start_time_seconds Start time of the process since the Unix epoch in seconds.
 # TYPE mi_agent_process_start_time_seconds gauge
 mi_agent_process_start_time_seconds 1767225600
+# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.
+# TYPE process_start_time_seconds gauge
+process_start_time_seconds 1767225600
+# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 0.25
+# HELP process_resident_memory_bytes Resident memory size in bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 8388608
+# HELP process_virtual_memory_bytes Virtual memory size in bytes.
+# TYPE process_virtual_memory_bytes gauge
+process_virtual_memory_bytes 67108864
+# HELP process_open_fds Number of open file descriptors.
+# TYPE process_open_fds gauge
+process_open_fds 12
+# HELP process_max_fds Maximum number of open file descriptors.
+# TYPE process_max_fds gauge
+process_max_fds 1024
 # HELP mi_agent_requests_total Token requests answered, by route and HTTP status code.
 # TYPE mi_agent_requests_total counter
 mi_agent_requests_total{route="legacy",code="200"} 3
 mi_agent_requests_total{route="legacy",code="400"} 1
 mi_agent_requests_total{route="imds",code="200"} 1
 mi_agent_requests_total{route="other",code="401"} 1
+# HELP mi_agent_request_duration_seconds Time from a token request's arrival to its answer, by route and cache outcome (hit, miss, coalesced, none: answered without the cache).
+# TYPE mi_agent_request_duration_seconds histogram
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="0.0001"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="0.00025"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="0.0005"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="0.001"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="0.0025"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="0.005"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="0.01"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="0.025"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="0.05"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="0.1"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="0.25"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="0.5"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="1"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="2.5"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="5"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="10"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="25"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="none",le="+Inf"} 1
+mi_agent_request_duration_seconds_sum{route="legacy",cache="none"} 0
+mi_agent_request_duration_seconds_count{route="legacy",cache="none"} 1
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="0.0001"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="0.00025"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="0.0005"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="0.001"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="0.0025"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="0.005"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="0.01"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="0.025"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="0.05"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="0.1"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="0.25"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="0.5"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="1"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="2.5"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="5"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="10"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="25"} 3
+mi_agent_request_duration_seconds_bucket{route="legacy",cache="hit",le="+Inf"} 3
+mi_agent_request_duration_seconds_sum{route="legacy",cache="hit"} 0
+mi_agent_request_duration_seconds_count{route="legacy",cache="hit"} 3
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="0.0001"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="0.00025"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="0.0005"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="0.001"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="0.0025"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="0.005"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="0.01"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="0.025"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="0.05"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="0.1"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="0.25"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="0.5"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="1"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="2.5"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="5"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="10"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="25"} 1
+mi_agent_request_duration_seconds_bucket{route="imds",cache="hit",le="+Inf"} 1
+mi_agent_request_duration_seconds_sum{route="imds",cache="hit"} 0
+mi_agent_request_duration_seconds_count{route="imds",cache="hit"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="0.0001"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="0.00025"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="0.0005"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="0.001"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="0.0025"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="0.005"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="0.01"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="0.025"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="0.05"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="0.1"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="0.25"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="0.5"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="1"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="2.5"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="5"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="10"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="25"} 1
+mi_agent_request_duration_seconds_bucket{route="other",cache="none",le="+Inf"} 1
+mi_agent_request_duration_seconds_sum{route="other",cache="none"} 0
+mi_agent_request_duration_seconds_count{route="other",cache="none"} 1
 # HELP mi_agent_cache_hits_total Token requests served from the cache.
 # TYPE mi_agent_cache_hits_total counter
 mi_agent_cache_hits_total 4

@@ -32,6 +32,18 @@ using std::chrono::hours;
 using std::chrono::milliseconds;
 using std::chrono::minutes;
 
+// The process as the golden shows it (what a real one reads varies).
+void FixedStats(ProcessStats* st) {
+  st->cpu_seconds = 0.25;
+  st->resident_bytes = 8 << 20;
+  st->virtual_bytes = 64 << 20;
+  st->open_fds = 12;
+  st->max_fds = 1024;
+}
+// Request durations measured on the fixture's fake clock.
+const FakeTime* g_time = nullptr;
+uint64_t FakeNanos() { return static_cast<uint64_t>(g_time->Now().time_since_epoch().count()) * 1000000; }
+
 class HealthGoldenTest : public ::testing::Test {
  protected:
   HealthGoldenTest() {
@@ -47,7 +59,9 @@ class HealthGoldenTest : public ::testing::Test {
     info.listeners = {"127.0.0.1:50342", "[::1]:50342"};
     info.imds_endpoint = "http://169.254.169.254/metadata/identity/oauth2/token";
     model_->set_listening();
-    process_ = std::make_unique<ProcessMetrics>(info.version, info.start_time);
+    process_ = std::make_unique<ProcessMetrics>(info.version, "abc1234", info.start_time, model_.get(), &FixedStats);
+    g_time = &time_;
+    api_->set_monotonic_clock(&FakeNanos);
     token_listener_ = std::make_unique<ListenerMetrics>("token", *token_server_);
     health_listener_ = std::make_unique<ListenerMetrics>("health", *health_server_);
     health_ = std::make_unique<HealthApi>(*model_,

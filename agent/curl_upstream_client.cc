@@ -442,7 +442,7 @@ bool CurlUpstreamClient::OnArcUnauthorized(Transfer& t, UpstreamResponse* r) {
     return true;
   }
   MI_LOG(logger_, kWarning) << "arc: token request refused: " << why;
-  r->outcome = Outcome::kConnectError;
+  r->outcome = Outcome::kRefused;
   r->status = 0;
   r->body.clear();
   r->error = "Arc challenge: " + why;

@@ -18,8 +18,8 @@
 // "Authorization: Basic <the .key file's contents>"; the secret is wiped once
 // that GET is handed to curl (and curl's copy of the header when it ends),
 // never logged, never kept for another fetch. A challenge that fails a check,
-// a 401 without one, or a second 401 ends the fetch as kConnectError
-// ("Arc challenge: <the check>"), logged at warning. mi_res_id goes up as
+// a 401 without one, or a second 401 ends the fetch as kRefused
+// ("Arc challenge: <the check>"; not retried), logged at warning. mi_res_id goes up as
 // msi_res_id. Forward never answers a challenge.
 //
 // Loop thread only. Callbacks run on the loop thread, never inside Fetch, never

@@ -26,8 +26,9 @@ def arc(tmp_path):
 
 
 def arc_agent(agent_factory, arc):
+    # The default retry policy: a refused challenge is not retried, so callers hear at once.
     return agent_factory(arc, {"imds": {"kind": "arc", "arc_token_dir": str(arc.tokens)},
-                               "retry": {"max_attempts": 1}, "log": {"level": "debug"}})
+                               "log": {"level": "debug"}})
 
 
 def secrets_handed_out(arc):
@@ -82,6 +83,7 @@ def test_hostile_realm_is_refused_with_500_and_nothing_cached(agent_factory, arc
     assert code == 500, body
     answer = json.loads(body)
     assert answer["error"] == "unknown"
+    assert answer["error_description"] == "IMDS could not provide a token: arc_challenge_refused"
     assert "access_token" not in body
     # One request: the agent never answered the hostile challenge.
     assert [e["status"] for e in arc.requests()["log"]] == [401]

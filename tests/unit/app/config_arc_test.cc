@@ -30,16 +30,21 @@ TEST(ConfigArcTest, ArcBringsItsEndpointAndApiVersion) {
   EXPECT_EQ(c.imds.api_version, "2020-06-01");
 }
 
+#ifdef _WIN32
+constexpr char kDir[] = "C:/tokens";
+#else
+constexpr char kDir[] = "/tmp/tokens";
+#endif
+
 TEST(ConfigArcTest, AnExplicitEndpointOrApiVersionWins) {
   Config c;
-  ASSERT_TRUE(ParseConfig(R"({"imds": {"kind": "arc", "endpoint": "http://127.0.0.1:9/t", "api_version": "2019-11-01",
-                                       "arc_token_dir": "/tmp/tokens"}})",
-                          &c)
-                  .ok());
+  const std::string text = std::string(R"({"imds": {"kind": "arc", "endpoint": "http://127.0.0.1:9/t", )") +
+                           R"("api_version": "2019-11-01", "arc_token_dir": ")" + kDir + "\"}}";
+  ASSERT_TRUE(ParseConfig(text, &c).ok());
   EXPECT_EQ(c.imds.kind, Kind::kArc);
   EXPECT_EQ(c.imds.endpoint, "http://127.0.0.1:9/t");
   EXPECT_EQ(c.imds.api_version, "2019-11-01");
-  EXPECT_EQ(c.imds.arc_token_dir, "/tmp/tokens");
+  EXPECT_EQ(c.imds.arc_token_dir, kDir);
 }
 
 TEST(ConfigArcTest, AutoChoosesByTheArcAgentsPresence) {

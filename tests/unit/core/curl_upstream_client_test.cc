@@ -763,7 +763,7 @@ TEST_F(CurlUpstreamArcTest, ASecond401IsAnErrorNotALoop) {
   MakeClient(ArcConfigFor(server));
   auto r = FetchAndWait(Key());
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->outcome, Outcome::kConnectError);
+  EXPECT_EQ(r->outcome, Outcome::kRefused);
   EXPECT_NE(r->error.find("second 401"), std::string::npos) << r->error;
   EXPECT_EQ(server.request_count(), 2u);
   EXPECT_FALSE(LogMentionsSecret());
@@ -784,7 +784,7 @@ TEST_F(CurlUpstreamArcTest, AHostileRealmEndsTheFetchWithoutASecondRequest) {
     log_.clear();
     auto r = FetchAndWait(Key());
     ASSERT_TRUE(r);
-    EXPECT_EQ(r->outcome, Outcome::kConnectError);
+    EXPECT_EQ(r->outcome, Outcome::kRefused);
     EXPECT_EQ(r->error.rfind("Arc challenge: ", 0), 0u) << r->error;
     EXPECT_NE(r->error.find(c[1]), std::string::npos) << r->error;
     EXPECT_EQ(server.request_count(), 1u);
@@ -803,7 +803,7 @@ TEST_F(CurlUpstreamArcTest, A401WithoutAChallengeIsAnError) {
   MakeClient(ArcConfigFor(server));
   auto r = FetchAndWait(Key());
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->outcome, Outcome::kConnectError);
+  EXPECT_EQ(r->outcome, Outcome::kRefused);
   EXPECT_NE(r->error.find("no WWW-Authenticate challenge"), std::string::npos) << r->error;
   EXPECT_EQ(server.request_count(), 1u);
 }

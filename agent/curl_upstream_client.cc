@@ -1,9 +1,11 @@
 #include "agent/curl_upstream_client.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string_view>
 #include <utility>
 
+#include "agent/arc_challenge.h"
 #include "agent/base/ascii.h"
 #include "agent/base/check.h"
 #include "agent/base/secure_memory.h"
@@ -40,6 +42,12 @@ struct CurlUpstreamClient::Transfer {
   std::string retry_after;
   std::string server;
   std::string request_body;  // a Forward's POST body (curl reads it from here)
+  // Arc fetches: what the second GET repeats, and the challenge header.
+  ArcStep arc = ArcStep::kNone;
+  std::string url;
+  std::string client_request_id;
+  std::string www_authenticate;
+  bool secret_header = false;  // `headers` holds Arc's Authorization: wiped when freed
   size_t max_bytes = 0;
   bool too_large = false;
   char error[CURL_ERROR_SIZE] = {};
@@ -50,6 +58,9 @@ struct CurlUpstreamClient::Transfer {
   // REQUIRES: `easy` is no longer in the multi handle.
   ~Transfer() {
     if (easy != nullptr) curl_easy_cleanup(easy);
+    if (secret_header) {
+      for (curl_slist* h = headers; h != nullptr; h = h->next) WipeBytes(h->data, std::strlen(h->data));
+    }
     if (headers != nullptr) curl_slist_free_all(headers);
   }
 
@@ -72,6 +83,10 @@ struct CurlUpstreamClient::Transfer {
       // A new response (after a 1xx): only the final one's headers count.
       t->retry_after.clear();
       t->server.clear();
+      t->www_authenticate.clear();
+    } else if (t->arc != ArcStep::kNone && StartsWithIgnoreCase(line, "www-authenticate:")) {
+      // One byte over the bound keeps a too-long challenge recognisable as such.
+      t->www_authenticate.assign(TrimLine(line.substr(17)).substr(0, kMaxArcChallengeBytes + 1));
     } else if (StartsWithIgnoreCase(line, "server:")) {
       // Passed back to callers as a header: only printable ASCII, else none.
       std::string_view value = TrimLine(line.substr(7)).substr(0, kMaxRetryAfterChars);
@@ -129,7 +144,9 @@ std::string CurlUpstreamClient::BuildUrl(const Options& options, const TokenKey&
   url += UrlEncode(options.api_version);
   url += "&resource=";
   url += UrlEncode(key.resource);
-  const char* param = SelectorParam(key.kind);
+  // Arc takes an ARM id as msi_res_id only.
+  const bool arc_res_id = options.kind == Kind::kArc && key.kind == SelectorKind::kResourceId;
+  const char* param = arc_res_id ? "msi_res_id" : SelectorParam(key.kind);
   if (*param != '\0' && !key.id.empty()) {
     url += '&';
     url += param;
@@ -155,7 +172,8 @@ void CurlUpstreamClient::FetchWith(const TokenKey& key, const FetchOptions& opti
     MI_LOG(logger_, kDebug) << "imds: fetch for " << key.Describe() << " with x-ms-client-request-id "
                             << options.client_request_id;
   }
-  Start(BuildUrl(options_, key, options.bypass_cache), get, options.client_request_id, std::move(callback));
+  Start(BuildUrl(options_, key, options.bypass_cache), get, options.client_request_id, std::move(callback),
+        options_.kind == Kind::kArc ? ArcStep::kChallenge : ArcStep::kNone);
 }
 
 std::string CurlUpstreamClient::ForwardUrl(const Options& options, std::string_view path_and_query) {
@@ -173,9 +191,15 @@ void CurlUpstreamClient::Forward(const ForwardRequest& request, Callback callbac
 }
 
 void CurlUpstreamClient::Start(const std::string& url, const ForwardRequest& request,
-                               const std::string& client_request_id, Callback callback) {
+                               const std::string& client_request_id, Callback callback, ArcStep arc,
+                               const SecureString* secret) {
   auto t = std::make_unique<Transfer>();
   t->max_bytes = options_.max_response_bytes;
+  t->arc = arc;
+  if (arc == ArcStep::kChallenge) {
+    t->url = url;
+    t->client_request_id = client_request_id;
+  }
   t->easy = curl_easy_init();
   if (t->easy == nullptr) {
     FailLater(std::move(callback), "curl_easy_init failed");
@@ -192,6 +216,14 @@ void CurlUpstreamClient::Start(const std::string& url, const ForwardRequest& req
   // No Content-Type from the caller: none upstream either (curl would add a form type).
   if (post) append(request.content_type.empty() ? std::string("Content-Type:") : "Content-Type: " + request.content_type);
   if (!client_request_id.empty()) append("x-ms-client-request-id: " + client_request_id);
+  if (secret != nullptr && t->headers != nullptr) {
+    SecureString header = ArcAuthorizationHeader(*secret);
+    curl_slist* more = curl_slist_append(t->headers, header.c_str());  // curl's copy: wiped by ~Transfer
+    WipeString(&header);
+    if (more == nullptr) curl_slist_free_all(t->headers);
+    t->headers = more;
+    t->secret_header = more != nullptr;
+  }
   if (t->headers == nullptr) {
     FailLater(std::move(callback), "out of memory");
     return;
@@ -380,6 +412,9 @@ void CurlUpstreamClient::ProcessDone() {
       r.outcome = Outcome::kHttp;
       r.body.assign(t->body.data(), t->body.size());  // one exact copy, wiped by ~UpstreamResponse
     }
+    if (t->arc != ArcStep::kNone && r.outcome == Outcome::kHttp && r.status == 401 && OnArcUnauthorized(*t, &r)) {
+      continue;  // the second GET answers the callback
+    }
     if (r.outcome != Outcome::kHttp) {
       MI_LOG(logger_, kDebug) << "imds: request failed: " << r.error;
     }
@@ -388,6 +423,30 @@ void CurlUpstreamClient::ProcessDone() {
     callback(std::move(r));
     if (!*alive) return;  // the callback destroyed the client
   }
+}
+
+bool CurlUpstreamClient::OnArcUnauthorized(Transfer& t, UpstreamResponse* r) {
+  std::string why;
+  if (t.arc == ArcStep::kAnswered) {
+    why = "the endpoint refused the secret (a second 401)";
+  } else if (StatusOr<std::string> realm = ParseArcChallenge(t.www_authenticate); !realm.ok()) {
+    why = realm.status().message();
+  } else if (StatusOr<SecureString> secret = ReadArcSecret(options_.arc_token_dir, *realm); !secret.ok()) {
+    why = secret.status().message() + " (realm " + *realm + ")";
+  } else {
+    MI_LOG(logger_, kDebug) << "arc: answering the challenge of " << *realm;
+    ForwardRequest get;
+    get.method = "GET";
+    Start(t.url, get, t.client_request_id, std::move(t.callback), ArcStep::kAnswered, &*secret);
+    WipeString(&*secret);
+    return true;
+  }
+  MI_LOG(logger_, kWarning) << "arc: token request refused: " << why;
+  r->outcome = Outcome::kRefused;
+  r->status = 0;
+  r->body.clear();
+  r->error = "Arc challenge: " + why;
+  return false;
 }
 
 }  // namespace mi

@@ -13,6 +13,15 @@
 // Outcomes: kHttp (any status: retrying and classifying is RetryPolicy's job),
 // kTimeout, kConnectError (with curl's error text), kTooLarge.
 //
+// Kind arc (Azure Arc-enabled servers, agent/arc_challenge.h): a fetch whose
+// first GET is answered 401 with a valid challenge is sent again, once, with
+// "Authorization: Basic <the .key file's contents>"; the secret is wiped once
+// that GET is handed to curl (and curl's copy of the header when it ends),
+// never logged, never kept for another fetch. A challenge that fails a check,
+// a 401 without one, or a second 401 ends the fetch as kRefused
+// ("Arc challenge: <the check>"; not retried), logged at warning. mi_res_id goes up as
+// msi_res_id. Forward never answers a challenge.
+//
 // Loop thread only. Callbacks run on the loop thread, never inside Fetch, never
 // after destruction; a callback may destroy the client or call Fetch again.
 // Destroying the client cancels every transfer without running its callback,
@@ -31,14 +40,22 @@
 #include "agent/base/event_loop.h"
 #include "agent/base/log.h"
 #include "agent/base/uv_handle.h"
+#include "agent/platform.h"
 #include "agent/upstream_client.h"
 
 namespace mi {
 
+// The Azure Arc agent's token endpoint and the api-version it speaks.
+inline constexpr const char kArcEndpoint[] = "http://127.0.0.1:40342/metadata/identity/oauth2/token";
+inline constexpr const char kArcApiVersion[] = "2020-06-01";
+
 class CurlUpstreamClient : public UpstreamClient {
  public:
+  enum class Kind { kImds, kArc };
   // Config "imds" (ranges checked by ParseConfig, agent/app/config.cc).
   struct Options {
+    Kind kind = Kind::kImds;  // "kind": "imds", "arc" ("auto" is resolved when the config is read)
+    std::string arc_token_dir = platform::DefaultArcTokenDir();  // "arc_token_dir"
     std::string endpoint = "http://169.254.169.254/metadata/identity/oauth2/token";  // "endpoint"
     std::string api_version = "2018-02-01";     // "api_version"
     Duration connect_timeout = Duration(2000);  // "connect_timeout_seconds": 2
@@ -74,6 +91,8 @@ class CurlUpstreamClient : public UpstreamClient {
  private:
   struct Transfer;
   struct Socket;
+  // Where a fetch stands in the Arc challenge (kNone: kind imds, or a Forward).
+  enum class ArcStep { kNone, kChallenge, kAnswered };
   struct Failed {
     Callback callback;
     UpstreamResponse response;
@@ -86,9 +105,13 @@ class CurlUpstreamClient : public UpstreamClient {
   static void OnFailedTimer(uv_timer_t* handle) noexcept;
 
   // One transfer of `url` (method, body and Content-Type from `request`; a
-  // non-empty `client_request_id` goes up as x-ms-client-request-id).
+  // non-empty `client_request_id` goes up as x-ms-client-request-id). With
+  // `secret`, it goes up as Arc's Authorization header.
   void Start(const std::string& url, const ForwardRequest& request, const std::string& client_request_id,
-             Callback callback);
+             Callback callback, ArcStep arc = ArcStep::kNone, const SecureString* secret = nullptr);
+  // An Arc fetch answered 401: true when the second GET took over `t`'s
+  // callback, else *r is the fetch's error.
+  bool OnArcUnauthorized(Transfer& t, UpstreamResponse* r);
   int HandleSocket(curl_socket_t s, int what);
   void SocketAction(curl_socket_t s, int flags);
   // Reads finished transfers and runs their callbacks.

@@ -30,6 +30,7 @@ ForwardResult UpstreamForwarder::ResultOf(UpstreamResponse response) {
       break;
     case UpstreamResponse::Outcome::kTimeout:
     case UpstreamResponse::Outcome::kConnectError:
+    case UpstreamResponse::Outcome::kRefused:  // Forward answers no challenge: not seen here
       r.kind = ForwardResult::Kind::kUnavailable;
       break;
   }

@@ -44,6 +44,13 @@ std::string DefaultConfigPath();
 // The packages write it; the daemon only reports it.
 std::string DiscoveryFilePath();
 
+// The Azure Arc agent (himds), whose presence makes imds.kind "auto" mean arc:
+// /opt/azcmagent/bin/himds (Windows: %ProgramFiles%\AzureConnectedMachineAgent\himds.exe).
+std::string ArcAgentPath();
+// Where himds writes its challenge files: /var/opt/azcmagent/tokens
+// (Windows: %ProgramData%\AzureConnectedMachineAgent\Tokens).
+std::string DefaultArcTokenDir();
+
 #ifdef _WIN32
 // UTF-16, as the Windows API speaks it, to UTF-8; "" when it does not convert.
 std::string Utf8FromWide(std::wstring_view wide);

@@ -109,4 +109,8 @@ std::string DefaultConfigPath() { return "/etc/mi-agent/config.json"; }
 
 std::string DiscoveryFilePath() { return "/var/lib/waagent/ManagedIdentity-Settings"; }
 
+std::string ArcAgentPath() { return "/opt/azcmagent/bin/himds"; }
+
+std::string DefaultArcTokenDir() { return "/var/opt/azcmagent/tokens"; }
+
 }  // namespace mi::platform

@@ -22,6 +22,16 @@ std::string ProgramDataDir() {
   return out.empty() ? "C:\\ProgramData" : out;
 }
 
+std::string ProgramFilesDir() {
+  wchar_t* path = nullptr;
+  std::string out;
+  if (SUCCEEDED(SHGetKnownFolderPath(FOLDERID_ProgramFiles, 0, nullptr, &path)) && path != nullptr) {
+    out = Utf8FromWide(path);
+  }
+  CoTaskMemFree(path);
+  return out.empty() ? "C:\\Program Files" : out;
+}
+
 // "C:" from the Windows directory (what %SystemDrive% names).
 std::string SystemDrive() {
   wchar_t windir[MAX_PATH];
@@ -55,5 +65,9 @@ std::string DefaultConfigPath() { return ProgramDataDir() + "\\mi-agent\\config.
 // %SystemDrive%\WindowsAzure\Config\ManagedIdentity-Settings, where the VM
 // extension wrote it and old client libraries look for it.
 std::string DiscoveryFilePath() { return SystemDrive() + "\\WindowsAzure\\Config\\ManagedIdentity-Settings"; }
+
+std::string ArcAgentPath() { return ProgramFilesDir() + "\\AzureConnectedMachineAgent\\himds.exe"; }
+
+std::string DefaultArcTokenDir() { return ProgramDataDir() + "\\AzureConnectedMachineAgent\\Tokens"; }
 
 }  // namespace mi::platform

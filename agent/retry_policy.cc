@@ -45,6 +45,8 @@ bool RetryPolicy::IsRetryable(const UpstreamResponse& r) {
     case Outcome::kConnectError:
     case Outcome::kTooLarge:
       return true;
+    case Outcome::kRefused:
+      return false;
     case Outcome::kHttp:
       return r.status == 404 || r.status == 410 || r.status == 429 ||
              (r.status >= 500 && r.status <= 599);

@@ -20,6 +20,7 @@ std::string DescribeTransport(const UpstreamResponse& r) {
     case UpstreamResponse::Outcome::kTimeout: return "timeout";
     case UpstreamResponse::Outcome::kConnectError: return "connect_error";
     case UpstreamResponse::Outcome::kTooLarge: return "response_too_large";
+    case UpstreamResponse::Outcome::kRefused: return "arc_challenge_refused";
   }
   return "error";
 }

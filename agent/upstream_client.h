@@ -17,6 +17,7 @@ struct UpstreamResponse {
     kTimeout,       // connect or total timeout
     kConnectError,  // refused, reset, DNS, ...
     kTooLarge,      // body over the configured cap
+    kRefused,       // the agent refused the upstream's answer (Arc: a challenge that failed a check); not retried
   };
   UpstreamResponse() = default;
   UpstreamResponse(const UpstreamResponse&) = default;

@@ -159,6 +159,41 @@ void ParseUnixSocket(Reader& r, std::string* out) {
   *out = path;
 }
 
+// "imds.kind" (`kind`: "" when absent), "imds.arc_token_dir", and Arc's
+// endpoint and api-version where the file gives none (`imds` holds the
+// section, or null). "auto" is arc when the Arc agent is installed.
+void ApplyImdsKind(Reader& r, const json* imds, const std::string& kind, Config* c) {
+  CurlUpstreamClient::Options& o = c->imds;
+  c->imds_kind_auto = kind == "auto";
+  if (kind.empty() || kind == "imds") {
+    o.kind = CurlUpstreamClient::Kind::kImds;
+  } else if (kind == "arc") {
+    o.kind = CurlUpstreamClient::Kind::kArc;
+  } else if (kind == "auto") {
+    uv_fs_t req;
+    const bool installed = uv_fs_stat(nullptr, &req, platform::ArcAgentPath().c_str(), nullptr) == 0;
+    uv_fs_req_cleanup(&req);
+    o.kind = installed ? CurlUpstreamClient::Kind::kArc : CurlUpstreamClient::Kind::kImds;
+  } else {
+    r.Fail("imds.kind", "expected imds, arc or auto");
+    return;
+  }
+  const std::string& dir = o.arc_token_dir;
+#ifdef _WIN32
+  const bool absolute = dir.size() >= 3 && dir[1] == ':' && (dir[2] == '\\' || dir[2] == '/');
+#else
+  const bool absolute = !dir.empty() && dir[0] == '/';
+#endif
+  if (!absolute) {
+    r.Fail("imds.arc_token_dir", "expected the absolute path of a directory");
+    return;
+  }
+  if (o.kind != CurlUpstreamClient::Kind::kArc) return;
+  const bool given = imds != nullptr && imds->is_object();
+  if (!given || !imds->contains("endpoint")) o.endpoint = kArcEndpoint;
+  if (!given || !imds->contains("api_version")) o.api_version = kArcApiVersion;
+}
+
 }  // namespace
 
 std::string DefaultConfigPath() { return platform::DefaultConfigPath(); }
@@ -202,7 +237,11 @@ Status ParseConfig(const std::string& text, Config* out) {
   ParseAllowedHosts(r, &error, &c.api.allowed_hosts);
 
   CurlUpstreamClient::Options& imds = c.imds;
+  std::string imds_kind;
+  const json* imds_section = doc.contains("imds") ? &doc["imds"] : nullptr;
   r.Section("imds", [&](Reader& s) {
+    s.String("kind", &imds_kind);
+    s.String("arc_token_dir", &imds.arc_token_dir);
     s.String("endpoint", &imds.endpoint);
     s.String("api_version", &imds.api_version);
     s.Seconds("connect_timeout_seconds", &imds.connect_timeout, 0.001, 600);
@@ -210,6 +249,7 @@ Status ParseConfig(const std::string& text, Config* out) {
     s.Integer("max_response_bytes", &imds.max_response_bytes, 1024, 16 << 20);
     s.Bool("v2_passthrough", &c.api.v2_passthrough);
   });
+  if (error.empty()) ApplyImdsKind(r, imds_section, imds_kind, &c);
   if (error.empty() && imds.endpoint.rfind("http://", 0) != 0 && imds.endpoint.rfind("https://", 0) != 0) {
     error = "imds.endpoint: expected an http:// URL";
   }

@@ -55,6 +55,7 @@ struct Config {
 
   // --- Upstream (IMDS), cache, retry policy, budget ---------------------------
   CurlUpstreamClient::Options imds;  // "imds"
+  bool imds_kind_auto = false;       // "imds.kind" was "auto" (imds.kind holds what it chose)
   // "cache", "retry" (cache.retry), "prefetch" (cache.prefetch), and
   // "limits.max_waiters", "limits.max_waiters_per_caller", "limits.caller_deadline_seconds".
   TokenCache::Options cache;

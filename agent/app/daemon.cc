@@ -56,6 +56,18 @@ nlohmann::json AuthorizationDigest(const AuthorizationOptions& a) {
   return {AuthorizationModeName(a.mode), a.cache_ttl.count(), rules};
 }
 
+// imds.kind arc, or what "auto" chose (issue #14 point 5).
+void LogUpstreamKind(const Config& c, Logger& logger) {
+  const bool arc = c.imds.kind == CurlUpstreamClient::Kind::kArc;
+  if (c.imds_kind_auto) {
+    MI_LOG(logger, kInfo) << "imds.kind auto: " << platform::ArcAgentPath()
+                          << (arc ? " exists, using the Azure Arc agent" : " not found, using IMDS");
+  } else if (arc) {
+    MI_LOG(logger, kInfo) << "imds.kind arc: using the Azure Arc agent (challenge files in "
+                          << c.imds.arc_token_dir << ")";
+  }
+}
+
 std::string Digest(const Config& c) {
   // A stable short hash of the settings that matter, so a fleet can spot drift.
   nlohmann::json j;
@@ -63,6 +75,7 @@ std::string Digest(const Config& c) {
   j["listen"] = c.listen;
   if (!c.unix_socket.empty()) j["unix_socket"] = c.unix_socket;  // absent when off: digests stay as they were
   j["imds"] = {c.imds.endpoint, c.imds.api_version, c.imds.timeout.count()};
+  if (c.imds.kind == CurlUpstreamClient::Kind::kArc) j["imds_kind"] = "arc";  // absent for imds: digests stay
   j["cache"] = {c.cache.margin.count(), c.cache.refresh_ahead.count(), c.cache.max_keys};
   j["budget"] = {c.budget.rate_per_second, c.budget.burst, c.budget.max_concurrent};
   std::vector<std::string> prefetch;
@@ -216,6 +229,7 @@ Status Daemon::Impl::Start() {
   parts = std::make_unique<Parts>(this);
   Parts& p = *parts;
   MI_LOG(logger, kInfo) << "mi-agent " MI_VERSION " starting; IMDS " << config.imds.endpoint;
+  LogUpstreamKind(config, logger);
   if (!p.audit.status().ok()) return p.audit.status();
   p.api.set_audit_sink(&p.audit);
   p.health.set_audit_trail(&p.audit);

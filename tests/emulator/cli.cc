@@ -114,6 +114,7 @@ const char* Usage() {
          "  --throttle-rps N         429 above N token requests per second (default 0: off)\n"
          "  --delay-ms N             latency added to every token answer (default 0)\n"
          "  --reject-resource URI    answer invalid_resource for URI (repeatable)\n"
+         "  --arc-token-dir DIR      Azure Arc mode: 401 challenges with secret files in DIR\n"
          "  --faults FILE            initial fault script JSON\n"
          "  --log-requests           log one line per request (never a token)\n"
          "  --log-level LEVEL        debug, info, warning, error (default info)\n"
@@ -209,6 +210,9 @@ Status ParseArgs(const std::vector<std::string>& args, CliOptions* out) {
     } else if (name == "--reject-resource") {
       if (!take() || value.empty()) return Status::Error("--reject-resource needs a value");
       o.emulator.reject_resources.push_back(value);
+    } else if (name == "--arc-token-dir") {
+      if (!take() || value.empty()) return Status::Error("--arc-token-dir needs a directory");
+      o.emulator.arc_token_dir = value;
     } else if (name == "--faults") {
       if (!take() || value.empty()) return Status::Error("--faults needs a file");
       std::string text;

@@ -17,6 +17,7 @@
 //     --throttle-rps N         429 above N token requests in any second (default 0: off)
 //     --delay-ms N             latency added to every token answer (default 0)
 //     --reject-resource URI    answer invalid_resource for it (repeatable)
+//     --arc-token-dir DIR      Azure Arc mode (see emulator.h): challenge files in DIR
 //     --faults FILE            initial fault script JSON (see emulator.h)
 //     --log-requests           one log line per request (never a token)
 //     --log-level LEVEL        debug, info, warning, error (default info)

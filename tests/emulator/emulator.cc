@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <random>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -804,6 +806,13 @@ void Emulator::HandleToken(const proxy::HttpRequest& request, proxy::Responder r
            Error(400, "invalid_request", "Requests with X-Forwarded-For are not accepted"), "");
     return;
   }
+  if (!options_.arc_token_dir.empty()) {
+    if (std::optional<proxy::HttpResponse> challenge = ArcChallenge(request)) {
+      if (LogEntry* e = Entry(seq)) e->fault = "arc_challenge";
+      Answer(seq, query, reply, std::move(*challenge), "");
+      return;
+    }
+  }
   if (options_.throttle_rps > 0) {
     while (!window_.empty() && window_.front() <= now - Duration(1000)) window_.pop_front();
     if (window_.size() >= options_.throttle_rps) {
@@ -1212,6 +1221,7 @@ std::string Emulator::ConfigJson() const {
   j["token_bytes"] = options_.token_bytes;
   j["reject_resources"] = options_.reject_resources;
   j["wrong_identity"] = options_.wrong_identity;
+  if (!options_.arc_token_dir.empty()) j["arc_realm"] = options_.arc_realm;
   j["tenant_id"] = options_.tenant_id;
   return Dump(j);
 }
@@ -1221,7 +1231,7 @@ Status Emulator::ApplyConfig(std::string_view json_text) {
   std::string error;
   if (!ParseObject(json_text, &j, &error)) return Status::Error(error);
   if (!CheckKeys(j, {"delay_ms", "throttle_rps", "lifetime", "reissue_before", "token_bytes", "reject_resources",
-                     "wrong_identity"},
+                     "wrong_identity", "arc_realm"},
                  "config", &error))
     return Status::Error(error);
   EmulatorOptions o = options_;
@@ -1256,8 +1266,68 @@ Status Emulator::ApplyConfig(std::string_view json_text) {
     if (!GetTrue(j, "wrong_identity", &error)) return Status::Error(error);
     o.wrong_identity = j.at("wrong_identity").get<bool>();
   }
+  if (j.contains("arc_realm")) {
+    static const char* const kRealms[] = {"normal", "outside", "not_key", "too_big", "symlink", "dotdot"};
+    const json& v = j.at("arc_realm");
+    if (!v.is_string() || std::none_of(std::begin(kRealms), std::end(kRealms),
+                                       [&v](const char* r) { return v.get<std::string>() == r; }))
+      return Status::Error("\"arc_realm\" must be normal, outside, not_key, too_big, symlink or dotdot");
+    o.arc_realm = v.get<std::string>();
+  }
   options_ = std::move(o);
   return Status::Ok();
+}
+
+std::optional<proxy::HttpResponse> Emulator::ArcChallenge(const proxy::HttpRequest& request) {
+  namespace fs = std::filesystem;
+  if (const std::string* auth = FindHeader(request, "authorization")) {
+    if (auth->size() > 6 && EqualsIgnoreCase(auth->substr(0, 6), "basic ")) {
+      auto it = arc_secrets_.find(auth->substr(6));
+      if (it != arc_secrets_.end()) {
+        std::error_code ec;
+        fs::remove(it->second, ec);
+        arc_secrets_.erase(it);
+        return std::nullopt;
+      }
+    }
+  }
+  static std::random_device device;
+  char hex[33];
+  std::snprintf(hex, sizeof(hex), "%08x%08x%08x%08x", device(), device(), device(), device());
+  const std::string secret(hex);
+  std::snprintf(hex, sizeof(hex), "%08x%08x", device(), device());
+  const std::string name(hex);
+  const fs::path dir(options_.arc_token_dir);
+  const fs::path parent = dir.parent_path();
+  const std::string& mode = options_.arc_realm;
+  fs::path file = dir / (name + ".key");  // the file holding the secret
+  std::string realm = file.string();
+  std::string contents = secret;
+  std::error_code ec;
+  if (mode == "outside") {
+    file = parent / (name + ".key");
+    realm = file.string();
+  } else if (mode == "not_key") {
+    file = dir / (name + ".txt");
+    realm = file.string();
+  } else if (mode == "too_big") {
+    contents.resize(4097, 'x');  // the secret is its first 32 bytes
+  } else if (mode == "symlink") {
+    file = parent / (name + "-target.key");
+    fs::create_symlink(file, dir / (name + ".key"), ec);
+  } else if (mode == "dotdot") {
+    realm = (dir / ".." / dir.filename() / (name + ".key")).string();
+  }
+  std::FILE* f = std::fopen(file.string().c_str(), "wb");
+  if (f != nullptr) {
+    std::fwrite(contents.data(), 1, contents.size(), f);
+    std::fclose(f);
+  }
+  if (arc_secrets_.size() >= 1024) arc_secrets_.erase(arc_secrets_.begin());  // bounded
+  arc_secrets_[mode == "too_big" ? contents : secret] = file.string();
+  proxy::HttpResponse r = Error(401, "unauthorized", "The request needs the secret of the challenge file");
+  r.headers.emplace_back("WWW-Authenticate", "Basic realm=" + realm);
+  return r;
 }
 
 void Emulator::HandleAdmin(const proxy::HttpRequest& request, std::string_view path, std::string_view query,

@@ -140,6 +140,27 @@
 //    "client_id"|"object_id"|"mi_res_id":"..",     the request's selector, case-
 //                                                  insensitive (msi_res_id = mi_res_id)
 //    "default":true}                               the request names no identity
+//
+// ---------------------------------------------------------------------------
+// Azure Arc mode (--arc-token-dir DIR; issue #14 point 5)
+//
+// As himds does: a token request (after the Metadata and X-Forwarded-For
+// checks) without "Authorization: Basic <secret>" naming a secret it handed
+// out is answered 401 {"error":"unauthorized",..} with
+//   WWW-Authenticate: Basic realm=<DIR>/<random>.key
+// after writing a fresh random secret (32 hex digits) to that file; the log
+// entry's fault is "arc_challenge". A request with a secret it issued (each
+// is good for one request; its file is then removed) goes on as IMDS.
+// A wrong secret gets a new challenge. POST /admin/config {"arc_realm":R}
+// makes the next challenges hostile (GET /admin/config shows it in Arc mode):
+//   "normal"   (default) as above
+//   "outside"  the file is written in DIR's parent directory
+//   "not_key"  DIR/<random>.txt
+//   "too_big"  DIR/<random>.key of 4,097 bytes
+//   "symlink"  DIR/<random>.key is a symlink to a file in DIR's parent
+//   "dotdot"   DIR/../<DIR's name>/<random>.key (a ".." component)
+// In every case the named file holds a secret the emulator accepts, so an
+// agent that skipped a check would get a token. Not reset by /admin/reset.
 // ---------------------------------------------------------------------------
 
 #include <cstdint>
@@ -245,6 +266,9 @@ struct EmulatorOptions {
   // Every 200 answers for another identity (the emulator's "wrong identity",
   // client_id 0bad1d00-0000-4000-8000-00000000e0e0), whatever the request named.
   bool wrong_identity = false;
+  // Arc mode (header comment): challenge files go here; "" = off.
+  std::string arc_token_dir;
+  std::string arc_realm = "normal";  // admin "arc_realm"
   bool log_requests = false;  // one line per request (never a token)
 };
 
@@ -289,6 +313,9 @@ class Emulator : public proxy::HttpHandler {
   };
 
   void HandleToken(const proxy::HttpRequest& request, proxy::Responder reply);
+  // Arc mode: the 401 challenge for a request without a valid secret (else
+  // nullopt: it goes on; its secret is used up).
+  std::optional<proxy::HttpResponse> ArcChallenge(const proxy::HttpRequest& request);
   void HandleV2(const proxy::HttpRequest& request, std::string_view path, std::string_view query,
                 proxy::Responder& reply);
   void HandleAdmin(const proxy::HttpRequest& request, std::string_view path, std::string_view query,
@@ -341,6 +368,7 @@ class Emulator : public proxy::HttpHandler {
   size_t max_concurrent_ = 0;
 
   std::map<uint64_t, std::unique_ptr<Pending>> pending_;  // by seq
+  std::map<std::string, std::string> arc_secrets_;        // Arc mode: secret -> its file
   std::unique_ptr<Timer> sweep_timer_;
 };
 

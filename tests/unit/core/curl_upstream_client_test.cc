@@ -6,10 +6,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -18,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/arc_challenge.h"
 #include "agent/base/event_loop.h"
 #include "agent/base/url.h"
 
@@ -117,7 +121,10 @@ class TestServer {
   enum class Mode { kRespond, kHang, kClose };
 
   explicit TestServer(Mode mode, std::string response = "", bool keep_alive = false)
-      : mode_(mode), response_(std::move(response)), keep_alive_(keep_alive) {
+      : TestServer(mode, std::vector<std::string>{std::move(response)}, keep_alive) {}
+  // The n-th request gets responses[n] (the last one once they run out).
+  TestServer(Mode mode, std::vector<std::string> responses, bool keep_alive)
+      : mode_(mode), responses_(std::move(responses)), keep_alive_(keep_alive) {
     listen_fd_ = BindLoopback(true, &port_);
     if (listen_fd_ != kBadFd) thread_ = std::thread([this] { Run(); });
   }
@@ -171,10 +178,13 @@ class TestServer {
       while ((end = buf.find("\r\n\r\n")) == std::string::npos) {
         if (buf.size() > 65536 || !ReadSome(c, &buf)) return;
       }
+      size_t index = 0;
       {
         std::lock_guard<std::mutex> lock(mutex_);
+        index = requests_.size();
         requests_.push_back(buf.substr(0, end + 2));
       }
+      const std::string& response_ = responses_[std::min(index, responses_.size() - 1)];
       buf.erase(0, end + 4);
       switch (mode_) {
         case Mode::kClose:
@@ -198,7 +208,7 @@ class TestServer {
   }
 
   const Mode mode_;
-  const std::string response_;
+  const std::vector<std::string> responses_;
   const bool keep_alive_;
   Fd listen_fd_ = kBadFd;
   uint16_t port_ = 0;
@@ -661,6 +671,166 @@ TEST_F(CurlUpstreamTest, FetchWithSendsTheClientRequestIdAndLogsItAtDebug) {
   bool logged = false;
   for (const auto& line : log_) logged = logged || line.find("x-ms-client-request-id corr-42") != std::string::npos;
   EXPECT_TRUE(logged);
+}
+
+}  // namespace
+}  // namespace mi
+
+// --- Azure Arc (imds.kind arc) ---------------------------------------------------
+
+namespace mi {
+namespace {
+
+namespace fs = std::filesystem;
+
+class CurlUpstreamArcTest : public CurlUpstreamTest {
+ protected:
+  void SetUp() override {
+    static int n = 0;
+    const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+    dir_ = fs::temp_directory_path() / ("mi-arc-client-" + std::to_string(stamp) + "-" + std::to_string(n++));
+    fs::create_directories(dir_);
+    key_path_ = (dir_ / "challenge.key").string();
+    std::ofstream(key_path_, std::ios::binary) << kSecret;
+  }
+  void TearDown() override {
+    CurlUpstreamTest::TearDown();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  CurlUpstreamClient::Options ArcConfigFor(const TestServer& server) {
+    CurlUpstreamClient::Options c = ConfigFor(server);
+    c.kind = CurlUpstreamClient::Kind::kArc;
+    c.arc_token_dir = dir_.string();
+    return c;
+  }
+  std::string Challenge(const std::string& realm) {
+    return HttpResponse(401, "Unauthorized", R"({"error":"unauthorized"})", "WWW-Authenticate: Basic realm=" + realm + "\r\n");
+  }
+  bool LogMentionsSecret() const {
+    for (const auto& line : log_) {
+      if (line.find(kSecret) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+  static constexpr const char* kSecret = "QXJjU2VjcmV0VmFsdWU0Mg";
+  fs::path dir_;
+  std::string key_path_;
+};
+
+TEST_F(CurlUpstreamArcTest, AnswersTheChallengeOnceWithTheFilesContents) {
+  TestServer server(TestServer::Mode::kRespond, {Challenge(key_path_), HttpResponse(200, "OK", kTokenBody)}, false);
+  ASSERT_TRUE(server.ok());
+  MakeClient(ArcConfigFor(server));
+  auto r = FetchAndWait(Key(SelectorKind::kClientId, kGuid));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, Outcome::kHttp);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, kTokenBody);
+  auto requests = server.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(FirstLine(requests[0]), FirstLine(requests[1]));
+  EXPECT_EQ(requests[0].find("Authorization"), std::string::npos);
+  EXPECT_NE(requests[1].find(std::string("\r\nAuthorization: Basic ") + kSecret + "\r\n"), std::string::npos)
+      << requests[1];
+  EXPECT_TRUE(HasHeaderLine(requests[1], "metadata: true"));
+  EXPECT_FALSE(LogMentionsSecret());
+  EXPECT_EQ(client_->in_flight(), 0u);
+}
+
+TEST_F(CurlUpstreamArcTest, EachFetchReadsTheFileAgain) {
+  TestServer server(TestServer::Mode::kRespond,
+                    {Challenge(key_path_), HttpResponse(200, "OK", kTokenBody), Challenge(key_path_),
+                     HttpResponse(200, "OK", kTokenBody)},
+                    false);
+  ASSERT_TRUE(server.ok());
+  MakeClient(ArcConfigFor(server));
+  ASSERT_TRUE(FetchAndWait(Key()));
+  std::ofstream(key_path_, std::ios::binary | std::ios::trunc) << "U2Vjb25kU2VjcmV0";
+  auto r = FetchAndWait(Key());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  auto requests = server.requests();
+  ASSERT_EQ(requests.size(), 4u);
+  EXPECT_EQ(requests[2].find("Authorization"), std::string::npos);
+  EXPECT_NE(requests[3].find("Authorization: Basic U2Vjb25kU2VjcmV0\r\n"), std::string::npos);
+}
+
+TEST_F(CurlUpstreamArcTest, ASecond401IsAnErrorNotALoop) {
+  TestServer server(TestServer::Mode::kRespond, Challenge(key_path_));
+  ASSERT_TRUE(server.ok());
+  MakeClient(ArcConfigFor(server));
+  auto r = FetchAndWait(Key());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, Outcome::kRefused);
+  EXPECT_NE(r->error.find("second 401"), std::string::npos) << r->error;
+  EXPECT_EQ(server.request_count(), 2u);
+  EXPECT_FALSE(LogMentionsSecret());
+}
+
+TEST_F(CurlUpstreamArcTest, AHostileRealmEndsTheFetchWithoutASecondRequest) {
+  const fs::path outside = dir_.parent_path() / (dir_.filename().string() + "-outside.key");
+  std::ofstream(outside, std::ios::binary) << kSecret;
+  const std::string cases[][2] = {
+      {outside.string(), "outside the tokens directory"},
+      {(dir_ / "x.txt").string(), "not name a .key file"},
+      {"relative.key", "not an absolute path"},
+  };
+  for (const auto& c : cases) {
+    TestServer server(TestServer::Mode::kRespond, Challenge(c[0]));
+    ASSERT_TRUE(server.ok());
+    MakeClient(ArcConfigFor(server));
+    log_.clear();
+    auto r = FetchAndWait(Key());
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->outcome, Outcome::kRefused);
+    EXPECT_EQ(r->error.rfind("Arc challenge: ", 0), 0u) << r->error;
+    EXPECT_NE(r->error.find(c[1]), std::string::npos) << r->error;
+    EXPECT_EQ(server.request_count(), 1u);
+    bool warned = false;
+    for (const auto& line : log_) warned = warned || line.find(c[1]) != std::string::npos;
+    EXPECT_TRUE(warned) << c[1];
+    EXPECT_FALSE(LogMentionsSecret());
+    client_.reset();
+  }
+  fs::remove(outside);
+}
+
+TEST_F(CurlUpstreamArcTest, A401WithoutAChallengeIsAnError) {
+  TestServer server(TestServer::Mode::kRespond, HttpResponse(401, "Unauthorized", "{}"));
+  ASSERT_TRUE(server.ok());
+  MakeClient(ArcConfigFor(server));
+  auto r = FetchAndWait(Key());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, Outcome::kRefused);
+  EXPECT_NE(r->error.find("no WWW-Authenticate challenge"), std::string::npos) << r->error;
+  EXPECT_EQ(server.request_count(), 1u);
+}
+
+TEST_F(CurlUpstreamArcTest, ImdsKindDoesNotAnswerChallenges) {
+  TestServer server(TestServer::Mode::kRespond, Challenge(key_path_));
+  ASSERT_TRUE(server.ok());
+  MakeClient(ConfigFor(server));
+  auto r = FetchAndWait(Key());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outcome, Outcome::kHttp);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(server.request_count(), 1u);
+}
+
+TEST_F(CurlUpstreamArcTest, ResourceIdGoesUpAsMsiResId) {
+  CurlUpstreamClient::Options c;
+  c.kind = CurlUpstreamClient::Kind::kArc;
+  c.endpoint = kArcEndpoint;
+  c.api_version = kArcApiVersion;
+  EXPECT_EQ(CurlUpstreamClient::BuildUrl(c, Key(SelectorKind::kResourceId, "/subscriptions/s", "r")),
+            "http://127.0.0.1:40342/metadata/identity/oauth2/token?api-version=2020-06-01&resource=r"
+            "&msi_res_id=%2Fsubscriptions%2Fs");
+  EXPECT_EQ(CurlUpstreamClient::BuildUrl(c, Key(SelectorKind::kClientId, kGuid, "r")),
+            std::string(kArcEndpoint) + "?api-version=2020-06-01&resource=r&client_id=" + kGuid);
+  EXPECT_EQ(CurlUpstreamClient::BuildUrl(c, Key(SelectorKind::kObjectId, kGuid, "r")),
+            std::string(kArcEndpoint) + "?api-version=2020-06-01&resource=r&object_id=" + kGuid);
 }
 
 }  // namespace

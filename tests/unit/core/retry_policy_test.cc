@@ -71,6 +71,12 @@ TEST_F(RetryPolicyTest, RetryableOutcomesFollowTheImdsSchedule) {
   }
 }
 
+TEST_F(RetryPolicyTest, ARefusedAnswerIsNeverRetried) {
+  EXPECT_FALSE(RetryPolicy::IsRetryable(Transport(Outcome::kRefused)));
+  RetryState state;
+  EXPECT_FALSE(policy_.Decide(state, Transport(Outcome::kRefused), kT0).retry);
+}
+
 TEST_F(RetryPolicyTest, OtherStatusesAreNeverRetried) {
   for (int status : {200, 301, 302, 400, 401, 403, 405, 409, 413, 422, 499}) {
     SCOPED_TRACE(status);

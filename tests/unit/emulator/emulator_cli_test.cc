@@ -30,6 +30,17 @@ TEST(EmulatorCliTest, Defaults) {
   EXPECT_FALSE(o.emulator.log_requests);
 }
 
+TEST(EmulatorCliTest, ArcTokenDir) {
+  CliOptions o;
+  ASSERT_TRUE(ParseArgs({}, &o).ok());
+  EXPECT_EQ(o.emulator.arc_token_dir, "");
+  ASSERT_TRUE(ParseArgs({"--arc-token-dir", "/tmp/tokens"}, &o).ok());
+  EXPECT_EQ(o.emulator.arc_token_dir, "/tmp/tokens");
+  EXPECT_EQ(o.emulator.arc_realm, "normal");
+  CliOptions bad;
+  EXPECT_FALSE(ParseArgs({"--arc-token-dir"}, &bad).ok());
+}
+
 TEST(EmulatorCliTest, AllFlags) {
   CliOptions o;
   Status s = ParseArgs({"--host", "::1", "--port=50999", "--port-file", "/tmp/p", "--no-system-assigned",

@@ -19,9 +19,10 @@ bool ReadBounded(const std::string& path, std::string* text, std::string* error)
     *error = path + ": cannot be read";
     return false;
   }
-  text->resize(kMaxFileBytes + 1);
-  in.read(text->data(), static_cast<std::streamsize>(text->size()));
-  text->resize(static_cast<size_t>(in.gcount()));
+  char chunk[16384];
+  while (text->size() <= kMaxFileBytes && in.read(chunk, sizeof chunk).gcount() > 0) {
+    text->append(chunk, static_cast<size_t>(in.gcount()));
+  }
   if (text->size() > kMaxFileBytes) {
     *error = path + ": larger than " + std::to_string(kMaxFileBytes) + " bytes";
     return false;

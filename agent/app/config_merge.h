@@ -18,7 +18,7 @@
 
 namespace mi::config_merge {
 
-inline constexpr size_t kMaxFileBytes = 1 << 20;
+inline constexpr size_t kMaxFileBytes = 16 << 20;  // a prefetch list of thousands of keys fits
 inline constexpr size_t kMaxDropIns = 64;
 
 // One file's document (a JSON object) and where it came from.

@@ -114,7 +114,7 @@ TEST_F(DropInTest, Bounded) {
   fs::remove_all(dir_ / "config.d");
   fs::create_directory(dir_ / "config.d");
   Write(DropIn("big.json"), "{}" + std::string(config_merge::kMaxFileBytes, ' '));
-  EXPECT_EQ(LoadConfigFile(Main(), false, &c).message(), DropIn("big.json") + ": larger than 1048576 bytes");
+  EXPECT_EQ(LoadConfigFile(Main(), false, &c).message(), DropIn("big.json") + ": larger than 16777216 bytes");
   Write(DropIn("big.json"), "{}" + std::string(config_merge::kMaxFileBytes - 2, ' '));
   EXPECT_TRUE(LoadConfigFile(Main(), false, &c).ok());
 }

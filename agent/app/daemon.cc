@@ -111,8 +111,8 @@ struct Daemon::Impl {
           reload_metrics(health.info()),
           // /metrics in this order; the listeners' sources are declared below.
           health_api(health,
-                     {&process_metrics, &reload_metrics, &api, &audit, &cache, &upstream_metrics, &scheduler, &token_listener_metrics,
-                      &health_listener_metrics},
+                     {&process_metrics, &reload_metrics, &api, &audit, &cache, &upstream_metrics, &scheduler,
+                      &token_listener_metrics, &health_listener_metrics},
                      d->loop.clock(), &d->loop),
           health_server(d->loop.uv(), d->config.health_limits, health_api, d->logger, &no_peers),
           token_listener_metrics("token", server),

@@ -186,3 +186,18 @@ def test_status_line_says_imds_unknown_then_ok_and_a_failed_reload(emulator, tmp
     finally:
         agent.stop()
         manager.close()
+
+
+def test_env_reads_the_drop_ins_too(tmp_path):
+    """`mi-agent env` takes its port and secret from the same merged configuration."""
+    secret = tmp_path / "app-service.secret"
+    secret.write_text("s" * 32)
+    secret.chmod(0o600)
+    config = tmp_path / "config.json"
+    write(config, {"port": 4100})
+    write(tmp_path / "config.d" / "10-dialects.json",
+          {"port": 4101, "dialects": {"app_service": {"enabled": True, "secret_file": str(secret)}}})
+    out = subprocess.run(agent_command("env", "--config", str(config)), env=agent_env(), capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "export IDENTITY_ENDPOINT='http://127.0.0.1:4101/msi/token'\n" in out.stdout, out.stdout

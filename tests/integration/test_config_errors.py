@@ -201,3 +201,23 @@ def test_env_reads_the_drop_ins_too(tmp_path):
                          text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert "export IDENTITY_ENDPOINT='http://127.0.0.1:4101/msi/token'\n" in out.stdout, out.stdout
+
+
+def test_adopted_sockets_unlike_the_configured_port_are_warned_about(tmp_path, emulator):
+    from test_socket_activation import ACTIVATE, activate
+    if not ACTIVATE:
+        pytest.skip("systemd-socket-activate not installed (package systemd)")
+    port, configured = free_port(), free_port()
+    proc = activate(tmp_path, [f"127.0.0.1:{port}"],
+                    ["--port", str(configured), "--listen", "127.0.0.1", "--no-health",
+                     "--imds-endpoint", emulator.endpoint, "--log-format", "text"])
+    try:
+        wait_for(lambda: port_accepts(port) or not proc.alive(), timeout=h.START_TIMEOUT,
+                 what="systemd-socket-activate to listen")
+        assert h.get_token(port, ARM)[0] == 200, proc.output()
+        warning = [line for line in proc.output().splitlines() if " warning " in line and "sockets" in line]
+        assert len(warning) == 1, proc.output()
+        assert f"(127.0.0.1:{port}) differ from the configured port and listen addresses " \
+               f"(127.0.0.1:{configured})" in warning[0], warning
+    finally:
+        proc.stop()

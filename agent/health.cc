@@ -235,6 +235,12 @@ void HealthModel::Doc::Head(const HealthModel& m, TimePoint now) {
   const bool ready = m.Ready(&reason);
   j["ready"] = ready;
   if (!ready) j["not_ready_reason"] = reason;
+  ojson reload;
+  reload["result"] = ReloadResultName(info.reload.result);
+  PutTime(reload, "time", info.reload.time);
+  if (info.reload.result == Info::ReloadResult::kFailed) reload["error"] = info.reload.error;
+  else reload["error"] = nullptr;
+  j["reload"] = std::move(reload);
 
   // Upstream (IMDS).
   ojson up;
@@ -366,6 +372,15 @@ void HealthModel::Doc::Entry(const EntrySnapshot& e) {
 
 HealthModel::HealthModel(const TokenCache& cache, const UpstreamScheduler& scheduler, const UpstreamLatency& latency)
     : cache_(cache), scheduler_(scheduler), latency_(latency) {}
+
+const char* HealthModel::ReloadResultName(Info::ReloadResult r) {
+  switch (r) {
+    case Info::ReloadResult::kNone: return "none";
+    case Info::ReloadResult::kOk: return "ok";
+    case Info::ReloadResult::kFailed: return "failed";
+  }
+  return "none";
+}
 
 bool HealthModel::Ready(std::string* why) const {
   if (!listening_) *why = "listeners are not up";

@@ -68,7 +68,18 @@ class HealthModel : public HealthReporter {
     std::string config_digest;           // short hash of the effective config
     std::vector<std::string> listeners;  // token listener addresses
     std::string imds_endpoint;
+    // The last reload (SIGHUP, the service's reload control): /status "reload"
+    // {"result": "none"|"ok"|"failed", "time", "time_epoch", "error"}. A failed
+    // one kept the running configuration; `error` says why (bounded, escaped).
+    enum class ReloadResult { kNone, kOk, kFailed };
+    struct Reload {
+      ReloadResult result = ReloadResult::kNone;
+      TimePoint time{};    // of the attempt; unset for kNone
+      std::string error;   // kFailed only
+    };
+    Reload reload;
   };
+  static const char* ReloadResultName(Info::ReloadResult r);
 
   // Not owned; each must outlive the model.
   HealthModel(const TokenCache& cache, const UpstreamScheduler& scheduler, const UpstreamLatency& latency);

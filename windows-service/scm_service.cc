@@ -23,6 +23,7 @@
 #include <mutex>
 #include <thread>
 
+#include "agent/app/cli.h"
 #include "agent/base/log.h"
 #include "agent/platform.h"
 #include "windows-service/log_file_win.h"
@@ -89,8 +90,9 @@ class ServiceInstance final : public ServiceNotifier {
                         << platform::Utf8FromWide(log_file_.path()) << ")";
     if (!startup_error_.empty()) {
       MI_LOG(log_, kError) << "service: cannot start: " << startup_error_;
-      exit_code_ = 1;
-      Report(SERVICE_STOPPED, 0, ERROR_SERVICE_SPECIFIC_ERROR, 1);
+      // As on Linux: 78 (EX_CONFIG) for an invalid configuration, 1 otherwise.
+      exit_code_ = startup_error_.rfind(kInvalidConfiguration, 0) == 0 ? kExitInvalidConfiguration : 1;
+      Report(SERVICE_STOPPED, 0, ERROR_SERVICE_SPECIFIC_ERROR, static_cast<DWORD>(exit_code_.load()));
       return;
     }
 

@@ -35,7 +35,8 @@ Options:
   --no-health            no health listener
   --log-level LEVEL      debug, info, warning, error (default info)
   --log-format FORMAT    auto, text, journal, json (default auto: journal under systemd)
-  --check-config PATH    validate PATH and exit (0 valid, 1 invalid)
+  --check-config PATH    validate PATH with its config.d drop-ins and exit
+                         (0 valid, 78 invalid)
   --allow-core-dumps     for debugging only (Linux): keep the process dumpable.
                          By default it is not: no core file on a crash, and no
                          debugger or gcore but root's
@@ -51,6 +52,8 @@ bool TakeValue(const std::vector<std::string>& args, size_t* i, std::string* val
 }  // namespace
 
 Status ApplyOverrides(const std::vector<std::string>& args, Config* config) {
+  // A value refused (not a usage error): an invalid configuration.
+  const auto bad = [](std::string message) { return Status::Error(kBadOverrideValue, std::move(message)); };
   bool listen_given = false;
   bool health_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -67,13 +70,13 @@ Status ApplyOverrides(const std::vector<std::string>& args, Config* config) {
     }
     if (!TakeValue(args, &i, &v)) return Status::Error(a + ": needs a value");
     // Config strings end up in JSON (status, the config digest): UTF-8 only.
-    if (size_t bad = InvalidUtf8Offset(v); bad != std::string::npos) {
-      return Status::Error(a + ": the value is not valid UTF-8 (byte " + std::to_string(bad) + ")");
+    if (size_t bad_at = InvalidUtf8Offset(v); bad_at != std::string::npos) {
+      return bad(a + ": the value is not valid UTF-8 (byte " + std::to_string(bad_at) + ")");
     }
     if (a == "--port") {
       char* end = nullptr;
       long port = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || port < 0 || port > 65535) return Status::Error("--port: expected 0..65535");
+      if (v.empty() || *end != '\0' || port < 0 || port > 65535) return bad("--port: expected 0..65535");
       config->port = static_cast<uint16_t>(port);
     } else if (a == "--listen") {
       if (!listen_given) config->listen.clear();
@@ -81,22 +84,22 @@ Status ApplyOverrides(const std::vector<std::string>& args, Config* config) {
       config->listen.push_back(v);
     } else if (a == "--imds-endpoint") {
       if (v.rfind("http://", 0) != 0 && v.rfind("https://", 0) != 0) {
-        return Status::Error("--imds-endpoint: expected an http:// URL");
+        return bad("--imds-endpoint: expected an http:// URL");
       }
       config->imds.endpoint = v;
     } else if (a == "--health") {
       ListenAddress addr;
-      if (!ParseListenAddress(v, &addr)) return Status::Error("--health: expected HOST:PORT");
+      if (!ParseListenAddress(v, &addr)) return bad("--health: expected HOST:PORT");
       if (!health_given) config->health.clear();
       health_given = true;
       config->health.push_back(addr);
     } else if (a == "--log-level") {
       if (!ParseLogLevel(v, &config->log_level)) {
-        return Status::Error("--log-level: expected debug, info, warning or error");
+        return bad("--log-level: expected debug, info, warning or error");
       }
     } else if (a == "--log-format") {
       if (!ParseLogFormat(v, &config->log_format)) {
-        return Status::Error("--log-format: expected auto, text, journal or json");
+        return bad("--log-format: expected auto, text, journal or json");
       }
     }
   }
@@ -122,6 +125,9 @@ StatusOr<DaemonOptions> LoadDaemonOptions(const std::vector<std::string>& args) 
   Status s = LoadConfigFile(options.config_path, /*missing_ok=*/!config_path_given, &options.config);
   if (!s.ok()) return Status::Error(kInvalidConfiguration + s.message());
   Status overridden = ApplyOverrides(overrides, &options.config);
+  if (!overridden.ok() && overridden.code() == kBadOverrideValue) {
+    return Status::Error(kInvalidConfiguration + overridden.message());
+  }
   if (!overridden.ok()) return overridden;
   options.overrides = [overrides = std::move(overrides)](Config* c) { ApplyOverrides(overrides, c); };
   return options;
@@ -129,13 +135,27 @@ StatusOr<DaemonOptions> LoadDaemonOptions(const std::vector<std::string>& args) 
 
 namespace {
 
+// An invalid configuration at start: logged at error priority in the format
+// the command line asks for (the journal's <3> under systemd by default), the
+// file's own choice being unknown.
+void LogInvalidConfiguration(const std::vector<std::string>& args, const std::string& message) {
+  LogFormat format = LogFormat::kAuto;
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--log-format") ParseLogFormat(args[i + 1], &format);
+  }
+  SystemClock clock;
+  Logger logger(&clock);
+  logger.set_format(format);
+  MI_LOG(logger, kError) << message;
+}
+
 int RunDaemon(const std::vector<std::string>& args) {
   StatusOr<DaemonOptions> options = LoadDaemonOptions(args);
   if (!options.ok()) {
     const std::string& message = options.status().message();
-    if (message.rfind(kInvalidConfiguration, 0) == 0) {
-      std::fprintf(stderr, "mi-agent: %s\n", Escaped(message).c_str());
-      return 1;
+    if (IsInvalidConfiguration(options.status())) {
+      LogInvalidConfiguration(args, message);
+      return kExitInvalidConfiguration;
     }
     std::fprintf(stderr, "mi-agent: %s (see --help)\n", Escaped(message).c_str());
     return 2;
@@ -180,7 +200,7 @@ int RunCommandLine(const std::vector<std::string>& args) {
       Status s = LoadConfigFile(path, false, &config);
       if (!s.ok()) {
         std::fprintf(stderr, "mi-agent: invalid configuration: %s\n", Escaped(s.message()).c_str());
-        return 1;
+        return kExitInvalidConfiguration;
       }
       std::printf("%s: valid (port %u, IMDS %s, %zu prefetch key(s))\n", path.c_str(), config.port,
                   config.imds.endpoint.c_str(), config.cache.prefetch.size());

@@ -1,5 +1,6 @@
 #include "agent/app/config.h"
 
+#include "agent/app/config_merge.h"
 #include "agent/app/config_reader.h"
 
 #include <algorithm>
@@ -206,15 +207,17 @@ proxy::ServerLimits DefaultHealthLimits() {
   return l;
 }
 
-Status ParseConfig(const std::string& text, Config* out) {
-  // The parser refuses bad UTF-8 too, but only as "not valid JSON".
-  if (size_t bad = InvalidUtf8Offset(text); bad != std::string::npos) {
-    return Status::Error("not valid UTF-8 (byte " + std::to_string(bad) + ")");
-  }
-  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
-  if (doc.is_discarded()) return Status::Error("not valid JSON");
-  if (!doc.is_object()) return Status::Error("the top level must be a JSON object");
+// ParseConfig after the text is a JSON object (LoadConfigFile: the merged files).
+Status ParseConfigDocument(const json& doc, Config* out);
 
+Status ParseConfig(const std::string& text, Config* out) {
+  json doc;
+  Status s = config_merge::ParseText(text, &doc);
+  if (!s.ok()) return s;
+  return ParseConfigDocument(doc, out);
+}
+
+Status ParseConfigDocument(const json& doc, Config* out) {
   Config c = *out;
   std::string error;
   Reader r(doc, "", &error);
@@ -343,16 +346,14 @@ Status ParseConfig(const std::string& text, Config* out) {
 }
 
 Status LoadConfigFile(const std::string& path, bool missing_ok, Config* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    if (missing_ok) return Status::Ok();
-    return Status::Error(path + ": cannot be read");
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  Status s = ParseConfig(text.str(), out);
-  if (!s.ok()) return Status::Error(path + ": " + s.message());
-  return s;
+  std::vector<config_merge::Source> sources;
+  Status s = config_merge::ReadSources(path, missing_ok, &sources);
+  if (!s.ok() || sources.empty()) return s;
+  s = ParseConfigDocument(config_merge::Merge(sources), out);
+  if (s.ok()) return s;
+  // The message starts with the key: name the file that set it.
+  const std::string& message = s.message();
+  return Status::Error(config_merge::Blame(sources, message.substr(0, message.find(": "))) + ": " + message);
 }
 
 bool ParseListenAddress(const std::string& text, ListenAddress* out) {

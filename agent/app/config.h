@@ -95,7 +95,10 @@ struct Config {
 // value). On error returns a Status whose message names the key
 // ("cache.margin_seconds: expected a number") and leaves *out untouched.
 Status ParseConfig(const std::string& text, Config* out);
-// Reads and parses a file. A missing file is an error unless `missing_ok`.
+// Reads and parses a file with its drop-ins (config_merge.h: "config.d/*.json"
+// beside it, merged over it in name order). A missing file is an error unless
+// `missing_ok` (then the drop-ins alone, if any). An error names the file and
+// the key ("/etc/mi-agent/config.d/10-port.json: port: expected ...").
 Status LoadConfigFile(const std::string& path, bool missing_ok, Config* out);
 
 // "127.0.0.1:50343", "[::1]:50343".

@@ -1,5 +1,6 @@
 #include "agent/app/daemon.h"
 
+#include <algorithm>
 #include <csignal>
 #include <functional>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include "agent/health.h"
 #include "agent/platform.h"
 #include "agent/base/secure_memory.h"
+#include "agent/base/text.h"
 #include "agent/caller_resolver.h"
 #include "agent/policy_gate.h"
 #include "agent/token_cache.h"
@@ -119,10 +121,11 @@ struct Daemon::Impl {
           server(d->loop.uv(), d->config.limits, api, d->logger),
           health(cache, scheduler, upstream_metrics),
           process_metrics(MI_VERSION, BuildRevision(), TimePoint(), &health),
+          reload_metrics(health.info()),
           // /metrics in this order; the listeners' sources are declared below.
           health_api(health,
-                     {&process_metrics, &api, &audit, &cache, &upstream_metrics, &scheduler, &token_listener_metrics,
-                      &health_listener_metrics},
+                     {&process_metrics, &reload_metrics, &api, &audit, &cache, &upstream_metrics, &scheduler,
+                      &token_listener_metrics, &health_listener_metrics},
                      d->loop.clock(), &d->loop),
           health_server(d->loop.uv(), d->config.health_limits, health_api, d->logger, &no_peers),
           token_listener_metrics("token", server),
@@ -144,6 +147,7 @@ struct Daemon::Impl {
     proxy::HttpServer server;
     HealthModel health;
     ProcessMetrics process_metrics;
+    ReloadMetrics reload_metrics;
     proxy::HealthApi health_api;
     // The health listener serves no tokens: its callers are never looked up.
     NoPeerResolver no_peers;
@@ -160,6 +164,8 @@ struct Daemon::Impl {
   void OnReady();
   void Stop();
   void Reload();
+  void RecordReload(const Status& result);
+  void WarnOnAdoptedAddresses();
   void ApplyAuthorization();
   void UpdateStatusLine();
   void LogUpstreamChange();
@@ -244,6 +250,7 @@ Status Daemon::Impl::Start() {
       if (!s.ok()) return s;
     }
     MI_LOG(logger, kInfo) << "adopted " << activated.size() << " socket(s) from the service manager";
+    WarnOnAdoptedAddresses();
   } else {
     for (const std::string& host : config.listen) {
       s = p.server.Listen(host, config.port);
@@ -280,6 +287,7 @@ Status Daemon::Impl::Start() {
   p.cache.set_upstream_observer([this](Duration latency, int) {
     parts->upstream_metrics.Observe(latency);
     LogUpstreamChange();
+    UpdateStatusLine();  // also IMDS's first answer: "unknown" -> "ok" (the line is sent only when it changed)
   });
   p.cache.set_state_observer([this](const EntrySnapshot& e, EntryState from) {
     const bool bad = e.state == EntryState::kFailing || e.state == EntryState::kDegraded;
@@ -333,6 +341,30 @@ Status Daemon::Impl::Start() {
   return Status::Ok();
 }
 
+// The service manager's sockets stand in for "port" and "listen": say so when
+// they are not the configured ones (a socket unit and a config that drifted apart).
+void Daemon::Impl::WarnOnAdoptedAddresses() {
+  std::vector<std::string> adopted, configured;
+  for (const std::string& a : parts->server.BoundAddresses()) {
+    if (a.rfind("unix:", 0) != 0) adopted.push_back(a);
+  }
+  for (const std::string& host : config.listen) {
+    configured.push_back((host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+                         std::to_string(config.port));
+  }
+  std::sort(adopted.begin(), adopted.end());
+  std::sort(configured.begin(), configured.end());
+  if (adopted.empty() || adopted == configured) return;
+  auto join = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const std::string& a : v) out += (out.empty() ? "" : ", ") + a;
+    return out.empty() ? std::string("none") : out;
+  };
+  MI_LOG(logger, kWarning) << "the service manager's sockets (" << join(adopted)
+                           << ") differ from the configured port and listen addresses (" << join(configured)
+                           << "); serving on the service manager's, the configured ones are not used";
+}
+
 // "unix_socket": bound here unless the service manager passed that very socket.
 Status Daemon::Impl::ListenUnixSocket() {
   if (config.unix_socket.empty()) return Status::Ok();
@@ -379,8 +411,11 @@ void Daemon::Impl::UpdateStatusLine() {
   degraded = sum.by_state[static_cast<int>(EntryState::kDegraded)];
   ok = sum.by_state[static_cast<int>(EntryState::kOk)] + sum.by_state[static_cast<int>(EntryState::kRefreshing)];
   std::ostringstream line;
+  const UpstreamHealth& up = parts->cache.upstream_health();
   line << ok << " identities ok, " << degraded << " degraded, " << failing << " failing, IMDS "
-       << (parts->cache.upstream_health().failing ? "failing" : "ok");
+       << (up.failing ? "failing" : (up.last_success != TimePoint() ? "ok" : "unknown"));
+  const HealthModel::Info::Reload& reload = parts->health.info().reload;
+  if (reload.result == HealthModel::Info::ReloadResult::kFailed) line << "; reload failed: " << reload.error;
   if (line.str() == status_line) return;
   status_line = line.str();
   options.notifier->Status(status_line);
@@ -403,7 +438,6 @@ void Daemon::Impl::LogUpstreamChange() {
   }
   upstream_failing = h.failing;
   upstream_error = std::move(error);
-  UpdateStatusLine();
 }
 
 void Daemon::Impl::Reload() {
@@ -415,6 +449,7 @@ void Daemon::Impl::Reload() {
   };
   if (options.config_path.empty()) {
     MI_LOG(logger, kInfo) << "reload requested; no configuration file to read";
+    RecordReload(Status::Ok());
     done();
     return;
   }
@@ -423,6 +458,7 @@ void Daemon::Impl::Reload() {
   if (s.ok() && options.overrides) options.overrides(&next);
   if (!s.ok()) {
     MI_LOG(logger, kError) << "reload rejected, keeping the running configuration: " << s.message();
+    RecordReload(s);
     done();
     return;
   }
@@ -452,7 +488,19 @@ void Daemon::Impl::Reload() {
   p.health.info().imds_endpoint = config.imds.endpoint;
   MI_LOG(logger, kInfo) << "configuration reloaded from " << options.config_path << " (digest " << Digest(config)
                          << ")";
+  RecordReload(Status::Ok());
   done();
+}
+
+// /status "reload", the reload metrics and STATUS= ("...; reload failed: <why>"
+// until a reload succeeds).
+void Daemon::Impl::RecordReload(const Status& result) {
+  constexpr size_t kMaxError = 256;  // a file's key names can be long
+  HealthModel::Info::Reload& r = parts->health.info().reload;
+  r.result = result.ok() ? HealthModel::Info::ReloadResult::kOk : HealthModel::Info::ReloadResult::kFailed;
+  r.time = loop.clock().Now();
+  r.error = result.ok() ? std::string() : Escaped(result.message(), kMaxError);
+  UpdateStatusLine();
 }
 
 // Compiles "authorization" and puts it in front of the token API; mode "off"

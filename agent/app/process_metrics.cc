@@ -123,6 +123,16 @@ void ProcessMetrics::WriteMetrics(MetricsWriter& w) const {
   one("process_max_fds", "gauge", "Maximum number of open file descriptors.", st.max_fds);
 }
 
+void ReloadMetrics::WriteMetrics(MetricsWriter& w) const {
+  const HealthModel::Info::Reload& r = info_.reload;
+  w.One("mi_agent_config_reload_success", "gauge",
+        "1 if the last configuration reload succeeded (or none happened), 0 if it failed.",
+        r.result == HealthModel::Info::ReloadResult::kFailed ? 0 : 1);
+  w.One("mi_agent_config_reload_timestamp_seconds", "gauge",
+        "Time of the last configuration reload attempt since the Unix epoch in seconds (0: none).",
+        r.result == HealthModel::Info::ReloadResult::kNone ? 0.0 : static_cast<double>(ToEpochSeconds(r.time)));
+}
+
 void ListenerMetrics::WriteMetrics(MetricsWriter& w) const {
   const proxy::ServerStats& st = server_.stats();
   const auto family = [&](const char* name, const char* type, const char* help, double value) {

@@ -68,6 +68,18 @@ class ProcessMetrics : public MetricsSource {
   StatsReader stats_;
 };
 
+// The last configuration reload, from HealthModel::Info::reload:
+// mi_agent_config_reload_success (1 after a good reload or none, 0 after a
+// failed one) and mi_agent_config_reload_timestamp_seconds (0: none yet).
+class ReloadMetrics : public MetricsSource {
+ public:
+  explicit ReloadMetrics(const HealthModel::Info& info) : info_(info) {}  // not owned
+  void WriteMetrics(MetricsWriter& out) const override;
+
+ private:
+  const HealthModel::Info& info_;
+};
+
 class ListenerMetrics : public MetricsSource {
  public:
   // `listener`: the label value ("token", "health"). Neither is owned.

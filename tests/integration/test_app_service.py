@@ -133,7 +133,7 @@ def test_a_missing_secret_file_stops_the_start_naming_it(emulator, tmp_path):
     a = Agent(emulator, {"dialects": {"app_service": {"enabled": True, "secret_file": missing}}}, wait_ready=False)
     try:
         wait_for(lambda: not a.alive(), what="mi-agent exits")
-        assert a.wait() == 1
+        assert a.wait() == 78  # EX_CONFIG: an invalid configuration
         assert missing in a.output()
     finally:
         a.stop()

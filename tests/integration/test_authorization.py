@@ -184,13 +184,13 @@ def test_check_config_names_the_bad_key(tmp_path):
         rule("b", "*", "*", "*"),
         rule("c", "*", ["default", {"client_id": "not-a-guid"}], "*")]}}))
     out = subprocess.run(agent_command("--check-config", str(path)), capture_output=True, text=True, timeout=30)
-    assert out.returncode == 1, out
+    assert out.returncode == 78, out
     assert "authorization.rules[2].identities[1].client_id: not a GUID" in out.stderr
 
     path.write_text(json.dumps({"authorization": {"mode": "enforce", "rules": [
         {"name": "x", "callers": {"uids": [1]}, "identities": "*"}]}}))
     out = subprocess.run(agent_command("--check-config", str(path)), capture_output=True, text=True, timeout=30)
-    assert out.returncode == 1 and "authorization.rules[0].resources: required" in out.stderr, out
+    assert out.returncode == 78 and "authorization.rules[0].resources: required" in out.stderr, out
 
     path.write_text(json.dumps({"authorization": {"mode": "audit", "rules": [rule("a", {"groups": ["adm"]}, "*", "*")]}}))
     out = subprocess.run(agent_command("--check-config", str(path)), capture_output=True, text=True, timeout=30)

@@ -103,7 +103,7 @@ def test_invalid_utf8_option_is_refused_at_start():
     # Used to start, then abort (type_error.316) while the config digest was built.
     r = subprocess.run(agent_command("--port", "0", "--no-health", "--imds-endpoint", b"http://x/\xff"),
                        capture_output=True, timeout=60)
-    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.returncode == 78, (r.returncode, r.stderr)  # a refused value: an invalid configuration (EX_CONFIG)
     assert b"--imds-endpoint: the value is not valid UTF-8 (byte 9)" in r.stderr, r.stderr
 
 

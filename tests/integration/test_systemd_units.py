@@ -55,6 +55,7 @@ def test_verify_is_clean(tmp_path):
         text = open(src).read()
         assert "ExecStart=/usr/bin/mi-agent " in text or not src.endswith(".service")
         text = text.replace("ExecStart=/usr/bin/mi-agent ", f"ExecStart={AGENT_BIN} ")
+        text = text.replace("ExecReload=/usr/bin/mi-agent ", f"ExecReload={AGENT_BIN} ")
         (units / os.path.basename(src)).write_text(text)
     man_dir = tmp_path / "man" / "man8"
     man_dir.mkdir(parents=True)
@@ -88,8 +89,13 @@ def test_service_settings_the_agent_relies_on(tmp_path):
     assert one["Type"] == "notify"
     assert one["NotifyAccess"] == "main"
     assert one["ExecStart"].startswith("/usr/bin/mi-agent ")
-    assert one["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    # A reload checks the file (and its drop-ins) first: systemd stops at the
+    # first failing command, so `systemctl reload` fails on an invalid file.
+    config = one["ExecStart"].split("--config ", 1)[1].split()[0]
+    assert s["ExecReload"] == [f"/usr/bin/mi-agent --check-config {config}", "/bin/kill -HUP $MAINPID"]
     assert one["Restart"] == "on-failure"
+    # 78 (EX_CONFIG) is an invalid configuration: restarting cannot fix it.
+    assert one["RestartPreventExitStatus"] == "78"
     assert int(one["WatchdogSec"].rstrip("s")) > 0
     assert one["LimitCORE"] == "0"  # tokens must never land in a core dump
     assert one["DynamicUser"] == "yes"
@@ -139,7 +145,8 @@ def test_socket_documents_the_unix_socket(tmp_path):
     (units / "mi-agent.socket").write_text(
         text.replace("#ListenStream=/run/mi-agent/token.sock", "ListenStream=/run/mi-agent/token.sock")
             .replace("#SocketMode=0666", "SocketMode=0666"))
-    service = open(SERVICE).read().replace("ExecStart=/usr/bin/mi-agent ", f"ExecStart={AGENT_BIN} ")
+    service = (open(SERVICE).read().replace("ExecStart=/usr/bin/mi-agent ", f"ExecStart={AGENT_BIN} ")
+               .replace("ExecReload=/usr/bin/mi-agent ", f"ExecReload={AGENT_BIN} "))
     (units / "mi-agent.service").write_text(service.replace("Documentation=man:mi-agent(8)\n", ""))
     (units / "mi-agent.socket").write_text((units / "mi-agent.socket").read_text()
                                            .replace("Documentation=man:mi-agent(8)\n", ""))

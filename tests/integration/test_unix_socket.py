@@ -197,5 +197,5 @@ def test_check_config_refuses_a_relative_unix_socket(tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"unix_socket": "token.sock"}))
     r = subprocess.run(agent_command("--check-config", str(config)), capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1
+    assert r.returncode == 78
     assert "unix_socket: expected an absolute path" in r.stdout + r.stderr

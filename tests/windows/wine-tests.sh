@@ -252,6 +252,7 @@ failed_start_reported() {
   log_text=$(tr -d '\r' <"$SERVICE_LOG")
   printf '%s\n--- %s\n%s\n' "$query" "$SERVICE_LOG" "$log_text"
   grep -q 'WIN32_EXIT_CODE *: 1066' <<<"$query" &&  # ERROR_SERVICE_SPECIFIC_ERROR
+    grep -qE 'SERVICE_EXIT_CODE *: *78\b' <<<"$query" &&  # EX_CONFIG, as on Linux
     grep -q 'service: cannot start: invalid configuration' <<<"$log_text"
 }
 

@@ -68,7 +68,8 @@ TEST_F(LoadDaemonOptionsTest, ErrorsSayWhere) {
   path = Write("{}");
   StatusOr<DaemonOptions> bad_override = LoadDaemonOptions({"--config", path, "--port", "x"});
   ASSERT_FALSE(bad_override.ok());
-  EXPECT_EQ(bad_override.status().message(), "--port: expected 0..65535");
+  // A refused value is an invalid configuration too (exit 78), not a usage error.
+  EXPECT_EQ(bad_override.status().message(), std::string(kInvalidConfiguration) + "--port: expected 0..65535");
 
   StatusOr<DaemonOptions> unknown = LoadDaemonOptions({"--config", path, "--help"});
   ASSERT_FALSE(unknown.ok());

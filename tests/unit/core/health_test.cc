@@ -120,6 +120,24 @@ TEST_F(HealthModelTest, EmptyAgentRendersWithoutIdentities) {
   EXPECT_EQ(s["identities"].size(), 0u);
 }
 
+TEST_F(HealthModelTest, ReloadShowsTheLastResult) {
+  json s = Status();
+  EXPECT_EQ(s["reload"], json::parse(R"({"result":"none","time":null,"time_epoch":null,"error":null})"));
+  HealthModel::Info::Reload& r = model_->info().reload;
+  r.result = HealthModel::Info::ReloadResult::kFailed;
+  r.time = time_.Now();
+  r.error = "/etc/mi-agent/config.d/10-x.json: port: expected an integer from 0 to 65535";
+  s = Status();
+  EXPECT_EQ(s["reload"]["result"], "failed");
+  EXPECT_EQ(s["reload"]["time"], "2026-01-01T00:00:00Z");
+  EXPECT_EQ(s["reload"]["time_epoch"], 1767225600);
+  EXPECT_EQ(s["reload"]["error"], r.error);
+  r.result = HealthModel::Info::ReloadResult::kOk;
+  s = Status();
+  EXPECT_EQ(s["reload"]["result"], "ok");
+  EXPECT_TRUE(s["reload"]["error"].is_null());
+}
+
 TEST(HealthModelReadyTest, ListenersThenReadiness) {
   FakeCore core;
   HealthModel& model = *core.model;

@@ -25,14 +25,15 @@ void EnsureCurlGlobalInit() {
 }
 
 // A transport failure in a few words for /status and logs: the OS's reason
-// (CURLINFO_OS_ERRNO) where there is one, else libcurl's.
-std::string DescribeFailure(CURL* easy, CURLcode result) {
+// (CURLINFO_OS_ERRNO) where there is one, else libcurl's. The same failure
+// reads the same each time (a timeout names the configured limit, not the
+// time measured): the daemon logs a failure once per change of its text.
+std::string DescribeFailure(CURL* easy, CURLcode result, Duration connect_timeout, Duration timeout) {
   if (result == CURLE_OPERATION_TIMEDOUT) {
-    curl_off_t total_us = 0, connect_us = 0;
-    curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &total_us);
+    curl_off_t connect_us = 0;
     curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-    return std::string(connect_us > 0 ? "no answer: timed out after " : "connect timed out after ") +
-           std::to_string(total_us / 1000) + " ms";
+    return connect_us > 0 ? "no answer: timed out after " + std::to_string(timeout.count()) + " ms"
+                          : "connect timed out after " + std::to_string(connect_timeout.count()) + " ms";
   }
   if (result == CURLE_COULDNT_RESOLVE_HOST) return "cannot resolve the host name";
   if (result == CURLE_GOT_NOTHING) return "connection closed without an answer";
@@ -411,11 +412,11 @@ void CurlUpstreamClient::ProcessDone() {
     } else if (result == CURLE_OPERATION_TIMEDOUT) {
       r.outcome = Outcome::kTimeout;
       r.error = t->error[0] != '\0' ? t->error : curl_easy_strerror(result);
-      r.description = DescribeFailure(easy, result);
+      r.description = DescribeFailure(easy, result, options_.connect_timeout, options_.timeout);
     } else if (result != CURLE_OK) {
       r.outcome = Outcome::kConnectError;
       r.error = t->error[0] != '\0' ? t->error : curl_easy_strerror(result);
-      r.description = DescribeFailure(easy, result);
+      r.description = DescribeFailure(easy, result, options_.connect_timeout, options_.timeout);
     } else {
       r.outcome = Outcome::kHttp;
       r.body.assign(t->body.data(), t->body.size());  // one exact copy, wiped by ~UpstreamResponse

@@ -522,8 +522,8 @@ TEST_F(CurlUpstreamTest, HangingServerTimesOut) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->outcome, Outcome::kTimeout);
   EXPECT_FALSE(r->error.empty());
-  // Connected, then nothing: the reason says so, with curl's elapsed time.
-  EXPECT_EQ(r->description.rfind("no answer: timed out after ", 0), 0u) << r->description;
+  // Connected, then nothing: the reason says so, with the limit (the same text each time).
+  EXPECT_EQ(r->description, "no answer: timed out after 300 ms");
   EXPECT_GE(took, std::chrono::milliseconds(250));
   EXPECT_EQ(server.request_count(), 1u);
 }

@@ -32,7 +32,15 @@
 //    that caller's turn in the scheduler's round robin and a place in its
 //    share of the queue (UpstreamScheduler::Options::max_queue_per_caller).
 //    Background work is no caller's;
-//  * while IMDS fails, valid tokens are served down to `hard_floor` before expiry.
+//  * while IMDS fails, valid tokens are served down to `hard_floor` before expiry;
+//  * fail fast: while IMDS is known down (UpstreamHealth::down: the last attempt
+//    could not connect or timed out, and IMDS has not answered since), a caller
+//    without a servable token waits at most `fail_fast` -- callers already
+//    waiting when it goes down are cut to the same cap -- and then gets its 500
+//    (or the cached token, if refreshes failing made it servable). Retries and
+//    refreshes go on; any HTTP answer ends the state. Failures keep IMDS's
+//    error_description, or the transport's reason, for /status and logs
+//    (`last_error_description`), never for callers.
 // Every upstream request goes through one UpstreamScheduler (the IMDS budget)
 // and one RetryPolicy. Time and the upstream are injected. It does not log: the
 // daemon logs what its observers report. Loop thread only.

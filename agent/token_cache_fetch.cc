@@ -13,6 +13,7 @@ namespace mi {
 namespace {
 
 constexpr Duration kMinRefreshDelay = Duration(1000);
+constexpr char kExpired[] = "IMDS returned an expired token";
 
 std::string DescribeTransport(const UpstreamResponse& r) {
   switch (r.outcome) {
@@ -127,13 +128,13 @@ void TokenCache::OnUpstream(const TokenKey& key, uint64_t generation, UpstreamRe
   ++stats_.upstream_by_class[http && status >= 100 && status < 600 ? status / 100 : 0];
   Entry* e = Find(key);
   const Duration latency = e != nullptr ? clock_->Now() - e->attempt_started : Duration(0);
-  // Else evicted or superseded. The handlers below end the fetch or arm its retry.
   // Reachability, whichever key asked: any HTTP answer says IMDS is up.
   const bool unreachable =
       response.outcome == UpstreamResponse::Outcome::kTimeout || response.outcome == UpstreamResponse::Outcome::kConnectError;
   const bool went_down = unreachable && !upstream_health_.down;
   if (http) upstream_health_.down = false;
   if (unreachable) upstream_health_.down = true;
+  // Else evicted or superseded. The handlers below end the fetch or arm its retry.
   if (e != nullptr && e->fetch_generation == generation) {
     if (http && status == 200) {
       // Never a description from a 200 body: it may hold a token.
@@ -206,9 +207,9 @@ void TokenCache::OnExpiredToken(Entry* e, const UpstreamResponse& response) {
   // backoff (asking again at once would get the same token).
   TokenResult r;
   r.kind = TokenResult::Kind::kUnavailable;
-  r.description = "IMDS returned an expired token";
+  r.description = kExpired;
   AnswerWaiters(e, std::move(r));
-  OnFailure(e, response, "expired_token", r.description, /*malformed=*/true);
+  OnFailure(e, response, "expired_token", kExpired, /*malformed=*/true);
 }
 
 void TokenCache::OnWrongIdentity(Entry* e, const UpstreamResponse& response) {

@@ -695,6 +695,7 @@ TEST_F(TokenCacheTest, AnswerForAnotherIdentityIsNeverServedNorCached) {
   auto snapshot = cache_->Snapshot();
   ASSERT_EQ(snapshot.size(), 1u);
   EXPECT_EQ(snapshot[0].last_error, "wrong_identity");
+  EXPECT_EQ(snapshot[0].last_error_description, "IMDS answered for another identity");
   // No caller waits and the key holds no token: nobody asks again on its behalf.
   time_.Advance(minutes(5));
   EXPECT_EQ(upstream_.pending(), 0u);
@@ -763,6 +764,7 @@ TEST_F(TokenCacheTest, ExpiredTokensFromImdsBackOffLikeAnyFailure) {
   auto snapshot = cache_->Snapshot();
   ASSERT_EQ(snapshot.size(), 1u);
   EXPECT_EQ(snapshot[0].last_error, "expired_token");
+  EXPECT_EQ(snapshot[0].last_error_description, "IMDS returned an expired token");
   EXPECT_EQ(snapshot[0].state, EntryState::kDegraded) << "the cached token is still valid";
   const Token* t = cache_->Lookup(key);
   ASSERT_NE(t, nullptr) << "the old token is still served, down to the floor";

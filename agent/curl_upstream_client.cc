@@ -1,6 +1,7 @@
 #include "agent/curl_upstream_client.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <string_view>
 #include <utility>
@@ -23,6 +24,43 @@ void EnsureCurlGlobalInit() {
   // Once per process; thread-safe through the static's initialisation.
   static const CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
   if (rc != CURLE_OK) Fatal("curl_global_init", curl_easy_strerror(rc));
+}
+
+// A transport failure in a few words for /status and logs: the OS's reason
+// (CURLINFO_OS_ERRNO) where there is one, else libcurl's. The same failure
+// reads the same each time (a timeout names the configured limit, not the
+// time measured): the daemon logs a failure once per change of its text.
+std::string DescribeFailure(CURL* easy, CURLcode result, Duration connect_timeout, Duration timeout) {
+  if (result == CURLE_OPERATION_TIMEDOUT) {
+    curl_off_t connect_us = 0;
+    curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+    return connect_us > 0 ? "no answer: timed out after " + std::to_string(timeout.count()) + " ms"
+                          : "connect timed out after " + std::to_string(connect_timeout.count()) + " ms";
+  }
+  if (result == CURLE_COULDNT_RESOLVE_HOST) return "cannot resolve the host name";
+  if (result == CURLE_GOT_NOTHING) return "connection closed without an answer";
+  long os = 0;
+  curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os);
+  switch (os) {
+#ifdef _WIN32
+    case WSAECONNREFUSED: return "connection refused";
+    case WSAENETUNREACH: return "network unreachable";
+    case WSAEHOSTUNREACH: return "host unreachable";
+    case WSAECONNRESET: return "connection reset";
+    case WSAETIMEDOUT: return "connect timed out";
+#else
+    case ECONNREFUSED: return "connection refused";
+    case ENETUNREACH: return "network unreachable";
+    case EHOSTUNREACH: return "host unreachable";
+    case ECONNRESET: return "connection reset";
+    case ETIMEDOUT: return "connect timed out";
+    case EADDRNOTAVAIL: return "address not available";
+#endif
+    default: break;
+  }
+  std::string text = curl_easy_strerror(result);
+  if (os != 0) text += " (os error " + std::to_string(os) + ")";
+  return text;
 }
 
 long ToCurlMs(Duration d) {
@@ -283,6 +321,7 @@ void CurlUpstreamClient::FailLater(Callback callback, std::string error) {
   Failed f;
   f.callback = std::move(callback);
   f.response.outcome = Outcome::kConnectError;
+  f.response.description = "request not started: " + error;
   f.response.error = std::move(error);
   failed_.push_back(std::move(f));
   uv_timer_start(failed_timer_.get(), &CurlUpstreamClient::OnFailedTimer, 0, 0);
@@ -405,9 +444,11 @@ void CurlUpstreamClient::ProcessDone() {
     } else if (result == CURLE_OPERATION_TIMEDOUT) {
       r.outcome = Outcome::kTimeout;
       r.error = t->error[0] != '\0' ? t->error : curl_easy_strerror(result);
+      r.description = DescribeFailure(easy, result, options_.connect_timeout, options_.timeout);
     } else if (result != CURLE_OK) {
       r.outcome = Outcome::kConnectError;
       r.error = t->error[0] != '\0' ? t->error : curl_easy_strerror(result);
+      r.description = DescribeFailure(easy, result, options_.connect_timeout, options_.timeout);
     } else {
       r.outcome = Outcome::kHttp;
       r.body.assign(t->body.data(), t->body.size());  // one exact copy, wiped by ~UpstreamResponse

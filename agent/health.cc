@@ -215,7 +215,8 @@ void HealthModel::Doc::Order() {
     // One allocation up front rather than a doubling copy of megabytes on some turn.
     size_t estimate = out_.size();
     for (const EntrySnapshot& e : entries_) {
-      estimate += 640 + e.key.resource.size() + 2 * e.key.id.size() + e.last_error.size();
+      estimate += 640 + e.key.resource.size() + 2 * e.key.id.size() + e.last_error.size() +
+                  e.last_error_description.size();
     }
     out_.reserve(estimate);
   }
@@ -254,6 +255,12 @@ void HealthModel::Doc::Head(const HealthModel& m, TimePoint now) {
     PutTime(e, "time", h.last_failure);
     e["status"] = h.last_error_status;  // 0: no HTTP answer (timeout, connection error)
     e["error"] = h.last_error;
+    // IMDS's error_description or the OS's reason, already cleaned (CleanDescription).
+    if (h.last_error_description.empty()) {
+      e["description"] = nullptr;
+    } else {
+      e["description"] = h.last_error_description;
+    }
     up["last_error"] = std::move(e);
   } else {
     up["last_error"] = nullptr;
@@ -358,6 +365,12 @@ void HealthModel::Doc::Entry(const EntrySnapshot& e) {
     out_ += "{\"status\":";
     out_ += std::to_string(e.last_error_status);
     AppendCallerString(&out_, "error", e.last_error, shorten);
+    AppendKey(&out_, "description");
+    if (e.last_error_description.empty()) {
+      out_ += "null";
+    } else {
+      AppendString(&out_, e.last_error_description);
+    }
     out_ += '}';
   } else {
     out_ += "null";

@@ -147,6 +147,49 @@ std::string ImdsErrorCode(std::string_view body) {
   return "http_error";
 }
 
+std::string CleanDescription(std::string_view text) {
+  if (text.size() > kMaxDescriptionBytes) {
+    // Cut before a character that would not fit whole (at most 3 continuation bytes).
+    size_t cut = kMaxDescriptionBytes;
+    for (int i = 0; i < 3 && cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80; ++i) --cut;
+    text = text.substr(0, cut);
+  }
+  std::string out;
+  out.reserve(text.size());
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x80) {
+      out.push_back(c < 0x20 || c == 0x7F ? '?' : static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    const size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    const std::string_view ch = text.substr(i, len);
+    if (len == 1 || ch.size() < len || !IsValidUtf8(ch)) {
+      out.push_back('?');  // one byte at a time: the next may start a good character
+      ++i;
+      continue;
+    }
+    const bool c1 = c == 0xC2 && static_cast<unsigned char>(ch[1]) < 0xA0;  // U+0080..U+009F
+    if (c1) {
+      out.push_back('?');
+    } else {
+      out.append(ch.data(), ch.size());
+    }
+    i += len;
+  }
+  return out;
+}
+
+std::string ImdsErrorDescription(std::string_view body) {
+  json doc = ParseBody(body);
+  if (!doc.is_object()) return "";
+  auto it = doc.find("error_description");
+  if (it == doc.end() || !it->is_string()) return "";
+  return CleanDescription(it->get_ref<const std::string&>());
+}
+
 std::string ImdsErrorBody(int status, std::string_view body) {
   json doc = ParseBody(body);
   if (doc.is_object()) {

@@ -69,6 +69,17 @@ class Token {
 // logs; never the rest of the body.
 std::string ImdsErrorCode(std::string_view body);
 
+// Why an upstream attempt failed, in IMDS's or the OS's words, for /status
+// ("description") and logs; never sent to callers. Hostile text: at most
+// kMaxDescriptionBytes, a character never cut, every control character (C0,
+// DEL, C1) and every byte that is not well-formed UTF-8 replaced by '?'.
+constexpr size_t kMaxDescriptionBytes = 256;
+std::string CleanDescription(std::string_view text);
+// The "error_description" string of an IMDS error body, cleaned as above, or ""
+// when there is none (not a JSON object, no such string, nested too deep).
+// Only for error answers: a 200 body holds a token.
+std::string ImdsErrorDescription(std::string_view body);
+
 // What a caller gets for an IMDS rejection (status `status`): a JSON object with
 // a string "error" is passed through unchanged; anything else (HTML, text, an
 // array, a body nested too deep, an object without "error", nothing) becomes

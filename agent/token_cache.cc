@@ -107,8 +107,9 @@ void TokenCache::Wait(const TokenKey& key, Entry* e, CallerTag caller, Callback 
   ++e->misses;
   Touch(e);
   const bool joined = e->fetch != FetchState::kIdle;
-  e->waiters.push_back(
-      Waiter{now + options_.caller_deadline, caller, joined, std::move(callback), std::move(still_waiting)});
+  Duration wait = options_.caller_deadline;
+  if (upstream_health_.down && options_.fail_fast > Duration(0)) wait = std::min(wait, options_.fail_fast);
+  e->waiters.push_back(Waiter{now, now + wait, caller, joined, std::move(callback), std::move(still_waiting)});
   ++stats_.waiters;
   ++waiting_[caller];
   if (!e->fetch_caller) e->fetch_caller = caller;
@@ -311,6 +312,7 @@ EntrySnapshot TokenCache::SnapshotOf(const Entry* e) const {
   s.last_used = e->last_used;
   s.last_error_status = e->last_error_status;
   s.last_error = e->last_error;
+  s.last_error_description = e->last_error_description;
   s.consecutive_failures = e->consecutive_failures;
   s.hits = e->hits;
   s.misses = e->misses;

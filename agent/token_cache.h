@@ -32,7 +32,15 @@
 //    that caller's turn in the scheduler's round robin and a place in its
 //    share of the queue (UpstreamScheduler::Options::max_queue_per_caller).
 //    Background work is no caller's;
-//  * while IMDS fails, valid tokens are served down to `hard_floor` before expiry.
+//  * while IMDS fails, valid tokens are served down to `hard_floor` before expiry;
+//  * fail fast: while IMDS is known down (UpstreamHealth::down: the last attempt
+//    could not connect or timed out, and IMDS has not answered since), a caller
+//    without a servable token waits at most `fail_fast` -- callers already
+//    waiting when it goes down are cut to the same cap -- and then gets its 500
+//    (or the cached token, if refreshes failing made it servable). Retries and
+//    refreshes go on; any HTTP answer ends the state. Failures keep IMDS's
+//    error_description, or the transport's reason, for /status and logs
+//    (`last_error_description`), never for callers.
 // Every upstream request goes through one UpstreamScheduler (the IMDS budget)
 // and one RetryPolicy. Time and the upstream are injected. It does not log: the
 // daemon logs what its observers report. Loop thread only.
@@ -74,6 +82,8 @@ struct EntrySnapshot {
   TimePoint last_used{};
   int last_error_status = 0;       // HTTP status of the last failure, 0 for transport errors
   std::string last_error;          // IMDS "error" code or a transport description
+  // IMDS's error_description or the transport's reason (CleanDescription); "": none.
+  std::string last_error_description;
   int consecutive_failures = 0;
   uint64_t hits = 0;
   uint64_t misses = 0;
@@ -112,7 +122,11 @@ struct UpstreamHealth {
   TimePoint last_failure{};
   int last_error_status = 0;
   std::string last_error;
+  std::string last_error_description;  // as EntrySnapshot's
   bool failing = false;             // the last upstream answer was a failure
+  // Known down: the last attempt could not connect or timed out, and IMDS has
+  // not answered (any HTTP status) since. Callers without a token fail fast.
+  bool down = false;
 };
 
 class TokenCache : public TokenBroker, public MetricsSource {
@@ -138,6 +152,9 @@ class TokenCache : public TokenBroker, public MetricsSource {
     // ParseConfig's default: a quarter of max_waiters, at least 16.
     size_t max_waiters_per_caller = 1024;
     Duration caller_deadline = Duration(25000);  // "limits.caller_deadline_seconds"
+    // "limits.fail_fast_seconds": while IMDS is known down (UpstreamHealth::down),
+    // a caller waits at most this long (0: the full caller_deadline).
+    Duration fail_fast = Duration(2000);
     RetryPolicy::Options retry;                  // "retry"
     std::vector<TokenKey> prefetch;              // "prefetch": fetched at start, kept fresh forever
   };
@@ -195,7 +212,8 @@ class TokenCache : public TokenBroker, public MetricsSource {
 
  private:
   struct Waiter {
-    TimePoint deadline;
+    TimePoint arrived;
+    TimePoint deadline;  // arrived + caller_deadline, or sooner (FailFast)
     CallerTag caller;
     bool coalesced;  // joined a fetch already under way (TokenResult::coalesced)
     Callback callback;
@@ -256,6 +274,7 @@ class TokenCache : public TokenBroker, public MetricsSource {
     TimePoint last_used{};
     int last_error_status = 0;
     std::string last_error;
+    std::string last_error_description;
     int consecutive_failures = 0;
     // IMDS handed back the token we have (or one already inside the margin):
     // serve it down to the floor rather than make callers wait.
@@ -287,7 +306,11 @@ class TokenCache : public TokenBroker, public MetricsSource {
   void OnExpiredToken(Entry* e, const UpstreamResponse& response);
   void OnWrongIdentity(Entry* e, const UpstreamResponse& response);
   void OnRejected(Entry* e, const UpstreamResponse& response);
-  void OnFailure(Entry* e, const UpstreamResponse& response, const std::string& why, bool malformed);
+  void OnFailure(Entry* e, const UpstreamResponse& response, const std::string& why, const std::string& description,
+                 bool malformed);
+  // IMDS just became known down: every waiter's deadline comes within
+  // fail_fast (waiters stay in deadline order: later ones get now + fail_fast).
+  void FailFast(TimePoint now);
   void FinishFetch(Entry* e);
   // Ends the fetch under way (cancels its job, disarms its retry wait). Leaves
   // the state alone: dropping a fetch nobody waits for is not news.

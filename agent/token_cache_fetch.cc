@@ -13,6 +13,7 @@ namespace mi {
 namespace {
 
 constexpr Duration kMinRefreshDelay = Duration(1000);
+constexpr char kExpired[] = "IMDS returned an expired token";
 
 std::string DescribeTransport(const UpstreamResponse& r) {
   switch (r.outcome) {
@@ -128,12 +129,19 @@ void TokenCache::OnUpstream(const TokenKey& key, uint64_t generation, UpstreamRe
   ++stats_.upstream_by_class[http && status >= 100 && status < 600 ? status / 100 : 0];
   Entry* e = Find(key);
   const Duration latency = e != nullptr ? clock_->Now() - e->attempt_started : Duration(0);
+  // Reachability, whichever key asked: any HTTP answer says IMDS is up.
+  const bool unreachable =
+      response.outcome == UpstreamResponse::Outcome::kTimeout || response.outcome == UpstreamResponse::Outcome::kConnectError;
+  const bool went_down = unreachable && !upstream_health_.down;
+  if (http) upstream_health_.down = false;
+  if (unreachable) upstream_health_.down = true;
   // Else evicted or superseded. The handlers below end the fetch or arm its retry.
   if (e != nullptr && e->fetch_generation == generation) {
     if (http && status == 200) {
+      // Never a description from a 200 body: it may hold a token.
       StatusOr<std::shared_ptr<const Token>> token = Token::FromImdsBody(response.body);
       if (!token.ok()) {
-        OnFailure(e, response, "malformed_response", /*malformed=*/true);
+        OnFailure(e, response, "malformed_response", token.status().message(), /*malformed=*/true);
       } else if (!CheckIdentityEcho(key, response.body).ok()) {
         OnWrongIdentity(e, response);
       } else if (FromEpochSeconds((*token)->expires_on()) <= clock_->Now()) {
@@ -144,9 +152,11 @@ void TokenCache::OnUpstream(const TokenKey& key, uint64_t generation, UpstreamRe
     } else if (IsRejection(response)) {
       OnRejected(e, response);
     } else {
-      OnFailure(e, response, http ? ImdsErrorCode(response.body) : DescribeTransport(response), false);
+      OnFailure(e, response, http ? ImdsErrorCode(response.body) : DescribeTransport(response),
+                http ? ImdsErrorDescription(response.body) : CleanDescription(response.description), false);
     }
   }
+  if (went_down && options_.fail_fast > Duration(0)) FailFast(clock_->Now());
   // Last, so the observer sees the cache's upstream health already updated.
   if (observer_) observer_(latency, status);
 }
@@ -198,9 +208,9 @@ void TokenCache::OnExpiredToken(Entry* e, const UpstreamResponse& response) {
   // backoff (asking again at once would get the same token).
   TokenResult r;
   r.kind = TokenResult::Kind::kUnavailable;
-  r.description = "IMDS returned an expired token";
+  r.description = kExpired;
   AnswerWaiters(e, std::move(r));
-  OnFailure(e, response, "expired_token", /*malformed=*/true);
+  OnFailure(e, response, "expired_token", kExpired, /*malformed=*/true);
 }
 
 void TokenCache::OnWrongIdentity(Entry* e, const UpstreamResponse& response) {
@@ -213,7 +223,7 @@ void TokenCache::OnWrongIdentity(Entry* e, const UpstreamResponse& response) {
   r.kind = TokenResult::Kind::kUnavailable;
   r.description = kWrongIdentityDescription;
   AnswerWaiters(e, std::move(r));
-  OnFailure(e, response, "wrong_identity", /*malformed=*/true);
+  OnFailure(e, response, "wrong_identity", kWrongIdentityDescription, /*malformed=*/true);
 }
 
 void TokenCache::OnRejected(Entry* e, const UpstreamResponse& response) {
@@ -225,6 +235,7 @@ void TokenCache::OnRejected(Entry* e, const UpstreamResponse& response) {
   ++e->consecutive_failures;
   e->last_error_status = response.status;
   e->last_error = ImdsErrorCode(response.body);
+  e->last_error_description = ImdsErrorDescription(response.body);
   std::string body = ImdsErrorBody(response.status, response.body);
   if (options_.negative_ttl > Duration(0)) {
     e->negative_until = now + options_.negative_ttl;
@@ -241,15 +252,18 @@ void TokenCache::OnRejected(Entry* e, const UpstreamResponse& response) {
   UpdateState(e);
 }
 
-void TokenCache::OnFailure(Entry* e, const UpstreamResponse& response, const std::string& why, bool malformed) {
+void TokenCache::OnFailure(Entry* e, const UpstreamResponse& response, const std::string& why,
+                           const std::string& description, bool malformed) {
   const TimePoint now = clock_->Now();
   upstream_health_.last_failure = now;
   upstream_health_.failing = true;
   upstream_health_.last_error_status = response.outcome == UpstreamResponse::Outcome::kHttp ? response.status : 0;
   upstream_health_.last_error = why;
+  upstream_health_.last_error_description = description;
   ++e->consecutive_failures;
   e->last_error_status = upstream_health_.last_error_status;
   e->last_error = upstream_health_.last_error;
+  e->last_error_description = description;
 
   RetryDecision d = malformed ? retry_policy_.DecideMalformed(e->retry, now)
                               : retry_policy_.Decide(e->retry, response, now);
@@ -374,16 +388,32 @@ void TokenCache::OnDeadline(const TokenKey& key) {
   ArmDeadline(e);
   std::vector<TokenResult> results;
   results.reserve(late.size());
+  const bool down = upstream_health_.down;
   for (auto& w : late) {
+    TokenResult r;
+    r.coalesced = w.coalesced;
+    if (down) {
+      // Failing fast (FailFast): IMDS is unreachable, its retries go on. A
+      // token still valid (refreshes failing) beats an error.
+      if (Servable(e, now)) {
+        r.kind = TokenResult::Kind::kToken;
+        r.token = e->token;
+      } else {
+        r.kind = TokenResult::Kind::kUnavailable;
+        r.description = e->last_error.empty() ? "IMDS did not provide a token within the deadline"
+                                              : "IMDS could not provide a token: " + e->last_error;
+      }
+      results.push_back(std::move(r));
+      continue;
+    }
     // Who held this caller? The agent, if the fetch is still queued behind the
     // IMDS budget, the budget is paused, or the attempt under way went out only
     // in the second half of the caller's wait with no IMDS failure before it:
     // then 429 + Retry-After (come back later). Otherwise IMDS: 500.
-    const TimePoint arrived = w.deadline - options_.caller_deadline;
+    const TimePoint arrived = w.arrived;
     const bool held_by_budget = e->fetch == FetchState::kQueued || now < paused_until ||
                                 (e->retry.attempts == 0 && e->fetch == FetchState::kInFlight &&
                                  e->attempt_started - arrived > options_.caller_deadline / 2);
-    TokenResult r;
     if (held_by_budget) {
       r.kind = TokenResult::Kind::kShed;
       const Duration pause = paused_until - now;
@@ -392,11 +422,20 @@ void TokenCache::OnDeadline(const TokenKey& key) {
       r.kind = TokenResult::Kind::kUnavailable;
       r.description = "IMDS did not provide a token within the deadline";
     }
-    r.coalesced = w.coalesced;
     results.push_back(std::move(r));
   }
   if (e->waiters.empty()) OnLastCallerLeft(e);
   for (size_t i = 0; i < late.size(); ++i) late[i].callback(results[i]);
+}
+
+void TokenCache::FailFast(TimePoint now) {
+  const TimePoint cap = now + options_.fail_fast;
+  for (auto& [key, owned] : entries_) {
+    Entry* e = owned.get();
+    if (e->waiters.empty() || e->waiters.back().deadline <= cap) continue;  // back: the latest
+    for (Waiter& w : e->waiters) w.deadline = std::min(w.deadline, cap);
+    ArmDeadline(e);
+  }
 }
 
 void TokenCache::OnLastCallerLeft(Entry* e) {

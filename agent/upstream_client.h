@@ -33,6 +33,9 @@ struct UpstreamResponse {
   std::string retry_after;  // raw Retry-After header value, if any
   std::string server;       // raw Server header value, if any (Forward answers)
   std::string error;        // transport error text (no secrets)
+  // A transport error's reason in a few words, from the OS where it has one
+  // ("connection refused", "timed out after 2000 ms"): /status and logs.
+  std::string description;
 };
 
 class UpstreamClient {

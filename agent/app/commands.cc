@@ -43,6 +43,7 @@
 #endif
 
 #include "agent/app/cli.h"
+#include "agent/token.h"  // CleanDescription
 
 namespace mi {
 namespace {
@@ -173,6 +174,13 @@ std::string Redact(const std::string& token) {
 std::string Dump(const ojson& j) { return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace); }
 
 // "23h59m", "4m05s", "12s".
+// The next step when the agent cannot be reached, after what failed.
+#ifdef _WIN32
+constexpr const char kServiceHint[] = "is the service running? try: sc query mi-agent";
+#else
+constexpr const char kServiceHint[] = "is the service running? try: systemctl status mi-agent";
+#endif
+
 std::string FormatDuration(int64_t s) {
   char buf[32];
   if (s >= 86400) std::snprintf(buf, sizeof buf, "%lldd%02lldh", (long long)(s / 86400), (long long)(s % 86400 / 3600));
@@ -191,6 +199,15 @@ T Field(const ojson& j, const char* name, T fallback) {
   } else {
     return it->is_number() ? it->get<T>() : fallback;
   }
+}
+
+// A last_error object of /status as "<status> <error>: <description>".
+std::string DescribeLastError(const ojson& le) {
+  const int status = Field<int>(le, "status", 0);
+  std::string text = (status != 0 ? std::to_string(status) + " " : std::string()) + Field<std::string>(le, "error", "?");
+  const std::string description = CleanDescription(Field<std::string>(le, "description", ""));
+  if (!description.empty()) text += ": " + description;
+  return text;
 }
 
 void PrintTable(const std::vector<std::vector<std::string>>& rows) {
@@ -260,7 +277,8 @@ int RunStatusCommand(const std::vector<std::string>& args) {
     std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   if (!r.reached) {
-    std::fprintf(stderr, "mi-agent status: cannot reach the agent at %s: %s\n", url.c_str(), r.error.c_str());
+    std::fprintf(stderr, "mi-agent status: cannot reach the agent's health listener at %s: %s; %s\n", url.c_str(),
+                 r.error.c_str(), kServiceHint);
     return 2;
   }
   ojson doc = ojson::parse(r.body, nullptr, false);
@@ -288,8 +306,7 @@ int RunStatusCommand(const std::vector<std::string>& args) {
       const int failures = Field<int>(res, "consecutive_failures", 0);
       auto le = res.find("last_error");
       if (failures > 0 && le != res.end() && le->is_object()) {
-        const int status = Field<int>(*le, "status", 0);
-        error = (status != 0 ? std::to_string(status) + " " : std::string()) + Field<std::string>(*le, "error", "?");
+        error = DescribeLastError(*le);
         if (failures > 1) error += " (" + std::to_string(failures) + " in a row)";
       }
       rows.push_back({who, Field<std::string>(res, "resource", "?"), state,
@@ -306,11 +323,7 @@ int RunStatusCommand(const std::vector<std::string>& args) {
   std::string imds = Field<std::string>(up, "state", "unknown");
   if (imds == "failing") {
     auto le = up.find("last_error");
-    if (le != up.end() && le->is_object()) {
-      const int status = Field<int>(*le, "status", 0);
-      imds += " (" + (status != 0 ? std::to_string(status) + " " : std::string()) +
-              Field<std::string>(*le, "error", "?") + ")";
-    }
+    if (le != up.end() && le->is_object()) imds += " (" + DescribeLastError(*le) + ")";
   }
   auto lat = up.find("latency_ms");
   if (lat != up.end() && lat->is_object() && Field<int64_t>(*lat, "samples", 0) > 0) {
@@ -466,7 +479,8 @@ int RunTokenCommand(const std::vector<std::string>& args) {
   // A miss waits for IMDS; the agent answers by its caller deadline (25 s by default).
   const HttpResult r = HttpGet(url, {"Metadata: true"}, 90, 4u << 20, unix_socket);
   if (!r.reached) {
-    std::fprintf(stderr, "mi-agent token: cannot reach the agent at %s: %s\n", authority.c_str(), r.error.c_str());
+    std::fprintf(stderr, "mi-agent token: cannot reach the agent's token listener at %s: %s; %s\n",
+                 authority.c_str(), r.error.c_str(), kServiceHint);
     return 2;
   }
   ojson doc = ojson::parse(r.body, nullptr, false);

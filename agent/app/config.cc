@@ -295,6 +295,7 @@ Status ParseConfigDocument(const json& doc, Config* out) {
     s.Integer("max_waiters", &cache.max_waiters, 1, 10000000);
     s.Integer("max_waiters_per_caller", &waiters_per_caller, 1, 10000000);
     s.Seconds("caller_deadline_seconds", &cache.caller_deadline, 0.001, 3600);
+    s.Seconds("fail_fast_seconds", &cache.fail_fast, 0, 3600);
     s.Seconds("drain_seconds", &c.drain_timeout, 0, 3600);
   });
   if (const json* list = r.Array("health")) {

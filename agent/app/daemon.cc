@@ -297,7 +297,7 @@ Status Daemon::Impl::Start() {
                          EntryStateName(from) + " -> " + EntryStateName(e.state);
       if (bad && !e.last_error.empty()) {
         text += " (last error: " + (e.last_error_status != 0 ? std::to_string(e.last_error_status) + " " : "") +
-                e.last_error + ")";
+                e.last_error + (e.last_error_description.empty() ? "" : ": " + e.last_error_description) + ")";
       }
       return text;
     };
@@ -427,7 +427,7 @@ void Daemon::Impl::LogUpstreamChange() {
   std::string error;
   if (h.failing) {
     error = (h.last_error_status != 0 ? "HTTP " + std::to_string(h.last_error_status) + " " : std::string()) +
-            h.last_error;
+            h.last_error + (h.last_error_description.empty() ? "" : " (" + h.last_error_description + ")");
   }
   if (h.failing == upstream_failing && error == upstream_error) return;
   if (h.failing) {

@@ -49,7 +49,7 @@ def test_status_ok_then_failing(agent_factory, emulator):
     code, out, err = cli("status", "--health", health)
     assert code == 1, out + err
     row = [re.split(r"\s{2,}", l) for l in out.splitlines() if UNKNOWN_CLIENT in l]
-    assert row and row[0][2] == "failing" and row[0][3] == "-" and row[0][4] == "400 invalid_request", row
+    assert row and row[0][2] == "failing" and row[0][3] == "-" and row[0][4] == "400 invalid_request: Identity not found", row
     assert cli("status", "--health", health, "--json")[0] == 1
 
     for text in (out, cli("status", "--health", health, "--json")[1]):

@@ -125,7 +125,7 @@ def test_rejected_identity_turns_failing_others_stay_ok(agent_factory, emulator)
     for key in KEYS:
         entry = e[key]
         if UA2 in key[0]:
-            assert entry["last_error"] == {"status": 400, "error": "invalid_request"}, entry
+            assert entry["last_error"] == {"status": 400, "error": "invalid_request", "description": "Identity not found"}, entry
             assert entry["consecutive_failures"] >= 1
             assert entry["expires_on"] is None  # IMDS said no: the old token is not served
         else:
@@ -166,7 +166,7 @@ def test_outage_degrades_keeps_ready_and_recovers(agent_factory, emulator):
 
     e = wait_for(all_degraded, timeout=15, interval=0.2, what="entries to degrade")
     for k in keys:
-        assert e[k]["last_error"] == {"status": 500, "error": "unknown_error"}
+        assert e[k]["last_error"] == {"status": 500, "error": "unknown_error", "description": "Internal server error"}
         assert e[k]["expires_in_seconds"] > 0
     doc = status(agent)
     assert doc["upstream"]["state"] == "failing"

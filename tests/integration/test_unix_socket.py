@@ -139,11 +139,11 @@ def test_mi_agent_token_uses_the_socket_without_any_tcp_listener(agent_factory, 
     assert token_connections(agent) == 2
     # An explicit port wins over the socket: there is no TCP listener to answer.
     code, out, err = token("--config", agent.config_path, "--port", str(agent.port))
-    assert code == 2 and "cannot reach the agent at 127.0.0.1:" in err, out + err
+    assert code == 2 and "cannot reach the agent's token listener at 127.0.0.1:" in err, out + err
     code, out, err = token("--unix-socket", str(path), "--port", str(agent.port))
     assert code == 2 and "not both" in err, err
     code, out, err = token("--unix-socket", str(tmp_path / "none.sock"))
-    assert code == 2 and f"cannot reach the agent at unix:{tmp_path / 'none.sock'}" in err, err
+    assert code == 2 and f"cannot reach the agent's token listener at unix:{tmp_path / 'none.sock'}" in err, err
     assert token_connections(agent) == 2
 
 

@@ -84,7 +84,8 @@ TEST(ConfigTest, LimitsGoToTheComponentsThatUseThem) {
   Status s = Parse(R"({
     "limits": {"max_connections": 100, "max_header_bytes": 4096, "max_body_bytes": 100,
                "header_timeout_seconds": 2, "idle_timeout_seconds": 30, "max_pipelined": 4,
-               "max_waiters": 7, "caller_deadline_seconds": 3, "drain_seconds": 0.25},
+               "max_waiters": 7, "caller_deadline_seconds": 3, "drain_seconds": 0.25,
+               "fail_fast_seconds": 0.5},
     "health_limits": {"max_connections": 8}
   })",
                    &c);
@@ -95,6 +96,7 @@ TEST(ConfigTest, LimitsGoToTheComponentsThatUseThem) {
   EXPECT_FALSE(c.limits.evict_idle_at_limit);
   EXPECT_EQ(c.cache.max_waiters, 7u);
   EXPECT_EQ(c.cache.caller_deadline, Duration(3000));
+  EXPECT_EQ(c.cache.fail_fast, Duration(500));
   EXPECT_EQ(c.drain_timeout, Duration(250));
   // The health listener: its own two keys, the rest from "limits".
   EXPECT_EQ(c.health_limits.max_connections, 8u);
@@ -112,6 +114,7 @@ TEST(ConfigTest, DefaultsAreTheComponentsOwn) {
   EXPECT_EQ(c.limits.max_connections, proxy::ServerLimits().max_connections);
   EXPECT_EQ(c.cache.max_waiters, 4096u);
   EXPECT_EQ(c.cache.caller_deadline, Duration(25000));
+  EXPECT_EQ(c.cache.fail_fast, Duration(2000));
   EXPECT_EQ(c.drain_timeout, Duration(10000));
   EXPECT_EQ(c.cache.retry.max_delay, Duration(60000));
   EXPECT_EQ(c.imds.max_response_bytes, 64u * 1024);

@@ -532,6 +532,8 @@ TEST_F(CurlUpstreamTest, HangingServerTimesOut) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->outcome, Outcome::kTimeout);
   EXPECT_FALSE(r->error.empty());
+  // Connected, then nothing: the reason says so, with the limit (the same text each time).
+  EXPECT_EQ(r->description, "no answer: timed out after 300 ms");
   EXPECT_GE(took, std::chrono::milliseconds(250));
   EXPECT_EQ(server.request_count(), 1u);
 }
@@ -544,6 +546,7 @@ TEST_F(CurlUpstreamTest, RefusedConnectionIsAConnectError) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->outcome, Outcome::kConnectError);
   EXPECT_FALSE(r->error.empty());
+  EXPECT_EQ(r->description, "connection refused");  // CURLINFO_OS_ERRNO
   EXPECT_EQ(r->status, 0);
 }
 
@@ -555,6 +558,7 @@ TEST_F(CurlUpstreamTest, ServerClosingWithoutAnswerIsAConnectError) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->outcome, Outcome::kConnectError);
   EXPECT_FALSE(r->error.empty());
+  EXPECT_FALSE(r->description.empty());
 }
 
 TEST_F(CurlUpstreamTest, ProxyEnvironmentIsIgnored) {

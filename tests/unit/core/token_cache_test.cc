@@ -568,6 +568,7 @@ TEST_F(TokenCacheTest, WithoutPressureAHalfClosedCallerStillGetsItsToken) {
 
 TEST_F(TokenCacheTest, DeadlineDemotesTheQueuedFetchOfAKeyHoldingAToken) {
   config_.cache.caller_deadline = seconds(10);
+  config_.cache.fail_fast = Duration(0);  // the timeout below would cut the wait short
   config_.budget.max_concurrent = 1;
   config_.cache.refresh_ahead = Duration(0);
   Build();
@@ -694,6 +695,7 @@ TEST_F(TokenCacheTest, AnswerForAnotherIdentityIsNeverServedNorCached) {
   auto snapshot = cache_->Snapshot();
   ASSERT_EQ(snapshot.size(), 1u);
   EXPECT_EQ(snapshot[0].last_error, "wrong_identity");
+  EXPECT_EQ(snapshot[0].last_error_description, "IMDS answered for another identity");
   // No caller waits and the key holds no token: nobody asks again on its behalf.
   time_.Advance(minutes(5));
   EXPECT_EQ(upstream_.pending(), 0u);
@@ -762,6 +764,7 @@ TEST_F(TokenCacheTest, ExpiredTokensFromImdsBackOffLikeAnyFailure) {
   auto snapshot = cache_->Snapshot();
   ASSERT_EQ(snapshot.size(), 1u);
   EXPECT_EQ(snapshot[0].last_error, "expired_token");
+  EXPECT_EQ(snapshot[0].last_error_description, "IMDS returned an expired token");
   EXPECT_EQ(snapshot[0].state, EntryState::kDegraded) << "the cached token is still valid";
   const Token* t = cache_->Lookup(key);
   ASSERT_NE(t, nullptr) << "the old token is still served, down to the floor";
@@ -1189,6 +1192,135 @@ TEST_F(TokenCacheRefreshTest, BypassFetchesOncePerWindowAndCoalesces) {
   EXPECT_EQ(Access(later->at(0).token.get(), time_.Now()), "entra-2");
   // A plain request still hits, and a refresh later is no bypass.
   EXPECT_NE(cache_->Lookup(key), nullptr);
+}
+
+}  // namespace
+}  // namespace mi
+
+namespace mi {
+namespace {
+
+UpstreamResponse Refused() {
+  UpstreamResponse r = FakeUpstream::Transport(UpstreamResponse::Outcome::kConnectError);
+  r.description = "connection refused";
+  return r;
+}
+
+TEST_F(TokenCacheTest, FailuresKeepImdsDescriptionOrTheTransportReason) {
+  config_.cache.retry.max_attempts = 1;
+  Build();
+  const TokenKey key = Key();
+  auto r = Get(key);
+  time_.RunPending();
+  upstream_.Respond(FakeUpstream::Http(500, R"({"error":"internal_error","error_description":"busy\nnow"})"));
+  ASSERT_EQ(r->size(), 1u);
+  // What the caller gets does not change: the code only.
+  EXPECT_EQ(r->at(0).description, "IMDS could not provide a token: internal_error");
+  EntrySnapshot s;
+  ASSERT_TRUE(cache_->SnapshotKey(key, &s));
+  EXPECT_EQ(s.last_error_description, "busy?now");
+  EXPECT_EQ(cache_->upstream_health().last_error_description, "busy?now");
+  EXPECT_FALSE(cache_->upstream_health().down) << "IMDS answered";
+
+  auto again = Get(key);
+  time_.RunPending();
+  upstream_.Respond(Refused());
+  ASSERT_TRUE(cache_->SnapshotKey(key, &s));
+  EXPECT_EQ(s.last_error, "connect_error");
+  EXPECT_EQ(s.last_error_description, "connection refused");
+  EXPECT_TRUE(cache_->upstream_health().down);
+
+  // A rejection (4xx) keeps its description on the key.
+  const TokenKey other = Key("https://other/");
+  auto no = Get(other);
+  time_.RunPending();
+  upstream_.Respond(FakeUpstream::Http(400, R"({"error":"invalid_request","error_description":"Identity not found"})"));
+  ASSERT_EQ(no->size(), 1u);
+  EXPECT_EQ(no->at(0).kind, Kind::kRejected);
+  ASSERT_TRUE(cache_->SnapshotKey(other, &s));
+  EXPECT_EQ(s.last_error_description, "Identity not found");
+  EXPECT_FALSE(cache_->upstream_health().down) << "any HTTP answer clears the known-down state";
+
+  // A malformed 200 body is never read for a description (it may hold a token).
+  auto bad = Get(Key("https://bad/"));
+  time_.RunPending();
+  upstream_.Respond(FakeUpstream::Http(200, R"({"access_token":"secret","error_description":"secret"})"));
+  ASSERT_TRUE(cache_->SnapshotKey(Key("https://bad/"), &s));
+  EXPECT_EQ(s.last_error, "malformed_response");
+  EXPECT_EQ(s.last_error_description.find("secret"), std::string::npos);
+}
+
+TEST_F(TokenCacheTest, WhileImdsIsKnownDownCallersFailFastRetriesGoOnAndSuccessClears) {
+  config_.cache.caller_deadline = seconds(25);
+  config_.cache.fail_fast = seconds(2);
+  config_.cache.retry.max_attempts = 3;
+  config_.cache.prefetch = {Key("https://prefetch/")};
+  Build();
+  const TokenKey cached = Key("https://cached/");
+  Warm(cached, hours(24));
+  cache_->StartPrefetch([] {});
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 1u);
+  // A caller waits on its own fetch (in flight); then IMDS refuses the prefetch.
+  auto early = Get(Key("https://early/"));
+  time_.RunPending();
+  ASSERT_EQ(upstream_.pending(), 2u);
+  upstream_.Respond(Refused());  // the prefetch key's
+  ASSERT_TRUE(cache_->upstream_health().down);
+  // A caller with a cached token is unaffected.
+  auto hit = Get(cached);
+  ASSERT_EQ(hit->size(), 1u);
+  EXPECT_EQ(hit->at(0).kind, Kind::kToken);
+
+  time_.Advance(seconds(2));
+  ASSERT_EQ(early->size(), 1u) << "answered at the cap, not at its 25 s deadline";
+  EXPECT_EQ(early->at(0).kind, Kind::kUnavailable);
+  upstream_.Respond(Refused());  // early's request, answered late
+
+  // A caller arriving while known down: answered at the cap, its fetch in flight.
+  const size_t before = upstream_.calls();
+  auto late = Get(Key("https://late/"));
+  time_.RunPending();
+  ASSERT_GT(upstream_.calls(), before);
+  time_.Advance(seconds(1));
+  EXPECT_TRUE(late->empty());
+  time_.Advance(seconds(1));
+  ASSERT_EQ(late->size(), 1u);
+  EXPECT_EQ(late->at(0).kind, Kind::kUnavailable);
+
+  // The prefetch key's retries go on in the background.
+  size_t prefetch_calls = 0;
+  for (size_t i = 0; i < upstream_.calls(); ++i) prefetch_calls += upstream_.key(i) == Key("https://prefetch/") ? 1 : 0;
+  EXPECT_GE(prefetch_calls, 2u);
+  while (upstream_.pending() > 0) upstream_.Respond(Refused());
+  ASSERT_TRUE(cache_->upstream_health().down);
+
+  // The first success clears the state: callers wait their full deadline again.
+  for (int i = 0; i < 100 && upstream_.pending() == 0; ++i) time_.Advance(seconds(10));
+  ASSERT_EQ(upstream_.pending(), 1u);
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("back", Epoch(hours(24)))));
+  EXPECT_FALSE(cache_->upstream_health().down);
+  auto after = Get(Key("https://after/"));
+  time_.RunPending();
+  time_.Advance(seconds(10));
+  EXPECT_TRUE(after->empty()) << "no fail fast once IMDS answers";
+  upstream_.Respond(FakeUpstream::Http(200, FakeUpstream::TokenBody("after", Epoch(hours(24)))));
+  ASSERT_EQ(after->size(), 1u);
+  EXPECT_EQ(after->at(0).kind, Kind::kToken);
+}
+
+TEST_F(TokenCacheTest, FailFastOffWaitsTheWholeDeadline) {
+  config_.cache.caller_deadline = seconds(20);
+  config_.cache.fail_fast = Duration(0);
+  Build();
+  auto first = Get(Key("https://a/"));
+  time_.RunPending();
+  upstream_.Respond(Refused());
+  ASSERT_TRUE(cache_->upstream_health().down);
+  auto r = Get(Key("https://b/"));
+  time_.RunPending();
+  time_.Advance(seconds(5));
+  EXPECT_TRUE(r->empty());
 }
 
 }  // namespace

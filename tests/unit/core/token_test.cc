@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/base/text.h"
+
 namespace mi {
 namespace {
 
@@ -173,6 +175,53 @@ TEST(ImdsErrorBodyTest, LongAndDeepBodiesAreBounded) {
 TEST(ImdsErrorBodyTest, TheErrorCodeIsEscapedAndBounded) {
   EXPECT_EQ(ImdsErrorCode(R"({"error":"bad\nforged line"})"), "bad\\nforged line");
   EXPECT_EQ(ImdsErrorCode(R"({"error":")" + std::string(300, 'e') + "\"}").size(), 128u);
+}
+
+TEST(ImdsErrorDescriptionTest, IsTheErrorDescriptionStringOrNothing) {
+  EXPECT_EQ(ImdsErrorDescription(R"({"error":"invalid_request","error_description":"Identity not found"})"),
+            "Identity not found");
+  EXPECT_EQ(ImdsErrorDescription(R"({"error":"invalid_request"})"), "");
+  EXPECT_EQ(ImdsErrorDescription(R"({"error_description":42})"), "");
+  EXPECT_EQ(ImdsErrorDescription(R"({"error_description":{"a":"b"}})"), "");
+  EXPECT_EQ(ImdsErrorDescription("<html>Identity not found</html>"), "");
+  EXPECT_EQ(ImdsErrorDescription(""), "");
+  EXPECT_EQ(ImdsErrorDescription(R"(["error_description"])"), "");
+  EXPECT_EQ(ImdsErrorDescription(Nested(R"({"error_description":"x","y":)", 30000, "}")), "");
+}
+
+TEST(ImdsErrorDescriptionTest, ControlCharactersAndBadUtf8BecomeQuestionMarks) {
+  // JSON escapes decode to raw controls (a forged log line, a terminal escape): replaced.
+  EXPECT_EQ(ImdsErrorDescription(R"({"error_description":"bad\nforged\r\u001b[31mred\u007f\u009bx\t"})"),
+            "bad?forged??[31mred??x?");
+  EXPECT_EQ(CleanDescription(std::string("a\0b", 3)), "a?b");
+  // Stray continuation, overlong, surrogate, past U+10FFFF, truncated: one '?' per byte.
+  EXPECT_EQ(CleanDescription("\x80x"), "?x");
+  EXPECT_EQ(CleanDescription("\xc0\xaf"), "??");
+  EXPECT_EQ(CleanDescription("\xed\xa0\x80"), "???");
+  EXPECT_EQ(CleanDescription("\xf4\x90\x80\x80"), "????");
+  EXPECT_EQ(CleanDescription("ok \xe2\x82"), "ok ??");
+  EXPECT_EQ(CleanDescription("\xff\xfe"), "??");
+  // Good multi-byte characters stay.
+  EXPECT_EQ(CleanDescription("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91"), "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91");
+  EXPECT_TRUE(IsValidUtf8(CleanDescription("\xc3\x28\xa0\xa1\xe2\x28\xa1")));
+}
+
+TEST(ImdsErrorDescriptionTest, IsBoundedWithoutCuttingACharacter) {
+  EXPECT_EQ(CleanDescription(std::string(1000, 'x')).size(), kMaxDescriptionBytes);
+  EXPECT_EQ(CleanDescription(std::string(kMaxDescriptionBytes, 'x')).size(), kMaxDescriptionBytes);
+  // 255 ASCII bytes and a 3-byte character that would straddle the bound: dropped whole.
+  const std::string straddling = std::string(kMaxDescriptionBytes - 1, 'x') + "\xe2\x82\xac" + "tail";
+  const std::string cut = CleanDescription(straddling);
+  EXPECT_EQ(cut, std::string(kMaxDescriptionBytes - 1, 'x'));
+  // Many euro signs: the longest whole prefix.
+  std::string euros;
+  for (int i = 0; i < 200; ++i) euros += "\xe2\x82\xac";
+  const std::string kept = CleanDescription(euros);
+  EXPECT_EQ(kept.size(), kMaxDescriptionBytes / 3 * 3);
+  EXPECT_TRUE(IsValidUtf8(kept));
+  // The body may be as large as the body cap: only the bound is kept.
+  const std::string big = R"({"error":"e","error_description":")" + std::string(1 << 20, 'd') + "\"}";
+  EXPECT_EQ(ImdsErrorDescription(big).size(), kMaxDescriptionBytes);
 }
 
 }  // namespace

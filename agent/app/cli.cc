@@ -5,6 +5,7 @@
 #include <exception>
 
 #include "agent/app/daemon.h"
+#include "agent/app/status_command.h"
 #include "agent/platform.h"
 #include "agent/base/secure_memory.h"
 #include "agent/base/text.h"
@@ -14,7 +15,7 @@ namespace {
 
 constexpr const char* kUsage = R"(Usage: mi-agent [options]
        mi-agent --check-config PATH
-       mi-agent status [--health HOST:PORT] [--json]
+       mi-agent status [--health HOST:PORT] [--json] [-o wide]
        mi-agent token --resource URI [--client-id ID | --object-id ID | --mi-res-id ID]
                       [--port N | --unix-socket PATH] [--show-token]
        mi-agent env [--config PATH]

@@ -113,7 +113,7 @@ bool ParseHttpDate(const std::string& text, int64_t* epoch) {
                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
   char wday[4] = {0}, mon[4] = {0}, zone[4] = {0};
   int day = 0, year = 0, h = 0, m = 0, s = 0;
-  if (std::sscanf(text.c_str(), "%3s %d %3s %d %d:%d:%d %3s", wday, &day, mon, &year, &h, &m, &s, zone) != 8) {
+  if (std::sscanf(text.c_str(), "%3s, %d %3s %d %d:%d:%d %3s", wday, &day, mon, &year, &h, &m, &s, zone) != 8) {
     return false;
   }
   if (std::strcmp(zone, "GMT") != 0 || day < 1 || day > 31 || year < 1970 || year > 9999 || h > 23 || m > 59 ||
@@ -126,10 +126,11 @@ bool ParseHttpDate(const std::string& text, int64_t* epoch) {
   }
   if (month < 0) return false;
   // Days from the civil date (Howard Hinnant's algorithm): no timegm on every platform.
-  const int y = year - (month < 2 ? 1 : 0);
+  const int m1 = month + 1;  // 1..12
+  const int y = year - (m1 <= 2 ? 1 : 0);
   const int era = y / 400;
   const int yoe = y - era * 400;
-  const int mp = (month + 9) % 12;
+  const int mp = (m1 + 9) % 12;
   const int doy = (153 * mp + 2) / 5 + day - 1;
   const int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
   const int64_t days = static_cast<int64_t>(era) * 146097 + doe - 719468;

@@ -1,8 +1,5 @@
 #include "agent/app/doctor.h"
 
-#include <curl/curl.h>
-#include <uv.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -10,16 +7,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <fstream>
+#include <filesystem>
 #include <sstream>
 
 #ifndef _WIN32
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/utsname.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #endif
 #ifdef __linux__
@@ -33,10 +24,6 @@
 #include "agent/app/status_command.h"
 #include "agent/base/text.h"
 
-#ifndef _WIN32
-extern char** environ;
-#endif
-
 namespace mi {
 namespace doctor {
 
@@ -49,14 +36,14 @@ std::string FormatCheck(const Check& c) {
   return line;
 }
 
-namespace {
-
 std::string Trim(const std::string& s) {
   size_t b = 0, e = s.size();
   while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
   while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
   return s.substr(b, e - b);
 }
+
+namespace {
 
 bool ParsePort(const std::string& text, uint16_t* port) {
   if (text.empty() || text.size() > 5) return false;
@@ -87,7 +74,11 @@ std::vector<uint16_t> ListenStreamPorts(const std::string& unit_text) {
     const size_t eq = line.find('=');
     if (eq == std::string::npos || Trim(line.substr(0, eq)) != "ListenStream") continue;
     const std::string value = Trim(line.substr(eq + 1));
-    if (value.empty() || value[0] == '/' || value[0] == '@') continue;  // a path, an abstract socket
+    if (value.empty()) {  // "ListenStream=" (a drop-in's reset): clears the list
+      ports.clear();
+      continue;
+    }
+    if (value[0] == '/' || value[0] == '@') continue;  // a path, an abstract socket
     const size_t colon = value.rfind(':');
     uint16_t port = 0;
     if (ParsePort(colon == std::string::npos ? value : value.substr(colon + 1), &port)) ports.push_back(port);
@@ -208,85 +199,6 @@ constexpr const char* kDoctorUsage =
 
 constexpr size_t kMaxShownKeys = 20;
 
-bool ReadSmallFile(const std::string& path, std::string* out, size_t max = 1u << 20) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream s;
-  s << in.rdbuf();
-  *out = s.str().substr(0, max);
-  return true;
-}
-
-// Anything shaped like a JWT ("eyJ" + base64url) in text for the bundle: none
-// is expected there, this is the belt to the braces.
-std::string ScrubJwts(std::string text) {
-  for (size_t at = 0; (at = text.find("eyJ", at)) != std::string::npos;) {
-    size_t end = at;
-    while (end < text.size() && (std::isalnum(static_cast<unsigned char>(text[end])) || text[end] == '-' ||
-                                 text[end] == '_' || text[end] == '.')) {
-      ++end;
-    }
-    if (end - at >= 16) {
-      text.replace(at, end - at, "[redacted]");
-      at += 10;
-    } else {
-      at = end;
-    }
-  }
-  return text;
-}
-
-#ifndef _WIN32
-// Runs argv (searched in PATH), its stdout and stderr into *out (bounded),
-// killed after `timeout_seconds`. False when it could not run or exited non-zero.
-bool RunCapture(const std::vector<std::string>& argv, std::string* out, size_t max_bytes, int timeout_seconds) {
-  int fds[2];
-  if (::pipe(fds) != 0) return false;
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
-  posix_spawn_file_actions_addclose(&actions, fds[0]);
-  posix_spawn_file_actions_addclose(&actions, fds[1]);
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = 0;
-  const int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  ::close(fds[1]);
-  if (rc != 0) {
-    ::close(fds[0]);
-    return false;
-  }
-  const time_t deadline = std::time(nullptr) + timeout_seconds;
-  char buf[4096];
-  bool killed = false;
-  for (;;) {
-    struct pollfd p = {fds[0], POLLIN, 0};
-    const int ready = ::poll(&p, 1, 500);
-    if (ready > 0) {
-      const ssize_t n = ::read(fds[0], buf, sizeof buf);
-      if (n <= 0) break;
-      if (out->size() < max_bytes) out->append(buf, std::min(static_cast<size_t>(n), max_bytes - out->size()));
-    } else if (ready < 0 && errno != EINTR) {
-      break;
-    }
-    if (std::time(nullptr) > deadline) {
-      ::kill(pid, SIGKILL);
-      killed = true;
-      break;
-    }
-  }
-  ::close(fds[0]);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return !killed && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
-#endif
-
 Check ConfigCheck(const std::string& path, bool given, Config* config) {
   const Status s = LoadConfigFile(path, /*missing_ok=*/!given, config);
   if (!s.ok()) {
@@ -295,7 +207,7 @@ Check ConfigCheck(const std::string& path, bool given, Config* config) {
   }
   std::string found;
   std::string text;
-  found = ReadSmallFile(path, &text) ? path + " valid" : "no " + path + ": built-in defaults";
+  found = doctor::ReadSmallFile(path, &text) ? path + " valid" : "no " + path + ": built-in defaults";
   return {Verdict::kOk, "config", found + " (token port " + std::to_string(config->port) + ")", ""};
 }
 
@@ -307,7 +219,18 @@ Check SocketUnitCheck(const Config& config) {
   for (const char* path : {"/etc/systemd/system/mi-agent.socket", "/lib/systemd/system/mi-agent.socket",
                            "/usr/lib/systemd/system/mi-agent.socket"}) {
     std::string text;
-    if (!ReadSmallFile(path, &text)) continue;
+    if (!doctor::ReadSmallFile(path, &text)) continue;
+    // Drop-ins (systemctl edit mi-agent.socket) apply after the unit, by name.
+    std::vector<std::string> dropins;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/etc/systemd/system/mi-agent.socket.d", ec)) {
+      if (entry.path().extension() == ".conf") dropins.push_back(entry.path().string());
+    }
+    std::sort(dropins.begin(), dropins.end());
+    for (const std::string& d : dropins) {
+      std::string more;
+      if (doctor::ReadSmallFile(d, &more)) text += "\n" + more;
+    }
     const std::vector<uint16_t> ports = doctor::ListenStreamPorts(text);
     std::string list;
     for (uint16_t p : ports) list += (list.empty() ? "" : ",") + std::to_string(p);
@@ -330,7 +253,7 @@ Check DiscoveryCheck(const Config& config) {
 #else
   constexpr const char* kPath = "/var/lib/waagent/ManagedIdentity-Settings";
   std::string text;
-  if (!ReadSmallFile(kPath, &text, 4096)) {
+  if (!doctor::ReadSmallFile(kPath, &text, 4096)) {
     return {Verdict::kWarn, "discovery", std::string(kPath) + " absent: old clients reading it will not find the agent",
             "reinstall the package (it writes the file) if such clients run here"};
   }
@@ -377,7 +300,7 @@ Check FirewallCheck() {
   return {Verdict::kSkip, "firewall", "systemd's IP firewall is Linux only", ""};
 #else
   std::string deny;
-  if (!RunCapture({"systemctl", "show", "mi-agent", "-p", "IPAddressDeny", "--value"}, &deny, 4096, 10)) {
+  if (!doctor::RunCapture({"systemctl", "show", "mi-agent", "-p", "IPAddressDeny", "--value"}, &deny, 4096, 10)) {
     return {Verdict::kSkip, "firewall", "no systemd here (systemctl show failed)", ""};
   }
   deny = doctor::Trim(deny);
@@ -448,11 +371,12 @@ std::vector<Check> AgentChecks(const std::string& health, ojson* doc) {
                    "see mi-agent status and journalctl -u mi-agent"});
   }
   size_t ok = 0, shown = 0, hidden = 0;
+  static const ojson kNone = ojson::array();
   const ojson& ids = (*doc)["identities"];
-  for (const ojson& id : ids.is_array() ? ids : ojson::array()) {
+  for (const ojson& id : ids.is_array() ? ids : kNone) {
     const std::string who = id.is_object() ? id.value("identity", "?") : "?";
-    const ojson& resources = id.is_object() && id.contains("resources") ? id["resources"] : ojson();
-    for (const ojson& res : resources.is_array() ? resources : ojson::array()) {
+    const ojson& resources = id.is_object() && id.contains("resources") ? id["resources"] : kNone;
+    for (const ojson& res : resources.is_array() ? resources : kNone) {
       if (!res.is_object()) continue;
       const std::string state = res.value("state", "?");
       if (state == "ok" || state == "refreshing") {
@@ -481,102 +405,6 @@ std::vector<Check> AgentChecks(const std::string& health, ojson* doc) {
   out.push_back({Verdict::kOk, "identity", std::to_string(ok) + " key(s) ok", ""});
   return out;
 }
-
-// What the daemon runs with, for the bundle: the file (secret-looking values
-// redacted) and the settings that matter; never app_service's secret.
-ojson EffectiveConfig(const std::string& path, const Config& c) {
-  ojson j;
-  j["file"] = path;
-  std::string text;
-  if (ReadSmallFile(path, &text)) {
-    ojson file = ojson::parse(text, nullptr, false);
-    if (file.is_discarded()) {
-      j["file_content"] = "(not valid JSON)";
-    } else {
-      doctor::RedactSecrets(&file);
-      j["file_content"] = file;
-    }
-  } else {
-    j["file_content"] = nullptr;
-  }
-  ojson health = ojson::array();
-  for (const ListenAddress& a : c.health) health.push_back(a.host + ":" + std::to_string(a.port));
-  j["effective"] = {{"port", c.port},
-                    {"listen", c.listen},
-                    {"unix_socket", c.unix_socket},
-                    {"health", health},
-                    {"imds_endpoint", c.imds.endpoint},
-                    {"imds_api_version", c.imds.api_version},
-                    {"prefetch_keys", c.cache.prefetch.size()},
-                    {"app_service_enabled", c.app_service.enabled}};
-  return j;
-}
-
-#ifndef _WIN32
-bool WriteFile(const std::string& path, const std::string& content) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << content;
-  return static_cast<bool>(out);
-}
-
-std::string Versions() {
-  std::string out = std::string("mi-agent ") + MI_VERSION + "\nlibuv " + uv_version_string() + "\n" + curl_version() + "\n";
-  struct utsname u {};
-  if (::uname(&u) == 0) {
-    out += std::string("kernel ") + u.sysname + " " + u.release + " " + u.version + " " + u.machine + "\n";
-  }
-  return out;
-}
-
-// Writes the bundle's files to a private directory and tars them into `file`.
-Check WriteBundle(const std::string& file, const std::string& report, const std::string& health,
-                  const std::string& config_path, const Config& config) {
-  std::string target = file;
-  if (target.empty() || target[0] != '/') {
-    char cwd[4096];
-    if (::getcwd(cwd, sizeof cwd) == nullptr) return {Verdict::kFail, "bundle", "cannot resolve " + file, ""};
-    target = std::string(cwd) + "/" + file;
-  }
-  char dir[] = "/tmp/mi-agent-doctor.XXXXXX";
-  if (::mkdtemp(dir) == nullptr) {
-    return {Verdict::kFail, "bundle", std::string("cannot create a directory in /tmp: ") + std::strerror(errno), ""};
-  }
-  std::vector<std::pair<std::string, std::string>> files;
-  files.push_back({"doctor.txt", report});
-  std::string status = "(no health listener)\n", metrics = status;
-  if (!health.empty()) {
-    HttpResult s = HttpGet(HealthUrl(health, "/status") + "?entries=all", {}, 60, 256u << 20);
-    status = s.reached ? s.body : "(unreachable: " + s.error + ")\n";
-    HttpResult m = HttpGet(HealthUrl(health, "/metrics"), {}, 60, 64u << 20);
-    metrics = m.reached ? m.body : "(unreachable: " + m.error + ")\n";
-  }
-  files.push_back({"status.json", status});
-  files.push_back({"metrics.txt", metrics});
-  files.push_back({"config.json", EffectiveConfig(config_path, config).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"});
-  std::string journal;
-  if (!RunCapture({"journalctl", "-u", "mi-agent", "-n", "500", "--no-pager"}, &journal, 4u << 20, 30)) {
-    journal = "(journalctl -u mi-agent was not available here)\n" + journal;
-  }
-  files.push_back({"journal.txt", journal});
-  files.push_back({"versions.txt", Versions()});
-
-  std::vector<std::string> argv = {"tar", "-czf", target, "-C", dir};
-  bool written = true;
-  for (const auto& [name, content] : files) {
-    written = written && WriteFile(std::string(dir) + "/" + name, ScrubJwts(content));
-    argv.push_back(name);
-  }
-  std::string tar_output;
-  const bool tarred = written && RunCapture(argv, &tar_output, 4096, 60);
-  for (const auto& f : files) ::unlink((std::string(dir) + "/" + f.first).c_str());
-  ::rmdir(dir);
-  if (!tarred) {
-    return {Verdict::kFail, "bundle", "could not write " + target + (tar_output.empty() ? "" : ": " + doctor::Trim(tar_output)),
-            "check that tar and gzip are installed and the directory is writable"};
-  }
-  return {Verdict::kOk, "bundle", "wrote " + target, ""};
-}
-#endif
 
 }  // namespace
 
@@ -631,7 +459,7 @@ int RunDoctorCommand(const std::vector<std::string>& args) {
 #ifdef _WIN32
     emit({Verdict::kFail, "bundle", "--bundle is not supported on Windows", ""});
 #else
-    emit(WriteBundle(bundle, report, health, config_path, config));
+    emit(doctor::WriteBundle(bundle, report, health, config_path, config));
 #endif
   }
   return failed ? 1 : 0;

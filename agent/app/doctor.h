@@ -21,6 +21,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/app/config.h"
+
 namespace mi {
 
 int RunDoctorCommand(const std::vector<std::string>& args);
@@ -59,6 +61,26 @@ Check ProxyCheck(const std::function<const char*(const char*)>& env);
 
 // Every string under a key containing "secret" (any case) replaced by "[redacted]".
 void RedactSecrets(nlohmann::ordered_json* doc);
+
+// Anything shaped like a JWT ("eyJ" and 13+ base64url characters or dots)
+// replaced by "[redacted]": the bundle's last line of defence.
+std::string ScrubJwts(std::string text);
+
+// The helpers the checks share (agent/app/doctor_bundle.cc).
+std::string Trim(const std::string& s);
+// At most `max` bytes of the file; false when it cannot be read.
+bool ReadSmallFile(const std::string& path, std::string* out, size_t max = 1u << 20);
+#ifndef _WIN32
+// Runs argv (searched in PATH) with stdin from /dev/null, its stdout and
+// stderr into *out (at most max_bytes), killed after timeout_seconds. False
+// when it could not start, was killed or exited non-zero.
+bool RunCapture(const std::vector<std::string>& argv, std::string* out, size_t max_bytes, int timeout_seconds);
+// The --bundle tar.gz: `report` (doctor's lines), /status and /metrics from
+// `health` ("" = none), the effective config, journalctl's last 500 lines of
+// mi-agent and the versions; every file through ScrubJwts.
+Check WriteBundle(const std::string& file, const std::string& report, const std::string& health,
+                  const std::string& config_path, const Config& config);
+#endif
 
 }  // namespace doctor
 }  // namespace mi

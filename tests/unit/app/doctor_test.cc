@@ -17,6 +17,9 @@ TEST(DoctorParsers, ListenStreamPorts) {
       "ListenStreamX=7\nListenStream=host:99999\n[Install]\nListenStream=2\n";
   EXPECT_EQ(ListenStreamPorts(unit), (std::vector<uint16_t>{50342, 50342, 8080}));
   EXPECT_TRUE(ListenStreamPorts("").empty());
+  // A drop-in's "ListenStream=" clears what came before.
+  EXPECT_EQ(ListenStreamPorts("[Socket]\nListenStream=50342\n[Socket]\nListenStream=\nListenStream=8000\n"),
+            (std::vector<uint16_t>{8000}));
 }
 
 TEST(DoctorParsers, DiscoveryPort) {
@@ -75,6 +78,12 @@ TEST(DoctorChecks, FormatCheck) {
   EXPECT_EQ(FormatCheck({Verdict::kOk, "config", "valid", ""}), "ok   config: valid");
   EXPECT_EQ(FormatCheck({Verdict::kFail, "imds", "down", "fix it"}), "fail imds: down -> fix it");
   EXPECT_EQ(FormatCheck({Verdict::kSkip, "socket", "none", ""}), "skip socket: none");
+}
+
+TEST(DoctorChecks, ScrubJwts) {
+  EXPECT_EQ(ScrubJwts("a eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln b"), "a [redacted] b");
+  EXPECT_EQ(ScrubJwts("eyJ short eyJ"), "eyJ short eyJ");  // too short to be a token
+  EXPECT_EQ(ScrubJwts("x=eyJ0123456789abcdef\neyJ0123456789abcdef"), "x=[redacted]\n[redacted]");
 }
 
 TEST(DoctorChecks, RedactSecrets) {

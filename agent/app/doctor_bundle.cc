@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -107,6 +108,7 @@ bool RunCapture(const std::vector<std::string>& argv, std::string* out, size_t m
 }
 #endif
 
+#ifndef _WIN32
 namespace {
 
 // What the daemon runs with, for the bundle: the file (secret-looking values
@@ -139,7 +141,6 @@ ojson EffectiveConfig(const std::string& path, const Config& c) {
   return j;
 }
 
-#ifndef _WIN32
 bool WriteFile(const std::string& path, const std::string& content) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << content;
@@ -155,11 +156,8 @@ std::string Versions() {
   return out;
 }
 
-#endif
-
 }  // namespace
 
-#ifndef _WIN32
 // Writes the bundle's files to a private directory and tars them into `file`.
 Check WriteBundle(const std::string& file, const std::string& report, const std::string& health,
                   const std::string& config_path, const Config& config) {
@@ -206,6 +204,8 @@ Check WriteBundle(const std::string& file, const std::string& report, const std:
     return {Verdict::kFail, "bundle", "could not write " + target + (tar_output.empty() ? "" : ": " + Trim(tar_output)),
             "check that tar and gzip are installed and the directory is writable"};
   }
+  // Caller names and uids from the logs: for whoever runs doctor only.
+  (void)::chmod(target.c_str(), 0600);
   return {Verdict::kOk, "bundle", "wrote " + target, ""};
 }
 #endif

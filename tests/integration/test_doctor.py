@@ -96,6 +96,7 @@ def test_doctor_bundle_has_everything_and_no_token(agent_factory, emulator, tmp_
     code, checks, out = doctor(agent, "--bundle", str(bundle))
     assert code == 0, out
     assert checks["bundle"] == [f"ok   bundle: wrote {bundle}"], out
+    assert os.stat(bundle).st_mode & 0o077 == 0
     with tarfile.open(bundle) as tar:
         names = sorted(tar.getnames())
         assert names == sorted(["doctor.txt", "status.json", "metrics.txt", "config.json", "journal.txt",

@@ -131,8 +131,9 @@ bool ParseHttpDate(const std::string& text, int64_t* epoch) {
 
 Check ClockCheck(int64_t skew) {
   const int64_t abs = skew < 0 ? -skew : skew;
-  const std::string found = "this machine's clock is " + std::to_string(abs) + " s " +
-                            (skew > 0 ? "ahead of" : skew < 0 ? "behind" : "in step with") + " IMDS's Date";
+  const std::string found = skew == 0 ? std::string("this machine's clock agrees with IMDS's Date")
+                                      : "this machine's clock is " + std::to_string(abs) + " s " +
+                                            (skew > 0 ? "ahead of" : "behind") + " IMDS's Date";
   if (abs > 300) return {Verdict::kFail, "clock", found, "fix time sync (chronyd or systemd-timesyncd): tokens look expired or not yet valid"};
   if (abs > 60) return {Verdict::kWarn, "clock", found, "check time sync (timedatectl status)"};
   return {Verdict::kOk, "clock", found, ""};

@@ -200,11 +200,21 @@ constexpr const char* kDoctorUsage =
 
 constexpr size_t kMaxShownKeys = 20;
 
+#ifdef _WIN32
+constexpr const char* kReload = "sc control mi-agent paramchange";
+constexpr const char* kIsRunning = "is mi-agent running? (sc query mi-agent; %ProgramData%\\mi-agent\\mi-agent.log)";
+constexpr const char* kLogs = "see mi-agent status and %ProgramData%\\mi-agent\\mi-agent.log";
+#else
+constexpr const char* kReload = "systemctl reload mi-agent";
+constexpr const char* kIsRunning = "is mi-agent running? (systemctl status mi-agent; journalctl -u mi-agent)";
+constexpr const char* kLogs = "see mi-agent status and journalctl -u mi-agent";
+#endif
+
 Check ConfigCheck(const std::string& path, bool given, Config* config) {
   const Status s = LoadConfigFile(path, /*missing_ok=*/!given, config);
   if (!s.ok()) {
     return {Verdict::kFail, "config", "invalid: " + Escaped(s.message()),
-            "fix it (mi-agent --check-config " + path + "), then systemctl reload mi-agent"};
+            "fix it (mi-agent --check-config " + path + "), then " + kReload};
   }
   std::string found;
   std::string text;
@@ -358,7 +368,7 @@ std::vector<Check> AgentChecks(const std::string& health, ojson* doc) {
   std::string error;
   if (!FetchStatus(health, doc, &error)) {
     *doc = nullptr;
-    return {{Verdict::kFail, "agent", Escaped(error), "is mi-agent running? (systemctl status mi-agent; journalctl -u mi-agent)"}};
+    return {{Verdict::kFail, "agent", Escaped(error), kIsRunning}};
   }
   std::vector<Check> out;
   const std::string version = (*doc).value("version", "?");
@@ -369,7 +379,7 @@ std::vector<Check> AgentChecks(const std::string& health, ojson* doc) {
     out.push_back({Verdict::kFail, "agent",
                    "mi-agent " + version + " on " + health + " is not ready" +
                        (why.is_string() ? " (" + why.get<std::string>() + ")" : std::string()),
-                   "see mi-agent status and journalctl -u mi-agent"});
+                   kLogs});
   }
   size_t ok = 0, shown = 0, hidden = 0;
   static const ojson kNone = ojson::array();

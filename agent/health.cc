@@ -335,10 +335,10 @@ void HealthModel::Doc::Entry(const EntrySnapshot& e) {
     if (identity_ != nullptr) out_ += "]},";
     identity_ = &e;
     out_ += "{\"identity\":";
-    AppendCallerValue(&out_, "identity", key.Describe(), shorten);
+    AppendCallerValue(&out_, "identity", key.DescribeAsGiven(), shorten);
     AppendKey(&out_, "selector");
     AppendString(&out_, key.kind == SelectorKind::kDefault ? "default" : SelectorParam(key.kind));
-    AppendCallerString(&out_, "id", key.id, shorten);
+    AppendCallerString(&out_, "id", key.DisplayId(), shorten);
     out_ += ",\"resources\":[";
   } else {
     out_ += ',';

@@ -12,6 +12,13 @@ namespace {
 
 bool IsHex(char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; }
 
+std::string DescribeWith(const TokenKey& key, const std::string& id) {
+  std::string out =
+      key.kind == SelectorKind::kDefault ? std::string("default") : std::string(SelectorParam(key.kind)) + "=" + id;
+  if (!key.claims.empty()) out += " claims#" + Sha256::HexHash(key.claims).substr(0, 8);
+  return out;
+}
+
 }  // namespace
 
 const char* SelectorParam(SelectorKind kind) {
@@ -24,11 +31,9 @@ const char* SelectorParam(SelectorKind kind) {
   return "";
 }
 
-std::string TokenKey::Describe() const {
-  std::string out = kind == SelectorKind::kDefault ? std::string("default") : std::string(SelectorParam(kind)) + "=" + id;
-  if (!claims.empty()) out += " claims#" + Sha256::HexHash(claims).substr(0, 8);
-  return out;
-}
+std::string TokenKey::Describe() const { return DescribeWith(*this, id); }
+
+std::string TokenKey::DescribeAsGiven() const { return DescribeWith(*this, DisplayId()); }
 
 SelectorFields SelectorFields::Of(SelectorKind kind, std::string_view id) {
   SelectorFields f;
@@ -111,7 +116,8 @@ StatusOr<TokenKey> MakeTokenKey(const SelectorFields& fields, std::string_view r
   }
   std::string lowered(id);
   for (char& c : lowered) c = AsciiLower(c);
-  return TokenKey{kind, std::move(lowered), std::string(resource), std::string()};
+  std::string display = lowered == id ? std::string() : std::string(id);
+  return TokenKey{kind, std::move(lowered), std::string(resource), std::string(), std::move(display)};
 }
 
 Status SetClaims(TokenKey* key, std::string_view claims) {

@@ -31,6 +31,10 @@ struct TokenKey {
   // The caller's `claims` parameter (decoded, verbatim; empty: none), forwarded
   // to IMDS: a token for other claims is another token (SetClaims).
   std::string claims = std::string();
+  // The id as the caller or the config spelled it, when that differs from `id`
+  // (empty otherwise: no copy for an id already in lower case). Display only:
+  // not part of equality or the hash; a key keeps its first spelling.
+  std::string display_id = std::string();
 
   bool operator==(const TokenKey& o) const {
     return kind == o.kind && id == o.id && resource == o.resource && claims == o.claims;
@@ -38,6 +42,9 @@ struct TokenKey {
   // "client_id=<id>" / "default" — for status output and logs; never secret.
   // A key with claims adds " claims#<8 hex digits of their SHA-256>" (bounded).
   std::string Describe() const;
+  // The id and Describe() with the id as spelled (display_id): for /status.
+  const std::string& DisplayId() const { return display_id.empty() ? id : display_id; }
+  std::string DescribeAsGiven() const;
 };
 
 struct TokenKeyHash {

@@ -5,6 +5,8 @@
 #include <exception>
 
 #include "agent/app/daemon.h"
+#include "agent/app/doctor.h"
+#include "agent/app/status_command.h"
 #include "agent/platform.h"
 #include "agent/base/secure_memory.h"
 #include "agent/base/text.h"
@@ -14,10 +16,11 @@ namespace {
 
 constexpr const char* kUsage = R"(Usage: mi-agent [options]
        mi-agent --check-config PATH
-       mi-agent status [--health HOST:PORT] [--json]
+       mi-agent status [--health HOST:PORT] [--json] [-o wide]
        mi-agent token --resource URI [--client-id ID | --object-id ID | --mi-res-id ID]
                       [--port N | --unix-socket PATH] [--show-token]
        mi-agent env [--config PATH]
+       mi-agent doctor [--config PATH] [--health HOST:PORT] [--bundle FILE]
 
 Serves managed-identity tokens on the legacy VM-extension API
 (http://localhost:50342/oauth2/token) and an IMDS-shaped API, fetched from IMDS
@@ -172,6 +175,7 @@ int RunCommandLine(const std::vector<std::string>& args) {
     std::vector<std::string> rest(args.begin() + 1, args.end());
     if (cmd == "status") return RunStatusCommand(rest);
     if (cmd == "env") return RunEnvCommand(rest);
+    if (cmd == "doctor") return RunDoctorCommand(rest);
     if (cmd == "token") {
       // It holds a token too (and prints it with --show-token). Best effort.
       (void)ForbidCoreDumps();

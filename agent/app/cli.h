@@ -6,7 +6,8 @@
 //   mi-agent [options]            run the agent (foreground; a service manager
 //                                 or the console supervises it)
 //   mi-agent --check-config PATH  validate a configuration file and explain errors
-//   mi-agent status [--health URL]      identity health from the running agent
+//   mi-agent status [--health URL] [-o wide]  identity health from the running agent
+//   mi-agent doctor [--config PATH] [--bundle FILE]  checks the installation
 //   mi-agent token --resource R [...]   fetch a token through the running agent
 //   mi-agent env [--config PATH]        the App Service dialects' environment
 //   mi-agent --help | --version
@@ -49,8 +50,8 @@ inline bool IsInvalidConfiguration(const Status& s) {
 inline constexpr int kBadOverrideValue = 1;
 Status ApplyOverrides(const std::vector<std::string>& args, Config* config);
 
-// Subcommands talking to a running agent (agent/app/commands.cc).
-int RunStatusCommand(const std::vector<std::string>& args);
+// Subcommands talking to a running agent (agent/app/commands.cc; status and
+// doctor: status_command.h, doctor.h).
 int RunTokenCommand(const std::vector<std::string>& args);
 int RunEnvCommand(const std::vector<std::string>& args);
 

@@ -116,6 +116,7 @@ const char* Usage() {
          "  --reject-resource URI    answer invalid_resource for URI (repeatable)\n"
          "  --arc-token-dir DIR      Azure Arc mode: 401 challenges with secret files in DIR\n"
          "  --faults FILE            initial fault script JSON\n"
+         "  --date-offset SECONDS    a Date header on token answers, shifted by SECONDS\n"
          "  --log-requests           log one line per request (never a token)\n"
          "  --log-level LEVEL        debug, info, warning, error (default info)\n"
          "  --help\n"
@@ -207,6 +208,14 @@ Status ParseArgs(const std::vector<std::string>& args, CliOptions* out) {
     } else if (name == "--delay-ms") {
       if (!(s = number(INT32_MAX, &v)).ok()) return s;
       o.emulator.delay = Duration(v);
+    } else if (name == "--date-offset") {
+      if (!take()) return Status::Error("--date-offset needs a value");
+      char* end = nullptr;
+      const long long offset = std::strtoll(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || offset < -86400LL * 3650 || offset > 86400LL * 3650) {
+        return Status::Error("--date-offset: expected seconds (may be negative): " + value);
+      }
+      o.emulator.date_offset = offset;
     } else if (name == "--reject-resource") {
       if (!take() || value.empty()) return Status::Error("--reject-resource needs a value");
       o.emulator.reject_resources.push_back(value);

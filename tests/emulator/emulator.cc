@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <random>
 #include <utility>
@@ -1104,6 +1105,13 @@ void Emulator::Answer(uint64_t seq, const Query& query, proxy::Responder& reply,
     e->token_id = token_id;
   }
   if (response.status == 200) ++served_;
+  if (options_.date_offset) {
+    const std::time_t t = std::time(nullptr) + static_cast<std::time_t>(*options_.date_offset);
+    char date[64];
+    if (std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", std::gmtime(&t)) > 0) {
+      response.headers.emplace_back("Date", date);
+    }
+  }
   Finish(seq, query, "answered");
   reply.Send(std::move(response));
 }

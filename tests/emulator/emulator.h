@@ -30,6 +30,7 @@
 // the system-assigned one if enabled, else the only user-assigned one.
 // The same token is returned for (identity, resource) until less than
 // reissue_before remains; every minted token is distinct (claim "uti").
+// With --date-offset S, those answers carry "Date:" (now + S seconds).
 // The default delay (--delay-ms, config delay_ms) or a step's delay_ms holds
 // every answer decided after the throttle check; earlier answers are immediate.
 //
@@ -270,6 +271,10 @@ struct EmulatorOptions {
   std::string arc_token_dir;
   std::string arc_realm = "normal";  // admin "arc_realm"
   bool log_requests = false;  // one line per request (never a token)
+  // --date-offset SECONDS: every token-path answer through Answer() carries a
+  // Date header, this machine's time plus the offset (doctor's clock check).
+  // Unset: no Date header, as before.
+  std::optional<int64_t> date_offset;
 };
 
 // Loop thread only. `clock`, `timers` and `logger` (Logger::Discard() for none) must outlive it.

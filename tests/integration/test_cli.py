@@ -6,17 +6,34 @@ import os
 import re
 import subprocess
 
+import pytest
+
 from conftest import ARM, UA_CLIENT_ID, agent_command, free_port
 
 UNKNOWN_CLIENT = "99999999-8888-4777-8666-555555555555"
 
 
-def cli(*args):
+def cli(*args, columns=None):
     env = dict(os.environ)
+    env.pop("COLUMNS", None)
+    if columns is not None:
+        env["COLUMNS"] = str(columns)
     # The agent is local: a proxy in the environment must not be used.
     env.update(http_proxy="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", no_proxy="", NO_PROXY="")
     r = subprocess.run(agent_command(*args), capture_output=True, text=True, timeout=120, env=env)
     return r.returncode, r.stdout, r.stderr
+
+
+def parse_groups(lines):
+    """The status table's groups: {identity heading: [[resource, state, expires, error], ...]}."""
+    groups, current = {}, None
+    for line in lines:
+        if line.startswith("  "):
+            groups[current].append(re.split(r"\s{2,}", line.strip()))
+        else:
+            current = line
+            groups[current] = []
+    return groups
 
 
 def issued(emulator):
@@ -30,13 +47,16 @@ def test_status_ok_then_failing(agent_factory, emulator):
     code, out, err = cli("status", "--health", health)
     assert code == 0, out + err
     lines = out.splitlines()
-    assert lines[0].startswith("mi-agent ") and "IMDS ok" in lines[0]
-    assert re.split(r"\s{2,}", lines[1]) == ["IDENTITY", "RESOURCE", "STATE", "EXPIRES IN", "LAST ERROR"]
-    rows = [re.split(r"\s{2,}", l) for l in lines[2:]]
-    assert ["default", ARM, "ok"] == rows[0][:3] or ["default", ARM, "ok"] in [r[:3] for r in rows]
-    assert [f"client_id={UA_CLIENT_ID}", ARM, "ok"] in [r[:3] for r in rows]
-    assert all(re.match(r"^(\d+d\d\dh|23h\d\dm)$", r[3]) for r in rows), rows
-    assert all(r[4] == "-" for r in rows)
+    assert lines[0].startswith("mi-agent ") and ", ready, up " in lines[0]
+    assert lines[1].startswith("IMDS ok")
+    assert lines[2].startswith("config ") and "last reload" in lines[2]
+    assert re.split(r"\s{2,}", lines[3]) == ["IDENTITY / RESOURCE", "STATE", "EXPIRES IN", "LAST ERROR"]
+    groups = parse_groups(lines[4:])
+    assert sorted(groups) == sorted(["default", f"client_id={UA_CLIENT_ID}"])
+    rows = [r for g in groups.values() for r in g]
+    assert all(r[:2] == [ARM, "ok"] for r in rows), groups
+    assert all(re.match(r"^(\d+d\d\dh|23h\d\dm)$", r[2]) for r in rows), rows
+    assert all(r[3] == "-" for r in rows)
 
     code, out, _ = cli("status", "--health", f"http://{health}/", "--json")
     assert code == 0
@@ -48,8 +68,8 @@ def test_status_ok_then_failing(agent_factory, emulator):
     assert code == 1
     code, out, err = cli("status", "--health", health)
     assert code == 1, out + err
-    row = [re.split(r"\s{2,}", l) for l in out.splitlines() if UNKNOWN_CLIENT in l]
-    assert row and row[0][2] == "failing" and row[0][3] == "-" and row[0][4] == "400 invalid_request: Identity not found", row
+    row = parse_groups(out.splitlines()[4:])[f"client_id={UNKNOWN_CLIENT}"]
+    assert row == [[ARM, "failing", "-", "400 invalid_request: Identity not found"]], row
     assert cli("status", "--health", health, "--json")[0] == 1
 
     for text in (out, cli("status", "--health", health, "--json")[1]):
@@ -117,12 +137,52 @@ def test_status_shows_every_key_exactly(agent_factory, emulator):
     health = f"127.0.0.1:{agent.health_port}"
     code, out, err = cli("status", "--health", health)
     assert code == 0, out + err
-    rows = [re.split(r"\s{2,}", l) for l in out.splitlines()[2:]]
-    assert sorted(r[1] for r in rows) == sorted(resources)
-    assert all(r[0] == "default" and r[2] == "ok" for r in rows), rows
+    groups = parse_groups(out.splitlines()[4:])
+    assert list(groups) == ["default"]
+    assert all(r[1] == "ok" for r in groups["default"])
+    assert len(groups["default"]) == 61
+    # The 2 KB resource is shortened to fit 80 columns; -o wide shows it whole.
+    assert all(len(l) <= 80 for l in out.splitlines())
+    code, out, _ = cli("status", "--health", health, "-o", "wide")
+    assert code == 0
+    groups = parse_groups(out.splitlines()[4:])
+    assert sorted(r[0] for r in groups["default"]) == sorted(resources)
 
     code, out, _ = cli("status", "--health", health, "--json")
     assert code == 0
     doc = json.loads(out)
     assert doc["entries_total"] == 61 and doc["truncated"] is False
     assert sorted(r["resource"] for i in doc["identities"] for r in i["resources"]) == sorted(resources)
+
+
+# A realistic user-assigned identity: a 227-character resource id, mixed case.
+LONG_RES_ID = ("/subscriptions/3f2b6c1e-8d4a-4e2b-9c7d-5a1e0f9b2c84/resourceGroups/"
+               "rg-production-westeurope-platform-shared-services-01/providers/"
+               "Microsoft.ManagedIdentity/userAssignedIdentities/id-payments-api-worker-westeurope-prod-000001-ab")
+LONG_CLIENT_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+
+
+@pytest.mark.emulator_args("--user-assigned", f"{LONG_CLIENT_ID},,{LONG_RES_ID}")
+def test_status_fits_80_columns_and_wide_shows_everything(agent_factory, emulator):
+    assert len(LONG_RES_ID) == 227
+    agent = agent_factory(emulator, config={"prefetch": [{"resource": ARM}]})
+    health = f"127.0.0.1:{agent.health_port}"
+    code, out, err = cli("token", "--resource", ARM, "--mi-res-id", LONG_RES_ID, "--port", str(agent.port))
+    assert code == 0, out + err
+
+    code, out, err = cli("status", "--health", health)
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert all(len(l) <= 80 for l in lines), "\n".join(l for l in lines if len(l) > 80)
+    heading = [l for l in lines if l.startswith("mi_res_id=")]
+    # Shortened in the middle, the original spelling kept (the key compares lower case).
+    assert len(heading) == 1 and "\u2026" in heading[0], lines
+    assert heading[0].startswith("mi_res_id=/subscriptions/") and heading[0].endswith("-prod-000001-ab"), heading
+
+    code, out, _ = cli("status", "--health", health, "-o", "wide")
+    assert code == 0
+    assert f"mi_res_id={LONG_RES_ID}" in out.splitlines()
+
+    code, out, _ = cli("status", "--health", health, columns=120)
+    assert code == 0 and all(len(l) <= 120 for l in out.splitlines())
+    assert max(len(l) for l in out.splitlines()) > 80

@@ -550,7 +550,8 @@ _CLI_RULES = [
     (re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), "<token>"),
     (re.compile(r'"(\w+_epoch|expires_on)"(\s*):(\s*)\d+'), r'"\1"\2:\3<epoch>'),
     (re.compile(r'"config_digest"(\s*):(\s*)"[0-9a-f]*"'), r'"config_digest"\1:\2"<digest>"'),
-    (re.compile(r"^(mi-agent \S+, up )\w+,", re.M), r"\1<dur>,"),
+    (re.compile(r"^(mi-agent \S+, .*\bup )\w+$", re.M), r"\1<dur>"),
+    (re.compile(r"^config [0-9a-f]+, ", re.M), "config <digest>, "),
     (re.compile(r"latency p50 \d+ ms p99 \d+ ms"), "latency p50 <n> ms p99 <n> ms"),
     (re.compile(r"(Failed to connect to .* after )\d+ ms"), r"\1<n> ms"),  # libcurl's message
     (re.compile(r'"(expires_on|not_before)"\s*:\s*"\d+"'), r'"\1": "<epoch>"'),

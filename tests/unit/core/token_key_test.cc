@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <string>
 
 namespace mi {
@@ -35,6 +36,24 @@ TEST(TokenKeyTest, IdsAreLowerCasedAndTheResourceKeptAsGiven) {
   EXPECT_EQ(key->id, kGuid);
   EXPECT_EQ(key->resource, "HTTPS://Vault/");
   EXPECT_EQ(key->Describe(), std::string("client_id=") + kGuid);
+}
+
+TEST(TokenKeyTest, TheSpellingAsGivenIsKeptForDisplayOnly) {
+  SelectorFields f;
+  f.mi_res_id = kArm;
+  StatusOr<TokenKey> mixed = MakeTokenKey(f, "r");
+  ASSERT_TRUE(mixed.ok());
+  EXPECT_EQ(mixed->DisplayId(), kArm);
+  EXPECT_EQ(mixed->DescribeAsGiven(), std::string("mi_res_id=") + kArm);
+  EXPECT_NE(mixed->Describe(), mixed->DescribeAsGiven());  // logs and audit: the key's form
+  std::string lower(kArm);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  f.mi_res_id = lower;
+  StatusOr<TokenKey> plain = MakeTokenKey(f, "r");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->display_id.empty());  // no copy when nothing differs
+  EXPECT_TRUE(*mixed == *plain);
+  EXPECT_EQ(TokenKeyHash()(*mixed), TokenKeyHash()(*plain));
 }
 
 TEST(TokenKeyTest, MsiResIdIsMiResId) {

@@ -72,34 +72,47 @@ size_t OffsetOf(const std::string& text, size_t n) {
 
 std::string Fit(const std::string& text, size_t width, bool wide) { return wide ? text : ShortenMiddle(text, width); }
 
+// Prose (a header line, an error's description): cut at the end, where a
+// sentence loses least.
+std::string FitEnd(const std::string& text, size_t width, bool wide) {
+  if (wide || Columns(text) <= width) return text;
+  return width == 0 ? std::string() : text.substr(0, OffsetOf(text, width - 1)) + kEllipsis;
+}
+
 std::string Pad(const std::string& text, size_t width) {
   const size_t cols = Columns(text);
   return cols >= width ? text : text + std::string(width - cols, ' ');
 }
 
-// A last_error object of /status as "<status> <error>: <description>" (the
-// description cleaned again: it is IMDS's text).
-std::string DescribeLastError(const ojson& le) {
+// A last_error object of /status as "<status> <error>".
+std::string ErrorCode(const ojson& le) {
   const int status = Field<int>(le, "status", 0);
-  std::string text = (status != 0 ? std::to_string(status) + " " : std::string()) + Field<std::string>(le, "error", "?");
-  const std::string description = CleanDescription(Field<std::string>(le, "description", ""));
-  if (!description.empty()) text += ": " + description;
-  return text;
+  return (status != 0 ? std::to_string(status) + " " : std::string()) + Field<std::string>(le, "error", "?");
 }
 
-// "400 invalid_request: Identity not found (3x)" (3 in a row), or "-".
-std::string LastError(const ojson& res) {
-  const int failures = Field<int>(res, "consecutive_failures", 0);
-  const ojson& le = Member(res, "last_error", kNoObject);
-  if (failures <= 0 || !le.is_object() || le.empty()) return "-";
-  std::string error = DescribeLastError(le);
-  if (failures > 1) error += " (" + std::to_string(failures) + "x)";  // in a row
-  return error;
-}
+// Its description (IMDS's error_description, or the OS's reason), cleaned
+// again: it is IMDS's text. "" when none.
+std::string ErrorDescription(const ojson& le) { return CleanDescription(Field<std::string>(le, "description", "")); }
 
 struct Row {
   std::string resource, state, expires, error;
+  std::string detail;  // the last error's description: a line of its own under the row
 };
+
+// A failing key's last error for the LAST ERROR column ("400 invalid_request
+// (3x)": 3 in a row, or "-") and its description.
+void SetLastError(const ojson& res, Row* row) {
+  const int failures = Field<int>(res, "consecutive_failures", 0);
+  const ojson& le = Member(res, "last_error", kNoObject);
+  if (failures <= 0 || le.empty()) {
+    row->error = "-";
+    return;
+  }
+  row->error = ErrorCode(le);
+  if (failures > 1) row->error += " (" + std::to_string(failures) + "x)";
+  row->detail = ErrorDescription(le);
+}
+
 struct Group {
   std::string identity;
   std::vector<Row> rows;
@@ -118,7 +131,11 @@ std::string HeaderLines(const ojson& doc) {
   const ojson& up = Member(doc, "upstream", kNoObject);
   std::string imds = "IMDS " + Field<std::string>(up, "state", "unknown");
   const ojson& le = Member(up, "last_error", kNoObject);
-  if (Field<std::string>(up, "state", "") == "failing" && !le.empty()) imds += " (" + DescribeLastError(le) + ")";
+  // The error first: the width cuts the latency before it.
+  if (Field<std::string>(up, "state", "") == "failing" && !le.empty()) {
+    const std::string description = ErrorDescription(le);
+    imds += " (" + ErrorCode(le) + (description.empty() ? "" : ": " + description) + ")";
+  }
   const ojson& lat = Member(up, "latency_ms", kNoObject);
   if (Field<int64_t>(lat, "samples", 0) > 0) {
     char buf[96];
@@ -212,9 +229,10 @@ std::string FormatStatus(const ojson& doc, size_t width, bool wide) {
     for (const ojson& res : Member(id, "resources", kNoArray)) {
       if (!res.is_object()) continue;
       const auto expires_in = Field<int64_t>(res, "expires_in_seconds", -1);
-      g.rows.push_back({Field<std::string>(res, "resource", "?"), Field<std::string>(res, "state", "?"),
-                        expires_in < 0 ? "-" : expires_in == 0 ? "expired" : FormatDuration(expires_in),
-                        LastError(res)});
+      Row row{Field<std::string>(res, "resource", "?"), Field<std::string>(res, "state", "?"),
+              expires_in < 0 ? "-" : expires_in == 0 ? "expired" : FormatDuration(expires_in), "", ""};
+      SetLastError(res, &row);
+      g.rows.push_back(std::move(row));
     }
     groups.push_back(std::move(g));
   }
@@ -224,14 +242,14 @@ std::string FormatStatus(const ojson& doc, size_t width, bool wide) {
     const std::string header = HeaderLines(doc);
     size_t start = 0;
     for (size_t nl; (nl = header.find('\n', start)) != std::string::npos; start = nl + 1) {
-      out += Fit(header.substr(start, nl - start), width, wide) + "\n";
+      out += FitEnd(header.substr(start, nl - start), width, wide) + "\n";
     }
   }
   if (groups.empty()) return out + "no identities in the cache yet\n";
 
   // Column widths: STATE and EXPIRES IN as wide as their values; the resource
   // (under the identity headings) and the last error share what is left.
-  const Row head{"IDENTITY / RESOURCE", "STATE", "EXPIRES IN", "LAST ERROR"};
+  const Row head{"IDENTITY / RESOURCE", "STATE", "EXPIRES IN", "LAST ERROR", ""};
   size_t ws = Columns(head.state), we = Columns(head.expires), wr = 0, werr = Columns(head.error);
   for (const Group& g : groups) {
     for (const Row& r : g.rows) {
@@ -273,7 +291,10 @@ std::string FormatStatus(const ojson& doc, size_t width, bool wide) {
   out += line("", head, kIndent + wr);
   for (const Group& g : groups) {
     out += Fit(g.identity, width, wide) + "\n";
-    for (const Row& r : g.rows) out += line(std::string(kIndent, ' '), r, wr);
+    for (const Row& r : g.rows) {
+      out += line(std::string(kIndent, ' '), r, wr);
+      if (!r.detail.empty()) out += FitEnd(std::string(2 * kIndent, ' ') + r.detail, width, wide) + "\n";
+    }
   }
   return out;
 }

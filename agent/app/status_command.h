@@ -7,8 +7,9 @@
 //     A header (ready, version, uptime, config digest, IMDS, last reload), then
 //     one group per identity with its resources under it. Lines fit the width:
 //     $COLUMNS, else the terminal's (stdout a tty), else 80; long identities,
-//     resources and errors are shortened in the middle ("…"). `-o wide`: every
-//     value whole. `--json`: the document as the agent sent it.
+//     resources and error codes are shortened in the middle ("…"), a failing
+//     key's error description (its own line under the key) and the header at
+//     the end. `-o wide`: every value whole. `--json`: the document as the agent sent it.
 //     Exit 0: every key ok (or refreshing with a valid token); 1: any key
 //     degraded, failing or without a token; 2: agent unreachable.
 

@@ -188,12 +188,14 @@ class Container:
             return ""
 
     def run(self, argv, check=True, timeout=120, input=None):
-        """argv inside the container (all of PID 1's namespaces, its root)."""
+        """argv inside the container (all of PID 1's namespaces, its root); stdin
+        is `input`, else empty (nothing inside may wait for an answer)."""
+        stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
         result = subprocess.run(
             ["nsenter", "-t", str(self.leader), "-a", "--",
              "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
              *argv],
-            capture_output=True, text=True, timeout=timeout, input=input)
+            capture_output=True, text=True, timeout=timeout, **stdin)
         if check and result.returncode != 0:
             raise AssertionError(f"in container: {' '.join(argv)} exited {result.returncode}:\n"
                                  f"{result.stdout}\n{result.stderr}")

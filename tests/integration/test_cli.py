@@ -25,10 +25,13 @@ def cli(*args, columns=None):
 
 
 def parse_groups(lines):
-    """The status table's groups: {identity heading: [[resource, state, expires, error], ...]}."""
+    """The status table's groups: {identity heading: [[resource, state, expires, error], ...]};
+    a failing key's description (its own line, indented further) ends its row."""
     groups, current = {}, None
     for line in lines:
-        if line.startswith("  "):
+        if line.startswith("    "):
+            groups[current][-1].append(line.strip())
+        elif line.startswith("  "):
             groups[current].append(re.split(r"\s{2,}", line.strip()))
         else:
             current = line
@@ -69,7 +72,7 @@ def test_status_ok_then_failing(agent_factory, emulator):
     code, out, err = cli("status", "--health", health)
     assert code == 1, out + err
     row = parse_groups(out.splitlines()[4:])[f"client_id={UNKNOWN_CLIENT}"]
-    assert row == [[ARM, "failing", "-", "400 invalid_request: Identity not found"]], row
+    assert row == [[ARM, "failing", "-", "400 invalid_request", "Identity not found"]], row
     assert cli("status", "--health", health, "--json")[0] == 1
 
     for text in (out, cli("status", "--health", health, "--json")[1]):

@@ -59,8 +59,10 @@ def test_imds_error_description_in_status_log_and_cli(agent_factory, emulator):
 
     code, out, err = cli("status", "--health", f"127.0.0.1:{agent.health_port}")
     assert code == 1, out + err
-    row = [l for l in out.splitlines() if UNKNOWN_CLIENT in l]
-    assert row and "400 invalid_request: Identity not found" in row[0], out
+    lines = out.splitlines()
+    heading = lines.index(f"client_id={UNKNOWN_CLIENT}")
+    assert "failing" in lines[heading + 1] and "400 invalid_request" in lines[heading + 1], out
+    assert lines[heading + 2] == "    Identity not found", out
 
 
 def test_closed_port_is_refused_and_callers_fail_fast(agent_factory):
@@ -89,7 +91,7 @@ def test_closed_port_is_refused_and_callers_fail_fast(agent_factory):
 
     code, out, _ = cli("status", "--health", f"127.0.0.1:{agent.health_port}")
     assert code == 1
-    assert "IMDS failing (connect_error: connection refused)" in out.splitlines()[0], out
+    assert out.splitlines()[1].startswith("IMDS failing (connect_error: connection refused)"), out
 
 
 def test_cli_cannot_reach_says_what_to_try():

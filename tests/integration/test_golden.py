@@ -538,6 +538,8 @@ def run_cli(args, masks, label):
     """One CLI run. Commands that never reach the agent get masks without this
     run's ports, so an ephemeral port equal to 50342 cannot alter --help."""
     env = agent_env()
+    # Wide enough that no line of `status` is cut where timings vary (test_cli checks 80 columns).
+    env["COLUMNS"] = "120"
     r = subprocess.run(agent_command(*args), capture_output=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
     out = normalize_cli(r.stdout.decode("utf-8", "replace"), masks)
     err = normalize_cli(r.stderr.decode("utf-8", "replace"), masks)

@@ -400,11 +400,8 @@ std::vector<Check> AgentChecks(const std::string& health, ojson* doc) {
       }
       ++shown;
       std::string error;
-      const ojson& le = res.contains("last_error") ? res["last_error"] : ojson();
-      if (le.is_object()) {
-        error = " (" + (le.value("status", 0) != 0 ? std::to_string(le.value("status", 0)) + " " : std::string()) +
-                le.value("error", "?") + ")";
-      }
+      const auto le = res.find("last_error");
+      if (le != res.end() && le->is_object()) error = " (" + DescribeLastError(*le) + ")";
       out.push_back({state == "degraded" ? Verdict::kWarn : Verdict::kFail, "identity",
                      ShortenMiddle(who, 60) + " " + ShortenMiddle(res.value("resource", "?"), 60) + ": " + state + error,
                      "mi-agent status -o wide; is the identity assigned to this VM?"});

@@ -94,6 +94,15 @@ std::string ErrorCode(const ojson& le) {
 // again: it is IMDS's text. "" when none.
 std::string ErrorDescription(const ojson& le) { return CleanDescription(Field<std::string>(le, "description", "")); }
 
+}  // namespace
+
+std::string DescribeLastError(const ojson& last_error) {
+  const std::string description = ErrorDescription(last_error);
+  return ErrorCode(last_error) + (description.empty() ? "" : ": " + description);
+}
+
+namespace {
+
 struct Row {
   std::string resource, state, expires, error;
   std::string detail;  // the last error's description: a line of its own under the row
@@ -133,8 +142,7 @@ std::string HeaderLines(const ojson& doc) {
   const ojson& le = Member(up, "last_error", kNoObject);
   // The error first: the width cuts the latency before it.
   if (Field<std::string>(up, "state", "") == "failing" && !le.empty()) {
-    const std::string description = ErrorDescription(le);
-    imds += " (" + ErrorCode(le) + (description.empty() ? "" : ": " + description) + ")";
+    imds += " (" + DescribeLastError(le) + ")";
   }
   const ojson& lat = Member(up, "latency_ms", kNoObject);
   if (Field<int64_t>(lat, "samples", 0) > 0) {

@@ -43,6 +43,10 @@ size_t Columns(const std::string& text);  // UTF-8 code points
 // 80; never under 40.
 size_t OutputWidth();
 
+// A /status "last_error" object as "400 invalid_request: Identity not found"
+// (the description cleaned again; "?" for what is missing or mistyped).
+std::string DescribeLastError(const nlohmann::ordered_json& last_error);
+
 // "23h59m", "4m05s", "12s".
 std::string FormatDuration(int64_t seconds);
 

@@ -487,6 +487,7 @@ bool CurlUpstreamClient::OnArcUnauthorized(Transfer& t, UpstreamResponse* r) {
   r->status = 0;
   r->body.clear();
   r->error = "Arc challenge: " + why;
+  r->description = r->error;  // for /status and the log (cleaned there); never the secret
   return false;
 }
 

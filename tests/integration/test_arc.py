@@ -89,6 +89,10 @@ def test_hostile_realm_is_refused_with_500_and_nothing_cached(agent_factory, arc
     assert [e["status"] for e in arc.requests()["log"]] == [401]
     wait_for(lambda: check in agent.output(), what="the refusal logged")
     assert "arc: token request refused" in agent.output()
+    # /status says which check refused it (the description), for `mi-agent status`.
+    status = json.loads(agent.health("/status")[2])
+    described = status["identities"][0]["resources"][0]["last_error"]["description"]
+    assert described.startswith("Arc challenge: ") and check in described, described
 
     # Nothing was cached: with a proper challenge the next caller gets a fresh fetch.
     arc.admin("POST", "config", {"arc_realm": "normal"})

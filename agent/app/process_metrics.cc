@@ -55,9 +55,11 @@ bool ParseProcStat(std::string_view stat, long ticks_per_second, long page_size,
 void ReadProcessStats(ProcessStats* out) {
   HANDLE self = GetCurrentProcess();
   PROCESS_MEMORY_COUNTERS_EX memory{};
+  // A running process never has 0 of these: 0 is a value the platform does not
+  // keep (Wine reports 0 private bytes and 0 handles), so it stays unknown.
   if (GetProcessMemoryInfo(self, reinterpret_cast<PROCESS_MEMORY_COUNTERS*>(&memory), sizeof memory)) {
-    out->resident_bytes = static_cast<double>(memory.WorkingSetSize);
-    out->virtual_bytes = static_cast<double>(memory.PrivateUsage);
+    if (memory.WorkingSetSize > 0) out->resident_bytes = static_cast<double>(memory.WorkingSetSize);
+    if (memory.PrivateUsage > 0) out->virtual_bytes = static_cast<double>(memory.PrivateUsage);
   }
   FILETIME created, exited, kernel, user;
   if (GetProcessTimes(self, &created, &exited, &kernel, &user)) {
@@ -67,7 +69,7 @@ void ReadProcessStats(ProcessStats* out) {
     out->cpu_seconds = (ticks(kernel) + ticks(user)) / 1e7;
   }
   DWORD handles = 0;
-  if (GetProcessHandleCount(self, &handles)) out->open_fds = static_cast<double>(handles);
+  if (GetProcessHandleCount(self, &handles) && handles > 0) out->open_fds = static_cast<double>(handles);
 }
 
 #else

@@ -3,7 +3,9 @@
 // parsed token: the time conversions on expires_on/not_before and the answer
 // body at several moments. The answer must be a JSON object that carries the
 // access token and expires_on unchanged. Every body also goes through the
-// identity echo check (agent/identity_echo.h) for a key of each kind.
+// identity echo check (agent/identity_echo.h) for a key of each kind, and as an
+// error body through ImdsErrorDescription: what /status and the logs show must
+// be valid UTF-8 without control characters, at most kMaxDescriptionBytes.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -36,6 +38,24 @@ void CheckAnswer(const nlohmann::json& input, const mi::Token& token, const std:
   if (type == answer.end() || !type->is_string()) Die("the answer has no token_type", body);
 }
 
+// A description as /status shows it: bounded, valid UTF-8, no C0/DEL/C1.
+void CheckDescription(const std::string& d, std::string_view input) {
+  if (d.size() > mi::kMaxDescriptionBytes) Die("a description over the bound", std::string(input));
+  for (size_t i = 0; i < d.size();) {
+    const unsigned char c = static_cast<unsigned char>(d[i]);
+    if (c < 0x20 || c == 0x7F) Die("a control character in a description", std::string(input));
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || i + n > d.size()) Die("invalid UTF-8 in a description", std::string(input));
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(d[i + k]) & 0xC0) != 0x80) Die("invalid UTF-8 in a description", std::string(input));
+    }
+    if (n == 2 && c == 0xC2 && static_cast<unsigned char>(d[i + 1]) < 0xA0) {
+      Die("a C1 control in a description", std::string(input));
+    }
+    i += n;
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -48,6 +68,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Die("the echo check failed for the default identity or without naming the field", std::string(input));
     }
   }
+  CheckDescription(mi::ImdsErrorDescription(input), input);
+  CheckDescription(mi::CleanDescription(input), input);
   const mi::StatusOr<std::shared_ptr<const mi::Token>> result = mi::Token::FromImdsBody(input);
   if (!result.ok()) {
     if (result.status().message().empty()) Die("a rejected body without a reason", std::string(input));

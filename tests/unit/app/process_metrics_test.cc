@@ -50,11 +50,15 @@ TEST(ProcessMetricsTest, ReadsThisProcess) {
   ProcessStats st;
   ReadProcessStats(&st);
   EXPECT_GT(st.resident_bytes, 0);
-  EXPECT_GT(st.virtual_bytes, 0);
   EXPECT_GE(st.cpu_seconds, 0);
-  EXPECT_GT(st.open_fds, 0);  // stdin, stdout, stderr at least
 #ifndef _WIN32
+  EXPECT_GT(st.virtual_bytes, 0);
+  EXPECT_GT(st.open_fds, 0);  // stdin, stdout, stderr at least
   EXPECT_GE(st.max_fds, st.open_fds);
+#else
+  // Known, or left out (-1): Wine keeps neither private bytes nor a handle count.
+  EXPECT_TRUE(st.virtual_bytes > 0 || st.virtual_bytes == -1) << st.virtual_bytes;
+  EXPECT_TRUE(st.open_fds > 0 || st.open_fds == -1) << st.open_fds;
 #endif
 }
 

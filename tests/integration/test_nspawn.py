@@ -19,6 +19,7 @@ systemd-nspawn or debootstrap are missing (tests/install-deps.sh installs them).
 """
 
 import glob
+import hashlib
 import json
 import os
 import re
@@ -27,6 +28,8 @@ import subprocess
 import time
 
 import pytest
+
+import conftest
 
 import nspawn_helpers as ns
 import svc_helpers as h
@@ -100,13 +103,7 @@ def show(c, unit, prop):
 
 
 def wait_for(predicate, timeout, what, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return conftest.wait_for(predicate, timeout=timeout, interval=interval, what=what)
 
 
 def wait_serving(c, timeout=60):
@@ -204,6 +201,49 @@ def test_2_reload_good_then_bad(c):
     c.run(["systemctl", "reload", "mi-agent.service"], check=False)
     wait_for(lambda: status(c)["config_digest"] == before, 30, "the first config back")
     assert status(c)["reload"]["result"] == "ok"
+
+
+def test_2b_invalid_config_at_start_exits_78_and_is_not_restarted(c):
+    write_agent_config(c, '{"port": "fifty"}\n')
+    c.run(["systemctl", "restart", "mi-agent.service"], check=False)
+    wait_for(lambda: show(c, "mi-agent.service", "ActiveState") == "failed", 60, "the start to fail")
+    assert show(c, "mi-agent.service", "ExecMainStatus") == "78"
+    restarts = show(c, "mi-agent.service", "NRestarts")
+    time.sleep(3 * 2)  # three RestartSec=2s: a restart loop would have run again by now
+    assert show(c, "mi-agent.service", "ActiveState") == "failed"
+    assert show(c, "mi-agent.service", "NRestarts") == restarts, "restarted despite RestartPreventExitStatus=78"
+    errors = c.run(["journalctl", "-u", "mi-agent.service", "-p", "err", "-o", "cat", "--no-pager"]).stdout
+    assert "invalid configuration" in errors and "port" in errors, errors
+
+    write_agent_config(c, json.dumps(config_fields(), indent=2) + "\n")
+    c.run(["systemctl", "reset-failed", "mi-agent.service"])
+    c.run(["systemctl", "start", "mi-agent.service"])
+    wait_serving(c)
+
+
+def test_2c_audit_records_reach_the_journal(c):
+    write_agent_config(c, json.dumps(config_fields(audit={"enabled": True, "sink": "journal",
+                                                          "summarize_seconds": 0}), indent=2) + "\n")
+    assert c.run(["systemctl", "reload", "mi-agent.service"], check=False).returncode == 0
+    wait_for(lambda: status(c)["reload"]["result"] == "ok", 30, "the reload")
+    code, body = token(c)
+    assert code == 200, body
+    access_token = json.loads(body)["access_token"]
+
+    def records():
+        out = c.run(["journalctl", "-o", "json", "--no-pager", "MESSAGE_ID=601c857e51094af4b16923c03187d13f"],
+                    check=False).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+    found = wait_for(records, 30, "an audit record in the journal")
+    r = found[-1]
+    assert r["MI_DECISION"] == "allow" and r["MI_RESOURCE"] == "https://management.azure.com/", r
+    assert r["MI_TOKEN_FINGERPRINT"] == hashlib.sha256(access_token.encode()).hexdigest()[:16], r
+    assert r["PRIORITY"] == "6" and r["MI_CALLER_UID"] == "0", r
+    journal = c.run(["journalctl", "-o", "export", "--no-pager"]).stdout
+    assert access_token not in journal and access_token[:40] not in journal
+
+    write_agent_config(c, json.dumps(config_fields(), indent=2) + "\n")
+    assert c.run(["systemctl", "reload", "mi-agent.service"], check=False).returncode == 0
 
 
 def test_3_watchdog_restarts_a_stopped_agent(c):

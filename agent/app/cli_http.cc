@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "agent/base/ascii.h"
+#include "agent/base/text.h"
 
 namespace mi {
 namespace {
@@ -115,6 +116,12 @@ std::string HealthUrl(const std::string& health, const std::string& path) {
   const size_t slash = url.find('/', scheme == std::string::npos ? 0 : scheme + 3);
   if (slash != std::string::npos) url.resize(slash);
   return url + path;
+}
+
+nlohmann::ordered_json ParseJsonBounded(std::string_view text) {
+  constexpr int kMaxDepth = 64;
+  if (!JsonDepthWithin(text, kMaxDepth)) return nlohmann::ordered_json(nlohmann::ordered_json::value_t::discarded);
+  return nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
 }
 
 }  // namespace mi

@@ -4,7 +4,10 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace mi {
 
@@ -22,6 +25,11 @@ struct HttpResult {
 // `unix_socket`: connect to that Unix socket instead of the URL's host.
 HttpResult HttpGet(const std::string& url, const std::vector<std::string>& headers, long timeout_seconds,
                    size_t max_body, const std::string& unix_socket = std::string());
+
+// `text` as JSON; discarded when it is not JSON or nests deeper than 64
+// levels. What the commands read (an answer from whoever holds the port, a
+// file) is hostile: a deeper tree would be copied and dumped recursively.
+nlohmann::ordered_json ParseJsonBounded(std::string_view text);
 
 // The next step to suggest when the agent cannot be reached.
 #ifdef _WIN32

@@ -226,7 +226,7 @@ int RunTokenCommand(const std::vector<std::string>& args) {
                  authority.c_str(), r.error.c_str(), kServiceHint);
     return 2;
   }
-  ojson doc = ojson::parse(r.body, nullptr, false);
+  ojson doc = ParseJsonBounded(r.body);
   if (doc.is_discarded() || !doc.is_object()) {
     // Not JSON: never echo a 200 body we cannot redact.
     std::fprintf(stderr, "mi-agent token: HTTP %ld with a body that is not a JSON object (%zu bytes)\n", r.status,

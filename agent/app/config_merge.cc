@@ -95,6 +95,12 @@ Status ParseText(const std::string& text, json* out) {
   if (size_t bad = InvalidUtf8Offset(text); bad != std::string::npos) {
     return Status::Error("not valid UTF-8 (byte " + std::to_string(bad) + ")");
   }
+  // A configuration nests a few levels; a deeper tree is refused before
+  // nlohmann builds it (copying and merging it would recurse over every level).
+  constexpr int kMaxDepth = 32;
+  if (!JsonDepthWithin(text, kMaxDepth)) {
+    return Status::Error("nested deeper than " + std::to_string(kMaxDepth) + " levels");
+  }
   json doc = json::parse(text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
   if (doc.is_discarded()) return Status::Error("not valid JSON");
   if (!doc.is_object()) return Status::Error("the top level must be a JSON object");

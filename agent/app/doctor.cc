@@ -87,7 +87,7 @@ std::vector<uint16_t> ListenStreamPorts(const std::string& unit_text) {
 }
 
 bool DiscoveryPort(const std::string& text, uint16_t* port) {
-  const ojson doc = ojson::parse(text, nullptr, false);
+  const ojson doc = ParseJsonBounded(text);
   if (!doc.is_object() || !doc.contains("url") || !doc["url"].is_string()) return false;
   const std::string url = doc["url"].get<std::string>();
   constexpr char kPrefix[] = "http://localhost:";

@@ -118,7 +118,7 @@ ojson EffectiveConfig(const std::string& path, const Config& c) {
   j["file"] = path;
   std::string text;
   if (ReadSmallFile(path, &text)) {
-    ojson file = ojson::parse(text, nullptr, false);
+    ojson file = ParseJsonBounded(text);
     if (file.is_discarded()) {
       j["file_content"] = "(not valid JSON)";
     } else {

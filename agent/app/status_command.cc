@@ -321,7 +321,7 @@ bool FetchStatus(const std::string& health, ojson* doc, std::string* error) {
     *error = "cannot reach the agent's health listener at " + url + ": " + r.error + "; " + kServiceHint;
     return false;
   }
-  *doc = ojson::parse(r.body, nullptr, false);
+  *doc = ParseJsonBounded(r.body);
   if (r.status != 200 || doc->is_discarded() || !doc->is_object()) {
     *error = url + " answered HTTP " + std::to_string(r.status) + ", not a status document";
     return false;

@@ -67,6 +67,19 @@ TEST_F(DropInTest, MergedInOrderOverTheMainFile) {
   EXPECT_EQ(c.cache.margin, Config().cache.margin) << "null deletes: back to the default";
 }
 
+TEST_F(DropInTest, DeeplyNestedFilesAreRefusedNotRecursedOver) {
+  // Copying or merging a tree this deep would overflow the stack.
+  const std::string deep = "{\"a\": " + std::string(200000, '[') + std::string(200000, ']') + "}";
+  Write(Main(), R"({"port": 1000})");
+  Write(DropIn("10-deep.json"), deep);
+  Config c;
+  EXPECT_EQ(LoadConfigFile(Main(), false, &c).message(), DropIn("10-deep.json") + ": nested deeper than 32 levels");
+  fs::remove(DropIn("10-deep.json"));
+  Write(Main(), deep);
+  EXPECT_EQ(LoadConfigFile(Main(), false, &c).message(), Main() + ": nested deeper than 32 levels");
+  EXPECT_EQ(c.port, Config().port) << "nothing applied";
+}
+
 TEST_F(DropInTest, TheMainFilesNullIsStillRefused) {
   Write(Main(), R"({"port": null})");
   Config c;

@@ -12,31 +12,9 @@ namespace {
 
 using nlohmann::json;
 
-// Reads at most kMaxFileBytes; false with *error set otherwise.
-bool ReadBounded(const std::string& path, std::string* text, std::string* error) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    *error = path + ": cannot be read";
-    return false;
-  }
-  char chunk[16384];
-  while (text->size() <= kMaxFileBytes && in.read(chunk, sizeof chunk).gcount() > 0) {
-    text->append(chunk, static_cast<size_t>(in.gcount()));
-  }
-  if (text->size() > kMaxFileBytes) {
-    *error = path + ": larger than " + std::to_string(kMaxFileBytes) + " bytes";
-    return false;
-  }
-  if (in.bad()) {
-    *error = path + ": cannot be read";
-    return false;
-  }
-  return true;
-}
-
 Status ReadSource(const std::string& path, bool drop_in, std::vector<Source>* out) {
   std::string text, error;
-  if (!ReadBounded(path, &text, &error)) return Status::Error(error);
+  if (!ReadBounded(path, kMaxFileBytes, &text, &error)) return Status::Error(error);
   Source source{path, json(), drop_in};
   Status s = ParseText(text, &source.doc);
   if (!s.ok()) return Status::Error(path + ": " + s.message());
@@ -89,6 +67,29 @@ bool Sets(const json& doc, const std::string& key) {
 }
 
 }  // namespace
+
+bool ReadBounded(const std::string& path, size_t max, std::string* text, std::string* error) {
+  text->clear();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = path + ": cannot be read";
+    return false;
+  }
+  char chunk[16384];
+  while (text->size() <= max && in.read(chunk, sizeof chunk).gcount() > 0) {
+    text->append(chunk, static_cast<size_t>(in.gcount()));
+  }
+  if (text->size() > max) {
+    text->clear();
+    *error = path + ": larger than " + std::to_string(max) + " bytes";
+    return false;
+  }
+  if (in.bad()) {
+    *error = path + ": cannot be read";
+    return false;
+  }
+  return true;
+}
 
 Status ParseText(const std::string& text, json* out) {
   // The parser refuses bad UTF-8 too, but only as "not valid JSON".

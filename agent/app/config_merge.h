@@ -28,6 +28,11 @@ struct Source {
   bool drop_in = false;  // merged as a patch; the main file is the base as it is
 };
 
+// The whole file, if it can be read and holds at most `max` bytes (never more
+// is read); false with *error ("<path>: cannot be read" / "...: larger than
+// N bytes") otherwise. Also the commands' reader (doctor).
+bool ReadBounded(const std::string& path, size_t max, std::string* text, std::string* error);
+
 // Parses one file's text: UTF-8, JSON (comments allowed), an object at the top.
 Status ParseText(const std::string& text, nlohmann::json* out);
 

@@ -68,7 +68,8 @@ std::string ScrubJwts(std::string text);
 
 // The helpers the checks share (agent/app/doctor_bundle.cc).
 std::string Trim(const std::string& s);
-// At most `max` bytes of the file; false when it cannot be read.
+// The file when it can be read and holds at most `max` bytes (never reads
+// more: config_merge::ReadBounded); else false.
 bool ReadSmallFile(const std::string& path, std::string* out, size_t max = 1u << 20);
 #ifndef _WIN32
 // Runs argv (searched in PATH) with stdin from /dev/null, its stdout and

@@ -8,7 +8,6 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
-#include <sstream>
 
 #ifndef _WIN32
 #include <fcntl.h>
@@ -22,6 +21,7 @@
 #endif
 
 #include "agent/app/cli_http.h"
+#include "agent/app/config_merge.h"
 #include "agent/app/doctor.h"
 
 #ifndef _WIN32
@@ -34,12 +34,8 @@ namespace doctor {
 using ojson = nlohmann::ordered_json;
 
 bool ReadSmallFile(const std::string& path, std::string* out, size_t max) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream s;
-  s << in.rdbuf();
-  *out = s.str().substr(0, max);
-  return true;
+  std::string error;
+  return config_merge::ReadBounded(path, max, out, &error);
 }
 
 std::string ScrubJwts(std::string text) {
